@@ -1,0 +1,3 @@
+from fwsync.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Backends: turn a Ruleset into kernel objects, read them back, apply a Plan atomically."""

@@ -1,0 +1,36 @@
+"""The one small interface every backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fwsync.core.diff import Plan, State
+from fwsync.core.ruleset import Ruleset
+
+
+class BackendError(Exception):
+    """A kernel call failed. The message says what was attempted and what the kernel answered."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def detect(self) -> str:
+        """Why this backend fits the host (one line for plan/status), or raise BackendError."""
+        ...
+
+    def read(self) -> State:
+        """fwsync's objects as the kernel holds them now."""
+        ...
+
+    def render(self, ruleset: Ruleset) -> State:
+        """The objects the kernel should hold for this ruleset (pure given the detected host)."""
+        ...
+
+    def apply(self, plan: Plan) -> None:
+        """Make the kernel hold plan.desired (a transaction per family); on error change nothing."""
+        ...
+
+    def remove(self) -> State:
+        """Take out every object fwsync owns (nothing else); return what was removed."""
+        ...

@@ -1,0 +1,274 @@
+"""The iptables backend: fwsync's chains reached from DOCKER-USER, via iptables-restore.
+
+Each family is written in one `iptables-restore --noflush` transaction: declaring a chain there
+flushes it, so the whole of fwsync's chains is replaced at once and nothing else is touched.
+Address sets are ipsets whose names carry a digest of their contents: new contents get a new set,
+loaded before the transaction that points the rules at it, and the old set is destroyed after.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fwsync.backends.base import BackendError
+from fwsync.backends.iptables_render import (
+    FORWARD_CHAIN,
+    OWN_CHAINS,
+    SET_PREFIX,
+    chain_key,
+    jump_key,
+    jump_line,
+    parse_set_name,
+    render_family,
+    set_kernel_name,
+    set_key,
+)
+from fwsync.core.diff import Plan, State
+from fwsync.core.ruleset import Family, Ruleset
+
+FAMILIES: tuple[Family, ...] = (4, 6)
+DOCKER_USER = "DOCKER-USER"
+ENTRY_CANDIDATES = ("FORWARD", DOCKER_USER)
+
+
+@dataclass
+class FamilyState:
+    chains: dict[str, list[str]] = field(default_factory=dict)  # chain → its -A lines
+
+    @property
+    def jumps(self) -> list[tuple[str, int]]:
+        found = []
+        for chain in ENTRY_CANDIDATES:
+            for pos, line in enumerate(self.chains.get(chain, []), start=1):
+                if line.endswith(f"-j {FORWARD_CHAIN}"):
+                    found.append((chain, pos))
+        return found
+
+    @property
+    def entry_chain(self) -> str:
+        return DOCKER_USER if DOCKER_USER in self.chains else "FORWARD"
+
+
+@dataclass
+class KernelView:
+    families: dict[Family, FamilyState]
+    sets: dict[str, list[str]]  # kernel set name → elements, fwsync's sets only
+
+
+def parse_save(text: str) -> FamilyState:
+    state = FamilyState()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(":"):
+            state.chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            state.chains.setdefault(line.split()[1], []).append(line)
+    return state
+
+
+def parse_ipset_save(text: str) -> dict[str, list[str]]:
+    sets: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or not words[1].startswith(SET_PREFIX):
+            continue
+        if words[0] == "create":
+            sets.setdefault(words[1], [])
+        elif words[0] == "add" and len(words) >= 3:
+            sets.setdefault(words[1], []).append(words[2])
+    return {name: sorted(elems) for name, elems in sets.items()}
+
+
+def _tool(family: Family, variant: str, suffix: str) -> str:
+    return f"{'ip' if family == 4 else 'ip6'}tables-{variant}{suffix}"
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, variant: str | None = None) -> None:
+        self._variant = variant or os.environ.get("FWSYNC_IPTABLES") or None
+        self._reason = ""
+        self._view: KernelView | None = None
+
+    # -- kernel I/O ---------------------------------------------------------------------------
+
+    def _run(self, cmd: Sequence[str], stdin: str | None = None, what: str = "") -> str:
+        try:
+            proc = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True,
+                                  check=False)
+        except FileNotFoundError as exc:
+            raise BackendError(f"{what or cmd[0]}: {cmd[0]} is not installed ({exc})") from exc
+        if proc.returncode != 0:
+            err = proc.stderr.strip() or proc.stdout.strip()
+            raise BackendError(f"{what or ' '.join(cmd)} failed: {err}")
+        return proc.stdout
+
+    def detect(self) -> str:
+        if self._variant is None:
+            self._variant, self._reason = self._choose_variant()
+        elif not self._reason:
+            self._reason = f"iptables-{self._variant} (chosen by FWSYNC_IPTABLES)"
+        return self._reason
+
+    def _choose_variant(self) -> tuple[str, str]:
+        # Reading legacy tables that don't exist would create them: look before touching.
+        names = Path("/proc/net/ip_tables_names")
+        if names.exists() and "filter" in names.read_text().split():
+            legacy = parse_save(self._run(["iptables-legacy-save", "-t", "filter"]))
+            if any(c in legacy.chains for c in ("DOCKER", DOCKER_USER, FORWARD_CHAIN)):
+                return "legacy", "iptables-legacy: Docker's chains are in the legacy tables"
+        nft = parse_save(self._run(["iptables-nft-save", "-t", "filter"]))
+        if any(c in nft.chains for c in ("DOCKER", DOCKER_USER, FORWARD_CHAIN)):
+            return "nft", "iptables-nft: Docker's chains are in iptables (nf_tables)"
+        return "nft", "iptables-nft: no Docker chains yet; nf_tables is the system's default"
+
+    @property
+    def variant(self) -> str:
+        self.detect()
+        assert self._variant is not None
+        return self._variant
+
+    def _read_view(self) -> KernelView:
+        families = {
+            f: parse_save(self._run([_tool(f, self.variant, "-save"), "-t", "filter"]))
+            for f in FAMILIES
+        }
+        sets = parse_ipset_save(self._run(["ipset", "save"], what="ipset save"))
+        self._view = KernelView(families=families, sets=sets)
+        return self._view
+
+    # -- the Backend interface ----------------------------------------------------------------
+
+    def read(self) -> State:
+        view = self._read_view()
+        state: dict[str, tuple[str, ...]] = {}
+        for family, fs in view.families.items():
+            for chain in OWN_CHAINS:
+                if chain in fs.chains:
+                    state[chain_key(family, chain)] = tuple(fs.chains[chain])
+            if fs.jumps:
+                state[jump_key(family)] = tuple(jump_line(c, p) for c, p in fs.jumps)
+        for name, elements in view.sets.items():
+            parsed = parse_set_name(name)
+            if parsed is not None:
+                state.setdefault(set_key(*parsed), tuple(elements))
+        return state
+
+    def render(self, ruleset: Ruleset) -> State:
+        view = self._view or self._read_view()
+        state: dict[str, tuple[str, ...]] = {}
+        for family in FAMILIES:
+            state.update(render_family(ruleset, family, view.families[family].entry_chain))
+        return state
+
+    def apply(self, plan: Plan) -> None:
+        view = self._read_view()
+        wanted = _wanted_sets(plan.desired)
+        created = [name for name in wanted if name not in view.sets]
+        if created:
+            self._restore_sets(_ipset_create(name, wanted[name]) for name in created)
+        done: list[Family] = []
+        try:
+            for family in FAMILIES:
+                self._restore(family, _restore_text(plan.desired, family, view.families[family]))
+                done.append(family)
+        except BackendError as exc:
+            self._rollback(view, done, created)
+            raise BackendError(f"{exc}; nothing was changed") from exc
+        stale = [name for name in view.sets if name not in wanted]
+        if stale:
+            self._restore_sets(f"destroy {name}" for name in stale)
+
+    def remove(self) -> State:
+        before = self.read()
+        view = self._view
+        assert view is not None
+        for family in FAMILIES:
+            text = _remove_text(view.families[family])
+            if text:
+                self._restore(family, text)
+        if view.sets:
+            self._restore_sets(f"destroy {name}" for name in view.sets)
+        return before
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _restore(self, family: Family, text: str) -> None:
+        tool = _tool(family, self.variant, "-restore")
+        self._run([tool, "--noflush"], stdin=text, what=f"{tool} --noflush")
+
+    def _restore_sets(self, lines: Iterable[str]) -> None:
+        self._run(["ipset", "restore"], stdin="\n".join(lines) + "\n", what="ipset restore")
+
+    def _rollback(self, view: KernelView, done: list[Family], created: list[str]) -> None:
+        """Put back what a half-finished apply changed, from what was read just before it."""
+        for family in done:
+            now = parse_save(self._run([_tool(family, self.variant, "-save"), "-t", "filter"]))
+            before = view.families[family]
+            if any(c in before.chains for c in OWN_CHAINS):
+                self._restore(family, _restore_text(_view_state(before, family), family, now))
+            else:
+                self._restore(family, _remove_text(now))
+        if created:
+            self._restore_sets(f"destroy {name}" for name in created)
+
+
+def _wanted_sets(desired: State) -> dict[str, tuple[str, ...]]:
+    wanted: dict[str, tuple[str, ...]] = {}
+    for key, elements in desired.items():
+        family_part, kind, *rest = key.split(" ", 2)
+        if kind == "set" and rest:
+            family: Family = 6 if family_part == "ipv6" else 4
+            wanted[set_kernel_name(family, rest[0], elements)] = elements
+    return wanted
+
+
+def _ipset_create(name: str, elements: tuple[str, ...]) -> str:
+    family = "inet6" if name.startswith(f"{SET_PREFIX}6") else "inet"
+    maxelem = max(65536, 1 << max(len(elements), 1).bit_length())
+    lines = [f"create {name} hash:net family {family} maxelem {maxelem}"]
+    lines.extend(f"add {name} {e}" for e in elements)
+    return "\n".join(lines)
+
+
+def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
+    """One transaction: both own chains replaced, the entry jump made first in its chain."""
+    lines = ["*filter"]
+    lines.extend(f":{chain} - [0:0]" for chain in OWN_CHAINS)
+    for chain in OWN_CHAINS:
+        lines.extend(desired.get(chain_key(family, chain), ()))
+    want_jumps = desired.get(jump_key(family), ())
+    have_jumps = tuple(jump_line(c, p) for c, p in current.jumps)
+    if want_jumps != have_jumps:
+        for chain, _pos in current.jumps:
+            lines.append(f"-D {chain} -j {FORWARD_CHAIN}")
+        for jump in want_jumps:
+            chain, _rule, pos, *_ = jump.split()
+            lines.append(f"-I {chain} {pos} -j {FORWARD_CHAIN}")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _remove_text(current: FamilyState) -> str:
+    own = [c for c in OWN_CHAINS if c in current.chains]
+    if not own and not current.jumps:
+        return ""
+    lines = ["*filter"]
+    lines.extend(f"-D {chain} -j {FORWARD_CHAIN}" for chain, _pos in current.jumps)
+    lines.extend(f"-F {chain}" for chain in own)
+    lines.extend(f"-X {chain}" for chain in own)
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _view_state(fs: FamilyState, family: Family) -> State:
+    state: dict[str, tuple[str, ...]] = {
+        chain_key(family, c): tuple(fs.chains[c]) for c in OWN_CHAINS if c in fs.chains
+    }
+    state[jump_key(family)] = tuple(jump_line(c, p) for c, p in fs.jumps)
+    return state

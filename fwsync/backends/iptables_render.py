@@ -1,0 +1,222 @@
+"""Ruleset → iptables objects, in exactly the text `iptables-save` / `ipset save` print. Pure.
+
+Chains fwsync owns, per family (iptables and ip6tables):
+
+    FORWARD → DOCKER-USER → FWSYNC-FORWARD   picks out new connections from outside into Docker
+                             FWSYNC-INBOUND  the protections, the user's rules in order, the default
+
+`allow` is RETURN, not ACCEPT: the connection then goes on through the rest of DOCKER-USER and
+Docker's own chains, so fwsync only ever narrows what Docker allows and other people's rules in
+DOCKER-USER keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fwsync.core.ruleset import AddrSet, Family, KernelRule, Match, Ruleset
+
+FORWARD_CHAIN = "FWSYNC-FORWARD"
+INBOUND_CHAIN = "FWSYNC-INBOUND"
+OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN)
+# ufw's `limit`: 6 or more new connections from one source within 30 seconds are refused.
+LIMIT_SECONDS = 30
+LIMIT_HITCOUNT = 6
+SET_PREFIX = "fws"
+_SET_NAME = re.compile(r"^fws([46])-(.+)-([0-9a-f]{6})$")
+_COMMENT_MAX = 255
+_UNQUOTED = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def chain_key(family: Family, chain: str) -> str:
+    return f"ipv{family} chain {chain}"
+
+
+def jump_key(family: Family) -> str:
+    return f"ipv{family} jump"
+
+
+def set_key(family: Family, display: str) -> str:
+    return f"ipv{family} set {display}"
+
+
+def jump_line(chain: str, position: int) -> str:
+    return f"{chain} rule {position} -j {FORWARD_CHAIN}"
+
+
+def _short(text: str, size: int) -> str:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return text if len(text) <= size else f"{text[: size - 5]}~{digest[:4]}"
+
+
+def set_display(name: str) -> str:
+    """The define's name as it fits into an ipset name (31 bytes at most)."""
+    return _short(name, 18)
+
+
+def set_kernel_name(family: Family, display: str, elements: tuple[str, ...]) -> str:
+    """Content-addressed, so new contents get a new set and rules switch to it in one commit."""
+    digest = hashlib.sha256(f"{family}|{display}|{' '.join(elements)}".encode()).hexdigest()
+    return f"{SET_PREFIX}{family}-{display}-{digest[:6]}"
+
+
+def parse_set_name(name: str) -> tuple[Family, str] | None:
+    m = _SET_NAME.match(name)
+    if m is None:
+        return None
+    family: Family = 6 if m.group(1) == "6" else 4
+    return family, m.group(2)
+
+
+def ipset_element(cidr: str) -> str:
+    """How `ipset save` prints an element: a whole host loses its prefix length."""
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def set_elements(aset: AddrSet) -> tuple[str, ...]:
+    return tuple(sorted(ipset_element(e) for e in aset.elements))
+
+
+def quote(value: str) -> str:
+    """iptables-save's quoting (xtables_save_string), so rendered text compares equal."""
+    return value if _UNQUOTED.match(value) else f'"{value}"'
+
+
+def comment_text(text: str) -> str:
+    # Quotes and backslashes would need escaping that the two iptables variants treat differently.
+    clean = re.sub(r"[\"'\\\n\r\t]", "", text).strip()
+    return clean.encode()[:_COMMENT_MAX].decode(errors="ignore")
+
+
+def _addr(cidr: str) -> str:
+    """--ctorigdst prints a whole host without its prefix length."""
+    return ipset_element(cidr)
+
+
+def _cidr(cidr: str) -> str:
+    """-s prints a prefix length always."""
+    return str(ipaddress.ip_network(cidr))
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    family: Family
+    entry_chain: str  # DOCKER-USER where it exists, else FORWARD
+    set_names: dict[str, str]  # display name → kernel set name
+
+
+def _match_text(m: Match, ctx: RenderContext) -> str:
+    parts: list[str] = []
+    if m.saddr is not None:
+        parts.append(f"-s {_cidr(m.saddr)}")
+    if m.iface is not None:
+        parts.append(f"-i {m.iface}")
+    if m.proto is not None:
+        parts.append(f"-p {m.proto}")
+    if m.sset is not None:
+        parts.append(f"-m set --match-set {ctx.set_names[set_display(m.sset)]} src")
+    ct = ["-m conntrack"]
+    if m.daddr is not None:
+        ct.append(f"--ctorigdst {_addr(m.daddr)}")
+    if m.sport is not None:
+        ct.append(f"--ctorigsrcport {m.sport}")
+    if m.dport is not None:
+        ct.append(f"--ctorigdstport {m.dport}")
+    if len(ct) > 1:
+        parts.append(" ".join(ct))
+    return " ".join(parts)
+
+
+def _reject(family: Family, proto: str | None) -> str:
+    if proto == "tcp":
+        return "-j REJECT --reject-with tcp-reset"
+    return "-j REJECT --reject-with " + (
+        "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
+    )
+
+
+def _line(chain: str, match: str, comment: str | None, target: str) -> str:
+    parts = [f"-A {chain}"]
+    if match:
+        parts.append(match)
+    if comment:
+        parts.append(f"-m comment --comment {quote(comment_text(comment))}")
+    if target:
+        parts.append(target)
+    return " ".join(parts)
+
+
+def _rule_lines(rule: KernelRule, ctx: RenderContext) -> Iterator[str]:
+    match = _match_text(rule.match, ctx)
+    comment = f"{rule.origin.file.rsplit('/', 1)[-1]}:{rule.origin.line} {rule.origin.text}"
+    chain = INBOUND_CHAIN
+    if rule.action == "allow":
+        yield _line(chain, match, comment, "-j RETURN")
+    elif rule.action == "deny":
+        yield _line(chain, match, comment, "-j DROP")
+    elif rule.action == "reject":
+        yield _line(chain, match, comment, _reject(ctx.family, rule.match.proto))
+    else:  # limit, as ufw does it: count every new connection, refuse the 6th within 30 s
+        mask = "255.255.255.255" if ctx.family == 4 else ":".join(["ffff"] * 8)
+        recent = f"--name fwsync-{rule.index} --mask {mask} --rsource"
+        yield _line(chain, f"{match} -m recent --set {recent}".strip(), comment, "")
+        update = (f"-m recent --update --seconds {LIMIT_SECONDS} --hitcount {LIMIT_HITCOUNT} "
+                  f"{recent}")
+        yield _line(chain, f"{match} {update}".strip(), comment,
+                    _reject(ctx.family, rule.match.proto))
+        yield _line(chain, match, comment, "-j RETURN")
+
+
+def _forward_lines(ruleset: Ruleset) -> Iterator[str]:
+    # Established/related packets are Docker's business: only the first packet is judged.
+    yield _line(FORWARD_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
+    for bridge in ruleset.bridges:
+        # From a Docker network: container egress or container-to-container, not governed.
+        yield _line(FORWARD_CHAIN, f"-i {bridge}", None, "-j RETURN")
+    for bridge in ruleset.bridges:
+        yield _line(FORWARD_CHAIN, f"-o {bridge}", None, f"-j {INBOUND_CHAIN}")
+
+
+def _inbound_lines(ruleset: Ruleset, ctx: RenderContext) -> Iterator[str]:
+    if ruleset.protect_direct_routing:
+        # Not DNATed means not through a published port: straight to a container's own address.
+        yield _line(INBOUND_CHAIN, "-m conntrack ! --ctstate DNAT",
+                    "fwsync protect direct-routing", "-j DROP")
+    if ruleset.protect_localhost_publish:
+        loopback = "127.0.0.0/8" if ctx.family == 4 else "::1"
+        yield _line(INBOUND_CHAIN, f"-m conntrack --ctorigdst {loopback}",
+                    "fwsync protect localhost-publish", "-j DROP")
+    for rule in ruleset.for_family(ctx.family):
+        yield from _rule_lines(rule, ctx)
+    origin = ruleset.default_origin
+    where = f"{origin.file.rsplit('/', 1)[-1]}:{origin.line} " if origin else ""
+    comment = f"{where}default {ruleset.default}"
+    if ruleset.default == "allow":
+        yield _line(INBOUND_CHAIN, "", comment, "-j RETURN")
+    elif ruleset.default == "deny":
+        yield _line(INBOUND_CHAIN, "", comment, "-j DROP")
+    else:
+        yield _line(INBOUND_CHAIN, "-p tcp", comment, _reject(ctx.family, "tcp"))
+        yield _line(INBOUND_CHAIN, "", comment, _reject(ctx.family, None))
+
+
+def render_family(ruleset: Ruleset, family: Family, entry_chain: str) -> dict[str, tuple[str, ...]]:
+    objects: dict[str, tuple[str, ...]] = {}
+    set_names: dict[str, str] = {}
+    for aset in ruleset.sets_for(family):
+        display = set_display(aset.name)
+        elements = set_elements(aset)
+        objects[set_key(family, display)] = elements
+        set_names[display] = set_kernel_name(family, display, elements)
+    ctx = RenderContext(family=family, entry_chain=entry_chain, set_names=set_names)
+    objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset))
+    objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx))
+    objects[jump_key(family)] = (jump_line(entry_chain, 1),)
+    return objects
+
+

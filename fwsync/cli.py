@@ -1,0 +1,203 @@
+"""The command line (typer): parse options, call the core, print, map errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from fwsync import lock
+from fwsync.backends.base import Backend, BackendError
+from fwsync.core.diff import diff
+from fwsync.present import plan_json, plan_text, status_json, status_text
+from fwsync.reconcile import Planned, RulesInvalid, make_plan, select_backend
+from fwsync.rules.load import load_rules
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    help="Declarative, UFW-style firewall rules for the ports Docker publishes.",
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_RULES = Path("/etc/fwsync/rules")
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class BackendName(StrEnum):
+    auto = "auto"
+    iptables = "iptables"
+    nftables = "nftables"
+
+
+RulesOpt = Annotated[Path, typer.Option("--rules", envvar="FWSYNC_RULES",
+                                        help="Rules file or directory of *.rules files.")]
+BackendOpt = Annotated[BackendName, typer.Option("--backend", envvar="FWSYNC_BACKEND",
+                                                 help="Which kernel interface to write.")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output for people or scripts.")]
+
+
+def _style(text: str, colour: str) -> str:
+    if colour == "bold":
+        return click.style(text, bold=True)
+    return click.style(text, fg=colour)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(click.style("error: ", fg="red") + message, err=True)
+    raise typer.Exit(1)
+
+
+def _print_diagnostics(exc: RulesInvalid) -> NoReturn:
+    for d in exc.diagnostics:
+        click.echo(_style(str(d), "red" if d.severity == "error" else "yellow"), err=True)
+    _fail(f"{exc}; nothing was changed")
+
+
+def _plan(rules: Path, backend: Backend) -> Planned:
+    try:
+        return make_plan(rules, backend)
+    except RulesInvalid as exc:
+        _print_diagnostics(exc)
+    except BackendError as exc:
+        _fail(str(exc))
+
+
+def _backend(name: BackendName) -> Backend:
+    try:
+        return select_backend(name.value)
+    except BackendError as exc:
+        _fail(str(exc))
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@app.command()
+def check(
+    rules_arg: Annotated[Path | None, typer.Argument(metavar="[RULES]",
+                                                     help="Defaults to --rules.")] = None,
+    rules: RulesOpt = DEFAULT_RULES,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Parse and validate rules; print FILE:LINE:COL: error|warning: ... per problem."""
+    path = rules_arg or rules
+    result = load_rules(path)
+    if fmt is Format.json:
+        _emit_json({"valid": result.ok,
+                    "diagnostics": [d.model_dump() for d in result.diagnostics]})
+    else:
+        for d in result.diagnostics:
+            click.echo(_style(str(d), "red" if d.severity == "error" else "yellow"))
+        if result.ok and result.policy is not None:
+            p = result.policy
+            click.echo(f"{path}: OK ({len(p.rules)} rules, {len(p.sets)} sets, "
+                       f"default {p.default})")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def plan(
+    rules: RulesOpt = DEFAULT_RULES,
+    backend: BackendOpt = BackendName.auto,
+    fmt: FormatOpt = Format.text,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode", help="Exit 0 when there is nothing to do, 2 when there is."),
+    ] = False,
+) -> None:
+    """Show what `apply` would change in the kernel."""
+    planned = _plan(rules, _backend(backend))
+    if fmt is Format.json:
+        _emit_json(plan_json(planned.plan, planned.backend_reason, planned.warnings))
+    else:
+        click.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+    if detailed_exitcode and not planned.plan.empty:
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(
+    rules: RulesOpt = DEFAULT_RULES,
+    backend: BackendOpt = BackendName.auto,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask (never asked when stdin "
+                                                          "is not a terminal).")] = False,
+) -> None:
+    """Make the kernel match the rules, in one transaction per address family."""
+    chosen = _backend(backend)
+    try:
+        with lock.exclusive():
+            planned = _plan(rules, chosen)
+            click.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+            if planned.plan.empty:
+                return
+            if sys.stdin.isatty() and not yes and not click.confirm("\nApply these changes?"):
+                _fail("cancelled; nothing was changed")
+            chosen.apply(planned.plan)
+            after = diff(chosen.name, planned.plan.desired, chosen.read())
+    except lock.LockTimeout as exc:
+        _fail(f"{exc}; nothing was changed")
+    except BackendError as exc:
+        _fail(str(exc))
+    click.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    if not after.empty:
+        click.echo(_style("warning: the kernel reads back differently from what was written; "
+                          "`fwsync plan` will show the difference", "yellow"), err=True)
+
+
+@app.command()
+def status(
+    rules: RulesOpt = DEFAULT_RULES,
+    backend: BackendOpt = BackendName.auto,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """What is enforced now: each published port, who may reach it, which rule decides."""
+    chosen = _backend(backend)
+    planned = _plan(rules, chosen)
+    current = chosen.read()
+    jumps = [k for k in current if k.endswith(" jump")]
+    if current and jumps:
+        enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
+    elif current:
+        enforced = "NO: fwsync's chains exist but nothing jumps to them — run `fwsync apply`"
+    else:
+        enforced = "no — fwsync has not been applied on this host (run `fwsync apply`)"
+    in_sync = planned.plan.empty
+    if fmt is Format.json:
+        _emit_json(status_json(planned.policy, planned.docker, enforced, in_sync))
+    else:
+        click.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
+
+
+@app.command()
+def remove(backend: BackendOpt = BackendName.auto) -> None:
+    """Take out everything fwsync put in the kernel, and nothing else."""
+    chosen = _backend(backend)
+    try:
+        chosen.detect()
+        with lock.exclusive():
+            removed = chosen.remove()
+    except lock.LockTimeout as exc:
+        _fail(f"{exc}; nothing was changed")
+    except BackendError as exc:
+        _fail(str(exc))
+    if not removed:
+        click.echo("Nothing to remove: fwsync has nothing in the kernel.")
+        return
+    for key in sorted(removed):
+        click.echo(_style(f"  - {key}", "red") + f"  ({len(removed[key])} lines)")
+    click.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
+
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The pure core: (policy, observed state) → desired ruleset → diff → plan. No I/O here."""

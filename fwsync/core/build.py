@@ -1,0 +1,139 @@
+"""Policy + observed Docker state → the desired, backend-neutral Ruleset. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import L4, AddrSet, Family, KernelRule, Match, Ruleset
+from fwsync.rules.model import Endpoint, Network, Policy, PortRange, Rule
+
+# Docker names the default bridge docker0 and every user-defined bridge network br-<id>; matching
+# those patterns (not today's list) keeps networks created after `apply` governed: fail closed.
+DEFAULT_BRIDGES = ("docker0", "br-+")
+FAMILIES: tuple[Family, ...] = (4, 6)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    ruleset: Ruleset
+    notes: tuple[str, ...]  # things the user should know (unresolved containers, Docker down)
+
+
+def container_matches(pattern: str, name: str) -> bool:
+    return fnmatchcase(name, pattern) if pattern.endswith("*") else name == pattern
+
+
+def split_set(networks: Iterable[Network], family: Family) -> tuple[str, ...]:
+    """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
+    nets = [n for n in networks if n.version == family]
+    collapsed = ipaddress.collapse_addresses(nets)  # type: ignore[type-var]
+    return tuple(str(n) for n in collapsed)
+
+
+def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
+    notes: list[str] = []
+    if docker.error is not None:
+        notes.append(
+            f"Docker could not be asked ({docker.error}): `container` rules match nothing until "
+            "it can; every other rule and the default are enforced."
+        )
+    sets = tuple(
+        AddrSet(name=name, family=family, elements=elements)
+        for name, aset in policy.sets.items()
+        for family in FAMILIES
+        if (elements := split_set(aset.networks, family))
+    )
+    set_families = {(s.name, s.family) for s in sets}
+    used_sets: set[tuple[str, Family]] = set()
+    rules: list[KernelRule] = []
+    for index, rule in enumerate(policy.rules):
+        if rule.dst.container is not None and docker.error is None:
+            bound = [p for p in docker.ports if container_matches(rule.dst.container, p.container)]
+            if not bound:
+                notes.append(
+                    f"{rule.origin}: no running container matches {rule.dst.container!r}: "
+                    "the rule matches nothing (it never widens access)."
+                )
+        for match in expand(rule, docker.ports, set_families):
+            if match.sset is not None:
+                used_sets.add((match.sset, match.family))
+            kernel_rule = KernelRule(
+                match=match, action=rule.action, origin=rule.origin, index=index,
+                comment=rule.comment,
+            )
+            if kernel_rule not in rules:
+                rules.append(kernel_rule)
+    ruleset = Ruleset(
+        rules=tuple(rules),
+        sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
+        default=policy.default,
+        default_origin=policy.default_origin,
+        protect_direct_routing=policy.protect_direct_routing,
+        protect_localhost_publish=policy.protect_localhost_publish,
+        bridges=DEFAULT_BRIDGES
+        + tuple(b for b in docker.extra_bridges if b not in DEFAULT_BRIDGES),
+    )
+    return BuildResult(ruleset=ruleset, notes=tuple(notes))
+
+
+def _sources(src: Endpoint, family: Family, set_families: set[tuple[str, Family]]
+             ) -> list[tuple[str | None, str | None]]:
+    """(saddr, sset) alternatives for one family; empty when the source has nothing of it."""
+    if src.net is not None:
+        return [(str(src.net), None)] if src.net.version == family else []
+    if src.set is not None:
+        return [(None, src.set)] if (src.set, family) in set_families else []
+    return [(None, None)]
+
+
+def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
+    if rule.proto != "any":
+        return [rule.proto]
+    # A port only means something for a protocol that has ports: `any` with a port is tcp + udp.
+    return ["tcp", "udp"] if has_ports else [None]
+
+
+def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
+                     ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
+    """(family, proto, daddr, dport) for each published binding a `to container` rule names."""
+    assert rule.dst.container is not None
+    for p in sorted(ports):
+        if not container_matches(rule.dst.container, p.container):
+            continue
+        if rule.proto != "any" and rule.proto != p.proto:
+            continue
+        dport = PortRange(low=p.host_port, high=p.host_port)
+        if rule.dst.ports and not any(r.covers(dport) for r in rule.dst.ports):
+            continue
+        family: Family = 6 if p.family == 6 else 4
+        daddr = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        yield family, p.proto, daddr, dport
+
+
+def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[str, Family]]
+           ) -> Iterator[Match]:
+    """One policy rule → the kernel matches that together select exactly its traffic."""
+    sports: list[PortRange | None] = list(rule.src.ports) or [None]
+    if rule.dst.container is not None:
+        for family, proto, daddr, dport in _binding_targets(rule, ports):
+            for saddr, sset in _sources(rule.src, family, set_families):
+                for sport in sports:
+                    yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
+                                sset=sset, sport=sport, daddr=daddr, dport=dport)
+        return
+    dports: list[PortRange | None] = list(rule.dst.ports) or [None]
+    has_ports = bool(rule.src.ports or rule.dst.ports)
+    for family in FAMILIES:
+        if rule.dst.net is not None and rule.dst.net.version != family:
+            continue
+        dnet = str(rule.dst.net) if rule.dst.net is not None else None
+        for saddr, sset in _sources(rule.src, family, set_families):
+            for l4 in _protos(rule, has_ports):
+                for sport in sports:
+                    for port in dports:
+                        yield Match(family=family, proto=l4, iface=rule.iface, saddr=saddr,
+                                    sset=sset, sport=sport, daddr=dnet, dport=port)

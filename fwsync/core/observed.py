@@ -1,0 +1,41 @@
+"""What fwsync observed of the world, as plain data the core can reason about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+L4Proto = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True, order=True)
+class PublishedPort:
+    """One host binding Docker made for a container: HOST_IP:HOST_PORT/PROTO → CONTAINER_PORT."""
+
+    host_ip: str  # "0.0.0.0" or "::" for all addresses
+    host_port: int
+    proto: L4Proto
+    container: str  # name, without Docker's leading "/"
+    container_port: int
+    container_id: str = ""
+    image: str = ""
+    networks: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host_ip else 4
+
+    @property
+    def all_addresses(self) -> bool:
+        return self.host_ip in ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class DockerState:
+    """Docker as observed; `error` is set when Docker could not be asked (ports then unknown)."""
+
+    ports: tuple[PublishedPort, ...] = ()
+    # Bridge interfaces of Docker networks whose names don't follow docker0 / br-<id>.
+    extra_bridges: tuple[str, ...] = ()
+    error: str | None = None
+    containers: tuple[str, ...] = field(default=())

@@ -1,0 +1,63 @@
+"""The desired ruleset, backend-neutral: what to match and what to do, already split per family.
+
+Every match is on the connection's *original* direction as conntrack saw it before Docker's DNAT:
+`daddr`/`dport` are the host address and published host port the client connected to, never a
+container address (those change on restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fwsync.rules.model import Action, DefaultAction, Origin, PortRange
+
+Family = Literal[4, 6]
+L4 = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True)
+class AddrSet:
+    """A named address set as the kernel holds it: one family, merged non-overlapping CIDRs."""
+
+    name: str  # the user's `define` name
+    family: Family
+    elements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Match:
+    family: Family
+    proto: L4 | None = None  # None: any protocol (only when no port is matched)
+    iface: str | None = None
+    saddr: str | None = None  # CIDR
+    sset: str | None = None  # name of an AddrSet of the same family
+    sport: PortRange | None = None
+    daddr: str | None = None  # CIDR of the original destination (a host address)
+    dport: PortRange | None = None  # original destination port (the published host port)
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    match: Match
+    action: Action
+    origin: Origin
+    index: int  # position of the source rule in the policy; stable id for per-rule state (limit)
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    rules: tuple[KernelRule, ...]
+    sets: tuple[AddrSet, ...]
+    default: DefaultAction
+    default_origin: Origin | None
+    protect_direct_routing: bool
+    protect_localhost_publish: bool
+    bridges: tuple[str, ...]  # interface names (iptables `+` wildcards allowed) of Docker networks
+
+    def for_family(self, family: Family) -> tuple[KernelRule, ...]:
+        return tuple(r for r in self.rules if r.match.family == family)
+
+    def sets_for(self, family: Family) -> tuple[AddrSet, ...]:
+        return tuple(s for s in self.sets if s.family == family)

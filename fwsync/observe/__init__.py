@@ -1,0 +1,1 @@
+"""Adapters that observe the world: Docker (SDK) and the host. They return plain data."""

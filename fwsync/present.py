@@ -1,0 +1,124 @@
+"""How plans and status look: text for people (styled by the caller), JSON for scripts. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fwsync.core.diff import Change, Plan
+from fwsync.core.exposure import Decision, decisions_for
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.rules.model import Diagnostic, Policy
+
+JSON_FORMAT_VERSION = 1
+Style = Callable[[str, str], str]  # (text, colour name) → styled text
+MAX_SHOWN = 25  # lines per object in text output; JSON always has all of them
+
+
+def _plain(text: str, _colour: str) -> str:
+    return text
+
+
+_SIGNS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
+
+
+def _change_lines(change: Change, style: Style) -> Iterable[str]:
+    sign, colour = _SIGNS[change.op]
+    yield style(f"  {sign} {change.key}", colour) + f"  ({change.op})"
+    shown = 0
+    for mark, lines, col in (("-", change.removed, "red"), ("+", change.added, "green")):
+        for line in lines:
+            if shown == MAX_SHOWN:
+                break
+            yield style(f"      {mark} {line}", col)
+            shown += 1
+    hidden = len(change.added) + len(change.removed) - shown
+    if hidden > 0:
+        yield f"      ... and {hidden} more (see --format json)"
+
+
+def plan_text(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = (),
+              style: Style = _plain) -> str:
+    out = [f"Backend: {plan.backend} ({reason})"]
+    out.extend(style(str(w), "yellow") for w in warnings)
+    out.extend(style(f"Note: {n}", "yellow") for n in plan.notes)
+    if plan.empty:
+        out.append("")
+        out.append(style("No changes.", "green") + " The kernel already matches the rules.")
+        return "\n".join(out)
+    out.append("")
+    out.append("fwsync will make these changes to the kernel:")
+    for change in plan.changes:
+        out.extend(_change_lines(change, style))
+    c = plan.counts
+    out.append("")
+    out.append(style("Plan:", "bold") +
+               f" {c['add']} to add, {c['remove']} to remove, in {c['objects']} object(s).")
+    return "\n".join(out)
+
+
+def plan_json(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = ()) -> dict[str, Any]:
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "backend": plan.backend,
+        "backend_reason": reason,
+        "changes": [
+            {"object": c.key, "action": c.op, "add": list(c.added), "remove": list(c.removed)}
+            for c in plan.changes
+        ],
+        "summary": plan.counts,
+        "notes": list(plan.notes),
+        "warnings": [w.model_dump() for w in warnings],
+    }
+
+
+def _binding(port: PublishedPort) -> str:
+    host = f"[{port.host_ip}]" if port.family == 6 else port.host_ip
+    return f"{host}:{port.host_port}/{port.proto}"
+
+
+def _decision_text(d: Decision) -> str:
+    verb = {"allow": "allow", "limit": "limit", "deny": "deny", "reject": "reject"}[d.action]
+    return f"{verb} {d.who} ({d.origin})"
+
+
+def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None,
+                style: Style = _plain) -> str:
+    out = [f"Enforcing: {enforced}"]
+    if in_sync is not None:
+        out.append("In sync with the rules: " + (
+            style("yes", "green") if in_sync else style("no — run `fwsync plan`", "red")))
+    if docker.error is not None:
+        out.append(style(f"Docker could not be asked: {docker.error}", "yellow"))
+        return "\n".join(out)
+    if not docker.ports:
+        out.append("Docker publishes no ports.")
+        return "\n".join(out)
+    out.append("")
+    out.append("Published ports (who may connect, first matching rule first):")
+    for port in docker.ports:
+        out.append(f"  {_binding(port)} → {port.container} ({port.image}), "
+                   f"container port {port.container_port}")
+        for d in decisions_for(policy, port):
+            colour = "green" if d.action in ("allow", "limit") else "red"
+            out.append("      " + style(_decision_text(d), colour))
+    return "\n".join(out)
+
+
+def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None
+                ) -> dict[str, Any]:
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "enforcing": enforced,
+        "in_sync": in_sync,
+        "docker_error": docker.error,
+        "ports": [
+            {
+                "host_ip": p.host_ip, "host_port": p.host_port, "proto": p.proto,
+                "container": p.container, "image": p.image, "container_port": p.container_port,
+                "decisions": [{"action": d.action, "who": d.who, "origin": d.origin}
+                              for d in decisions_for(policy, p)],
+            }
+            for p in docker.ports
+        ],
+    }

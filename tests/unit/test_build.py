@@ -1,0 +1,111 @@
+import pytest
+
+from fwsync.core.build import build_ruleset, expand
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import Match
+from fwsync.rules.model import Endpoint, PortRange
+
+from .helpers import aset, net, policy, ports, rule
+
+pytestmark = pytest.mark.unit
+
+P5432 = PortRange(low=5432, high=5432)
+
+
+def matches(pol, docker=DockerState()):
+    return [r.match for r in build_ruleset(pol, docker).ruleset.rules]
+
+
+def test_simple_port_rule_without_proto_is_tcp_and_udp_in_both_families():
+    got = matches(policy(rule(2, dst=Endpoint(ports=ports(5432)))))
+    assert got == [
+        Match(family=4, proto="tcp", dport=P5432), Match(family=4, proto="udp", dport=P5432),
+        Match(family=6, proto="tcp", dport=P5432), Match(family=6, proto="udp", dport=P5432),
+    ]
+
+
+def test_rule_without_ports_matches_any_protocol():
+    got = matches(policy(rule(2, "deny", src=Endpoint(net=net("203.0.113.0/24")))))
+    assert got == [Match(family=4, saddr="203.0.113.0/24")]
+
+
+def test_ipv4_source_never_yields_an_ipv6_rule():
+    got = matches(policy(rule(2, src=Endpoint(net=net("198.51.100.10/32")), proto="tcp",
+                              dst=Endpoint(ports=ports(22)))))
+    assert {m.family for m in got} == {4}
+
+
+def test_set_source_splits_by_family_and_skips_a_family_it_lacks():
+    office = aset("office", "198.51.100.0/25", "198.51.100.10", "2001:db8:1::/64")
+    only4 = aset("only4", "203.0.113.0/24")
+    built = build_ruleset(policy(
+        rule(2, src=Endpoint(set="office"), proto="tcp", dst=Endpoint(ports=ports(5432))),
+        rule(3, src=Endpoint(set="only4"), proto="tcp", dst=Endpoint(ports=ports(22))),
+        sets=(office, only4)), DockerState()).ruleset
+    assert [(m.match.family, m.match.sset) for m in built.rules] == [
+        (4, "office"), (6, "office"), (4, "only4")]
+    by_key = {(s.name, s.family): s.elements for s in built.sets}
+    # 198.51.100.10 lies inside 198.51.100.0/25: merged, as the kernel rejects overlaps.
+    assert by_key == {("office", 4): ("198.51.100.0/25",), ("office", 6): ("2001:db8:1::/64",),
+                      ("only4", 4): ("203.0.113.0/24",)}
+
+
+def test_unused_sets_are_not_sent_to_the_kernel():
+    built = build_ruleset(policy(rule(2, dst=Endpoint(ports=ports(80))),
+                                 sets=(aset("unused", "198.51.100.0/24"),)), DockerState())
+    assert built.ruleset.sets == ()
+
+
+CONTAINERS = (
+    PublishedPort("0.0.0.0", 9100, "tcp", "metrics-1", 9100),
+    PublishedPort("::", 9100, "tcp", "metrics-1", 9100),
+    PublishedPort("198.51.100.1", 9101, "tcp", "metrics-2", 9100),
+    PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432),
+    PublishedPort("0.0.0.0", 53, "udp", "metrics-dns", 53),
+)
+
+
+def test_container_rule_matches_its_published_bindings_never_container_addresses():
+    got = matches(policy(rule(2, dst=Endpoint(container="metrics-*"), proto="tcp")),
+                  DockerState(ports=CONTAINERS))
+    assert got == [
+        Match(family=4, proto="tcp", dport=PortRange(low=9100, high=9100)),
+        Match(family=4, proto="tcp", daddr="198.51.100.1/32",
+              dport=PortRange(low=9101, high=9101)),
+        Match(family=6, proto="tcp", dport=PortRange(low=9100, high=9100)),
+    ]
+
+
+def test_container_rule_port_filters_bindings_by_published_host_port():
+    got = matches(policy(rule(2, dst=Endpoint(container="metrics-2", ports=ports(9100)))),
+                  DockerState(ports=CONTAINERS))
+    assert got == []  # metrics-2 publishes host port 9101, not 9100
+
+
+def test_missing_container_matches_nothing_and_says_so():
+    built = build_ruleset(policy(rule(7, dst=Endpoint(container="ghost"))),
+                          DockerState(ports=CONTAINERS))
+    assert built.ruleset.rules == ()
+    assert any("ghost" in n and "matches nothing" in n for n in built.notes)
+
+
+def test_docker_unreachable_keeps_other_rules_and_default():
+    built = build_ruleset(policy(rule(2, dst=Endpoint(container="db")),
+                                 rule(3, proto="tcp", dst=Endpoint(ports=ports(80)))),
+                          DockerState(error="connection refused"))
+    assert [r.origin.line for r in built.ruleset.rules] == [3, 3]
+    assert built.ruleset.default == "deny"
+    assert any("connection refused" in n for n in built.notes)
+
+
+def test_source_and_destination_ports_multiply_out():
+    r = rule(2, proto="udp", src=Endpoint(ports=ports(53, 123)),
+             dst=Endpoint(net=net("198.51.100.1/32"), ports=ports((1000, 2000))))
+    got = list(expand(r, (), set()))
+    assert [(m.sport.low, m.dport.low, m.daddr) for m in got] == [
+        (53, 1000, "198.51.100.1/32"), (123, 1000, "198.51.100.1/32")]
+
+
+def test_bridges_include_custom_names_and_the_fail_closed_patterns():
+    built = build_ruleset(policy(), DockerState(extra_bridges=("mybridge",)))
+    assert built.ruleset.bridges == ("docker0", "br-+", "mybridge")

@@ -1,0 +1,45 @@
+import pytest
+
+from fwsync.core.exposure import decisions_for
+from fwsync.core.observed import PublishedPort
+from fwsync.rules.model import Endpoint
+
+from .helpers import aset, net, policy, ports, rule
+
+pytestmark = pytest.mark.unit
+
+DB = PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432, image="postgres:16")
+
+
+def test_office_only_database():
+    pol = policy(rule(3, proto="tcp", src=Endpoint(set="office"), dst=Endpoint(ports=ports(5432))),
+                 sets=(aset("office", "198.51.100.0/25"),))
+    got = [(d.action, d.who, d.origin) for d in decisions_for(pol, DB)]
+    assert got == [("allow", "$office", "rules/10-test.rules:3"),
+                   ("deny", "anyone else", "rules/10-test.rules:1")]
+
+
+def test_unconditional_rule_stops_the_walk():
+    pol = policy(rule(2, proto="tcp", dst=Endpoint(ports=ports(5432))),
+                 rule(3, "deny", src=Endpoint(net=net("203.0.113.0/24"))))
+    got = [(d.action, d.who) for d in decisions_for(pol, DB)]
+    assert got == [("allow", "anyone")]
+
+
+def test_rules_for_other_ports_and_protocols_do_not_apply():
+    pol = policy(rule(2, proto="udp", dst=Endpoint(ports=ports(5432))),
+                 rule(3, proto="tcp", dst=Endpoint(ports=ports(80))), default="reject")
+    assert [(d.action, d.who) for d in decisions_for(pol, DB)] == [("reject", "anyone")]
+
+
+def test_localhost_publish_is_never_reachable():
+    port = PublishedPort("127.0.0.1", 6379, "tcp", "cache", 6379)
+    pol = policy(rule(2, proto="tcp", dst=Endpoint(ports=ports(6379))))
+    assert [d.origin for d in decisions_for(pol, port)] == ["protect localhost-publish"]
+
+
+def test_container_rule_applies_to_its_container_only():
+    pol = policy(rule(4, dst=Endpoint(container="metrics-*")))
+    assert decisions_for(pol, DB)[0].action == "deny"
+    m = PublishedPort("0.0.0.0", 9100, "tcp", "metrics-a", 9100)
+    assert decisions_for(pol, m)[0].action == "allow"

@@ -1,0 +1,104 @@
+"""Rendering is pure: the text that iptables-restore gets, compared with reviewed golden files.
+Refresh them with FWSYNC_UPDATE_GOLDEN=1 and review the diff."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fwsync.backends.iptables import _restore_text, parse_save
+from fwsync.backends.iptables_render import (
+    comment_text,
+    parse_set_name,
+    quote,
+    render_family,
+    set_display,
+    set_kernel_name,
+)
+from fwsync.core.build import build_ruleset
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.rules.model import Endpoint
+
+from .helpers import aset, net, policy, ports, rule
+
+pytestmark = pytest.mark.unit
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+POLICY = policy(
+    rule(2, proto="tcp", dst=Endpoint(ports=ports(80, 443))),
+    rule(4, proto="tcp", src=Endpoint(set="office"), dst=Endpoint(ports=ports(5432))),
+    rule(5, "limit", proto="tcp", dst=Endpoint(ports=ports(2222))),
+    rule(6, "reject", iface="eth+", src=Endpoint(net=net("203.0.113.0/24"),
+                                                 ports=ports((1000, 2000)))),
+    rule(7, "deny", dst=Endpoint(net=net("2001:db8::1/128"))),
+    rule(8, src=Endpoint(net=net("198.51.100.10/32")),
+         dst=Endpoint(container="metrics-*", ports=ports(9100))),
+    sets=(aset("office", "198.51.100.0/25", "198.51.100.10", "2001:db8:1::/64"),),
+)
+DOCKER = DockerState(ports=(
+    PublishedPort("0.0.0.0", 9100, "tcp", "metrics-1", 9100),
+    PublishedPort("198.51.100.1", 9100, "tcp", "metrics-2", 9100),
+    PublishedPort("::", 9100, "tcp", "metrics-1", 9100),
+))
+
+
+def rendered(family, entry="DOCKER-USER", pol=POLICY, docker=DOCKER) -> str:
+    objects = render_family(build_ruleset(pol, docker).ruleset, family, entry)
+    return "".join(f"[{key}]\n" + "".join(f"{line}\n" for line in lines)
+                   for key, lines in sorted(objects.items()))
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_render_matches_golden(family):
+    path = GOLDEN / f"iptables-ipv{family}.txt"
+    text = rendered(family)
+    if os.environ.get("FWSYNC_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_default_allow_and_reject_and_protections_off():
+    allow = rendered(4, pol=policy(default="allow", protect_direct_routing=False,
+                                   protect_localhost_publish=False))
+    assert "protect" not in allow
+    assert [ln for ln in allow.splitlines() if "default" in ln] == [
+        '-A FWSYNC-INBOUND -m comment --comment "10-test.rules:1 default allow" -j RETURN']
+    reject = [ln for ln in rendered(6, pol=policy(default="reject")).splitlines()
+              if "default" in ln]
+    assert reject == [
+        '-A FWSYNC-INBOUND -p tcp -m comment --comment "10-test.rules:1 default reject" '
+        "-j REJECT --reject-with tcp-reset",
+        '-A FWSYNC-INBOUND -m comment --comment "10-test.rules:1 default reject" '
+        "-j REJECT --reject-with icmp6-port-unreachable"]
+
+
+def test_jump_goes_where_the_entry_chain_is():
+    assert "[ipv6 jump]\nFORWARD rule 1 -j FWSYNC-FORWARD\n" in rendered(6, entry="FORWARD")
+
+
+def test_set_names_are_content_addressed_and_fit_ipset():
+    a = set_kernel_name(4, set_display("office"), ("198.51.100.0/25",))
+    b = set_kernel_name(4, set_display("office"), ("198.51.100.0/24",))
+    assert a != b and parse_set_name(a) == (4, "office")
+    long = set_display("a-very-long-set-name-that-goes-on-and-on")
+    assert len(set_kernel_name(6, long, ())) <= 31
+    assert set_display("a-very-long-set-name-that-goes-on-and-on-2") != long
+
+
+def test_comment_quoting_follows_iptables_save():
+    assert quote("plain-word_1") == "plain-word_1"
+    assert quote("a b:1") == '"a b:1"'
+    assert comment_text("allow 80 comment 'it\\'s \"web\"'") == "allow 80 comment its web"
+    assert len(comment_text("x" * 400).encode()) == 255
+
+
+def test_restore_text_moves_a_misplaced_jump_and_declares_own_chains():
+    current = parse_save(
+        ":DOCKER-USER - [0:0]\n-A DOCKER-USER -s 192.0.2.1/32 -j DROP\n"
+        "-A DOCKER-USER -j FWSYNC-FORWARD\n-A DOCKER-USER -j RETURN\n")
+    desired = {"ipv4 jump": ("DOCKER-USER rule 1 -j FWSYNC-FORWARD",),
+               "ipv4 chain FWSYNC-INBOUND": ("-A FWSYNC-INBOUND -j DROP",)}
+    text = _restore_text(desired, 4, current).splitlines()
+    assert text == ["*filter", ":FWSYNC-FORWARD - [0:0]", ":FWSYNC-INBOUND - [0:0]",
+                    "-A FWSYNC-INBOUND -j DROP", "-D DOCKER-USER -j FWSYNC-FORWARD",
+                    "-I DOCKER-USER 1 -j FWSYNC-FORWARD", "COMMIT"]

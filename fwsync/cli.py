@@ -8,7 +8,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 from fwsync import lock
@@ -48,18 +47,18 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="Output for people o
 
 def _style(text: str, colour: str) -> str:
     if colour == "bold":
-        return click.style(text, bold=True)
-    return click.style(text, fg=colour)
+        return typer.style(text, bold=True)
+    return typer.style(text, fg=colour)
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(click.style("error: ", fg="red") + message, err=True)
+    typer.echo(typer.style("error: ", fg="red") + message, err=True)
     raise typer.Exit(1)
 
 
 def _print_diagnostics(exc: RulesInvalid) -> NoReturn:
     for d in exc.diagnostics:
-        click.echo(_style(str(d), "red" if d.severity == "error" else "yellow"), err=True)
+        typer.echo(_style(str(d), "red" if d.severity == "error" else "yellow"), err=True)
     _fail(f"{exc}; nothing was changed")
 
 
@@ -80,7 +79,7 @@ def _backend(name: BackendName) -> Backend:
 
 
 def _emit_json(data: dict[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
 @app.command()
@@ -98,10 +97,10 @@ def check(
                     "diagnostics": [d.model_dump() for d in result.diagnostics]})
     else:
         for d in result.diagnostics:
-            click.echo(_style(str(d), "red" if d.severity == "error" else "yellow"))
+            typer.echo(_style(str(d), "red" if d.severity == "error" else "yellow"))
         if result.ok and result.policy is not None:
             p = result.policy
-            click.echo(f"{path}: OK ({len(p.rules)} rules, {len(p.sets)} sets, "
+            typer.echo(f"{path}: OK ({len(p.rules)} rules, {len(p.sets)} sets, "
                        f"default {p.default})")
     raise typer.Exit(0 if result.ok else 1)
 
@@ -120,7 +119,7 @@ def plan(
     if fmt is Format.json:
         _emit_json(plan_json(planned.plan, planned.backend_reason, planned.warnings))
     else:
-        click.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+        typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
     if detailed_exitcode and not planned.plan.empty:
         raise typer.Exit(2)
 
@@ -137,10 +136,10 @@ def apply(
     try:
         with lock.exclusive():
             planned = _plan(rules, chosen)
-            click.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+            typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
             if planned.plan.empty:
                 return
-            if sys.stdin.isatty() and not yes and not click.confirm("\nApply these changes?"):
+            if sys.stdin.isatty() and not yes and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
             chosen.apply(planned.plan)
             after = diff(chosen.name, planned.plan.desired, chosen.read())
@@ -148,9 +147,9 @@ def apply(
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
-    click.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
     if not after.empty:
-        click.echo(_style("warning: the kernel reads back differently from what was written; "
+        typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
 
 
@@ -175,7 +174,7 @@ def status(
     if fmt is Format.json:
         _emit_json(status_json(planned.policy, planned.docker, enforced, in_sync))
     else:
-        click.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
+        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
 
 
 @app.command()
@@ -191,11 +190,11 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
     except BackendError as exc:
         _fail(str(exc))
     if not removed:
-        click.echo("Nothing to remove: fwsync has nothing in the kernel.")
+        typer.echo("Nothing to remove: fwsync has nothing in the kernel.")
         return
     for key in sorted(removed):
-        click.echo(_style(f"  - {key}", "red") + f"  ({len(removed[key])} lines)")
-    click.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
+        typer.echo(_style(f"  - {key}", "red") + f"  ({len(removed[key])} lines)")
+    typer.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
 
 
 

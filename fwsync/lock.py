@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_LOCK = Path(os.environ.get("FWSYNC_LOCK_FILE", "/run/fwsync.lock"))
+DEFAULT_TIMEOUT = float(os.environ.get("FWSYNC_LOCK_TIMEOUT", "30"))
 
 
 class LockTimeout(Exception):
@@ -17,7 +18,7 @@ class LockTimeout(Exception):
 
 
 @contextmanager
-def exclusive(path: Path = DEFAULT_LOCK, timeout: float = 30.0) -> Iterator[None]:
+def exclusive(path: Path = DEFAULT_LOCK, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout

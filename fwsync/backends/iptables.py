@@ -121,10 +121,10 @@ class IptablesBackend:
         if names.exists() and "filter" in names.read_text().split():
             legacy = parse_save(self._run(["iptables-legacy-save", "-t", "filter"]))
             if any(c in legacy.chains for c in ("DOCKER", DOCKER_USER, FORWARD_CHAIN)):
-                return "legacy", "iptables-legacy: Docker's chains are in the legacy tables"
+                return "legacy", "iptables-legacy: Docker's (or fwsync's) chains are there"
         nft = parse_save(self._run(["iptables-nft-save", "-t", "filter"]))
         if any(c in nft.chains for c in ("DOCKER", DOCKER_USER, FORWARD_CHAIN)):
-            return "nft", "iptables-nft: Docker's chains are in iptables (nf_tables)"
+            return "nft", "iptables-nft: Docker's (or fwsync's) chains are there"
         return "nft", "iptables-nft: no Docker chains yet; nf_tables is the system's default"
 
     @property

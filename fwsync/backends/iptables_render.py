@@ -89,7 +89,7 @@ def quote(value: str) -> str:
 
 def comment_text(text: str) -> str:
     # Quotes and backslashes would need escaping that the two iptables variants treat differently.
-    clean = re.sub(r"[\"'\\\n\r\t]", "", text).strip()
+    clean = " ".join(re.sub(r"[\"'\\]", "", text).split())
     return clean.encode()[:_COMMENT_MAX].decode(errors="ignore")
 
 

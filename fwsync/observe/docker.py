@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fwsync.core.observed import DockerState, L4Proto, PublishedPort
@@ -74,7 +75,8 @@ def observe_docker(timeout: int = 10) -> DockerState:
         finally:
             client.close()
     except (DockerException, RequestException, OSError) as exc:
-        return DockerState(error=_short_error(exc))
+        where = os.environ.get("DOCKER_HOST") or "the local socket"
+        return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     ports = sorted(p for attrs in inspected for p in ports_of(attrs))
     names = tuple(sorted(str(a.get("Name", "")).lstrip("/") for a in inspected))
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),

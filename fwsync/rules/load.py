@@ -1,0 +1,78 @@
+"""Reading rules from disk: the rules language's only I/O. Problems are Diagnostics, not raises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fwsync.rules.model import Diagnostic
+from fwsync.rules.shadow import shadowed
+from fwsync.rules.syntax import ParseResult, parse_sources, quoted
+
+SUFFIX = ".rules"
+
+
+def load_rules(path: Path) -> ParseResult:
+    """Parse one rules file, or a directory's `*.rules` files in lexical order as if they were one
+    file; when that is valid, add the warnings for rules an earlier rule shadows."""
+    files = _rules_files(path)
+    if isinstance(files, Diagnostic):
+        return ParseResult(policy=None, diagnostics=(files,))
+    sources: list[tuple[str, str]] = []
+    problems: list[Diagnostic] = []
+    for display, file in files:
+        text = _read_text(display, file)
+        if isinstance(text, Diagnostic):
+            problems.append(text)
+        else:
+            sources.append((display, text))
+    if problems:
+        # Parsing the others would report every `$NAME` of a set the unread file defines.
+        return ParseResult(policy=None, diagnostics=tuple(problems))
+    result = parse_sources(sources, read_list)
+    if not result.ok or result.policy is None:
+        return result
+    order = {display: index for index, (display, _) in enumerate(sources)}
+    diagnostics = sorted([*result.diagnostics, *shadowed(result.policy)],
+                         key=lambda d: (order.get(d.file, len(order)), d.line, d.col))
+    return ParseResult(policy=result.policy, diagnostics=tuple(diagnostics))
+
+
+def read_list(path: str) -> str:
+    """The callback for `define NAME file PATH`: the parser reports OSError and decode errors."""
+    return Path(path).read_bytes().decode("utf-8")
+
+
+def _rules_files(path: Path) -> list[tuple[str, Path]] | Diagnostic:
+    if not path.is_dir():
+        return [(str(path), path)]
+    try:
+        # Dotfiles are left out as the shell's `*.rules` leaves them out (editor lock files).
+        names = sorted(p.name for p in path.iterdir()
+                       if p.name.endswith(SUFFIX) and not p.name.startswith(".")
+                       and not p.is_dir())
+    except OSError as e:
+        return _problem(str(path), f"cannot read directory {quoted(path.name)}: "
+                                   f"{e.strerror or e}")
+    if not names:
+        return _problem(str(path), f"no '*{SUFFIX}' files in directory {quoted(path.name)}")
+    return [(str(path / name), path / name) for name in names]
+
+
+def _read_text(display: str, file: Path) -> str | Diagnostic:
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        return _problem(display, f"cannot read {quoted(file.name)}: {e.strerror or e}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        col = len(data[start:e.start].decode("utf-8").removeprefix("\ufeff")) + 1
+        return _problem(display, f"not UTF-8 text: byte {quoted(f'0x{data[e.start]:02x}')} "
+                                 "cannot be decoded", line, col)
+
+
+def _problem(file: str, message: str, line: int = 1, col: int = 1) -> Diagnostic:
+    """A problem with a whole file is put at its start, where an editor can jump to."""
+    return Diagnostic(file=file, line=line, col=col, severity="error", message=message)

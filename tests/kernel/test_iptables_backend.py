@@ -18,6 +18,7 @@ from tests.lab import (
     ruleset_snapshot,
     run_fwsync,
 )
+from tests.steps import fwsync_ok, write_rules
 
 pytestmark = pytest.mark.kernel
 
@@ -30,17 +31,8 @@ allow 53/udp
 """
 
 
-def write_rules(tmp_path: Path, text: str, name: str = "10-test.rules") -> Path:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / name).write_text(text)
-    return rules
-
-
 def apply(lab: KernelLab, rules: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    res = run_fwsync(lab, "apply", *extra, rules=rules)
-    assert res.returncode == 0, res.stderr + res.stdout
-    return res
+    return fwsync_ok(lab, "apply", *extra, rules=rules)
 
 
 def publish_seed(lab: KernelLab) -> None:

@@ -369,6 +369,8 @@ def _simple(s: _Statement) -> _Clauses:
     clauses = _Clauses(proto=proto or "any", dst=Endpoint(ports=ports))
     if s.accept("comment") is not None:
         clauses.comment = _comment(s)
+        s.end([END])
+        return clauses
     hint = ""
     if (tok := s.peek()) is not None and tok.text in ("from", "to", "proto"):
         hint = (f"; with {quoted(tok.text)}, name the ports with 'port', "
@@ -384,7 +386,7 @@ def _full(s: _Statement, lead: list[str], has_any: bool) -> _Clauses:
     seen: dict[str, Token] = {}
     while True:
         tok = s.peek()
-        left = [k for k in ("proto", "from", "to") if k not in seen]
+        left = [k for k in _CLAUSES if k not in seen]
         expected = [*keywords(*left), *keywords("comment"), END] if seen or has_any else lead
         if tok is None:
             if seen or has_any:
@@ -401,17 +403,27 @@ def _full(s: _Statement, lead: list[str], has_any: bool) -> _Clauses:
         if tok.text not in left:
             raise s.unexpected(tok, expected)
         seen[tok.text] = s.take()
-        if tok.text == "proto":
-            proto = s.take_word(keywords(*PROTOS))
-            if proto.text not in PROTOS:
-                raise s.unexpected(proto, keywords(*PROTOS))
-            clauses.proto = cast(Proto, proto.text)
-        elif tok.text == "from":
-            clauses.src_tok, clauses.src = _source(s)
-        else:
-            clauses.dst_tok, clauses.dst = _destination(s)
+        _CLAUSES[tok.text](s, clauses)
 
 
+def _proto_clause(s: _Statement, clauses: _Clauses) -> None:
+    proto = s.take_word(keywords(*PROTOS))
+    if proto.text not in PROTOS:
+        raise s.unexpected(proto, keywords(*PROTOS))
+    clauses.proto = cast(Proto, proto.text)
+
+
+def _from_clause(s: _Statement, clauses: _Clauses) -> None:
+    clauses.src_tok, clauses.src = _source(s)
+
+
+def _to_clause(s: _Statement, clauses: _Clauses) -> None:
+    clauses.dst_tok, clauses.dst = _destination(s)
+
+
+_CLAUSES: dict[str, Callable[[_Statement, _Clauses], None]] = {
+    "proto": _proto_clause, "from": _from_clause, "to": _to_clause,
+}
 _SRC_EXPECTED = ("'any'", "ADDRESS", "CIDR", "$SET")
 _DST_EXPECTED = ("'any'", "ADDRESS", "CIDR", "'container'")
 

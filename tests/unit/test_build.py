@@ -12,7 +12,10 @@ pytestmark = pytest.mark.unit
 P5432 = PortRange(low=5432, high=5432)
 
 
-def matches(pol, docker=DockerState()):
+NO_DOCKER = DockerState()
+
+
+def matches(pol, docker=NO_DOCKER):
     return [r.match for r in build_ruleset(pol, docker).ruleset.rules]
 
 

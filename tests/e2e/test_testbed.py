@@ -1,0 +1,121 @@
+"""The DockerLab reproduces reality with a real dockerd 20.10, without fwsync: the gotcha fwsync
+exists to fix, IPv6 publishing, restarts, and a cleanup that leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.lab import (
+    ATTACKER_V4,
+    DOCKER_TOOLS,
+    DockerLab,
+    netns_names,
+    pid_running,
+    probe_many,
+    require,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_seed_gotcha_ufw_does_not_cover_published_ports(
+        make_docker_lab: Callable[..., DockerLab]) -> None:
+    lab = make_docker_lab()
+    t, a = lab.trusted, lab.attacker
+    # Before ufw, HOST answers for itself: refused, not silent.
+    assert probe_many(a, [(a.host_v4, 80)]) == ["closed"]
+    lab.enable_ufw()
+    status = lab.ufw("status", "verbose").stdout
+    assert "Status: active" in status and "deny (incoming)" in status and "22/tcp" in status
+    lab.run_web("web-gotcha", {"80/tcp": 5432})
+    for peer in (t, a):
+        # 5432 published: open despite "deny incoming"; 80 (container port, not published on
+        # HOST): dropped by ufw; 22: allowed by ufw, nothing listens.
+        assert probe_many(peer, [(peer.host_v4, 5432), (peer.host_v4, 80), (peer.host_v4, 22)]
+                          ) == ["open", "filtered", "closed"], peer.name
+    # The documented manual fix, applied by hand, filters that one neighbour only.
+    lab.host.run(["iptables", "-I", "DOCKER-USER", "-s", ATTACKER_V4, "-j", "DROP"])
+    assert probe_many(a, [(a.host_v4, 5432)]) == ["filtered"]
+    assert probe_many(t, [(t.host_v4, 5432)]) == ["open"]
+    # ufw's own config stayed private to HOST.
+    assert "ENABLED=no" in Path("/etc/ufw/ufw.conf").read_text()
+
+
+def test_rules_docker_wrote(dlab: DockerLab) -> None:
+    lab = dlab
+    lab.run_web("web-rules", {"80/tcp": 5432})
+    v4 = lab.host.run(["iptables-save"]).stdout
+    assert ":FORWARD DROP" in v4 and "-A FORWARD -j DOCKER-USER" in v4
+    assert "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 5432 -j DNAT --to-destination " \
+           "198.51.100.130:80" in v4
+    assert lab.host.sysctl("net.ipv4.ip_forward") == "1"  # dockerd turned it on
+
+
+def test_publish_all_and_loopback_binding(dlab: DockerLab) -> None:
+    lab, a = dlab, dlab.attacker
+    ctr = lab.run_web("web-all", publish_all=True, expose=["80/tcp"])
+    random_port = lab.host_port(ctr)
+    assert ctr.attrs["HostConfig"]["PortBindings"] in (None, {})  # -P, as the notes say
+    local = lab.run_web("web-local", {"80/tcp": ("127.0.0.1", 6379)})
+    assert lab.host_port(local) == 6379
+    assert probe_many(a, [(a.host_v4, random_port), (a.host_v4, 6379)]) == ["open", "closed"]
+
+
+def test_containers_of_previous_test_are_gone(dlab: DockerLab) -> None:
+    names = {c.name for c in dlab.client.containers.list(all=True)}
+    assert not names & {"web-rules", "web-all", "web-local"}
+
+
+def test_ipv6_published_and_no_docker_user_in_2010(dlab_v6: DockerLab) -> None:
+    lab = dlab_v6
+    lab.run_web("web-v6", {"80/tcp": 5432})
+    for peer in lab.peers:
+        wait_for(peer, peer.host_v6, 5432)  # container IPv6 needs a moment after start
+        assert probe_many(peer, [(peer.host_v4, 5432), (peer.host_v6, 5432)]) == ["open"] * 2
+    v6 = lab.host.run(["ip6tables-save"]).stdout
+    assert "--to-destination [2001:db8:d0c::" in v6
+    assert "DOCKER-USER" not in v6  # 20.10 only hooks DOCKER-USER into IPv4's FORWARD
+
+
+def test_dockerd_restart_keeps_restart_policy_containers(dlab: DockerLab) -> None:
+    lab, a = dlab, dlab.attacker
+    lab.run_web("web-always", {"80/tcp": 5432}, restart_policy="always")
+    lab.run_web("web-once", {"80/tcp": 5433})
+    old_pid = lab.pid
+    lab.stop_dockerd()
+    assert lab.pid is None and old_pid is not None and not Path(f"/proc/{old_pid}").exists()
+    lab.start_dockerd()
+    assert lab.pid != old_pid
+    wait_for(a, a.host_v4, 5432)
+    status = {c.name: c.status for c in lab.client.containers.list(all=True)}
+    assert status["web-always"] == "running" and status["web-once"] == "exited"
+    assert probe_many(a, [(a.host_v4, 5433)]) == ["closed"]
+
+
+def test_cleanup_leaves_nothing() -> None:
+    require(*DOCKER_TOOLS)
+    root_before = subprocess.run(["nft", "-s", "list", "ruleset"], capture_output=True,
+                                 text=True, check=True).stdout
+    lab = DockerLab().start()
+    try:
+        lab.enable_ufw()
+        lab.run_web("web-cleanup", {"80/tcp": 5432}, restart_policy="always")
+        inside = {pid for ns in lab.namespaces for pid in ns.pids()}
+        assert lab.pid in inside  # dockerd, containerd, shims, docker-proxy: all in HOST
+        names = [ns.name for ns in lab.namespaces]
+        etc = Path("/etc/netns") / lab.host.name
+        assert etc.is_dir()
+    finally:
+        lab.cleanup()
+    assert lab.leftovers() == []
+    assert not set(names) & set(netns_names())
+    assert not etc.exists() and not lab.dir.exists()
+    assert not [pid for pid in inside if pid_running(pid)]
+    root_after = subprocess.run(["nft", "-s", "list", "ruleset"], capture_output=True,
+                                text=True, check=True).stdout
+    assert root_after == root_before

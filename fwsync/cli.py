@@ -11,10 +11,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from fwsync import lock
-from fwsync.backends.base import Backend, BackendError
+from fwsync.backends.base import BackendError
 from fwsync.core.diff import diff
 from fwsync.present import plan_json, plan_text, status_json, status_text
-from fwsync.reconcile import Planned, RulesInvalid, make_plan, select_backend
+from fwsync.reconcile import Planned, RulesInvalid, all_backends, apply_planned, make_plan
 from fwsync.rules.load import load_rules
 
 app = typer.Typer(
@@ -62,18 +62,11 @@ def _print_diagnostics(exc: RulesInvalid) -> NoReturn:
     _fail(f"{exc}; nothing was changed")
 
 
-def _plan(rules: Path, backend: Backend) -> Planned:
+def _plan(rules: Path, backend: BackendName) -> Planned:
     try:
-        return make_plan(rules, backend)
+        return make_plan(rules, backend.value)
     except RulesInvalid as exc:
         _print_diagnostics(exc)
-    except BackendError as exc:
-        _fail(str(exc))
-
-
-def _backend(name: BackendName) -> Backend:
-    try:
-        return select_backend(name.value)
     except BackendError as exc:
         _fail(str(exc))
 
@@ -115,7 +108,12 @@ def plan(
     ] = False,
 ) -> None:
     """Show what `apply` would change in the kernel."""
-    planned = _plan(rules, _backend(backend))
+    planned = _plan(rules, backend)
+    if not planned.plan.empty:
+        try:
+            planned.backend.check(planned.plan)
+        except BackendError as exc:
+            _fail(f"this plan would fail to apply: {exc}")
     if fmt is Format.json:
         _emit_json(plan_json(planned.plan, planned.backend_reason, planned.warnings))
     else:
@@ -132,16 +130,16 @@ def apply(
                                                           "is not a terminal).")] = False,
 ) -> None:
     """Make the kernel match the rules, in one transaction per address family."""
-    chosen = _backend(backend)
     try:
         with lock.exclusive():
-            planned = _plan(rules, chosen)
+            planned = _plan(rules, backend)
+            chosen = planned.backend
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
             if planned.plan.empty:
                 return
             if sys.stdin.isatty() and not yes and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
-            chosen.apply(planned.plan)
+            apply_planned(planned)
             after = diff(chosen.name, planned.plan.desired, chosen.read())
     except lock.LockTimeout as exc:
         _fail(f"{exc}; nothing was changed")
@@ -160,8 +158,8 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """What is enforced now: each published port, who may reach it, which rule decides."""
-    chosen = _backend(backend)
-    planned = _plan(rules, chosen)
+    planned = _plan(rules, backend)
+    chosen = planned.backend
     current = chosen.read()
     jumps = [k for k in current if k.endswith(" jump")]
     if current and jumps:
@@ -179,12 +177,17 @@ def status(
 
 @app.command()
 def remove(backend: BackendOpt = BackendName.auto) -> None:
-    """Take out everything fwsync put in the kernel, and nothing else."""
-    chosen = _backend(backend)
+    """Take out everything fwsync put in the kernel, and nothing else (`auto`: every backend's)."""
+    removed: dict[str, tuple[str, ...]] = {}
+    targets = [b for b in all_backends() if backend is BackendName.auto or b.name == backend.value]
     try:
-        chosen.detect()
         with lock.exclusive():
-            removed = chosen.remove()
+            for chosen in targets:
+                try:
+                    chosen.detect()
+                except BackendError:
+                    continue  # its tools are not installed: it cannot have written anything
+                removed.update(chosen.remove())
     except lock.LockTimeout as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:

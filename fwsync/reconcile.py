@@ -1,8 +1,12 @@
-"""The one path from rules on disk to a Plan, shared by the CLI (and later the daemon).
+"""The one path from rules on disk to a Plan, shared by the CLI and the daemon.
 
 rules ──load──▶ Policy ─┐
 Docker ──observe──▶ DockerState ─┼─▶ build ─▶ Ruleset ─▶ backend.render ─┐
 kernel ──backend.read────────────────────────────────────────────────────┴─▶ diff ─▶ Plan
+
+The plan also takes out whatever the other backend left in the kernel, so switching backends
+(`apply --backend nftables` where iptables was applied) is one run: the new rules go in first,
+then the old ones come out.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
+from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Plan, diff
 from fwsync.core.observed import DockerState
@@ -35,16 +40,53 @@ class Planned:
     plan: Plan
     backend_reason: str
     warnings: tuple[Diagnostic, ...]
+    backend: Backend
+    others: tuple[Backend, ...] = ()  # other backends that still hold fwsync objects
+
+
+def _new(name: str) -> Backend:
+    if name == "iptables":
+        return IptablesBackend()
+    if name == "nftables":
+        return NftablesBackend()
+    raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def _holds_objects(backend: Backend) -> bool:
+    try:
+        return bool(backend.read())
+    except BackendError:
+        return False  # its tools are missing or unusable: then it holds nothing of ours
+
+
+def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
+    """The backend to use and why. `auto` follows Docker's own firewall."""
+    if name != "auto":
+        return _new(name), f"--backend {name}"
+    if docker.firewall_backend:
+        chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
+        return _new(chosen), f"auto: Docker reports its firewall backend is " \
+                             f"{docker.firewall_backend}"
+    if docker.error is None:
+        return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
+                                  "(it reports no firewall backend)").replace("  ", " ")
+    nft = NftablesBackend()
+    if _holds_objects(nft):
+        return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"
+    return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
 
 
 def select_backend(name: str) -> Backend:
-    if name in ("auto", "iptables"):
-        return IptablesBackend()
-    if name == "nftables":
-        raise BackendError(
-            "the nftables backend is not available in this version; use --backend iptables"
-        )
-    raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    """A backend by name, for commands that don't need Docker to choose (`auto` → the one
+    that holds fwsync's objects now, else iptables)."""
+    if name == "auto":
+        nft = NftablesBackend()
+        return nft if _holds_objects(nft) else IptablesBackend()
+    return _new(name)
+
+
+def all_backends() -> tuple[Backend, ...]:
+    return IptablesBackend(), NftablesBackend()
 
 
 def load_policy(rules: Path) -> tuple[Policy, tuple[Diagnostic, ...]]:
@@ -54,14 +96,33 @@ def load_policy(rules: Path) -> tuple[Policy, tuple[Diagnostic, ...]]:
     return result.policy, result.diagnostics
 
 
-def make_plan(rules: Path, backend: Backend, docker: DockerState | None = None) -> Planned:
-    """Everything is read before anything could be written: an invalid rules file stops here."""
+def make_plan(rules: Path, backend: Backend | str = "auto",
+              docker: DockerState | None = None) -> Planned:
+    """Everything is read before anything could be written: an invalid rules file stops here.
+    `backend` as a name is chosen here (and others' leftovers are planned for removal); as an
+    instance it is used as it is."""
     policy, warnings = load_policy(rules)
-    reason = backend.detect()
     observed = docker if docker is not None else observe_docker()
+    if isinstance(backend, str):
+        chosen, why = choose_backend(backend, observed)
+        others = tuple(b for b in all_backends() if b.name != chosen.name and _holds_objects(b))
+    else:
+        chosen, why, others = backend, backend.name, ()
+    detail = chosen.detect()
     built = build_ruleset(policy, observed)
-    current = backend.read()
-    desired = backend.render(built.ruleset)
-    plan = diff(backend.name, desired, current, notes=built.notes)
-    return Planned(policy=policy, docker=observed, plan=plan, backend_reason=reason,
-                   warnings=warnings)
+    current = dict(chosen.read())
+    for other in others:
+        current.update(other.read())
+    desired = chosen.render(built.ruleset)
+    notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
+                                f"(switching to {chosen.name})" for o in others)
+    plan = diff(chosen.name, desired, current, notes=notes)
+    return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
+                   warnings=warnings, backend=chosen, others=others)
+
+
+def apply_planned(planned: Planned) -> None:
+    """The new backend's rules first, then the old one's out: never a moment with neither."""
+    planned.backend.apply(planned.plan)
+    for other in planned.others:
+        other.remove()

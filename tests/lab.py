@@ -910,7 +910,7 @@ def run_fwsync(lab_or_ns: Lab | NsLike, *args: str, rules: Path | None = None,
     """`python -m fwsync ARGS` inside HOST. DOCKER_HOST points at the lab's dockerd (a KernelLab
     gets a socket that never exists, so the machine's own dockerd is never consulted), and the
     lock file lives in the lab's directory so parallel labs don't share /run/fwsync.lock."""
-    full = dict(_ENV)
+    full = {**os.environ, "PATH": _ENV["PATH"]}  # read now: tests may set FWSYNC_* variables
     if isinstance(lab_or_ns, KernelLab | DockerLab):
         ns = lab_or_ns.host
         full["DOCKER_HOST"] = lab_or_ns.docker_host

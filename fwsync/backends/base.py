@@ -27,6 +27,10 @@ class Backend(Protocol):
         """The objects the kernel should hold for this ruleset (pure given the detected host)."""
         ...
 
+    def check(self, plan: Plan) -> None:
+        """Let the kernel validate plan.desired without committing it, where it can."""
+        ...
+
     def apply(self, plan: Plan) -> None:
         """Make the kernel hold plan.desired (a transaction per family); on error change nothing."""
         ...

@@ -166,6 +166,10 @@ class IptablesBackend:
             state.update(render_family(ruleset, family, view.families[family].entry_chain))
         return state
 
+    def check(self, plan: Plan) -> None:
+        """iptables has no dry run that reaches the kernel (`iptables-restore --test` only
+        parses): a failing apply rolls back instead."""
+
     def apply(self, plan: Plan) -> None:
         view = self._read_view()
         wanted = _wanted_sets(plan.desired)

@@ -39,3 +39,6 @@ class DockerState:
     extra_bridges: tuple[str, ...] = ()
     error: str | None = None
     containers: tuple[str, ...] = field(default=())
+    # What Docker says its firewall is (GET /info FirewallBackend.Driver, Docker 29+), if it says.
+    firewall_backend: str | None = None
+    version: str = ""

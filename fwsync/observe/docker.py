@@ -72,6 +72,7 @@ def observe_docker(timeout: int = 10) -> DockerState:
                 except NotFound:
                     continue  # removed between list and inspect: it publishes nothing now
             networks = client.api.networks()
+            info = client.api.info()
         finally:
             client.close()
     except (DockerException, RequestException, OSError) as exc:
@@ -79,8 +80,10 @@ def observe_docker(timeout: int = 10) -> DockerState:
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     ports = sorted(p for attrs in inspected for p in ports_of(attrs))
     names = tuple(sorted(str(a.get("Name", "")).lstrip("/") for a in inspected))
+    firewall = (info.get("FirewallBackend") or {}).get("Driver") or None
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),
-                       containers=names)
+                       containers=names, firewall_backend=firewall,
+                       version=str(info.get("ServerVersion", "")))
 
 
 def _short_error(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
-"""fwsync's iptables backend in a real kernel (iptables-nft and iptables-legacy), judged by real
-packets from the trusted and attacker namespaces. Docker's rules are KernelLab's hand-written copy
-of Docker 20.10's; the e2e suite repeats the essentials against a real dockerd."""
+"""fwsync's backends in a real kernel, judged by real packets from the trusted and attacker
+namespaces. Each test runs for both backends (iptables, nftables) and both iptables variants
+Docker may use (nft, legacy). Docker's rules are KernelLab's hand-written copy of Docker 20.10's;
+the e2e suite repeats the essentials against a real dockerd."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ from tests.steps import fwsync_ok, write_rules
 
 pytestmark = pytest.mark.kernel
 
+
+@pytest.fixture(params=["iptables", "nftables"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    # run_fwsync passes the environment on: every fwsync call in the test uses this backend.
+    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
+    return str(request.param)
+
 SEED_RULES = """\
 default deny incoming
 define office 198.51.100.0/25, 2001:db8:1::/64
@@ -41,7 +49,8 @@ def publish_seed(lab: KernelLab) -> None:
     lab.publish(53, 80, "udp")
 
 
-def test_seed_policy_verdicts_with_real_packets(kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_seed_policy_verdicts_with_real_packets(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     publish_seed(lab)
     # The gotcha: published means reachable by everyone, over both families.
@@ -60,7 +69,8 @@ def test_seed_policy_verdicts_with_real_packets(kernel_lab: KernelLab, tmp_path:
     assert lab.attacker.probe(2222, v6=True) == "filtered", "the reject rule is IPv4-only"
 
 
-def test_plan_after_apply_shows_no_changes(kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_plan_after_apply_shows_no_changes(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     rules = write_rules(tmp_path, SEED_RULES + "limit 2222/tcp\nallow in on eth+ 8000:8100/tcp\n")
     first = run_fwsync(kernel_lab, "plan", "--detailed-exitcode", rules=rules)
     assert first.returncode == 2, first.stderr + first.stdout
@@ -72,7 +82,7 @@ def test_plan_after_apply_shows_no_changes(kernel_lab: KernelLab, tmp_path: Path
 
 
 def test_port_published_after_apply_is_denied_without_another_apply(
-        kernel_lab: KernelLab, tmp_path: Path) -> None:
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     apply(kernel_lab, write_rules(tmp_path, "allow 80/tcp\n"))
     kernel_lab.publish(8080, 81)
     kernel_lab.publish(80, 80)
@@ -81,7 +91,7 @@ def test_port_published_after_apply_is_denied_without_another_apply(
 
 
 def test_limit_refuses_the_sixth_connection_in_30_seconds(
-        kernel_lab: KernelLab, tmp_path: Path) -> None:
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     kernel_lab.publish(2222, 80)
     apply(kernel_lab, write_rules(tmp_path, "limit 2222/tcp\n"))
     got = [kernel_lab.attacker.probe(2222) for _ in range(6)]
@@ -89,7 +99,8 @@ def test_limit_refuses_the_sixth_connection_in_30_seconds(
     assert kernel_lab.trusted.probe(2222) == "open", "the count is per source"
 
 
-def test_reject_udp_answers_port_unreachable(kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_reject_udp_answers_port_unreachable(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     kernel_lab.publish(53, 80, "udp")
     apply(kernel_lab, write_rules(tmp_path, "reject 53/udp\ndefault allow\n"))
     assert kernel_lab.attacker.probe(53, "udp") == "closed"
@@ -97,7 +108,7 @@ def test_reject_udp_answers_port_unreachable(kernel_lab: KernelLab, tmp_path: Pa
 
 
 def test_direct_routing_to_a_container_address_is_dropped(
-        kernel_lab: KernelLab, tmp_path: Path) -> None:
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     lab.publish(5432, 80)
     # A neighbour that routes the containers' network via the host reaches them directly.
@@ -110,7 +121,8 @@ def test_direct_routing_to_a_container_address_is_dropped(
     assert lab.attacker.probe(80, addr=CTR_V4) == "open"
 
 
-def test_set_change_swaps_the_ipset_with_the_rules(kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_set_change_swaps_the_ipset_with_the_rules(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     lab.publish(5432, 80)
     rules = write_rules(tmp_path, "define ok 198.51.100.0/25\nallow from $ok to any port 5432\n")
@@ -124,11 +136,14 @@ def test_set_change_swaps_the_ipset_with_the_rules(kernel_lab: KernelLab, tmp_pa
     apply(lab, rules)
     after = set(lab.host.run(["ipset", "list", "-n"]).stdout.split())
     assert lab.attacker.probe(5432) == "open"
-    assert len(after) == 1 and not after & before, "the old set is gone, a new one replaced it"
+    if backend == "iptables":
+        assert len(after) == 1 and not after & before, "the old ipset is gone, a new one is in"
+    else:
+        assert not after, "the nftables backend keeps its sets in its own table"
 
 
-def test_invalid_rules_leave_the_kernel_byte_for_byte(kernel_lab: KernelLab,
-                                                      tmp_path: Path) -> None:
+def test_invalid_rules_leave_the_kernel_byte_for_byte(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     lab.publish(5432, 80)
     apply(lab, write_rules(tmp_path, SEED_RULES))
@@ -143,7 +158,7 @@ def test_invalid_rules_leave_the_kernel_byte_for_byte(kernel_lab: KernelLab,
 
 
 def test_foreign_docker_user_rule_survives_apply_and_remove(
-        kernel_lab: KernelLab, tmp_path: Path) -> None:
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     lab.publish(5432, 80)
     lab.iptables("-I", "DOCKER-USER", "-s", "198.51.100.10/32", "-p", "tcp", "-j", "REJECT",
@@ -159,7 +174,9 @@ def test_foreign_docker_user_rule_survives_apply_and_remove(
     assert lab.trusted.probe(5432) == "closed"
 
 
-def test_ipv6_without_docker_user_jumps_from_forward(make_kernel_lab, tmp_path: Path) -> None:
+def test_ipv6_without_docker_user_jumps_from_forward(make_kernel_lab, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
     lab: KernelLab = make_kernel_lab("nft", v6_docker_user=False)
     lab.publish(5432, 80)
     apply(lab, write_rules(tmp_path, "allow from 198.51.100.0/25 to any port 5432\n"))
@@ -171,11 +188,12 @@ def test_ipv6_without_docker_user_jumps_from_forward(make_kernel_lab, tmp_path: 
                       ).returncode == 0
 
 
-def test_failed_kernel_call_rolls_back_to_the_previous_rules(
-        kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_iptables_failed_kernel_call_rolls_back_to_the_previous_rules(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fault we can't cause on purpose in a healthy kernel: ip6tables-restore failing after the
     IPv4 transaction went through. A stand-in ip6tables-*-restore on PATH fails; everything else
     is real. The IPv4 rules must be put back as they were."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
     lab = kernel_lab
     lab.publish(5432, 80)
     rules = write_rules(tmp_path, "allow 5432/tcp\n")
@@ -195,7 +213,8 @@ def test_failed_kernel_call_rolls_back_to_the_previous_rules(
     assert lab.attacker.probe(5432) == "open"
 
 
-def test_a_held_lock_stops_a_second_apply(kernel_lab: KernelLab, tmp_path: Path) -> None:
+def test_a_held_lock_stops_a_second_apply(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     rules = write_rules(tmp_path, "default deny\n")
     before = ruleset_snapshot(kernel_lab, kernel_lab.variant)
     with open(kernel_lab.dir / "fwsync.lock", "a+") as held:

@@ -68,7 +68,7 @@ def _plan(rules: Path, backend: BackendName) -> Planned:
     except RulesInvalid as exc:
         _print_diagnostics(exc)
     except BackendError as exc:
-        _fail(str(exc))
+        _fail(f"{exc}; nothing was changed")  # planning only reads
 
 
 def _emit_json(data: dict[str, Any]) -> None:

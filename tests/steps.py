@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 def write_rules(tmp_path: Path, text: str, name: str = "10-test.rules") -> Path:
     rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
+    rules.mkdir(parents=True, exist_ok=True)
     (rules / name).write_text(text)
     return rules
 
@@ -24,3 +26,46 @@ def fwsync_ok(lab: Any, *args: str, rules: Path | None = None,
     assert res.returncode == 0, (
         f"fwsync {' '.join(args)} exited {res.returncode}\n{res.stderr}{res.stdout}")
     return res
+
+
+_HAMMER = r"""
+import asyncio, json, socket, sys, time
+addr, port, seconds, workers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+counts = {"open": 0, "closed": 0, "filtered": 0}
+async def worker(deadline):
+    while time.monotonic() < deadline:
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(addr, port), 1.0)
+            w.close()
+            counts["open"] += 1
+        except (asyncio.TimeoutError, TimeoutError):
+            counts["filtered"] += 1
+        except OSError:
+            counts["closed"] += 1
+async def main():
+    deadline = time.monotonic() + seconds
+    print("ready", flush=True)
+    await asyncio.gather(*(worker(deadline) for _ in range(workers)))
+asyncio.run(main())
+print(json.dumps(counts), flush=True)
+"""
+
+
+class Hammer:
+    """A client that connects in a tight loop from a namespace, counting every verdict."""
+
+    def __init__(self, ns: Any, addr: str, port: int, seconds: float, workers: int = 4) -> None:
+        self.proc = subprocess.Popen(
+            [*ns.nsenter_prefix(), sys.executable, "-I", "-c", _HAMMER, addr, str(port),
+             str(seconds), str(workers)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def result(self, timeout: float = 60) -> dict[str, int]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        counts: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+        return counts
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

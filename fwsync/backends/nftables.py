@@ -53,6 +53,9 @@ class NftablesBackend:
         self.nft.set_dry_run(dry_run)
         try:
             rc, output, error = self.nft.json_cmd({"nftables": batch})
+        except ValueError as exc:  # the bindings parse libnftables' output as JSON
+            raise BackendError(f"{what}: libnftables answered with something that is not "
+                               f"JSON ({exc})") from exc
         finally:
             self.nft.set_dry_run(False)
         if rc != 0:

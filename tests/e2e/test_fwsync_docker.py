@@ -1,5 +1,6 @@
 """fwsync against a real dockerd inside a network namespace, with real packets from the trusted
-host (198.51.100.10, inside the example rules' $office) and an attacker (203.0.113.7)."""
+host (198.51.100.10, inside the example rules' $office) and an attacker (203.0.113.7).
+Every scenario runs once per backend."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from fwsync.core.observed import PublishedPort
 from tests.lab import DockerLab, ruleset_snapshot, run_fwsync, wait_for
 from tests.steps import REPO_RULES, fwsync_ok, write_rules
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("backend")]
+
+
+@pytest.fixture(params=["iptables", "nftables"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on to fwsync
+    return str(request.param)
 
 
 def assert_office_only(lab: DockerLab, port: int = 5432, v6: bool = False) -> None:
@@ -27,7 +34,7 @@ def test_seed_gotcha_is_open_before_and_closed_after_apply(make_docker_lab) -> N
     assert lab.attacker.probe(80) == "filtered", "while ufw does block the host's own ports"
 
     plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=REPO_RULES)
-    assert plan.returncode == 2 and "FWSYNC-INBOUND" in plan.stdout
+    assert plan.returncode == 2 and "to add" in plan.stdout
     fwsync_ok(lab, "apply", rules=REPO_RULES)
 
     assert_office_only(lab)
@@ -85,6 +92,7 @@ def test_container_rules_follow_names_and_never_widen(dlab: DockerLab, tmp_path:
     assert dlab.attacker.probe(8082) == "open"
 
 
+@pytest.mark.parametrize("backend", ["n/a"], indirect=True)  # fwsync's kernel side not used
 def test_observed_bindings_from_a_real_dockerd(dlab_v6: DockerLab) -> None:
     from fwsync.observe.docker import observe_docker
 

@@ -97,7 +97,7 @@ def test_observed_bindings_from_a_real_dockerd(dlab_v6: DockerLab) -> None:
     from fwsync.observe.docker import observe_docker
 
     lab = dlab_v6
-    lab.run_web("pg-a", {"80/tcp": 15432, "81/tcp": ("127.0.0.1", 16379)})
+    lab.run_web("pg-a", {"80/tcp": 15432, "81/tcp": ("127.0.0.1", 16379), "53/udp": 15353})
     lab.run_web("range-b", {"8000/tcp": 18000, "8001/tcp": 18001})
     anyport = lab.run_web("auto-c", publish_all=True, expose=["82/tcp"])
     auto = lab.host_port(anyport, "82/tcp")
@@ -114,7 +114,7 @@ def test_observed_bindings_from_a_real_dockerd(dlab_v6: DockerLab) -> None:
     assert state.error is None
     got = {(p.container, p.host_ip, p.host_port, p.proto, p.container_port) for p in state.ports}
     assert {("pg-a", "0.0.0.0", 15432, "tcp", 80), ("pg-a", "::", 15432, "tcp", 80),
-            ("pg-a", "127.0.0.1", 16379, "tcp", 81),
+            ("pg-a", "127.0.0.1", 16379, "tcp", 81), ("pg-a", "0.0.0.0", 15353, "udp", 53),
             ("range-b", "0.0.0.0", 18000, "tcp", 8000), ("range-b", "0.0.0.0", 18001, "tcp", 8001),
             ("auto-c", "0.0.0.0", auto, "tcp", 82)} <= got
     assert all(isinstance(p, PublishedPort) and p.image for p in state.ports)

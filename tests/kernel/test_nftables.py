@@ -118,3 +118,26 @@ def test_replacing_the_ruleset_is_atomic_for_connections(
     assert applies >= 6, "the ruleset must actually have been replaced while clients ran"
     assert got_office["open"] > 50 and got_office["filtered"] == 0 and got_office["closed"] == 0
     assert got_stranger["open"] == 0 and got_stranger["filtered"] > 0
+
+
+@pytest.mark.parametrize("backend,edit", [
+    ("nftables", ["nft", "flush", "chain", "inet", "fwsync", "inbound"]),
+    ("nftables", ["nft", "delete", "element", "inet", "fwsync", "ok_v4", "{ 198.51.100.0/25 }"]),
+    ("iptables", ["iptables", "-F", "DOCKER-USER"]),
+    ("iptables", ["iptables", "-D", "FWSYNC-INBOUND", "1"]),
+])
+def test_a_hand_edit_in_the_kernel_shows_up_as_drift(kernel_lab: KernelLab, tmp_path: Path,
+                                                     backend: str, edit: list[str]) -> None:
+    lab = kernel_lab
+    if edit[0] == "iptables":
+        edit = [lab.tool("iptables"), *edit[1:]]
+    rules = write_rules(tmp_path, "define ok 198.51.100.0/25\nallow from $ok to any port 5432\n")
+    fwsync_ok(lab, "apply", "--backend", backend, rules=rules)
+    assert run_fwsync(lab, "plan", "--backend", backend, "--detailed-exitcode",
+                      rules=rules).returncode == 0
+    lab.host.run(edit)
+    drift = run_fwsync(lab, "plan", "--backend", backend, "--detailed-exitcode", rules=rules)
+    assert drift.returncode == 2, drift.stdout
+    fwsync_ok(lab, "apply", "--backend", backend, rules=rules)
+    assert run_fwsync(lab, "plan", "--backend", backend, "--detailed-exitcode",
+                      rules=rules).returncode == 0

@@ -1,0 +1,38 @@
+"""The JSON documents keep the shape docs/json-output.md promises."""
+
+import pytest
+
+from fwsync.core.diff import diff
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.present import plan_json, status_json
+from fwsync.rules.model import Endpoint
+
+from .helpers import aset, policy, ports, rule
+
+pytestmark = pytest.mark.unit
+
+
+def test_plan_json_shape():
+    plan = diff("iptables", {"ipv4 chain X": ("a", "b")}, {"ipv4 chain X": ("a",)},
+                notes=("n",))
+    doc = plan_json(plan, "why")
+    assert doc == {"format_version": 1, "backend": "iptables", "backend_reason": "why",
+                   "changes": [{"object": "ipv4 chain X", "action": "update", "add": ["b"],
+                                "remove": []}],
+                   "summary": {"add": 1, "remove": 0, "objects": 1}, "notes": ["n"],
+                   "warnings": []}
+
+
+def test_status_json_shape():
+    pol = policy(rule(5, proto="tcp", src=Endpoint(set="office"), dst=Endpoint(ports=ports(5432))),
+                 sets=(aset("office", "198.51.100.0/25"),))
+    docker = DockerState(ports=(PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432,
+                                              image="postgres:16"),))
+    doc = status_json(pol, docker, "yes", True)
+    assert doc["format_version"] == 1 and doc["in_sync"] is True and doc["docker_error"] is None
+    assert doc["ports"] == [{
+        "host_ip": "0.0.0.0", "host_port": 5432, "proto": "tcp", "container": "db",
+        "image": "postgres:16", "container_port": 5432,
+        "decisions": [{"action": "allow", "who": "$office", "origin": "rules/10-test.rules:5"},
+                      {"action": "deny", "who": "anyone else", "origin": "rules/10-test.rules:1"}],
+    }]

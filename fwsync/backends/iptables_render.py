@@ -153,7 +153,7 @@ def _line(chain: str, match: str, comment: str | None, target: str) -> str:
 
 def _rule_lines(rule: KernelRule, ctx: RenderContext) -> Iterator[str]:
     match = _match_text(rule.match, ctx)
-    comment = f"{rule.origin.file.rsplit('/', 1)[-1]}:{rule.origin.line} {rule.origin.text}"
+    comment = f"{rule.origin.short} {rule.origin.text}"
     chain = INBOUND_CHAIN
     if rule.action == "allow":
         yield _line(chain, match, comment, "-j RETURN")
@@ -194,7 +194,7 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext) -> Iterator[str]:
     for rule in ruleset.for_family(ctx.family):
         yield from _rule_lines(rule, ctx)
     origin = ruleset.default_origin
-    where = f"{origin.file.rsplit('/', 1)[-1]}:{origin.line} " if origin else ""
+    where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
     if ruleset.default == "allow":
         yield _line(INBOUND_CHAIN, "", comment, "-j RETURN")

@@ -133,8 +133,7 @@ def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> dict[str
 
 
 def _comment(rule: KernelRule) -> str:
-    return " ".join(f"{rule.origin.file.rsplit('/', 1)[-1]}:{rule.origin.line} "
-                    f"{rule.origin.text}".replace('"', "").split())
+    return " ".join(f"{rule.origin.short} {rule.origin.text}".replace('"', "").split())
 
 
 def _user_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
@@ -194,7 +193,7 @@ def _inbound_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                     "fwsync protect localhost-publish")
     yield from _user_rules(ruleset)
     origin = ruleset.default_origin
-    where = f"{origin.file.rsplit('/', 1)[-1]}:{origin.line} " if origin else ""
+    where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
     if ruleset.default == "allow":
         yield _rule("inbound", [{"accept": None}], comment)

@@ -41,6 +41,11 @@ class Origin(Frozen):
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
 
+    @property
+    def short(self) -> str:
+        """FILE:LINE with the file's name only, for kernel comments (the rules dir may move)."""
+        return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
+
 
 class PortRange(Frozen):
     low: int

@@ -1,0 +1,98 @@
+"""Triggers and how bursts of them become few reconciles. Pure: the clock is passed in.
+
+A trigger only says that something may have changed. What matters is *when* to reconcile:
+
+- the first trigger after a quiet spell is served at once (after `settle`, a few ms, so that
+  events Docker sends together, e.g. `die` + `disconnect`, land in one batch);
+- while Docker events keep coming, reconciles are at least `min_interval` apart, so a
+  `docker compose up` of 30 services costs one reconcile per `min_interval` of the burst, not 30;
+- lazy triggers (events that never change what is published on their own, such as `network
+  connect`, which precedes every `start`) wait `lazy_delay` and are usually absorbed by the
+  reconcile of the event they come with;
+- triggers that are not Docker events (rules edited, SIGHUP, drift, a retry) are never held back
+  by `min_interval`: they are rare and the user is waiting for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Source = Literal["startup", "docker", "reconnect", "rules", "signal", "drift", "resync", "retry"]
+
+SETTLE = 0.01
+LAZY_DELAY = 0.5
+MIN_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Trigger:
+    source: Source
+    reason: str  # for the log: "start web-1", "SIGHUP", "ipv4 jump", ...
+    at: float  # time.monotonic() when it was received
+    wall: float = 0.0  # time.time() when it was received (logged, for event-to-enforced)
+    lazy: bool = False
+
+    @property
+    def is_event(self) -> bool:
+        return self.source == "docker"
+
+    def label(self) -> str:
+        return f"{self.source}: {self.reason}" if self.reason else self.source
+
+
+@dataclass(frozen=True)
+class Batch:
+    triggers: tuple[Trigger, ...]
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(dict.fromkeys(t.source for t in self.triggers))
+
+    @property
+    def needs_docker(self) -> bool:
+        """Drift alone changes nothing in Docker: the last observed state is reused."""
+        return any(t.source != "drift" for t in self.triggers)
+
+    @property
+    def first_event(self) -> Trigger | None:
+        """The oldest Docker event served by this batch (event-to-enforced latency)."""
+        events = [t for t in self.triggers if t.is_event]
+        return min(events, key=lambda t: t.at) if events else None
+
+    def summary(self, limit: int = 5) -> str:
+        labels = list(dict.fromkeys(t.label() for t in self.triggers))
+        more = f" (+{len(labels) - limit} more)" if len(labels) > limit else ""
+        return ", ".join(labels[:limit]) + more
+
+
+@dataclass
+class Coalescer:
+    settle: float = SETTLE
+    lazy_delay: float = LAZY_DELAY
+    min_interval: float = MIN_INTERVAL
+    pending: list[Trigger] = field(default_factory=list)
+    last_start: float | None = None
+
+    def add(self, trigger: Trigger) -> None:
+        self.pending.append(trigger)
+
+    def _due_one(self, t: Trigger) -> float:
+        due = t.at + (self.lazy_delay if t.lazy else self.settle)
+        if t.is_event and self.last_start is not None:
+            due = max(due, self.last_start + self.min_interval)
+        return due
+
+    def due(self) -> float | None:
+        """When the pending triggers should be served, or None when nothing is pending."""
+        return min((self._due_one(t) for t in self.pending), default=None)
+
+    def take(self, now: float) -> Batch | None:
+        """Everything pending, as one batch, once it is due."""
+        due = self.due()
+        if due is None or now < due:
+            return None
+        batch = Batch(tuple(self.pending))
+        self.pending.clear()
+        self.last_start = now
+        return batch

@@ -1,0 +1,33 @@
+"""Drift: the kernel no longer holds what fwsync last enforced (someone's `iptables -F
+DOCKER-USER`, `ufw reload`, `nft flush ruleset`, a dockerd restart that re-created its chains).
+
+The check is a cheap read-back through the backend — fwsync's own objects and the jump that
+makes them reachable — compared with what the last reconcile made the kernel hold. Only when they
+differ does a real reconcile run (with the Docker state already known: drift says nothing about
+Docker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fwsync.backends.base import Backend
+from fwsync.core.diff import State, diff
+from fwsync.rules.model import Policy
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """What the kernel holds after the last good reconcile, and how to write it again."""
+
+    backend: Backend
+    desired: State
+    # The policy it was built from; None when it was found in the kernel at start and the rules
+    # on disk were invalid (then it can be restored, but not rebuilt for new containers).
+    policy: Policy | None
+
+
+def drifted(enforced: Enforced) -> tuple[str, ...]:
+    """The kernel objects that differ from what was enforced (empty: no drift)."""
+    plan = diff(enforced.backend.name, enforced.desired, enforced.backend.read())
+    return tuple(c.key for c in plan.changes)

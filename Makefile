@@ -36,7 +36,11 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) bench/bench_apply.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench-daemon
+bench-daemon: install
+	$(PY) bench/bench_daemon.py

@@ -169,10 +169,16 @@ def status(
     else:
         enforced = "no — fwsync has not been applied on this host (run `fwsync apply`)"
     in_sync = planned.plan.empty
+    from fwsync.daemon.state import describe, read_state
+
+    daemon_state = read_state()
     if fmt is Format.json:
-        _emit_json(status_json(planned.policy, planned.docker, enforced, in_sync))
+        data = status_json(planned.policy, planned.docker, enforced, in_sync)
+        data["daemon"] = daemon_state
+        _emit_json(data)
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
+        typer.echo("\n" + "\n".join(describe(daemon_state)))
 
 
 @app.command()
@@ -199,6 +205,49 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
         typer.echo(_style(f"  - {key}", "red") + f"  ({len(removed[key])} lines)")
     typer.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
 
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def daemon(
+    rules: RulesOpt = DEFAULT_RULES,
+    backend: BackendOpt = BackendName.auto,
+    drift_interval: Annotated[float, typer.Option(
+        "--drift-interval", envvar="FWSYNC_DRIFT_INTERVAL", min=0.1,
+        help="Seconds between read-backs of fwsync's kernel objects (drift is repaired).")
+    ] = 1.0,
+    metrics_address: Annotated[str | None, typer.Option(
+        "--metrics-address", envvar="FWSYNC_METRICS_ADDRESS",
+        help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9817); off by default.")
+    ] = None,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="FWSYNC_LOG_FORMAT", help="One line per event: text or json.")
+    ] = LogFormat.text,
+) -> None:
+    """Run beside dockerd: reconcile on Docker events, on rules changes and on drift.
+
+    Runs until SIGTERM, then exits 0 and leaves the rules enforced (`fwsync remove` takes them
+    out). SIGHUP reloads the rules."""
+    from fwsync.daemon.logs import setup_logging
+    from fwsync.daemon.metrics import parse_address
+    from fwsync.daemon.service import DaemonConfig, run_daemon
+
+    if metrics_address:
+        try:
+            parse_address(metrics_address)
+        except ValueError as exc:
+            _fail(f"--metrics-address {exc}")
+    setup_logging(log_format.value)
+    config = DaemonConfig(rules=rules.absolute(), backend=backend.value,
+                          drift_interval=drift_interval, metrics_address=metrics_address)
+    try:
+        code = run_daemon(config)
+    except OSError as exc:  # e.g. the metrics port is taken
+        _fail(f"cannot start the daemon: {exc}")
+    raise typer.Exit(code)
 
 
 def main() -> None:

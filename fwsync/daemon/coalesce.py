@@ -4,8 +4,9 @@ A trigger only says that something may have changed. What matters is *when* to r
 
 - the first trigger after a quiet spell is served at once (after `settle`, a few ms, so that
   events Docker sends together, e.g. `die` + `disconnect`, land in one batch);
-- while Docker events keep coming, reconciles are at least `min_interval` apart, so a
-  `docker compose up` of 30 services costs one reconcile per `min_interval` of the burst, not 30;
+- while Docker events keep coming, the reconciles that serve them are at least `min_interval`
+  apart, so a `docker compose up` of 30 services costs one reconcile per `min_interval` of the
+  burst, not 30;
 - lazy triggers (events that never change what is published on their own, such as `network
   connect`, which precedes every `start`) wait `lazy_delay` and are usually absorbed by the
   reconcile of the event they come with;
@@ -56,9 +57,11 @@ class Batch:
 
     @property
     def first_event(self) -> Trigger | None:
-        """The oldest Docker event served by this batch (event-to-enforced latency)."""
+        """The oldest Docker event served by this batch, for event-to-enforced latency. Lazy
+        events are held back on purpose and are measured only when nothing else came."""
         events = [t for t in self.triggers if t.is_event]
-        return min(events, key=lambda t: t.at) if events else None
+        urgent = [t for t in events if not t.lazy] or events
+        return min(urgent, key=lambda t: t.at) if urgent else None
 
     def summary(self, limit: int = 5) -> str:
         labels = list(dict.fromkeys(t.label() for t in self.triggers))
@@ -72,7 +75,7 @@ class Coalescer:
     lazy_delay: float = LAZY_DELAY
     min_interval: float = MIN_INTERVAL
     pending: list[Trigger] = field(default_factory=list)
-    last_start: float | None = None
+    last_start: float | None = None  # of the last batch that served Docker events
 
     def add(self, trigger: Trigger) -> None:
         self.pending.append(trigger)
@@ -94,5 +97,6 @@ class Coalescer:
             return None
         batch = Batch(tuple(self.pending))
         self.pending.clear()
-        self.last_start = now
+        if any(t.is_event for t in batch.triggers):
+            self.last_start = now
         return batch

@@ -65,9 +65,11 @@ class DockerEventWatcher(threading.Thread):
     be thread-safe). Never raises: an unreachable Docker is retried with backoff."""
 
     def __init__(self, emit: Callable[[Trigger], None], *,
+                 on_state: Callable[[bool], None] | None = None,
                  first_delay: float = RECONNECT_FIRST, max_delay: float = RECONNECT_MAX) -> None:
         super().__init__(name="docker-events", daemon=True)
         self._emit = emit
+        self._on_state = on_state
         self._first, self._max = first_delay, max_delay
         self._stop = threading.Event()
         self._stream: Any = None
@@ -103,12 +105,17 @@ class DockerEventWatcher(threading.Thread):
             finally:
                 if self.connected:
                     delay = self._first  # it was up: back off afresh from the first delay
+                    self._state(False)
                 self.connected = False
                 self._stream = None
             down = True
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self._max)
+
+    def _state(self, connected: bool) -> None:
+        if self._on_state is not None:
+            self._on_state(connected)
 
     def _follow(self) -> None:
         import docker  # the SDK pulls in requests & co: only in the daemon's watcher thread
@@ -123,6 +130,7 @@ class DockerEventWatcher(threading.Thread):
             # Subscribed first, re-listed after: nothing can fall between the two.
             self.connected = True
             self.connects += 1
+            self._state(True)
             reason = "connected" if self.connects == 1 else "reconnected: re-listing Docker"
             log.info("Docker events: %s", reason)
             self._emit(Trigger(source="reconnect", reason=reason, at=time.monotonic(),

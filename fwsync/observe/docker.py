@@ -42,6 +42,35 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
     return found
 
 
+def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
+    """Bindings from one entry of the container list (GET /containers/json), which carries the
+    same bindings as NetworkSettings.Ports (one entry per address and port; no PublicPort when
+    exposed but not published): observing Docker is then one request, however many containers
+    run, instead of one inspect per container (~90 ms with 100 containers)."""
+    name = _listed_name(summary)
+    image = str(summary.get("Image", ""))
+    settings = summary.get("NetworkSettings") or {}
+    networks = tuple(sorted((settings.get("Networks") or {}).keys()))
+    found: list[PublishedPort] = []
+    for binding in summary.get("Ports") or []:
+        proto_text = binding.get("Type")
+        public = binding.get("PublicPort")
+        if proto_text not in ("tcp", "udp") or not isinstance(public, int):
+            continue  # exposed but not published, or sctp (no word for it in the rules yet)
+        proto: L4Proto = "udp" if proto_text == "udp" else "tcp"
+        found.append(PublishedPort(
+            host_ip=binding.get("IP") or "0.0.0.0",
+            host_port=public,
+            proto=proto,
+            container=name,
+            container_port=int(binding.get("PrivatePort") or 0),
+            container_id=str(summary.get("Id", ""))[:12],
+            image=image,
+            networks=networks,
+        ))
+    return found
+
+
 def extra_bridges(networks: list[dict[str, Any]]) -> tuple[str, ...]:
     """Bridge interfaces named by the user (`-o com.docker.network.bridge.name=...`)."""
     names = []
@@ -54,36 +83,41 @@ def extra_bridges(networks: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def observe_docker(timeout: int = 10) -> DockerState:
+def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) -> DockerState:
     """Ask Docker (DOCKER_HOST, else the local socket). Never raises: an unreachable Docker is a
-    state the core knows how to handle safely."""
+    state the core knows how to handle safely. A long-running caller (the daemon) may pass the
+    DockerClient it keeps (not closed here), and `info=False` to skip GET /info (~10 ms), whose
+    firewall backend and version only choosing a backend needs."""
     import docker  # the SDK imports requests & co: only pay for it when Docker is asked
-    from docker.errors import DockerException, NotFound
+    from docker.errors import DockerException
     from requests.exceptions import RequestException
 
+    own = client is None
     try:
-        client = docker.from_env(timeout=timeout)
+        if own:
+            client = docker.from_env(timeout=timeout)
         try:
             containers = client.api.containers()
-            inspected = []
-            for summary in containers:
-                try:
-                    inspected.append(client.api.inspect_container(summary["Id"]))
-                except NotFound:
-                    continue  # removed between list and inspect: it publishes nothing now
             networks = client.api.networks()
-            info = client.api.info()
+            details = client.api.info() if info else {}
         finally:
-            client.close()
+            if own:
+                client.close()
     except (DockerException, RequestException, OSError) as exc:
         where = os.environ.get("DOCKER_HOST") or "the local socket"
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
-    ports = sorted(p for attrs in inspected for p in ports_of(attrs))
-    names = tuple(sorted(str(a.get("Name", "")).lstrip("/") for a in inspected))
-    firewall = (info.get("FirewallBackend") or {}).get("Driver") or None
+    listed = [ports_of_listed(summary) for summary in containers]
+    ports = sorted(p for found in listed for p in found)
+    names = tuple(sorted(_listed_name(summary) for summary in containers))
+    firewall = (details.get("FirewallBackend") or {}).get("Driver") or None
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),
                        containers=names, firewall_backend=firewall,
-                       version=str(info.get("ServerVersion", "")))
+                       version=str(details.get("ServerVersion", "")))
+
+
+def _listed_name(summary: dict[str, Any]) -> str:
+    names = [str(n).lstrip("/") for n in summary.get("Names") or []]
+    return next((n for n in names if "/" not in n), names[0] if names else "")
 
 
 def _short_error(exc: BaseException) -> str:

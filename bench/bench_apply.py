@@ -1,0 +1,259 @@
+"""Apply time: `fwsync apply` wall time for an allowlist of N entries, both backends side by side.
+
+    .venv/bin/python bench/bench_apply.py [--reps 5] [--sizes 10,1k,10k,100k]
+                                          [--linear-sizes 10,1k] [--json FILE]
+
+Each backend gets its own Docker-like host (tests/lab.py's KernelLab, in network namespaces, no
+dockerd), so neither sees the other's objects. For every size N, repetition and backend:
+
+  1. `fwsync remove` (not timed), so the next apply starts from a host without fwsync;
+  2. first apply: rules = `define big file big.txt` + `allow from $big to any port 5432 proto tcp`;
+  3. re-apply: the same rules with one entry of big.txt replaced;
+  4. after the last repetition, `fwsync plan --detailed-exitcode` must answer "nothing to do"
+     (the kernel holds exactly what was asked for), timed too.
+
+The "linear" variant writes the same N entries as N rules `allow from ADDR to any port 5432`
+(what sets avoid). Times are the whole CLI as a user runs it: interpreter start-up, reading the
+rules, asking Docker (a socket that does not exist: fails at once), reading the kernel, writing,
+reading back. Backends alternate in each repetition so drift on a shared machine hits both.
+Sizes of 100k and more get --big-reps repetitions (3) instead of --reps (5), to keep the whole
+benchmark under 10 minutes; a cell whose apply takes longer than --slow seconds is measured once
+and not re-applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (
+    BACKENDS,
+    Spread,
+    Timed,
+    Variant,
+    allowlist,
+    close_all,
+    dump_json,
+    fmt_seconds,
+    fwsync,
+    interruptible,
+    leftover_namespaces,
+    md_table,
+    new_lab,
+    parse_sizes,
+    size_label,
+    with_one_changed,
+    write_rules,
+)
+
+from tests.lab import KernelLab
+
+TARGET_APPLY_SECONDS = 0.5  # issue #3: a full apply of 10k entries under 0.5 s
+BIG = 100_000  # sizes from here on get --big-reps repetitions
+
+
+@dataclass
+class Cell:
+    """One (variant, N, backend): every timing and what went wrong, if anything."""
+
+    first: list[float] = field(default_factory=list)
+    reapply: list[float] = field(default_factory=list)
+    plan: list[float] = field(default_factory=list)
+    status: str = "ok"  # ok | n/a | error | slow
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "reapply": self.reapply, "plan": self.plan,
+                "status": self.status, "detail": self.detail}
+
+
+def _fail(cell: Cell, what: str, res: Timed) -> None:
+    cell.status = "n/a" if res.unavailable else "error"
+    cell.detail = f"{what}: exit {res.returncode}: {res.tail()}"
+
+
+def measure_cell(lab: KernelLab, backend: str, rules_a: Path, rules_b: Path, cell: Cell,
+                 last: bool, slow: float) -> None:
+    b = ("--backend", backend)
+    res = fwsync(lab, "remove", *b)
+    if res.returncode != 0:
+        return _fail(cell, "remove", res)
+    first = fwsync(lab, "apply", *b, "--yes", rules=rules_a)
+    if first.returncode != 0 or "Applied" not in first.stdout:
+        return _fail(cell, "first apply", first)
+    cell.first.append(first.seconds)
+    if first.seconds > slow:  # measured once; a re-apply would take as long again
+        cell.status, cell.detail = "slow", f"first apply took {first.seconds:.0f} s: measured once"
+        return None
+    again = fwsync(lab, "apply", *b, "--yes", rules=rules_b)
+    if again.returncode != 0 or "Applied" not in again.stdout:
+        return _fail(cell, "re-apply", again)
+    cell.reapply.append(again.seconds)
+    if last:
+        plan = fwsync(lab, "plan", *b, "--detailed-exitcode", rules=rules_b)
+        if plan.returncode != 0:
+            return _fail(cell, "plan after re-apply (expected nothing to do)", plan)
+        cell.plan.append(plan.seconds)
+    return None
+
+
+def run(sizes: list[int], linear_sizes: list[int], reps: int, backends: tuple[str, ...],
+        slow: float = 30.0, big_reps: int = 3, log: Any = print) -> dict[str, Any]:
+    variants: list[tuple[Variant, list[int]]] = [("set", sizes), ("linear", linear_sizes)]
+    cells: dict[tuple[str, int, str], Cell] = {
+        (v, n, b): Cell() for v, ns in variants for n in ns for b in backends}
+    startup: list[float] = []
+    t0 = time.monotonic()
+    problems: list[str] = []
+    stack = contextlib.ExitStack()
+    try:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fwsb-apply-")))
+        labs = {b: new_lab(stack) for b in backends}
+        files: dict[tuple[str, int], tuple[Path, Path]] = {}
+        for v, ns in variants:
+            for n in ns:
+                entries = allowlist(n)
+                files[v, n] = (write_rules(tmp / f"{v}-{n}-a", v, entries),
+                               write_rules(tmp / f"{v}-{n}-b", v, with_one_changed(entries)))
+        log(f"apply: labs up in {time.monotonic() - t0:.1f} s; {reps} repetitions")
+        for rep in range(reps):
+            startup.append(fwsync(labs[backends[0]], "--help").seconds)
+            order = backends if rep % 2 == 0 else tuple(reversed(backends))
+            for v, ns in variants:
+                for n in ns:
+                    n_reps = min(reps, big_reps) if n >= BIG else reps
+                    if rep >= n_reps:
+                        continue
+                    for b in order:
+                        cell = cells[v, n, b]
+                        if cell.status != "ok":
+                            continue
+                        last = rep == n_reps - 1
+                        measure_cell(labs[b], b, *files[v, n], cell, last, slow)
+                        log(f"  rep {rep + 1}/{n_reps} {v:6} N={size_label(n):>4} {b:8} "
+                            f"first {_last(cell.first)} re-apply {_last(cell.reapply)}"
+                            + (f"  [{cell.status}: {cell.detail}]" if cell.status != "ok"
+                               else ""))
+    finally:
+        problems += close_all(stack)
+        problems += [f"namespace left behind: {n}" for n in leftover_namespaces()]
+    return {
+        "reps": reps, "big_reps": big_reps, "sizes": sizes, "linear_sizes": linear_sizes,
+        "backends": list(backends),
+        "startup": startup, "seconds": time.monotonic() - t0, "cleanup_problems": problems,
+        "cells": [{"variant": v, "n": n, "backend": b, **c.as_dict()}
+                  for (v, n, b), c in cells.items()],
+    }
+
+
+def _last(values: list[float]) -> str:
+    return f"{values[-1]:.3f} s" if values else "—"
+
+
+def _cell_text(c: dict[str, Any], key: str) -> str:
+    if c["status"] == "n/a":
+        return "n/a (backend not available)"
+    if c["status"] == "error" and not c[key]:
+        return "error (see notes)"
+    return fmt_seconds(Spread.of(c[key]))
+
+
+def report(result: dict[str, Any]) -> str:
+    """Markdown: one table per variant, medians with min-max over the repetitions."""
+    backends: list[str] = result["backends"]
+    by_key = {(c["variant"], c["n"], c["backend"]): c for c in result["cells"]}
+    out: list[str] = []
+    titles = {"set": "`define big file` + one rule (sets)",
+              "linear": "one rule per entry (linear)"}
+    for variant, sizes in (("set", result["sizes"]), ("linear", result["linear_sizes"])):
+        if not sizes:
+            continue
+        headers = ["N"] + [f"{b} {what}" for b in backends for what in ("first", "re-apply")]
+        rows = []
+        for n in sizes:
+            row = [size_label(n)]
+            for b in backends:
+                c = by_key[variant, n, b]
+                row += [_cell_text(c, "first"), _cell_text(c, "reapply")]
+            rows.append(row)
+        runs = f"{result['reps']} runs"
+        if any(n >= BIG for n in sizes) and result["big_reps"] < result["reps"]:
+            runs += f" ({result['big_reps']} for N >= {size_label(BIG)})"
+        out.append(f"**Apply time, {titles[variant]}**: median (min-max) of {runs}\n\n"
+                   + md_table(headers, rows))
+        plan_rows = [[size_label(n)] + [_cell_text(by_key[variant, n, b], "plan")
+                                        for b in backends] for n in sizes]
+        out.append(f"`fwsync plan` right after the last re-apply ({titles[variant]}; "
+                   "must say nothing to do, 1 run)\n\n"
+                   + md_table(["N", *backends], plan_rows))
+    start = Spread.of(result["startup"])
+    if start is not None:
+        out.append(f"CLI floor: `fwsync --help` in the same namespace takes {fmt_seconds(start)}"
+                   " (interpreter start-up and imports, included in every time above).")
+    notes = [f"- {c['variant']} N={size_label(c['n'])} {c['backend']}: {c['status']}: "
+             f"{c['detail']}" for c in result["cells"] if c["status"] not in ("ok", "n/a")]
+    if notes:
+        out.append("Notes:\n" + "\n".join(notes))
+    verdict = target_verdict(result)
+    if verdict:
+        out.append(verdict)
+    return "\n\n".join(out)
+
+
+def target_verdict(result: dict[str, Any]) -> str:
+    for c in result["cells"]:
+        if (c["variant"], c["n"], c["backend"]) == ("set", 10_000, "nftables"):
+            s = Spread.of(c["first"])
+            if s is None:
+                return (f"Target (nftables, 10k entries, full apply < {TARGET_APPLY_SECONDS} s):"
+                        f" not measured ({c['status']})")
+            ok = "met" if s.median < TARGET_APPLY_SECONDS else "NOT met"
+            again = Spread.of(c["reapply"])
+            again_text = f"{again.median:.3f} s" if again is not None else "not measured"
+            return (f"Target (nftables, 10k entries, full apply < {TARGET_APPLY_SECONDS} s): "
+                    f"{ok}: first apply median {s.median:.3f} s, re-apply median {again_text}.")
+    return ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("10,1k,10k,100k"))
+    p.add_argument("--linear-sizes", type=parse_sizes, default=parse_sizes("10,1k"),
+                   help="10k linear rules take minutes per apply (see docs/benchmarks.md)")
+    p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--big-reps", type=int, default=3, help="repetitions for N >= 100k")
+    p.add_argument("--slow", type=float, default=30.0,
+                   help="a cell whose first apply takes longer is measured once")
+    p.add_argument("--json", help="also write the raw measurements here")
+    args = p.parse_args(argv)
+    if not 1 <= args.reps <= 50:
+        p.error("--reps must be 1..50")
+    args.backends = tuple(b for b in args.backends.split(",") if b)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args.sizes, args.linear_sizes, args.reps, args.backends, args.slow,
+                 args.big_reps)
+    dump_json(args.json, result)
+    print()
+    print(report(result))
+    print(f"\n(apply benchmark: {result['seconds']:.0f} s)")
+    failed = any(c["status"] == "error" for c in result["cells"]) or result["cleanup_problems"]
+    for p in result["cleanup_problems"]:
+        print(f"cleanup: {p}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(interruptible(main))

@@ -1,0 +1,91 @@
+"""Prometheus metrics (prometheus_client), served on --metrics-address when given.
+
+A registry of the daemon's own (not the library's global one), with the process collector so
+RSS and CPU time are there too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import start_http_server
+
+from fwsync.daemon.loop import Outcome
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all addresses) → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected HOST:PORT, [ADDRESS]:PORT or :PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    if host != "localhost":
+        ipaddress.ip_address(host)  # ValueError for a typo, not a DNS lookup at start
+    return host, int(port)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.reconciles = Counter("fwsync_reconciles", "Reconciles run, by result.", ["result"],
+                                  registry=r)
+        self.triggers = Counter("fwsync_triggers", "Triggers received, by source (several "
+                                "coalesce into one reconcile).", ["source"], registry=r)
+        self.duration = Histogram("fwsync_reconcile_duration_seconds",
+                                  "Time one reconcile took.", buckets=_LATENCY_BUCKETS,
+                                  registry=r)
+        self.latency = Histogram("fwsync_event_to_enforced_seconds",
+                                 "From a Docker event received to the kernel updated.",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.drift_repairs = Counter("fwsync_drift_repairs",
+                                     "Reconciles that repaired drift in the kernel.", registry=r)
+        self.errors = Counter("fwsync_errors", "Reconciles that failed, by kind.", ["kind"],
+                              registry=r)
+        self.ports = Gauge("fwsync_governed_published_ports",
+                           "Ports Docker publishes that fwsync's rules govern.", registry=r)
+        self.rules_valid = Gauge("fwsync_rules_valid",
+                                 "1 if the rules on disk are valid, 0 if the last good ones "
+                                 "are enforced instead.", registry=r)
+        self.docker_connected = Gauge("fwsync_docker_connected",
+                                      "1 while Docker's event stream is followed.", registry=r)
+        self.last = Gauge("fwsync_last_reconcile_timestamp_seconds",
+                          "When the last reconcile ended (Unix time).", registry=r)
+        self._server: Any = None
+
+    def trigger(self, source: str) -> None:
+        self.triggers.labels(source).inc()
+
+    def record(self, outcome: Outcome) -> None:
+        self.reconciles.labels(outcome.result).inc()
+        self.duration.observe(outcome.duration)
+        self.last.set(outcome.started + outcome.duration)
+        if outcome.event_latency is not None:
+            self.latency.observe(outcome.event_latency)
+        if outcome.drift:
+            self.drift_repairs.inc()
+        if outcome.result == "error":
+            self.errors.labels("reconcile").inc()
+        elif outcome.result == "invalid-rules":
+            self.errors.labels("rules").inc()
+        if outcome.ports is not None:
+            self.ports.set(outcome.ports)
+        if outcome.result != "error":
+            self.rules_valid.set(0 if outcome.result == "invalid-rules" else 1)
+
+    def serve(self, address: str) -> tuple[str, int]:
+        host, port = parse_address(address)
+        self._server, _thread = start_http_server(port, host, registry=self.registry)
+        bound: tuple[str, int] = self._server.server_address[:2]
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

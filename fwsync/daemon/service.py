@@ -1,0 +1,281 @@
+"""The daemon as a service: one asyncio loop that gathers triggers, coalesces them and runs
+`Reconciler.reconcile` in a single worker thread (so kernel work never overlaps), plus the
+things around it — signals, sd_notify readiness and watchdog, metrics, the state file.
+
+Threads: the loop (this module), the reconcile worker, Docker's event stream (a blocking HTTP
+read), watchfiles' inotify reader, and the metrics HTTP server. Only the loop touches the
+coalescer; the others hand triggers over with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fwsync.daemon.coalesce import Coalescer, Source, Trigger
+from fwsync.daemon.docker_events import DockerEventWatcher
+from fwsync.daemon.loop import Outcome, Reconciler
+from fwsync.daemon.metrics import Metrics
+from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
+from fwsync.daemon.rules_watch import watch_rules
+from fwsync.daemon.state import write_state
+
+log = logging.getLogger("fwsync.daemon")
+T = TypeVar("T")
+
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+RESYNC_INTERVAL = 300.0  # re-list Docker now and then even if no event said so
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    rules: Path
+    backend: str = "auto"
+    drift_interval: float = 1.0
+    metrics_address: str | None = None
+    resync_interval: float = RESYNC_INTERVAL
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.reconciler = Reconciler(config.rules, config.backend)
+        self.coalescer = Coalescer()
+        self.metrics = Metrics()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        self.watcher = DockerEventWatcher(self._from_thread, on_state=self._docker_state)
+        self.ready = False
+        self.started = time.time()
+        self.reconciles = 0
+        self.drift_repairs = 0
+        self.last_drift: float | None = None
+        self.last: Outcome | None = None
+        self.stopped: float | None = None
+        self._retry_delay = RETRY_FIRST
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def trigger(self, trigger: Trigger) -> None:
+        """Called on the loop only."""
+        self.metrics.trigger(trigger.source)
+        self.coalescer.add(trigger)
+        self._wake.set()
+
+    def _now(self, source: Source, reason: str) -> None:
+        self.trigger(Trigger(source=source, reason=reason, at=time.monotonic(), wall=time.time()))
+
+    def _rules_event(self, trigger: Trigger) -> None:
+        """A file event for what the last reconcile already read (the drift tick's fingerprint
+        saw it first, or an editor touched without changing) is no news."""
+        if self.reconciler.rules_changed():
+            self.trigger(trigger)
+
+    def _from_thread(self, trigger: Trigger) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutting down
+                loop.call_soon_threadsafe(self.trigger, trigger)
+
+    def _docker_state(self, connected: bool) -> None:
+        self.metrics.docker_connected.set(int(connected))
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._write_state)
+
+    def stop(self, why: str) -> None:
+        log.info("%s: stopping; fwsync's rules stay in the kernel (fail closed)", why)
+        self._stop.set()
+        self._wake.set()
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._now, "signal", "SIGHUP")
+        cfg = self.config
+        fields: dict[str, Any] = {"rules": str(cfg.rules), "backend": cfg.backend,
+                                  "drift_interval": cfg.drift_interval, "pid": os.getpid()}
+        if cfg.metrics_address:
+            host, port = self.metrics.serve(cfg.metrics_address)
+            fields["metrics"] = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        log.info("started", extra={"fields": fields})
+        sd_notify(status_line("starting: first reconcile"))
+        self._now("startup", "daemon started")
+        self.watcher.start()
+        tasks = [self._task(self._drift_loop(), "drift"),
+                 self._task(watch_rules(cfg.rules, self._rules_event, self._stop), "rules"),
+                 self._task(self._resync_loop(), "resync")]
+        interval = watchdog_interval()
+        if interval:
+            tasks.append(self._task(self._watchdog_loop(interval), "watchdog"))
+        try:
+            await self._main()
+        finally:
+            sd_notify("STOPPING=1")
+            self.watcher.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._retry is not None:
+                self._retry.cancel()
+            # A reconcile in flight finishes (each apply is one transaction anyway).
+            self.worker.shutdown(wait=True)
+            self.metrics.close()
+            self.stopped = time.time()
+            self._write_state()
+            log.info("stopped; fwsync's rules are still enforced — `fwsync remove` takes "
+                     "them out")
+        return 0
+
+    def _task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("the %s task failed", name, exc_info=t.exception())
+        task.add_done_callback(done)
+        return task
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    async def _main(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            due = self.coalescer.due()
+            now = time.monotonic()
+            if due is None or due > now:
+                timeout = None if due is None else due - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            batch = self.coalescer.take(now)
+            if batch is None:
+                continue
+            outcome = await self._in_worker(self._reconcile, batch)
+            self._after(outcome)
+
+    def _reconcile(self, batch: Any) -> Outcome:
+        try:
+            return self.reconciler.reconcile(batch)
+        except Exception as exc:  # a bug: log it whole, keep the daemon (and the rules) alive
+            log.exception("reconcile failed unexpectedly")
+            return Outcome(result="error", trigger=batch.summary(), sources=batch.sources,
+                           started=time.time(), duration=0.0, error=f"{type(exc).__name__}: "
+                                                                     f"{exc}")
+
+    def _after(self, outcome: Outcome) -> None:
+        self.reconciles += 1
+        self.last = outcome
+        if outcome.drift:
+            self.drift_repairs += 1
+            self.last_drift = time.time()
+        level = logging.INFO if outcome.result in ("applied", "unchanged") else logging.WARNING
+        log.log(level, "reconcile", extra={"fields": outcome.fields()})
+        self.metrics.record(outcome)
+        self.metrics.docker_connected.set(int(self.watcher.connected))
+        if outcome.result == "error":
+            self._schedule_retry()
+        else:
+            self._retry_delay = RETRY_FIRST
+        enforced = self.reconciler.enforced
+        if not self.ready and enforced is not None:
+            self.ready = True
+            sd_notify("READY=1\n" + status_line(self._status(outcome)))
+            log.info("ready", extra={"fields": {"enforcing": enforced.backend.name}})
+        else:
+            sd_notify(status_line(self._status(outcome)))
+        self._write_state()
+
+    def _status(self, outcome: Outcome) -> str:
+        enforced = self.reconciler.enforced
+        head = f"enforcing ({enforced.backend.name})" if enforced is not None else \
+            "NOT enforcing: no valid rules yet"
+        if outcome.result == "invalid-rules":
+            first = outcome.diagnostics[0] if outcome.diagnostics else "invalid rules"
+            head += f"; rules invalid, last good kept: {first}"
+        elif outcome.result == "error":
+            head += f"; last reconcile failed: {outcome.error}"
+        return f"{head}; {outcome.ports or 0} published ports; last: {outcome.result} after " \
+               f"{outcome.trigger}"
+
+    def _schedule_retry(self) -> None:
+        if self._retry is not None or self._loop is None:
+            return
+        delay = self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+
+        def fire() -> None:
+            self._retry = None
+            self._now("retry", f"after an error, {delay:.0f} s later")
+        self._retry = self._loop.call_later(delay, fire)
+
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drift_interval)
+            try:
+                if self.reconciler.rules_changed():
+                    self._now("rules", "changed (seen by the drift tick)")
+                keys = await self._in_worker(self.reconciler.check_drift)
+            except Exception:  # a bug: say so, and keep checking
+                log.exception("drift check failed unexpectedly")
+                continue
+            if keys:
+                log.warning("drift", extra={"fields": {"objects": list(keys)}})
+                self._now("drift", ", ".join(keys))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_interval)
+            self._now("resync", f"every {self.config.resync_interval:.0f} s")
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        """WATCHDOG=1 only while both the loop and the reconcile worker (where a hung kernel
+        call would sit) answer."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._in_worker(lambda: None), interval)
+            except TimeoutError:
+                log.error("the reconcile worker has been busy for over %.0f s; not petting "
+                          "the watchdog", interval)
+                continue
+            sd_notify("WATCHDOG=1")
+
+    def _write_state(self) -> None:
+        last = self.last
+        data: dict[str, Any] = {
+            "pid": os.getpid(), "started": self.started, "updated": time.time(),
+            "stopped": self.stopped, "rules": str(self.config.rules),
+            "backend": self.config.backend,
+            "ready": self.ready, "docker_connected": self.watcher.connected,
+            "reconciles": self.reconciles, "drift_repairs": self.drift_repairs,
+            "last_drift": self.last_drift,
+            "last_reconcile": None if last is None else {
+                "at": last.started + last.duration, **last.fields()},
+        }
+        try:
+            write_state(data)
+        except OSError as exc:
+            log.warning("cannot write the state file: %s", exc)
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    return asyncio.run(Daemon(config).run())

@@ -1,0 +1,185 @@
+"""The daemon's reconcile step against an in-memory kernel: the last good policy survives an
+invalid edit, drift is what differs from what was enforced, Docker's absence keeps the last
+known containers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fwsync.backends.base import BackendError
+from fwsync.core.diff import Plan, State
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import Ruleset
+from fwsync.daemon.coalesce import Batch, Source, Trigger
+from fwsync.daemon.loop import Reconciler
+
+pytestmark = pytest.mark.unit
+
+
+class MemoryBackend:
+    """A kernel in a dict; render is one object per rule and one for the published ports."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.kernel: dict[str, tuple[str, ...]] = {}
+        self.applies = 0
+        self.fail: str | None = None
+
+    def detect(self) -> str:
+        return "memory kernel"
+
+    def read(self) -> State:
+        return dict(self.kernel)
+
+    def render(self, ruleset: Ruleset) -> State:
+        lines = tuple(f"{r.action} {r.match.saddr or r.match.sset or 'any'} "
+                      f"{r.match.dport.low if r.match.dport else '*'}"
+                      for r in ruleset.for_family(4))
+        return {"chain": (*lines, f"default {ruleset.default}"), "jump": ("entry",)}
+
+    def check(self, plan: Plan) -> None:
+        return None
+
+    def apply(self, plan: Plan) -> None:
+        if self.fail:
+            raise BackendError(self.fail)
+        self.applies += 1
+        self.kernel = dict(plan.desired)
+
+    def remove(self) -> State:
+        before, self.kernel = self.kernel, {}
+        return before
+
+
+def port(name: str, host_port: int) -> PublishedPort:
+    return PublishedPort(host_ip="0.0.0.0", host_port=host_port, proto="tcp", container=name,
+                         container_port=80)
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.rules = tmp_path / "rules"
+        self.rules.mkdir()
+        self.docker = DockerState(ports=(port("web-1", 7000),), containers=("web-1",))
+        self.asked = 0
+        self.full: list[bool] = []
+        self.backend = MemoryBackend()
+        self.reconciler = Reconciler(self.rules, self.backend, lock_path=tmp_path / "lock",
+                                     observe=self.observe)
+
+    def observe(self, _timeout: int, full: bool) -> DockerState:
+        self.asked += 1
+        self.full.append(full)
+        return self.docker
+
+    def write(self, text: str) -> None:
+        (self.rules / "10.rules").write_text(text)
+
+    def run(self, source: Source = "docker", reason: str = "start web-1"):  # type: ignore[no-untyped-def]
+        return self.reconciler.reconcile(Batch((Trigger(source=source, reason=reason, at=0.0,
+                                                        wall=1.0),)))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield World(tmp_path)
+
+
+GOOD = "default deny incoming\nallow from 198.51.100.0/25 to container web-*\n"
+
+
+def test_first_reconcile_applies_and_a_second_changes_nothing(world: World) -> None:
+    world.write(GOOD)
+    first = world.run("startup", "daemon started")
+    assert first.result == "applied" and first.changed == ("chain", "jump")
+    assert world.backend.kernel["chain"] == ("allow 198.51.100.0/25 7000", "default deny")
+    again = world.run()
+    assert again.result == "unchanged" and world.backend.applies == 1
+    assert again.event_latency is not None and again.event_received == 1.0
+
+
+def test_invalid_edit_keeps_the_last_good_policy_rebuilt_for_new_containers(
+        world: World) -> None:
+    world.write(GOOD)
+    world.run("startup", "")
+    world.write(GOOD + "allow from $nowhere to any port 9000\n")
+    bad = world.run("rules", "changed")
+    assert bad.result == "invalid-rules" and bad.policy == "last good rules"
+    assert bad.diagnostics and bad.diagnostics[0].startswith(f"{world.rules}/10.rules:3:12: error:")
+    assert world.backend.kernel["chain"] == ("allow 198.51.100.0/25 7000", "default deny")
+    # A container the last good `to container` rule names starts meanwhile: it is governed.
+    world.docker = DockerState(ports=(port("web-1", 7000), port("web-2", 7001)),
+                               containers=("web-1", "web-2"))
+    moved = world.run("docker", "start web-2")
+    assert moved.result == "invalid-rules" and moved.changed == ("chain",)
+    assert "allow 198.51.100.0/25 7001" in world.backend.kernel["chain"]
+    assert not any("9000" in line for line in world.backend.kernel["chain"])
+    world.write(GOOD)
+    fixed = world.run("rules", "changed")
+    assert fixed.result in ("applied", "unchanged") and fixed.policy == "rules"
+    assert world.reconciler.rules_valid
+
+
+def test_invalid_rules_at_start_adopt_what_the_kernel_holds(world: World) -> None:
+    world.backend.kernel = {"chain": ("allow any 22", "default deny"), "jump": ("entry",)}
+    world.write("nonsense here\n")
+    out = world.run("startup", "")
+    assert out.result == "invalid-rules" and out.policy == "kernel"
+    assert world.reconciler.enforced is not None
+    world.backend.kernel = {}  # someone flushed it
+    assert world.reconciler.check_drift() == ("chain", "jump")
+    repaired = world.run("drift", "chain, jump")
+    assert repaired.drift == ("chain", "jump")
+    assert world.backend.kernel["chain"] == ("allow any 22", "default deny")
+
+
+def test_invalid_rules_and_an_empty_kernel_enforce_nothing(world: World) -> None:
+    world.write("nonsense here\n")
+    out = world.run("startup", "")
+    assert out.result == "invalid-rules" and world.reconciler.enforced is None
+    assert world.backend.applies == 0 and world.reconciler.check_drift() == ()
+
+
+def test_drift_is_what_differs_from_what_was_enforced(world: World) -> None:
+    world.write(GOOD)
+    world.run("startup", "")
+    assert world.reconciler.check_drift() == ()
+    world.backend.kernel.pop("jump")
+    assert world.reconciler.check_drift() == ("jump",)
+    asked = world.asked
+    out = world.run("drift", "jump")
+    assert out.result == "applied" and out.drift == ("jump",)
+    assert world.asked == asked, "a drift repair reuses the Docker state it knows"
+
+
+def test_docker_away_keeps_the_last_known_containers(world: World) -> None:
+    world.write(GOOD)
+    world.run("startup", "")
+    world.docker = DockerState(error="cannot reach Docker at unix:///x: refused")
+    out = world.run("rules", "changed")
+    assert out.result == "unchanged", "the container rule still matches web-1"
+    assert out.docker_error and any("last observed state" in n for n in out.notes)
+
+
+def test_a_kernel_error_is_an_outcome_not_a_crash(world: World) -> None:
+    world.write(GOOD)
+    world.backend.fail = "iptables-restore: nope; nothing was changed"
+    out = world.run("startup", "")
+    assert out.result == "error" and "nothing was changed" in (out.error or "")
+    assert world.reconciler.enforced is None
+
+
+def test_rules_fingerprint_notices_edits(world: World) -> None:
+    world.write(GOOD)
+    world.run("startup", "")
+    assert not world.reconciler.rules_changed()
+    (world.rules / "20.rules").write_text("allow 80/tcp\n")
+    assert world.reconciler.rules_changed()
+    (world.rules / ".20.rules.swp").write_text("x")
+    world.run("rules", "")
+    (world.rules / ".20.rules.swp").write_text("xy")
+    assert not world.reconciler.rules_changed(), "editor files are not rules"

@@ -50,6 +50,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     set_families = {(s.name, s.family) for s in sets}
     used_sets: set[tuple[str, Family]] = set()
     rules: list[KernelRule] = []
+    seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
     for index, rule in enumerate(policy.rules):
         if rule.dst.container is not None and docker.error is None:
             bound = [p for p in docker.ports if container_matches(rule.dst.container, p.container)]
@@ -65,7 +66,8 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                 match=match, action=rule.action, origin=rule.origin, index=index,
                 comment=rule.comment,
             )
-            if kernel_rule not in rules:
+            if kernel_rule not in seen:
+                seen.add(kernel_rule)
                 rules.append(kernel_rule)
     ruleset = Ruleset(
         rules=tuple(rules),

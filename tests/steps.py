@@ -32,16 +32,24 @@ _HAMMER = r"""
 import asyncio, json, socket, sys, time
 addr, port, seconds, workers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 counts = {"open": 0, "closed": 0, "filtered": 0}
+ports = iter(range(10000, 65000))
 async def worker(deadline):
     while time.monotonic() < deadline:
+        # Each connection gets a source port never used before in this run: a SYN that reuses a
+        # 4-tuple still in TIME_WAIT (server or conntrack) can stall 1 s and pass for a drop.
+        local = next(ports, None)
+        if local is None:
+            break
         try:
-            _, w = await asyncio.wait_for(asyncio.open_connection(addr, port), 1.0)
+            _, w = await asyncio.wait_for(
+                asyncio.open_connection(addr, port, local_addr=("0.0.0.0", local)), 1.0)
             w.close()
             counts["open"] += 1
         except (asyncio.TimeoutError, TimeoutError):
             counts["filtered"] += 1
         except OSError:
             counts["closed"] += 1
+        await asyncio.sleep(0.002)  # paced, so a run stays within the 55k source ports
 async def main():
     deadline = time.monotonic() + seconds
     print("ready", flush=True)

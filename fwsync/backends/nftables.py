@@ -82,14 +82,21 @@ class NftablesBackend:
         objects = table_objects(ruleset)
         state = objects_state(objects)
         # apply() receives the Plan, which carries lines, not JSON: keep the batch it came from.
-        self._batches[hash(tuple(sorted(state.items())))] = replace_batch(objects)
+        self._batches[hash(tuple(sorted(state.items())))] = objects
         return state
 
     def _batch_for(self, plan: Plan) -> Batch:
-        batch = self._batches.get(hash(tuple(sorted(plan.desired.items()))))
-        if batch is None:
+        objects = self._batches.get(hash(tuple(sorted(plan.desired.items()))))
+        if objects is None:
             raise BackendError("internal: apply() got a plan this backend did not render")
-        return batch
+        return replace_batch(objects, self._set_names())
+
+    def _set_names(self) -> list[str]:
+        if not self.exists():
+            return []
+        out = self._cmd([{"list": {"sets": {"family": FAMILY}}}], f"list sets {FAMILY}")
+        return [o["set"]["name"] for o in out.get("nftables", [])
+                if o.get("set", {}).get("table") == TABLE]
 
     def check(self, plan: Plan) -> None:
         self._cmd(self._batch_for(plan), "dry run of the planned batch", dry_run=True)

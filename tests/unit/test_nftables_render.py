@@ -35,15 +35,16 @@ def test_render_matches_golden():
 
 
 def test_batch_replaces_the_whole_table_in_one_transaction():
-    batch = replace_batch(table_objects(build_ruleset(POLICY, DOCKER).ruleset))
+    batch = replace_batch(table_objects(build_ruleset(POLICY, DOCKER).ruleset), ["old_v4"])
     assert batch[0] == {"metainfo": {"json_schema_version": 1}}
     table = {"table": {"family": "inet", "name": "fwsync"}}
-    # add-then-delete makes the delete safe when the table is absent; all in one batch.
-    assert batch[1:4] == [{"add": table}, {"delete": table}, {"add": table}]
-    kinds = [next(iter(op["add"])) for op in batch[3:]]
+    # add-then-flush is safe when the table is absent; the old sets go; all in one batch.
+    old = {"delete": {"set": {"family": "inet", "table": "fwsync", "name": "old_v4"}}}
+    assert batch[1:5] == [{"add": table}, {"flush": table}, old, {"add": table}]
+    kinds = [next(iter(op["add"])) for op in batch[4:]]
     assert kinds.index("rule") > max(i for i, k in enumerate(kinds) if k == "set"), \
         "sets exist before the rules that use them"
-    chain = next(op["add"]["chain"] for op in batch[3:] if "hook" in op["add"].get("chain", {}))
+    chain = next(op["add"]["chain"] for op in batch[4:] if "hook" in op["add"].get("chain", {}))
     assert chain["prio"] == -1 and isinstance(chain["prio"], int)
 
 

@@ -1,6 +1,6 @@
 """The nftables backend: fwsync's own `table inet fwsync`, through libnftables' JSON API.
 
-Every apply is one batch that deletes and re-creates the table, so the kernel swaps the whole
+Every apply is one batch that empties the table and fills it anew, so the kernel swaps the whole
 ruleset in one transaction. `plan` sends the same batch in dry-run mode: the kernel validates it
 without committing, so a plan that apply could not carry out says so.
 """

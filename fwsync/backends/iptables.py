@@ -50,7 +50,15 @@ class FamilyState:
 
     @property
     def entry_chain(self) -> str:
-        return DOCKER_USER if DOCKER_USER in self.chains else "FORWARD"
+        """DOCKER-USER only while FORWARD sends every packet there first. Without that jump
+        (Docker 20.10's IPv6, an old dockerd that found its chain already there, a hand edit)
+        or behind another rule that may accept (ufw's chains after a reload), fwsync's rules
+        would be skipped: fail-open. Then fwsync jumps from FORWARD itself, first."""
+        forward = [line for line in self.chains.get("FORWARD", [])
+                   if not line.endswith(f"-j {FORWARD_CHAIN}")]
+        if DOCKER_USER in self.chains and forward[:1] == [f"-A FORWARD -j {DOCKER_USER}"]:
+            return DOCKER_USER
+        return "FORWARD"
 
 
 @dataclass

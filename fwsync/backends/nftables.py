@@ -1,8 +1,10 @@
 """The nftables backend: fwsync's own `table inet fwsync`, through libnftables' JSON API.
 
-Every apply is one batch that empties the table and fills it anew, so the kernel swaps the whole
-ruleset in one transaction. `plan` sends the same batch in dry-run mode: the kernel validates it
-without committing, so a plan that apply could not carry out says so.
+An apply is two transactions: the first creates the sets that are new (nothing uses them yet, so
+packets see no change), the second replaces every rule at once and drops the sets nothing uses
+any more; a packet sees the old rules or the new ones, never a mix (nftables_render says why it
+takes two). `plan` sends both as one batch in dry-run mode: the kernel validates it without
+committing, so a plan that apply could not carry out says so.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from fwsync.backends.nftables_render import (
     FAMILY,
     TABLE,
     Batch,
+    cleanup_batch,
     delete_batch,
     objects_state,
-    replace_batch,
+    set_key_names,
+    staging_batch,
+    switch_batch,
     table_objects,
 )
 from fwsync.core.diff import Plan, State
@@ -28,8 +33,10 @@ def _nft() -> Any:
         import nftables  # Debian's python3-nftables: ctypes over libnftables
     except ImportError as exc:
         raise BackendError(
-            "the nftables backend needs libnftables' Python bindings (Debian: python3-nftables, "
-            "seen from a venv made with --system-site-packages)") from exc
+            "the nftables backend needs libnftables' Python bindings, which this Python cannot "
+            "import: install Debian's python3-nftables (not on PyPI) and let fwsync's venv see "
+            "it (`pipx install --system-site-packages`, `python3 -m venv "
+            "--system-site-packages`)") from exc
     nft = nftables.Nftables()
     nft.set_json_output(True)
     nft.set_handle_output(False)
@@ -85,11 +92,11 @@ class NftablesBackend:
         self._batches[hash(tuple(sorted(state.items())))] = objects
         return state
 
-    def _batch_for(self, plan: Plan) -> Batch:
+    def _objects_for(self, plan: Plan) -> Batch:
         objects = self._batches.get(hash(tuple(sorted(plan.desired.items()))))
         if objects is None:
             raise BackendError("internal: apply() got a plan this backend did not render")
-        return replace_batch(objects, self._set_names())
+        return objects
 
     def _set_names(self) -> list[str]:
         if not self.exists():
@@ -98,15 +105,41 @@ class NftablesBackend:
         return [o["set"]["name"] for o in out.get("nftables", [])
                 if o.get("set", {}).get("table") == TABLE]
 
+    @staticmethod
+    def _drifted(plan: Plan, objects: Batch) -> set[str]:
+        """Sets that exist under their content name but hold something else (a hand edit)."""
+        names = set_key_names(objects)
+        return {names[c.key] for c in plan.changes if c.op == "update" and c.key in names}
+
     def check(self, plan: Plan) -> None:
-        self._cmd(self._batch_for(plan), "dry run of the planned batch", dry_run=True)
+        objects = self._objects_for(plan)
+        existing = self._set_names()
+        both = [*staging_batch(objects, existing),
+                *switch_batch(objects, existing, self._drifted(plan, objects))[2:]]
+        self._cmd(both, "dry run of the planned batch", dry_run=True)
 
     def apply(self, plan: Plan) -> None:
+        objects = self._objects_for(plan)
+        table_existed = self.exists()
+        existing = self._set_names()
+        staging = staging_batch(objects, existing)
+        staged = [o["add"]["set"]["name"] for o in staging if "set" in o.get("add", {})]
+        nothing = "nothing was changed (the batch is all or nothing)"
+        if staged or not table_existed:
+            try:
+                self._cmd(staging, f"creating the new sets in {FAMILY} {TABLE}")
+            except BackendError as exc:
+                raise BackendError(f"{exc}; {nothing}") from exc
         try:
-            self._cmd(self._batch_for(plan), f"replacing table {FAMILY} {TABLE}")
+            self._cmd(switch_batch(objects, existing, self._drifted(plan, objects)),
+                      f"replacing the rules of {FAMILY} {TABLE}")
         except BackendError as exc:
-            raise BackendError(f"{exc}; nothing was changed (the batch is all or nothing)"
-                               ) from exc
+            try:
+                self._cmd(cleanup_batch(staged, table_existed), "removing the unused new sets")
+            except BackendError as undo:
+                raise BackendError(f"{exc}; the rules were not changed, but new unused sets "
+                                   f"are left in the table ({undo})") from exc
+            raise BackendError(f"{exc}; {nothing}") from exc
 
     def remove(self) -> State:
         before = self.read()

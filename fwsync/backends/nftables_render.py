@@ -14,12 +14,17 @@ accepts the rest. So every verdict that keeps a connection out is one the kernel
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
+from fwsync.core.build import split_set
 from fwsync.core.ruleset import Family, KernelRule, Match, Ruleset
+from fwsync.rules.model import PortRange
 
 TABLE = "fwsync"
 FAMILY = "inet"
@@ -57,6 +62,15 @@ def _addr(cidr: str) -> Any:
     if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _set_elem(cidr: str) -> Any:
+    """_addr for a set element, which is already canonical (`str` of a collapsed network):
+    split, not parsed, since a set may hold 100k of them."""
+    addr, _, plen = cidr.partition("/")
+    if not plen or int(plen) == (128 if ":" in addr else 32):
+        return addr
+    return {"prefix": {"addr": addr, "len": int(plen)}}
 
 
 def _iface(name: str) -> str:
@@ -136,24 +150,122 @@ def _comment(rule: KernelRule) -> str:
     return " ".join(f"{rule.origin.short} {rule.origin.text}".replace('"', "").split())
 
 
-def _user_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+@dataclass
+class _Spec:
+    """One nftables rule to be: a match, and the ports and sources it takes as sets."""
+
+    match: Match  # dport and saddr are unset when dports / saddrs say more than one
+    dports: list[PortRange]
+    saddrs: list[str]
+    rules: list[KernelRule]
+
+    def joins(self, other: _Spec) -> bool:
+        """Neighbours with one verdict that differ only in their source address: the union
+        of their sources is the same filter, and one set lookup instead of a walk."""
+        a, b = self.rules[-1], other.rules[0]
+        return (a.action == b.action and bool(self.saddrs) and bool(other.saddrs)
+                and self.match == other.match and sorted(self.dports, key=_pr)
+                == sorted(other.dports, key=_pr))
+
+
+def _pr(p: PortRange) -> tuple[int, int]:
+    return (p.low, p.high)
+
+
+def _specs(ruleset: Ruleset) -> Iterator[_Spec | KernelRule]:
+    """The user's rules in order, as nftables rules to be (a limit stays a KernelRule). The
+    kernel rules of one user rule that differ only in the destination port become one rule with
+    a port set: within one user rule their order does not matter (one verdict)."""
     emitted: set[tuple[int, Match]] = set()
-    for rule in ruleset.rules:
-        m = rule.match
-        if rule.action == "limit":
-            yield from _limit_rules(rule)
-            continue
-        if _family_free(m):
-            # No address in it: one rule serves both families.
-            key = (rule.index, Match(family=4, proto=m.proto, iface=m.iface, sport=m.sport,
-                                     dport=m.dport))
-            if key in emitted:
+    for _index, group in itertools.groupby(ruleset.rules, key=lambda r: r.index):
+        by_match: dict[Match, list[KernelRule]] = {}
+        for rule in group:
+            if rule.action == "limit":
+                yield rule
                 continue
-            emitted.add(key)
-        exprs = match_exprs(m, family_specific=False)
-        verdict: Expr = {"accept": None} if rule.action == "allow" else (
-            {"drop": None} if rule.action == "deny" else _reject(m.proto))
-        yield _rule("inbound", [*exprs, verdict], _comment(rule))
+            m = rule.match
+            if _family_free(m):
+                # No address in it: one rule serves both families.
+                key = (rule.index, replace(m, family=4))
+                if key in emitted:
+                    continue
+                emitted.add(key)
+            by_match.setdefault(replace(m, dport=None), []).append(rule)
+        for base, rules in by_match.items():
+            dports = list(dict.fromkeys(r.match.dport for r in rules if r.match.dport))
+            saddrs = [base.saddr] if base.saddr is not None else []
+            yield _Spec(replace(base, saddr=None), dports, saddrs, rules)
+
+
+def _merged(items: Iterator[_Spec | KernelRule]) -> Iterator[_Spec | KernelRule]:
+    pending: _Spec | None = None
+    for item in items:
+        if isinstance(item, _Spec) and pending is not None and pending.joins(item):
+            pending.saddrs.extend(item.saddrs)
+            pending.rules.extend(item.rules)
+            continue
+        if pending is not None:
+            yield pending
+            pending = None
+        if isinstance(item, _Spec):
+            pending = item
+        else:
+            yield item
+    if pending is not None:
+        yield pending
+
+
+def _user_rules(ruleset: Ruleset, sets: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The user's rules, in order; the sets their rules use are appended to `sets`."""
+    for n, item in enumerate(_merged(_specs(ruleset))):
+        if isinstance(item, KernelRule):
+            yield from _limit_rules(item)
+        else:
+            yield _spec_rule(item, n, sets)
+
+
+def _spec_rule(spec: _Spec, n: int, sets: list[dict[str, Any]]) -> dict[str, Any]:
+    first, m = spec.rules[0], spec.match
+    if len(spec.saddrs) == 1:
+        m = replace(m, saddr=spec.saddrs[0])
+    elif spec.saddrs:
+        name = f"src_{first.index}_{n}"
+        sets.append({"set": {**_t(), "name": set_name(name, m.family),
+                             "type": _set_type(m.family), "flags": ["interval"],
+                             "elem": [_set_elem(e) for e in _disjoint(spec.saddrs, m.family)]}})
+        m = replace(m, sset=name)
+    if len(spec.dports) == 1:
+        m = replace(m, dport=spec.dports[0])
+    exprs = match_exprs(m, family_specific=False)
+    if len(spec.dports) > 1:
+        name = f"ports_{first.index}_{n}"
+        sets.append({"set": {**_t(), "name": name, "type": "inet_service",
+                             "flags": ["interval"], "elem": _port_elements(spec.dports)}})
+        at = 1 if m.proto is not None else 0  # after l4proto, as with a single port
+        exprs.insert(at, _match(_ct_orig("proto-dst"), "@" + name))
+    verdict: Expr = {"accept": None} if first.action == "allow" else (
+        {"drop": None} if first.action == "deny" else _reject(m.proto))
+    comment = _comment(first)
+    if len(spec.rules) > 1 and spec.rules[-1].index != first.index:
+        last = spec.rules[-1].origin.short
+        count = len({r.index for r in spec.rules})
+        comment = f"{first.origin.short} to {last}: {count} rules with one verdict, merged"
+    return _rule("inbound", [*exprs, verdict], comment)
+
+
+def _disjoint(cidrs: list[str], family: Family) -> tuple[str, ...]:
+    return split_set((ipaddress.ip_network(c) for c in cidrs), family)
+
+
+def _port_elements(ports: list[PortRange]) -> list[Any]:
+    """Sorted, overlaps and neighbours merged: an interval set refuses overlapping elements."""
+    merged: list[list[int]] = []
+    for p in sorted(ports, key=_pr):
+        if merged and p.low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], p.high)
+        else:
+            merged.append([p.low, p.high])
+    return [lo if lo == hi else {"range": [lo, hi]} for lo, hi in merged]
 
 
 def _limit_rules(rule: KernelRule) -> Iterator[dict[str, Any]]:
@@ -181,7 +293,8 @@ def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                                 {"jump": {"target": "inbound"}}])
 
 
-def _inbound_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+def _inbound_rules(ruleset: Ruleset, sets: list[dict[str, Any]]
+                   ) -> Iterator[dict[str, Any]]:
     if ruleset.protect_direct_routing:
         # Not DNATed means not through a published port: straight to a container's address.
         yield _rule("inbound", [_match({"&": [{"ct": {"key": "status"}}, "dnat"]}, "dnat", "!="),
@@ -191,7 +304,7 @@ def _inbound_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                                 {"drop": None}], "fwsync protect localhost-publish")
         yield _rule("inbound", [_match(_ct_orig("ip6 daddr"), "::1"), {"drop": None}],
                     "fwsync protect localhost-publish")
-    yield from _user_rules(ruleset)
+    yield from _user_rules(ruleset, sets)
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
@@ -208,7 +321,7 @@ def _sets(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
     for aset in ruleset.sets:
         yield {"set": {**_t(), "name": set_name(aset.name, aset.family),
                        "type": _set_type(aset.family), "flags": ["interval"],
-                       "elem": [_addr(e) for e in aset.elements]}}
+                       "elem": [_set_elem(e) for e in aset.elements]}}
     for rule in ruleset.rules:
         if rule.action == "limit":
             yield {"set": {**_t(), "name": limit_set_name(rule.index, rule.match.family),
@@ -221,15 +334,37 @@ def _set_type(family: Family) -> str:
 
 
 def table_objects(ruleset: Ruleset) -> Batch:
-    """Everything the table holds, in creation order (sets before the rules that use them)."""
-    objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}]
-    objects.extend(_dedup(_sets(ruleset)))
+    """Everything the table holds, in creation order (sets before the rules that use them).
+    Sets are named by their content, so a set whose content is unchanged keeps its name and is
+    left alone by an apply, and a changed one is a new set (see `staging_batch`)."""
+    rule_sets: list[dict[str, Any]] = []
+    inbound = list(_inbound_rules(ruleset, rule_sets))
+    sets = list(_dedup(itertools.chain(_sets(ruleset), rule_sets)))
+    names = {s["set"]["name"]: _content_name(s["set"]) for s in sets}
+    for s in sets:
+        s["set"]["name"] = names[s["set"]["name"]]
+    objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}, *sets]
     objects.append({"chain": {**_t(), "name": "forward", "type": "filter", "hook": "forward",
                               "prio": FORWARD_PRIORITY, "policy": "accept"}})
     objects.append({"chain": {**_t(), "name": "inbound"}})
     objects.extend(_forward_rules(ruleset))
-    objects.extend(_inbound_rules(ruleset))
+    objects.extend(_rename_refs(r, names) for r in inbound)
     return objects
+
+
+def _content_name(definition: dict[str, Any]) -> str:
+    content = json.dumps({k: v for k, v in definition.items() if k != "name"}, sort_keys=True)
+    return f"{definition['name']}_{hashlib.sha256(content.encode()).hexdigest()[:8]}"
+
+
+def _rename_refs(item: Any, names: dict[str, str]) -> Any:
+    if isinstance(item, str) and item.startswith("@") and item[1:] in names:
+        return "@" + names[item[1:]]
+    if isinstance(item, dict):
+        return {k: _rename_refs(v, names) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_rename_refs(v, names) for v in item]
+    return item
 
 
 def _dedup(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -241,15 +376,67 @@ def _dedup(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield item
 
 
-def replace_batch(objects: Batch, existing_sets: tuple[str, ...] | list[str] = ()) -> Batch:
-    """One transaction that empties the table and writes it anew, so a packet sees old or new.
-    The table is flushed, not deleted: deleting it would also unregister and re-register the
-    forward hook, and connections arriving in that moment were seen to be dropped (the
-    atomicity test caught about one in 10k). `flush table` keeps sets, so those go explicitly."""
+def set_names(objects: Batch) -> list[str]:
+    return [o["set"]["name"] for o in objects if "set" in o]
+
+
+def set_key_names(objects: Batch) -> dict[str, str]:
+    """State key → kernel name, for the sets among these objects."""
+    return {key: o["set"]["name"] for o in objects if "set" in o
+            for key in objects_state([o])}
+
+
+def _head() -> Batch:
+    return [{"metainfo": {"json_schema_version": 1}},
+            {"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+
+
+def staging_batch(objects: Batch, existing_sets: Collection[str]) -> Batch:
+    """The first of an apply's two transactions: the sets that do not exist yet, with their
+    elements, and nothing that uses them, so packets see no change.
+
+    Why not one transaction: the kernel makes a new generation of rules visible before it has
+    finished publishing the elements of sets created in the same transaction, so a packet can
+    meet a new rule whose new set still looks empty. The atomicity test saw about one lost
+    connection in 10k while the table was replaced with rules that point at new sets, and none
+    once the sets were created (and committed) before the rules that use them."""
+    return [*_head(), *({"add": o} for o in objects if "set" in o and not _is_meter(o)
+                        and o["set"]["name"] not in existing_sets)]
+
+
+def _is_meter(obj: dict[str, Any]) -> bool:
+    """A limit's per-source set. It must be created in the same transaction as the rule that
+    updates it from the packet path (libnftables then marks it dynamic); it starts empty, so
+    there is nothing whose publication a packet could overtake."""
+    return "timeout" in obj["set"].get("flags", [])
+
+
+def switch_batch(objects: Batch, existing_sets: Collection[str],
+                 rebuild: Collection[str] = ()) -> Batch:
+    """The second transaction, the one packets notice: every rule is replaced at once, and the
+    sets nothing uses any more go. `rebuild` names sets that exist but were edited by hand
+    (drift): they are emptied and refilled here."""
+    wanted = set(set_names(objects))
     table = {"table": {"family": FAMILY, "name": TABLE}}
-    drop_sets = [{"delete": {"set": {**_t(), "name": name}}} for name in existing_sets]
-    return [{"metainfo": {"json_schema_version": 1}}, {"add": table}, {"flush": table},
-            *drop_sets, *({"add": obj} for obj in objects)]
+    batch = [*_head(), {"flush": table}]  # flushes rules; sets and chains stay
+    batch += [{"delete": {"set": {**_t(), "name": n}}} for n in existing_sets if n not in wanted]
+    for o in objects:
+        if "set" in o and o["set"]["name"] in rebuild:
+            batch.append({"flush": {"set": {**_t(), "name": o["set"]["name"]}}})
+            if o["set"].get("elem"):
+                batch.append({"add": {"element": {**_t(), "name": o["set"]["name"],
+                                                  "elem": o["set"]["elem"]}}})
+    batch += [{"add": o} for o in objects if "set" in o and _is_meter(o)
+              and o["set"]["name"] not in existing_sets]
+    batch += [{"add": o} for o in objects if "set" not in o and "table" not in o]
+    return batch
+
+
+def cleanup_batch(staged: Collection[str], table_existed: bool) -> Batch:
+    """Undo a staging transaction whose switch failed: the kernel is left as it was."""
+    if not table_existed:
+        return delete_batch()
+    return [*_head(), *({"delete": {"set": {**_t(), "name": n}}} for n in staged)]
 
 
 def delete_batch() -> Batch:
@@ -328,7 +515,11 @@ def objects_state(objects: Batch) -> dict[str, tuple[str, ...]]:
 
 def _elem_text(e: Any) -> str:
     if isinstance(e, dict) and "prefix" in e:
-        return set_element(f"{e['prefix']['addr']}/{e['prefix']['len']}")
+        # Both sides hold canonical text here (the kernel lists it so, and _set_elem renders
+        # from collapsed networks): no need to parse 10k addresses again.
+        return f"{e['prefix']['addr']}/{e['prefix']['len']}"
+    if isinstance(e, dict) and "range" in e:
+        return "-".join(str(x) for x in e["range"])
     if isinstance(e, dict) and "elem" in e:
         return _elem_text(e["elem"]["val"])  # an element with options (timeout)
     return str(e)

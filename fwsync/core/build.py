@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -29,7 +30,14 @@ def container_matches(pattern: str, name: str) -> bool:
 
 def split_set(networks: Iterable[Network], family: Family) -> tuple[str, ...]:
     """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
-    nets = [n for n in networks if n.version == family]
+    nets = sorted((n for n in networks if n.version == family),
+                  key=lambda n: (int(n.network_address), n.prefixlen))
+    bounds = [(lo := int(n.network_address), lo | ((1 << (n.max_prefixlen - n.prefixlen)) - 1))
+              for n in nets]
+    if all(a[1] < b[0] for a, b in itertools.pairwise(bounds)):
+        # Already disjoint (the usual case for a big list): collapsing, which is slow for 10k
+        # networks, would only merge neighbours, and the kernel takes those as they are.
+        return tuple(str(n) for n in nets)
     collapsed = ipaddress.collapse_addresses(nets)  # type: ignore[type-var]
     return tuple(str(n) for n in collapsed)
 

@@ -48,7 +48,8 @@ class Blocks:
 def _nets(networks: Iterable[Network]) -> dict[int, Blocks]:
     by_family: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for n in networks:
-        by_family[n.version].append((int(n.network_address), int(n.broadcast_address)))
+        low = int(n.network_address)  # broadcast_address is slow: 10k-entry sets are common
+        by_family[n.version].append((low, low | ((1 << (n.max_prefixlen - n.prefixlen)) - 1)))
     return {f: Blocks.of(iv) for f, iv in by_family.items() if iv}
 
 

@@ -69,6 +69,52 @@ def test_seed_policy_verdicts_with_real_packets(
     assert lab.attacker.probe(2222, v6=True) == "filtered", "the reject rule is IPv4-only"
 
 
+def test_port_lists_and_ranges_with_real_packets(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
+    """A port list is one rule with a port set in nftables (one lookup), and must still
+    match exactly the listed ports and ranges, overlapping items included."""
+    lab = kernel_lab
+    for port in (81, 8050, 8100, 8101, 9000):
+        lab.publish(port, 80)
+    apply(lab, write_rules(tmp_path, "allow 81,8000:8100,8050/tcp\n"))
+    expected = {81: "open", 8050: "open", 8100: "open", 8101: "filtered", 9000: "filtered"}
+    got = {port: lab.attacker.probe(port) for port in expected}
+    assert got == expected
+    plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=tmp_path / "rules")
+    assert plan.returncode == 0, plan.stdout
+
+
+LINEAR_RULES = """\
+allow from 203.0.113.99 to any port 5432 proto tcp
+allow from 198.51.100.0/25 to any port 5432 proto tcp
+allow from 198.51.100.64/26 to any port 5432 proto tcp
+reject from 203.0.113.7 to any port 5432 proto tcp
+allow from 203.0.113.7 to any port 5432 proto tcp
+allow from 203.0.113.98 to any port 8050 proto tcp
+allow from 203.0.113.7 to any port 8050 proto tcp
+"""
+
+
+def test_neighbouring_rules_with_one_verdict_keep_their_meaning(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
+    """nftables merges neighbours that differ only in their source into one set lookup
+    (overlapping sources included); a rule with another verdict in between must still win."""
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    lab.publish(8050, 80)
+    rules = write_rules(tmp_path, LINEAR_RULES)
+    apply(lab, rules)
+    got = {(who, port): peer.probe(port) for who, peer in (("trusted", lab.trusted),
+                                                         ("attacker", lab.attacker))
+           for port in (5432, 8050)}
+    assert got == {("trusted", 5432): "open", ("attacker", 5432): "closed",
+                   ("trusted", 8050): "filtered", ("attacker", 8050): "open"}
+    if backend == "nftables":
+        listing = lab.host.run(["nft", "list", "chain", "inet", "fwsync", "inbound"]).stdout
+        assert listing.count("saddr @src_") == 2, listing  # 3 rules → 1, 2 rules → 1
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
+
+
 def test_plan_after_apply_shows_no_changes(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     rules = write_rules(tmp_path, SEED_RULES + "limit 2222/tcp\nallow in on eth+ 8000:8100/tcp\n")
@@ -186,6 +232,32 @@ def test_ipv6_without_docker_user_jumps_from_forward(make_kernel_lab, tmp_path: 
     assert lab.trusted.probe(5432) == "open"
     assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=tmp_path / "rules"
                       ).returncode == 0
+
+
+@pytest.mark.parametrize("edit", [
+    ["-D", "FORWARD", "-j", "DOCKER-USER"],  # an old dockerd that found its chain already there
+    ["-I", "FORWARD", "1", "-o", "docker0", "-j", "ACCEPT"],  # an accept before DOCKER-USER
+])
+def test_a_forward_chain_that_skips_docker_user_is_caught(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        edit: list[str]) -> None:
+    """fwsync in DOCKER-USER is only as good as FORWARD's jump to it: when that jump is gone
+    or comes after an accept, plan shows it as drift and apply jumps from FORWARD first."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, "allow from 198.51.100.0/25 to any port 5432\n")
+    apply(lab, rules)
+    assert lab.attacker.probe(5432) == "filtered"
+    lab.iptables(*edit)
+    assert lab.attacker.probe(5432) == "open", "the hole this test is about"
+    drift = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+    assert drift.returncode == 2 and "FORWARD" in drift.stdout, drift.stdout
+    apply(lab, rules)
+    assert lab.save().splitlines().count("-A FORWARD -j FWSYNC-FORWARD") == 1
+    assert lab.attacker.probe(5432) == "filtered"
+    assert lab.trusted.probe(5432) == "open"
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
 
 
 def test_iptables_failed_kernel_call_rolls_back_to_the_previous_rules(

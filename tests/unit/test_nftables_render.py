@@ -8,16 +8,20 @@ from pathlib import Path
 import pytest
 
 from fwsync.backends.nftables_render import (
+    cleanup_batch,
     objects_state,
     render,
-    replace_batch,
+    set_names,
+    staging_batch,
+    switch_batch,
     table_objects,
 )
 from fwsync.core.build import build_ruleset
 from fwsync.core.observed import DockerState
 from fwsync.reconcile import choose_backend
+from fwsync.rules.model import Endpoint
 
-from .helpers import policy
+from .helpers import aset, net, policy, ports, rule
 from .test_iptables_render import DOCKER, POLICY
 
 pytestmark = pytest.mark.unit
@@ -34,18 +38,55 @@ def test_render_matches_golden():
     assert text == path.read_text()
 
 
-def test_batch_replaces_the_whole_table_in_one_transaction():
-    batch = replace_batch(table_objects(build_ruleset(POLICY, DOCKER).ruleset), ["old_v4"])
-    assert batch[0] == {"metainfo": {"json_schema_version": 1}}
+def _objects() -> list[dict]:
+    return table_objects(build_ruleset(POLICY, DOCKER).ruleset)
+
+
+def test_new_sets_are_committed_before_the_rules_that_use_them():
+    objects = _objects()
+    names = set_names(objects)
+    kept = names[0]
+    staging = staging_batch(objects, [kept, "old_v4_0000"])
     table = {"table": {"family": "inet", "name": "fwsync"}}
-    # add-then-flush is safe when the table is absent; the old sets go; all in one batch.
-    old = {"delete": {"set": {"family": "inet", "table": "fwsync", "name": "old_v4"}}}
-    assert batch[1:5] == [{"add": table}, {"flush": table}, old, {"add": table}]
-    kinds = [next(iter(op["add"])) for op in batch[4:]]
-    assert kinds.index("rule") > max(i for i, k in enumerate(kinds) if k == "set"), \
-        "sets exist before the rules that use them"
-    chain = next(op["add"]["chain"] for op in batch[4:] if "hook" in op["add"].get("chain", {}))
+    assert staging[:2] == [{"metainfo": {"json_schema_version": 1}}, {"add": table}]
+    staged = [op["add"]["set"]["name"] for op in staging[2:]]
+    meters = [n for n in names if n.startswith("limit_")]
+    assert meters and staged == [n for n in names[1:] if n not in meters], \
+        "only the address and port sets that do not exist yet, and nothing else"
+
+    switch = switch_batch(objects, [kept, "old_v4_0000"])
+    assert switch[:3] == [{"metainfo": {"json_schema_version": 1}}, {"add": table},
+                          {"flush": table}]
+    old = {"delete": {"set": {"family": "inet", "table": "fwsync", "name": "old_v4_0000"}}}
+    assert switch[3] == old
+    added = [next(iter(op["add"])) for op in switch[4:]]
+    assert set(added) == {"set", "chain", "rule"}
+    assert [op["add"]["set"]["name"] for op in switch[4:] if "set" in op["add"]] == meters, \
+        "the only sets the switch adds are the limit meters, with the rules that update them"
+    chain = next(op["add"]["chain"] for op in switch[4:] if "hook" in op["add"].get("chain", {}))
     assert chain["prio"] == -1 and isinstance(chain["prio"], int)
+
+
+def test_set_names_follow_their_content():
+    a = set_names(_objects())
+    office = rule(4, proto="tcp", src=Endpoint(set="office"), dst=Endpoint(ports=ports(5432)))
+    other = policy(office, sets=(aset("office", "198.51.100.0/24"),))
+    b = set_names(table_objects(build_ruleset(other, DockerState()).ruleset))
+    assert a == set_names(_objects()), "the same content gives the same name"
+    office_a = next(n for n in a if n.startswith("office_v4_"))
+    office_b = next(n for n in b if n.startswith("office_v4_"))
+    assert office_a != office_b
+
+
+def test_a_hand_edited_set_is_refilled_in_the_switch():
+    objects = _objects()
+    office = next(n for n in set_names(objects) if n.startswith("office_v4_"))
+    switch = switch_batch(objects, set_names(objects), rebuild=[office])
+    flush = {"flush": {"set": {"family": "inet", "table": "fwsync", "name": office}}}
+    i = switch.index(flush)
+    assert switch[i + 1]["add"]["element"]["name"] == office
+    assert cleanup_batch([office], table_existed=True)[2:] == [
+        {"delete": {"set": {"family": "inet", "table": "fwsync", "name": office}}}]
 
 
 def test_rules_without_addresses_serve_both_families_once():
@@ -82,3 +123,21 @@ def test_auto_follows_what_docker_reports():
     assert backend.name == "iptables" and "20.10.24" in why
     assert choose_backend("nftables", DockerState(firewall_backend="iptables"))[0].name == \
         "nftables"
+
+
+def test_neighbours_with_one_verdict_become_one_set_lookup():
+    def src(line: int, action: str, cidr: str) -> object:
+        return rule(line, action, proto="tcp", src=Endpoint(net=net(cidr)),
+                    dst=Endpoint(ports=ports(5432)))
+    pol = policy(src(2, "allow", "198.51.100.0/25"), src(3, "allow", "198.51.100.64/26"),
+                 src(4, "allow", "203.0.113.9/32"), src(5, "deny", "203.0.113.0/24"),
+                 src(6, "allow", "192.0.2.0/24"))
+    state = render(build_ruleset(pol, DockerState()).ruleset)
+    inbound = [line for line in state["inet fwsync chain inbound"] if "5432" in line]
+    assert len(inbound) == 3, inbound
+    assert "saddr @src_0_0_v4_" in inbound[0]
+    assert "10-test.rules:2 to 10-test.rules:4: 3 rules" in inbound[0]
+    assert inbound[1].endswith('drop comment "10-test.rules:5 rule 5"')
+    assert "ip saddr 192.0.2.0/24 accept" in inbound[2]
+    merged = next(v for k, v in state.items() if "set src_0_0_v4_" in k)
+    assert merged == ("198.51.100.0/25", "203.0.113.9"), "overlaps collapsed, host plain"

@@ -104,6 +104,7 @@ class Reconciler:
         self.enforced: Enforced | None = None
         self.rules_valid: bool | None = None
         self.rules_print: Fingerprint = ()
+        self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
         self._reported: tuple[str, ...] = ()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class Reconciler:
 
     def rules_changed(self) -> bool:
         """The safety net under file watching: checked on every drift tick."""
-        return fingerprint(self.rules) != self.rules_print
+        return fingerprint(self.rules, self.list_files) != self.rules_print
 
     # -- the step -------------------------------------------------------------------------
 
@@ -183,7 +184,9 @@ class Reconciler:
         try:
             docker = self._observe(batch)
             steps["observe_ms"] = time.monotonic()
-            self.rules_print = fingerprint(self.rules)  # before reading: a later edit re-triggers
+            # Before reading: a later edit re-triggers. A list the policy starts to use shows up
+            # in the next tick's fingerprint, which costs one more (empty) reconcile.
+            self.rules_print = fingerprint(self.rules, self.list_files)
             with lock.exclusive(self.lock_path):
                 try:
                     planned = make_plan(self.rules, self._backend_for(batch), docker)
@@ -191,6 +194,7 @@ class Reconciler:
                     return self._keep_last_good(batch, exc, docker, t0, base)
                 steps["plan_ms"] = time.monotonic()
                 self.rules_valid = True
+                self.list_files = tuple(Path(f) for f in planned.policy.list_files)
                 self._reported = ()
                 plan = planned.plan
                 if not plan.empty:

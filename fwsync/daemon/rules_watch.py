@@ -1,7 +1,7 @@
 """Noticing that the rules changed: file watching (inotify, through watchfiles), a fingerprint
 checked on every drift tick as a safety net (a watcher can miss changes: NFS, a directory
-created after start), and SIGHUP (wired in service.py) for anything else, such as a
-`define NAME file PATH` list kept outside the rules directory.
+created after start, and the `define NAME file PATH` lists, wherever they are), and SIGHUP
+(wired in service.py) for anything else.
 
 The parent directory is watched, not the path itself: editors and configuration tools replace
 files by renaming a new one over them, and a rules directory may itself be swapped.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fwsync.daemon.coalesce import Trigger
@@ -33,20 +33,22 @@ def relevant(rules: Path, changed: Path) -> bool:
     return changed.name.endswith(SUFFIX) and not changed.name.startswith(".")
 
 
-def fingerprint(rules: Path) -> Fingerprint:
-    """What the loader would read, as (name, size, mtime, inode) — cheap to compare."""
+def fingerprint(rules: Path, lists: Iterable[Path] = ()) -> Fingerprint:
+    """What the loader would read, as (name, size, mtime, inode) — cheap to compare. `lists`
+    are the `define NAME file PATH` files the last good policy read: wherever they live, a
+    change to one is seen at the next drift tick."""
     try:
         files = sorted(p for p in rules.iterdir() if relevant(rules, p)) if rules.is_dir() \
             else [rules]
     except OSError:
-        return ()
+        files = []
     found = []
-    for f in files:
+    for f in [*files, *lists]:
         try:
             st = f.stat()
         except OSError:
             continue
-        found.append((f.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        found.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(found)
 
 

@@ -95,3 +95,6 @@ class Policy(Frozen):
     sets: dict[str, AddressSet] = {}
     protect_direct_routing: bool = True
     protect_localhost_publish: bool = True
+    # The files `define NAME file PATH` read, so that whoever enforces the policy can notice
+    # when they change (the daemon fingerprints them on every drift tick).
+    list_files: tuple[str, ...] = ()

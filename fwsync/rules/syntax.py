@@ -156,6 +156,7 @@ class _State:
     set_origins: dict[str, Origin] = field(default_factory=dict)
     default: tuple[DefaultAction, Origin] | None = None
     protect: dict[str, tuple[bool, Origin]] = field(default_factory=dict)
+    lists_read: list[str] = field(default_factory=list)  # `define NAME file PATH`'s paths
 
 
 class _Stop(Exception):
@@ -289,6 +290,7 @@ def _address_file(s: _Statement) -> list[Network] | None:
     s.take()
     s.end([END])
     display = str(PurePath(s.file).parent / path.value)
+    s.state.lists_read.append(display)
     try:
         text = s.state.read_file(display)
     except OSError as e:
@@ -641,5 +643,6 @@ def parse_sources(sources: Sequence[tuple[str, str]],
         sets=state.sets,
         protect_direct_routing=state.protect.get("direct-routing", (True, None))[0],
         protect_localhost_publish=state.protect.get("localhost-publish", (True, None))[0],
+        list_files=tuple(dict.fromkeys(state.lists_read)),
     )
     return ParseResult(policy=policy, diagnostics=diagnostics)

@@ -298,7 +298,7 @@ def test_invalid_edit_keeps_the_last_good_policy_and_is_reported(
     assert "last reconcile" in status
 
 
-def test_sighup_reloads_what_file_watching_cannot_see(
+def test_a_list_outside_the_rules_dir_is_followed_and_sighup_reloads(
         dlab: DockerLab, tmp_path: Path, daemons: StartDaemon) -> None:
     outside = tmp_path / "lists" / "office.txt"  # a `define ... file` list, not in the rules dir
     outside.parent.mkdir()
@@ -308,12 +308,19 @@ def test_sighup_reloads_what_file_watching_cannot_see(
     dlab.run_web("db", {"80/tcp": 5432})
     d = daemons(dlab, rules)
     assert dlab.attacker.probe(5432) == "filtered"
+    before = len(d.reconciles())
     outside.write_text("198.51.100.0/25\n203.0.113.0/25\n")
+    t0 = time.monotonic()
+    rec = d.wait_reconcile(lambda r: r["result"] == "applied", after=before)
+    assert dlab.attacker.probe(5432) == "open"
+    assert time.monotonic() - t0 < 2.0, f"the list change took {time.monotonic() - t0:.1f} s"
+    assert "rules" in rec["trigger"], rec
+
+    outside.write_text("198.51.100.0/25\n")
     before = len(d.reconciles())
     d.signal(signal.SIGHUP)
-    rec = d.wait_reconcile(lambda r: r["trigger"] == "signal: SIGHUP", after=before)
-    assert rec["result"] == "applied"
-    assert dlab.attacker.probe(5432) == "open"
+    rec = d.wait_reconcile(lambda r: r["result"] == "applied", after=before)
+    assert dlab.attacker.probe(5432) == "filtered"
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -211,3 +211,22 @@ def test_outcome_fields_carry_event_latency() -> None:
 
 def test_trigger_label() -> None:
     assert Trigger(source="signal", reason="SIGHUP", at=0).label() == "signal: SIGHUP"
+
+
+def test_a_list_file_changes_the_fingerprint_wherever_it_is(tmp_path: Path) -> None:
+    from fwsync.rules.load import load_rules
+
+    lists = tmp_path / "elsewhere"
+    lists.mkdir()
+    (lists / "office.txt").write_text("198.51.100.0/25\n")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "10.rules").write_text(f"define office file {lists}/office.txt\n"
+                                    "allow from $office to any port 5432\n")
+    policy = load_rules(rules).policy
+    assert policy is not None and policy.list_files == (f"{lists}/office.txt",)
+    used = [Path(f) for f in policy.list_files]
+    before = fingerprint(rules, used)
+    assert fingerprint(rules) != before, "the list is part of what is fingerprinted"
+    (lists / "office.txt").write_text("198.51.100.0/25\n203.0.113.0/25\n")
+    assert fingerprint(rules, used) != before

@@ -4,7 +4,7 @@ PY       := $(VENV)/bin/python
 # Debian's interpreter: its dist-packages hold python3-nftables, which a venv made from it sees.
 SYSPY    := /usr/bin/python3
 APT_PKGS := nftables iptables ipset iproute2 conntrack ufw busybox-static docker.io \
-            python3 python3-venv python3-nftables
+            python3 python3-venv python3-nftables pipx git
 STAMP    := $(VENV)/.installed
 
 .PHONY: install test test-unit demo lint bench clean
@@ -44,3 +44,22 @@ clean:
 .PHONY: bench-daemon
 bench-daemon: install
 	$(PY) bench/bench_daemon.py
+
+# The scenario suite on three Vagrant machines (vagrant/README.md). Its own packages: `make
+# install` and `make test` don't need them. Here: a box built offline with debootstrap, libvirtd
+# in a network namespace of its own, guests under TCG.
+VAGRANT_APT_PKGS := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
+                    qemu-utils debootstrap dnsmasq-base rsync e2fsprogs openssh-client
+
+.PHONY: vagrant-install vagrant-test
+vagrant-install: install
+	@missing=$$(for p in $(VAGRANT_APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "apt-get install $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing >/dev/null; \
+	fi
+
+vagrant-test: vagrant-install
+	PY=$(abspath $(PY)) vagrant/run-test.sh

@@ -161,7 +161,10 @@ def status(
     planned = _plan(rules, backend)
     chosen = planned.backend
     current = chosen.read()
-    jumps = [k for k in current if k.endswith(" jump")]
+    # What makes packets reach fwsync's rules: iptables' jump from DOCKER-USER/FORWARD, or
+    # nftables' base chain (its first line says which hook it is registered on).
+    jumps = [k for k, lines in current.items()
+             if k.endswith(" jump") or (lines and lines[0].startswith("hook "))]
     if current and jumps:
         enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
     elif current:
@@ -176,9 +179,55 @@ def status(
         data = status_json(planned.policy, planned.docker, enforced, in_sync)
         data["daemon"] = daemon_state
         _emit_json(data)
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        from fwsync.core.report import exposure_report
+        from fwsync.present_report import print_status
+
+        print_status(Console(), exposure_report(planned.policy, planned.docker), planned.docker,
+                     enforced, in_sync, ["", *describe(daemon_state)])
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
         typer.echo("\n" + "\n".join(describe(daemon_state)))
+
+
+@app.command()
+def explain(
+    source: Annotated[str, typer.Argument(help="The client's address, e.g. 198.51.100.7.")],
+    hostport: Annotated[str, typer.Argument(
+        metavar="HOSTPORT[/PROTO]", help="The published host port it connects to, e.g. "
+                                         "5432/tcp (tcp when no protocol is given).")],
+    to: Annotated[str | None, typer.Option(
+        "--to", metavar="ADDR", help="The host address it connects to (default: any).")] = None,
+    rules: RulesOpt = DEFAULT_RULES,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Who decides one connection: the verdict, the container it reaches, the rule or default.
+
+    Computed from the same ruleset `apply` writes (rules + Docker's published ports; the kernel
+    is not read). Exit 0 whenever it could answer, whatever the verdict; 1 on bad input."""
+    from fwsync.core.build import build_ruleset
+    from fwsync.core.explain import BadQuestion, parse_connection
+    from fwsync.core.explain import explain as explain_connection
+    from fwsync.observe.docker import observe_docker
+    from fwsync.present_report import explain_json, explain_text
+    from fwsync.reconcile import load_policy
+
+    try:
+        conn = parse_connection(source, hostport, to)
+    except BadQuestion as exc:
+        _fail(str(exc))
+    try:
+        policy, _warnings = load_policy(rules)
+    except RulesInvalid as exc:
+        _print_diagnostics(exc)
+    docker = observe_docker()
+    result = explain_connection(build_ruleset(policy, docker).ruleset, docker, conn)
+    if fmt is Format.json:
+        _emit_json(explain_json(result))
+    else:
+        typer.echo(explain_text(result, _style))
 
 
 @app.command()
@@ -192,6 +241,8 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
                 try:
                     chosen.detect()
                 except BackendError:
+                    if backend is not BackendName.auto:
+                        raise  # asked for by name: say what is missing
                     continue  # its tools are not installed: it cannot have written anything
                 removed.update(chosen.remove())
     except lock.LockTimeout as exc:
@@ -248,6 +299,98 @@ def daemon(
     except OSError as exc:  # e.g. the metrics port is taken
         _fail(f"cannot start the daemon: {exc}")
     raise typer.Exit(code)
+
+
+class FailOn(StrEnum):
+    serious = "serious"
+    warning = "warning"
+    info = "info"
+
+
+DOCTOR_FINDINGS_EXIT = 3  # 2 is click's usage error, 1 an error running doctor
+
+
+@app.command()
+def doctor(
+    rules: RulesOpt = DEFAULT_RULES,
+    fmt: FormatOpt = Format.text,
+    ignore: Annotated[list[str] | None, typer.Option(
+        "--ignore", metavar="CHECK", help="Leave a check out (repeatable), e.g. no-swap.")
+    ] = None,
+    fail_on: Annotated[FailOn, typer.Option(
+        "--fail-on", help=f"Exit {DOCTOR_FINDINGS_EXIT} when a finding is this severe or worse.")
+    ] = FailOn.serious,
+    sample: Annotated[float, typer.Option(
+        "--sample", min=0, help="Seconds to sample docker-proxy CPU time (0: skip).")] = 1.0,
+) -> None:
+    """Check this Docker host for the gotchas that bite people; say what to do about each.
+
+    Exit status: 0 nothing serious, 3 serious findings (see --fail-on), 1 doctor could not run."""
+    from fwsync.doctor.checks import CHECKS
+    from fwsync.doctor.report import report_json, report_text
+    from fwsync.doctor.run import doctor_report
+    from fwsync.observe.host_facts import DockerUnreachable
+
+    unknown = sorted(set(ignore or ()) - CHECKS.keys())
+    if unknown:
+        raise typer.BadParameter(f"no check named {', '.join(unknown)}; "
+                                 f"checks: {', '.join(CHECKS)}", param_hint="--ignore")
+    try:
+        report = doctor_report(rules, ignore=ignore or (), sample_seconds=sample)
+    except DockerUnreachable as exc:
+        _fail(f"{exc}; doctor inspects containers, so it needs Docker (set DOCKER_HOST)")
+    if fmt is Format.json:
+        _emit_json(report_json(report))
+    else:
+        typer.echo(report_text(report, _style))
+    if report.at_least(fail_on.value):
+        raise typer.Exit(DOCTOR_FINDINGS_EXIT)
+
+
+@app.command("import-ufw")
+def import_ufw(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the rules file here (default: standard output).")] = None,
+    ufw_dir: Annotated[Path, typer.Option(
+        "--ufw-dir", help="ufw's configuration: user.rules, user6.rules, ufw.conf.")
+    ] = Path("/etc/ufw"),
+    default_file: Annotated[Path, typer.Option(
+        "--default-file", help="ufw's default policies (DEFAULT_INPUT_POLICY, IPV6).")
+    ] = Path("/etc/default/ufw"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output file.")
+                     ] = False,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Write fwsync rules equivalent to the host's ufw rules; list what has no equivalent.
+
+    Rules go to --output or stdout, the report to stderr (--format json: JSON on stdout)."""
+    from fwsync.importers.ufw import import_ufw as convert
+    from fwsync.importers.ufw import report_json, report_lines
+    from fwsync.importers.ufw_files import ImportFilesError, read_ufw_files, write_rules_file
+    from fwsync.rules.load import read_list
+    from fwsync.rules.syntax import parse_sources
+
+    try:
+        result = convert(read_ufw_files(ufw_dir, default_file))
+        checked = parse_sources([(str(output or "<generated>"), result.text)], read_list)
+        if not checked.ok:  # a bug here, not the user's: never hand out rules that don't load
+            _fail("import-ufw generated invalid rules (please report this): "
+                  + "; ".join(str(d) for d in checked.diagnostics if d.severity == "error"))
+        if output is not None:
+            write_rules_file(output, result.text, force)
+    except ImportFilesError as exc:
+        _fail(str(exc))
+    if fmt is Format.json:
+        _emit_json({**report_json(result), "output": str(output) if output else None,
+                    "rules_text": result.text})
+        return
+    if output is None:
+        typer.echo(result.text, nl=False)
+    for line in report_lines(result):
+        typer.echo(line, err=True)
+    if output is not None:
+        typer.echo(f"Wrote {output}. Next: fwsync check {output}; fwsync plan --rules {output}",
+                   err=True)
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fwsync.core.diff import Change, Plan
-from fwsync.core.exposure import Decision, decisions_for
+from fwsync.core.exposure import Decision
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.report import PortReport, Surprise, exposure_report
 from fwsync.rules.model import Diagnostic, Policy
 
 JSON_FORMAT_VERSION = 1
@@ -91,34 +92,52 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
     if docker.error is not None:
         out.append(style(f"Docker could not be asked: {docker.error}", "yellow"))
         return "\n".join(out)
+    report = exposure_report(policy, docker)
     if not docker.ports:
         out.append("Docker publishes no ports.")
-        return "\n".join(out)
-    out.append("")
-    out.append("Published ports (who may connect, first matching rule first):")
-    for port in docker.ports:
+    else:
+        out.append("")
+        out.append("Published ports (who may connect, first matching rule first):")
+    for row in report.ports:
+        port = row.port
         out.append(f"  {_binding(port)} → {port.container} ({port.image}), "
                    f"container port {port.container_port}")
-        for d in decisions_for(policy, port):
+        for d in row.decisions:
             colour = "green" if d.action in ("allow", "limit") else "red"
             out.append("      " + style(_decision_text(d), colour))
+        out.extend("      " + style(f"warning: {w.message}", "yellow") for w in row.surprises)
+    if report.surprises:
+        out.append("")
+        out.append("Rules to look at:")
+        out.extend("  " + style(f"{w.origin}: warning: {w.message}", "yellow")
+                   for w in report.surprises)
     return "\n".join(out)
+
+
+def surprise_json(s: Surprise) -> dict[str, Any]:
+    return {"kind": s.kind, "message": s.message, "origin": s.origin}
 
 
 def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None
                 ) -> dict[str, Any]:
+    report = exposure_report(policy, docker)
     return {
         "format_version": JSON_FORMAT_VERSION,
         "enforcing": enforced,
         "in_sync": in_sync,
         "docker_error": docker.error,
-        "ports": [
-            {
-                "host_ip": p.host_ip, "host_port": p.host_port, "proto": p.proto,
-                "container": p.container, "image": p.image, "container_port": p.container_port,
-                "decisions": [{"action": d.action, "who": d.who, "origin": d.origin}
-                              for d in decisions_for(policy, p)],
-            }
-            for p in docker.ports
-        ],
+        "ports": [_port_json(row) for row in report.ports],
+        "warnings": [surprise_json(w) for w in report.surprises],
+    }
+
+
+def _port_json(row: PortReport) -> dict[str, Any]:
+    p = row.port
+    return {
+        "host_ip": p.host_ip, "host_port": p.host_port, "proto": p.proto,
+        "container": p.container, "image": p.image, "container_port": p.container_port,
+        "decisions": [{"action": d.action, "who": d.who, "origin": d.origin}
+                      for d in row.decisions],
+        "governed": row.governed,
+        "warnings": [surprise_json(w) for w in row.surprises],
     }

@@ -49,16 +49,26 @@ def _applies(rule: Rule, port: PublishedPort) -> tuple[bool, bool]:
     return True, unconditional
 
 
+def rules_for(policy: Policy, port: PublishedPort) -> list[tuple[Rule, bool]]:
+    """The rules that can match connections to this binding, in order, up to the first that
+    matches all of them: (rule, matches every connection to the binding)."""
+    found: list[tuple[Rule, bool]] = []
+    for rule in policy.rules:
+        applies, unconditional = _applies(rule, port)
+        if applies:
+            found.append((rule, unconditional))
+            if unconditional:
+                break
+    return found
+
+
 def decisions_for(policy: Policy, port: PublishedPort) -> list[Decision]:
     """The rules that decide for this binding, in order, ending with the one that catches all."""
     if policy.protect_localhost_publish and not port.all_addresses and \
             ipaddress.ip_address(port.host_ip).is_loopback:
         return [Decision("deny", "other hosts", "protect localhost-publish")]
     decisions: list[Decision] = []
-    for rule in policy.rules:
-        applies, unconditional = _applies(rule, port)
-        if not applies:
-            continue
+    for rule, unconditional in rules_for(policy, port):
         who = _describe_source(rule)
         if rule.dst.net is not None and port.all_addresses:
             who += f" (to {rule.dst.net})"

@@ -20,6 +20,10 @@ class PublishedPort:
     container_id: str = ""
     image: str = ""
     networks: tuple[str, ...] = ()
+    # Whether the container has a global IPv6 address on one of its networks (None: not observed).
+    # Without one, Docker can't DNAT IPv6 to it: a `::` binding is served by docker-proxy on the
+    # host's INPUT path, which fwsync's FORWARD-path rules never see.
+    container_ipv6: bool | None = field(default=None, compare=False)
 
     @property
     def family(self) -> int:

@@ -17,6 +17,7 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
     image = str((attrs.get("Config") or {}).get("Image", ""))
     settings = attrs.get("NetworkSettings") or {}
     networks = tuple(sorted((settings.get("Networks") or {}).keys()))
+    ipv6 = has_ipv6(settings)
     found: list[PublishedPort] = []
     for key, bindings in (settings.get("Ports") or {}).items():
         if not bindings:
@@ -38,6 +39,7 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
                 container_id=str(attrs.get("Id", ""))[:12],
                 image=image,
                 networks=networks,
+                container_ipv6=ipv6,
             ))
     return found
 
@@ -51,6 +53,7 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
     image = str(summary.get("Image", ""))
     settings = summary.get("NetworkSettings") or {}
     networks = tuple(sorted((settings.get("Networks") or {}).keys()))
+    ipv6 = has_ipv6(settings)
     found: list[PublishedPort] = []
     for binding in summary.get("Ports") or []:
         proto_text = binding.get("Type")
@@ -67,8 +70,16 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
             container_id=str(summary.get("Id", ""))[:12],
             image=image,
             networks=networks,
+            container_ipv6=ipv6,
         ))
     return found
+
+
+def has_ipv6(settings: dict[str, Any]) -> bool:
+    """Any network of the container gives it a global IPv6 address (the inspect and the list
+    API both carry NetworkSettings.Networks.*.GlobalIPv6Address)."""
+    return any((net or {}).get("GlobalIPv6Address")
+               for net in (settings.get("Networks") or {}).values())
 
 
 def extra_bridges(networks: list[dict[str, Any]]) -> tuple[str, ...]:

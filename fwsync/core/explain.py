@@ -1,0 +1,235 @@
+"""`fwsync explain`: the verdict for one hypothetical connection. Pure.
+
+It walks the very Ruleset that `build_ruleset` makes and the backends render, match by match,
+in kernel order (protections, the rules, the default), reading each Match field as both
+renderers do: `saddr`/`sset` the source, `daddr`/`dport` the original destination (the host
+address and published port), `proto`, `sport`, `iface`. So the answer is the kernel's, and
+the e2e test checks it against real packets.
+
+What the question leaves open (the arriving interface, the client's source port, and without
+`--to` the host address of an all-address binding) can't decide: a rule that hinges on it is
+listed as an exception ("unless ... when arriving on eth0"), and the walk goes on to the
+first rule that matches whatever the open parts are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.report import through_docker_proxy
+from fwsync.core.ruleset import L4, KernelRule, Match, Ruleset
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Verdict = Literal["allow", "deny", "reject", "limit"]
+# allow|deny|reject|limit: fwsync's rules decide. not-published: nothing is published there, the
+# host's own firewall decides. not-governed: published, but the connection bypasses fwsync
+# (IPv6 through docker-proxy). depends: bindings reached disagree (give --to). unknown: Docker
+# could not be asked, so what is published is unknown.
+Outcome = Literal["allow", "deny", "reject", "limit", "not-published", "not-governed", "depends",
+                  "unknown"]
+LOCALHOST = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
+
+
+class BadQuestion(ValueError):
+    """The connection asked about is malformed (one line, says what to write instead)."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    source: IPAddress
+    port: int
+    proto: L4
+    to: IPAddress | None = None  # the host address the client connects to; None: any
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        return 6 if self.source.version == 6 else 4
+
+    def __str__(self) -> str:
+        to = f" to {self.to}" if self.to is not None else ""
+        return f"{self.source}{to} port {self.port}/{self.proto}"
+
+
+def _address(text: str, what: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise BadQuestion(f"{what} {text!r} is not an IP address (one address, e.g. "
+                          f"198.51.100.7 or 2001:db8::7)") from None
+
+
+def parse_connection(source: str, hostport: str, to: str | None = None) -> Connection:
+    """`198.51.100.7`, `5432/tcp` (proto defaults to tcp), optional `--to 198.51.100.1`."""
+    src = _address(source, "SOURCE")
+    number, _, proto = hostport.partition("/")
+    proto = proto.lower() or "tcp"
+    if proto not in ("tcp", "udp"):
+        raise BadQuestion(f"HOSTPORT {hostport!r}: protocol must be tcp or udp (e.g. 5432/tcp)")
+    if not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise BadQuestion(f"HOSTPORT {hostport!r}: the port must be a number from 1 to 65535 "
+                          "(e.g. 5432/tcp)")
+    dst = _address(to, "--to") if to is not None else None
+    if dst is not None and dst.version != src.version:
+        raise BadQuestion(f"--to {to} and SOURCE {source} are of different address families")
+    l4: L4 = "udp" if proto == "udp" else "tcp"
+    return Connection(source=src, port=int(number), proto=l4, to=dst)
+
+
+@dataclass(frozen=True)
+class Unless:
+    """An earlier rule that decides instead, but only under a condition the question left open."""
+
+    action: Verdict
+    origin: str
+    rule: str  # the statement as the user wrote it
+    when: str  # e.g. "arriving on eth0", "connecting to 198.51.100.1"
+
+
+@dataclass(frozen=True)
+class Decided:
+    action: Verdict
+    origin: str  # file:line, "protect localhost-publish", or "built-in default"
+    rule: str  # the statement as the user wrote it (or the default's words)
+    unless: tuple[Unless, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One published binding the connection reaches, and what decides for it."""
+
+    binding: PublishedPort
+    governed: bool  # False: it bypasses fwsync (IPv6 through docker-proxy)
+    decided: Decided
+
+
+@dataclass(frozen=True)
+class Explanation:
+    connection: Connection
+    outcome: Outcome
+    reaches: tuple[Reach, ...]
+    # What fwsync's rules decide for this connection whatever is published (the answer for a
+    # port published later, before the next apply changes container rules).
+    if_published: Decided
+    notes: tuple[str, ...]
+
+    @property
+    def decided(self) -> Decided | None:
+        """The one rule or default that decides, when there is one."""
+        if self.outcome in ("allow", "deny", "reject", "limit"):
+            return self.reaches[0].decided if self.reaches else self.if_published
+        return None
+
+
+def _in(addr: IPAddress, cidr: str) -> bool:
+    return addr in ipaddress.ip_network(cidr)
+
+
+def _in_set(ruleset: Ruleset, name: str, family: int, addr: IPAddress) -> bool:
+    return any(_in(addr, e) for s in ruleset.sets if s.name == name and s.family == family
+               for e in s.elements)
+
+
+def _conditions(m: Match, ruleset: Ruleset, conn: Connection,
+                daddr: IPAddress | None) -> list[str] | None:
+    """None when the match can't select this connection; else what else it needs (empty: it
+    selects it whatever the question left open)."""
+    if m.family != conn.family:
+        return None
+    if m.proto is not None and m.proto != conn.proto:
+        return None
+    if m.dport is not None and not m.dport.low <= conn.port <= m.dport.high:
+        return None
+    if m.saddr is not None and not _in(conn.source, m.saddr):
+        return None
+    if m.sset is not None and not _in_set(ruleset, m.sset, m.family, conn.source):
+        return None
+    needs: list[str] = []
+    if m.daddr is not None:
+        if daddr is None:
+            needs.append(f"connecting to {m.daddr}")
+        elif not _in(daddr, m.daddr):
+            return None
+    if m.sport is not None:
+        needs.append(f"from source port {m.sport}")
+    if m.iface is not None:
+        needs.append(f"arriving on {m.iface}")
+    return needs
+
+
+def _default(ruleset: Ruleset) -> Decided:
+    origin = ruleset.default_origin
+    if origin is None:
+        return Decided(ruleset.default, "built-in default", f"default {ruleset.default}")
+    return Decided(ruleset.default, str(origin), origin.text)
+
+
+def decide(ruleset: Ruleset, conn: Connection, daddr: IPAddress | None) -> Decided:
+    """The kernel's walk through FWSYNC-INBOUND / chain inbound for one new DNATed connection
+    whose original destination is `daddr` (None: not known) and port `conn.port`."""
+    if ruleset.protect_localhost_publish and daddr is not None and \
+            daddr in LOCALHOST[conn.family]:
+        return Decided("deny", "protect localhost-publish",
+                       "ports published on a loopback address are for this host only")
+    unless: dict[tuple[str, str], Unless] = {}
+    for rule in ruleset.rules:
+        needs = _conditions(rule.match, ruleset, conn, daddr)
+        if needs is None:
+            continue
+        if not needs:
+            return Decided(rule.action, str(rule.origin), rule.origin.text,
+                           tuple(unless.values()))
+        _add_exception(unless, rule, " and ".join(needs))
+    default = _default(ruleset)
+    return Decided(default.action, default.origin, default.rule, tuple(unless.values()))
+
+
+def _add_exception(unless: dict[tuple[str, str], Unless], rule: KernelRule, when: str) -> None:
+    # One policy rule becomes several kernel matches (tcp + udp, ports, bindings): list it once.
+    key = (str(rule.origin), when)
+    if key not in unless:
+        unless[key] = Unless(rule.action, str(rule.origin), rule.origin.text, when)
+
+
+def reached(docker: DockerState, conn: Connection) -> tuple[PublishedPort, ...]:
+    """The bindings a connection from `conn.source` to `conn.to` (or any host address) hits."""
+    return tuple(
+        p for p in docker.ports
+        if p.host_port == conn.port and p.proto == conn.proto and p.family == conn.family
+        and (conn.to is None or p.all_addresses or ipaddress.ip_address(p.host_ip) == conn.to)
+    )
+
+
+def explain(ruleset: Ruleset, docker: DockerState, conn: Connection) -> Explanation:
+    notes: list[str] = []
+    if_published = decide(ruleset, conn, conn.to)
+    if docker.error is not None:
+        notes.append(f"Docker could not be asked ({docker.error}): which container (if any) "
+                     "is published on this port is unknown; `container` rules match nothing")
+        return Explanation(conn, "unknown", (), if_published, tuple(notes))
+    reaches = []
+    for binding in reached(docker, conn):
+        # A binding on one address fixes the original destination; 0.0.0.0 / :: leaves it open.
+        daddr = conn.to if conn.to is not None or binding.all_addresses else \
+            ipaddress.ip_address(binding.host_ip)
+        governed = not through_docker_proxy(binding)
+        reaches.append(Reach(binding, governed, decide(ruleset, conn, daddr)))
+        if not governed:
+            notes.append(f"IPv6 connections to {binding.host_port}/{binding.proto} go through "
+                         "docker-proxy on the host's INPUT path (the container has no IPv6 "
+                         "address): fwsync's rules don't apply, the host's own firewall decides")
+    if not reaches:
+        notes.append(f"nothing is published on {conn.port}/{conn.proto} for IPv{conn.family}: "
+                     "the connection is the host's own business (its INPUT firewall, e.g. ufw)")
+        return Explanation(conn, "not-published", (), if_published, tuple(notes))
+    outcomes = {r.decided.action if r.governed else "not-governed" for r in reaches}
+    outcome: Outcome
+    if len(outcomes) > 1:
+        outcome = "depends"
+        notes.append("the bindings reached decide differently: give --to ADDR (the host address "
+                     "the client connects to) for one answer")
+    else:
+        (outcome,) = outcomes  # type: ignore[assignment]
+    return Explanation(conn, outcome, tuple(reaches), if_published, tuple(notes))

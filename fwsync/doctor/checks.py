@@ -1,0 +1,355 @@
+"""The doctor's checks: pure functions from observed facts (and the rules) to findings."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
+
+from fwsync.core.exposure import decisions_for
+from fwsync.core.observed import PublishedPort
+from fwsync.doctor.facts import (
+    ContainerFacts,
+    Finding,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    Report,
+    Severity,
+)
+from fwsync.rules.model import Policy
+
+# Services that belong on an internal network, by their well-known port.
+INTERNAL_PORTS: dict[int, str] = {
+    1433: "SQL Server", 1521: "Oracle", 2181: "ZooKeeper", 2375: "the Docker API",
+    2376: "the Docker API", 2379: "etcd", 2380: "etcd peers", 3306: "MySQL/MariaDB",
+    4369: "Erlang epmd", 5432: "PostgreSQL", 5672: "RabbitMQ", 5984: "CouchDB",
+    6379: "Redis", 7000: "Cassandra", 7687: "Neo4j", 8086: "InfluxDB", 8123: "ClickHouse",
+    8500: "Consul", 9000: "ClickHouse", 9042: "Cassandra", 9092: "Kafka",
+    9200: "Elasticsearch", 9300: "Elasticsearch", 11211: "memcached", 15672: "RabbitMQ admin",
+    26257: "CockroachDB", 27017: "MongoDB", 27018: "MongoDB", 27019: "MongoDB",
+}
+# ... and by the image's name (its last path component, without tag), as a prefix.
+INTERNAL_IMAGES: dict[str, str] = {
+    "postgres": "PostgreSQL", "postgis": "PostgreSQL", "timescaledb": "PostgreSQL",
+    "mysql": "MySQL", "mariadb": "MariaDB", "percona": "MySQL", "redis": "Redis",
+    "valkey": "Valkey", "keydb": "KeyDB", "mongo": "MongoDB", "memcached": "memcached",
+    "elasticsearch": "Elasticsearch", "opensearch": "OpenSearch", "couchdb": "CouchDB",
+    "couchbase": "Couchbase", "etcd": "etcd", "rabbitmq": "RabbitMQ", "cassandra": "Cassandra",
+    "scylla": "ScyllaDB", "influxdb": "InfluxDB", "kafka": "Kafka", "zookeeper": "ZooKeeper",
+    "mssql": "SQL Server", "clickhouse": "ClickHouse", "cockroach": "CockroachDB",
+    "neo4j": "Neo4j",
+}
+PROXY_CPU_SHARE = 0.10  # a docker-proxy above 10% of a core is copying real traffic
+IMAGES_WARN_BYTES = 1 << 30  # dangling images holding 1 GiB or more are worth a warning
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The rules as doctor sees them: a policy, or why there is none."""
+
+    policy: Policy | None
+    problem: str | None = None  # e.g. "/etc/fwsync/rules: no such file" (when policy is None)
+    path: str = ""
+
+
+def binding(port: PublishedPort) -> str:
+    host = f"[{port.host_ip}]" if port.family == 6 else port.host_ip
+    return f"{host}:{port.host_port}/{port.proto}"
+
+
+def _port_subject(port: PublishedPort, host_ips: Iterable[str] = ()) -> str:
+    ips = list(host_ips) or [port.host_ip]
+    bindings = ", ".join(binding(replace(port, host_ip=ip)) for ip in ips)
+    return f"{bindings} → {port.container}:{port.container_port}"
+
+
+def _port_details(port: PublishedPort) -> dict[str, str | int | float | list[str]]:
+    return {"container": port.container, "host_ips": [port.host_ip],
+            "host_port": port.host_port, "proto": port.proto,
+            "container_port": port.container_port, "image": port.image}
+
+
+def _merge_bindings(pairs: list[tuple[PublishedPort, Finding]]) -> list[Finding]:
+    """One finding for a port Docker publishes on 0.0.0.0 and :: alike, not two."""
+    merged: dict[tuple[object, ...], tuple[PublishedPort, Finding, list[str]]] = {}
+    for port, f in pairs:
+        rest = tuple(sorted((k, str(v)) for k, v in f.details.items() if k != "host_ips"))
+        key = (f.check, f.severity, f.message, f.fix, rest)
+        if key in merged:
+            merged[key][2].append(port.host_ip)
+        else:
+            merged[key] = (port, f, [port.host_ip])
+    return [replace(f, subject=_port_subject(port, ips), details={**f.details, "host_ips": ips})
+            for port, f, ips in merged.values()]
+
+
+def _is_loopback(host_ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(host_ip).is_loopback
+    except ValueError:
+        return False
+
+
+def _published(containers: Iterable[ContainerFacts]) -> list[PublishedPort]:
+    return sorted(p for c in containers for p in c.ports)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
+    """Published ports that no rule names: only the default decides (or nothing, without rules)."""
+    findings: list[tuple[PublishedPort, Finding]] = []
+    for port in _published(containers):
+        if rules.policy is None:
+            if _is_loopback(port.host_ip):
+                continue  # other hosts can't reach it through Docker's DNAT
+            findings.append((port, Finding(
+                "ungoverned-port", "serious", _port_subject(port),
+                f"no fwsync rules loaded ({rules.problem}): nothing filters this port, and "
+                "Docker's DNAT bypasses ufw's INPUT rules, so anyone who can route to this "
+                "host can connect",
+                f"write rules that say who may reach port {port.host_port} "
+                f"(`fwsync check {rules.path or 'RULES'}`), then `fwsync apply`",
+                _port_details(port))))
+            continue
+        decisions = decisions_for(rules.policy, port)
+        default_origin = str(rules.policy.default_origin or "built-in default")
+        if len(decisions) != 1 or decisions[0].origin != default_origin:
+            continue  # a rule or a protection decides
+        default = rules.policy.default
+        severity: Severity
+        if default == "allow":
+            severity, what = "warning", "the default `allow` lets anyone connect"
+        else:
+            severity, what = "info", f"the default `{default}` refuses everyone"
+        findings.append((port, Finding(
+            "ungoverned-port", severity, _port_subject(port),
+            f"no rule names this port; only the default decides: {what}",
+            f"add a rule for port {port.host_port} that says who may connect (e.g. `allow from "
+            f"198.51.100.0/24 to any port {port.host_port} proto {port.proto}`), or stop "
+            "publishing it if nobody outside should reach it",
+            {**_port_details(port), "default": default})))
+    return _merge_bindings(findings)
+
+
+def internal_service(port: PublishedPort) -> str | None:
+    """What internal service this binding looks like, by port or by image name; None if none."""
+    for number in (port.container_port, port.host_port):
+        if number in INTERNAL_PORTS:
+            return INTERNAL_PORTS[number]
+    name = port.image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0].lower()
+    return next((svc for prefix, svc in INTERNAL_IMAGES.items() if name.startswith(prefix)),
+                None)
+
+
+def check_internal_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
+    """Databases and caches published on every host address."""
+    findings: list[tuple[PublishedPort, Finding]] = []
+    for port in _published(containers):
+        service = internal_service(port)
+        if service is None or not port.all_addresses:
+            continue
+        if rules.policy is None:
+            open_to_all, who = True, "no fwsync rules are loaded, so anyone may connect"
+        else:
+            last = decisions_for(rules.policy, port)[-1]
+            open_to_all = last.action in ("allow", "limit")
+            who = (f"{last.who} may connect ({last.origin})" if open_to_all
+                   else "fwsync's rules restrict it, but one mistake or a stopped fwsync opens it")
+        findings.append((port, Finding(
+            "internal-port-exposed", "serious" if open_to_all else "warning",
+            _port_subject(port),
+            f"looks like {service} and is published on all addresses; {who}",
+            f"publish it on loopback only (`-p 127.0.0.1:{port.host_port}:"
+            f"{port.container_port}`) or not at all, and let other containers reach it by name "
+            "on a user-defined network; if other hosts need it, allow only them",
+            {**_port_details(port), "service": service})))
+    return _merge_bindings(findings)
+
+
+def check_memory_limits(containers: Iterable[ContainerFacts]) -> list[Finding]:
+    return [Finding(
+        "no-memory-limit", "warning", c.name,
+        "runs without a memory limit: a leak or a spike can use all of the host's memory, and "
+        "the kernel's OOM killer then picks any process (dockerd, sshd, another container)",
+        f"set a limit (`docker update --memory 512m --memory-swap 1g {c.name}`, or "
+        "`mem_limit` / `deploy.resources.limits.memory` in compose)",
+        {"container": c.name, "image": c.image})
+        for c in sorted(containers, key=lambda c: c.name) if c.memory_limit <= 0]
+
+
+def check_restart_policies(containers: Iterable[ContainerFacts]) -> list[Finding]:
+    return [Finding(
+        "no-restart-policy", "warning", c.name,
+        "has no restart policy: after an OOM kill, a crash or a reboot it stays down",
+        f"`docker update --restart unless-stopped {c.name}` (or `restart: unless-stopped` in "
+        "compose)", {"container": c.name, "image": c.image})
+        for c in sorted(containers, key=lambda c: c.name)
+        if c.restart_policy in ("", "no") and not c.auto_remove]
+
+
+def check_swap(swap_total_kb: int) -> list[Finding]:
+    if swap_total_kb > 0:
+        return []
+    return [Finding(
+        "no-swap", "warning", "host",
+        "the host has no swap: when memory runs out there is no slack, and the OOM killer "
+        "ends processes at once instead of the host slowing down",
+        "add a swap file (`fallocate -l 2G /swapfile && chmod 600 /swapfile && mkswap /swapfile "
+        "&& swapon /swapfile`, plus a line in /etc/fstab) and give containers memory limits",
+        {"swap_total_kb": swap_total_kb})]
+
+
+def _proxy_target(proxy: ProxyFacts, ports: Iterable[PublishedPort]) -> PublishedPort | None:
+    same = [p for p in ports if p.host_port == proxy.host_port and p.proto == proxy.proto]
+    exact = [p for p in same if p.host_ip == proxy.host_ip]
+    return (exact or same)[0] if same else None
+
+
+def check_proxy_cpu(proxies: Iterable[ProxyFacts], containers: Iterable[ContainerFacts],
+                    threshold: float = PROXY_CPU_SHARE) -> list[Finding]:
+    """docker-proxy copies every byte of a connection through user space; it only carries
+    traffic the kernel's DNAT does not (loopback, IPv6 without ip6tables, hairpin)."""
+    ports = _published(containers)
+    findings = []
+    for proxy in sorted(proxies, key=lambda p: (-p.cpu_share, p.pid)):
+        if proxy.cpu_share < threshold:
+            continue
+        target = _proxy_target(proxy, ports)
+        host = f"[{proxy.host_ip}]" if ":" in proxy.host_ip else proxy.host_ip
+        served = f"{host}:{proxy.host_port}/{proxy.proto}"
+        to = (f"{target.container}:{target.container_port}" if target
+              else f"{proxy.container_ip}:{proxy.container_port}")
+        percent = round(proxy.cpu_share * 100, 1)
+        findings.append(Finding(
+            "docker-proxy-cpu", "warning", f"docker-proxy pid {proxy.pid} for {served} → {to}",
+            f"Docker's userland proxy used {percent}% of a CPU core while sampled "
+            f"({proxy.interval:.1f} s): every byte to {served} is copied through it",
+            "set `\"userland-proxy\": false` in /etc/docker/daemon.json and restart dockerd, so "
+            "the kernel's DNAT carries these connections (for IPv6, also `\"ip6tables\": true`); "
+            "or have local clients connect to the container over a Docker network instead",
+            {"pid": proxy.pid, "host_ip": proxy.host_ip, "host_port": proxy.host_port,
+             "proto": proxy.proto, "container": target.container if target else "",
+             "container_port": proxy.container_port, "cpu_percent": percent,
+             "interval_seconds": proxy.interval}))
+    return findings
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # not reached
+
+
+def check_dangling_images(images: Iterable[ImageFacts],
+                          warn_bytes: int = IMAGES_WARN_BYTES) -> list[Finding]:
+    """Untagged (dangling) images: the leftovers of a re-pulled or re-built tag."""
+    dangling = sorted((i for i in images if not i.tags), key=lambda i: (-i.unique_size, i.id))
+    if not dangling:
+        return []
+    total = sum(i.unique_size for i in dangling)
+    in_use = [i for i in dangling if i.containers > 0]
+    note = (f"; {len(in_use)} still used by a container (removed only with it)"
+            if in_use else "")
+    return [Finding(
+        "dangling-images", "warning" if total >= warn_bytes else "info",
+        f"{len(dangling)} untagged image(s)",
+        f"{len(dangling)} untagged (dangling) image(s) hold {_size(total)} of disk"
+        f"{note}: {', '.join(i.id.removeprefix('sha256:')[:12] for i in dangling[:10])}"
+        + (" ..." if len(dangling) > 10 else ""),
+        "`docker image prune` removes the unused ones (check `docker images --filter "
+        "dangling=true` first)",
+        {"count": len(dangling), "bytes": total, "in_use": len(in_use)})]
+
+
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*")
+
+
+def addresses_in(text: str) -> list[str]:
+    """IP addresses written in a string (URLs, host:port, lists), normalised."""
+    found = []
+    for token in [*_IPV4.findall(text), *_IPV6_CANDIDATE.findall(text)]:
+        try:
+            found.append(str(ipaddress.ip_address(token.strip("[]"))))
+        except ValueError:
+            continue
+    return found
+
+
+def check_env_container_ips(containers: Iterable[ContainerFacts]) -> list[Finding]:
+    """Another container's address written into a container's config goes stale: Docker hands
+    out addresses anew on every start."""
+    listed = sorted(containers, key=lambda c: c.name)
+    owner = {ipaddress.ip_address(a).compressed: c.name for c in listed for a in c.addresses}
+    findings = []
+    for c in listed:
+        own = {ipaddress.ip_address(a).compressed for a in c.addresses}
+        places = [(f"environment variable {k}", k, v) for k, v in c.env]
+        places += [(f"--add-host {h.split(':', 1)[0]}", f"--add-host {h.split(':', 1)[0]}", h)
+                   for h in c.extra_hosts]
+        for where, key, value in places:
+            for addr in dict.fromkeys(addresses_in(value)):
+                other = owner.get(addr)
+                if other is None or addr in own:
+                    continue
+                findings.append(Finding(
+                    "env-container-ip", "warning", f"{c.name}: {key}",
+                    f"{where} holds {addr}, the current address of container {other}: it "
+                    f"breaks when {other} restarts and gets another address",
+                    f"put {c.name} and {other} on one user-defined network (`docker network "
+                    f"create app; docker network connect app {other}; ...`) and use the name "
+                    f"`{other}` instead of the address",
+                    {"container": c.name, "variable": key, "address": addr, "owner": other}))
+    return findings
+
+
+# --------------------------------------------------------------------------- all of them
+
+CHECKS: dict[str, str] = {
+    "ungoverned-port": "published ports that no fwsync rule names",
+    "internal-port-exposed": "databases and caches published on all addresses",
+    "no-memory-limit": "containers without a memory limit",
+    "no-restart-policy": "containers without a restart policy",
+    "no-swap": "a host without swap",
+    "docker-proxy-cpu": "docker-proxy processes busy copying traffic",
+    "dangling-images": "untagged images and the disk they hold",
+    "env-container-ip": "containers configured with another container's address",
+}
+
+
+def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
+             proxy_threshold: float = PROXY_CPU_SHARE) -> Report:
+    """Every check that is not ignored and whose facts could be gathered."""
+    running: dict[str, Callable[[], list[Finding]]] = {
+        "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules),
+        "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules),
+        "no-memory-limit": lambda: check_memory_limits(facts.containers),
+        "no-restart-policy": lambda: check_restart_policies(facts.containers),
+        "dangling-images": lambda: check_dangling_images(facts.images),
+        "env-container-ip": lambda: check_env_container_ips(facts.containers),
+    }
+    skipped = dict(facts.unavailable)
+    swap, proxies = facts.swap_total_kb, facts.proxies
+    if swap is not None:
+        running["no-swap"] = lambda: check_swap(swap)
+    else:
+        skipped.setdefault("no-swap", "swap size unknown")
+    if proxies is not None:
+        running["docker-proxy-cpu"] = lambda: check_proxy_cpu(proxies, facts.containers,
+                                                              proxy_threshold)
+    else:
+        skipped.setdefault("docker-proxy-cpu", "docker-proxy processes not sampled")
+    skipped = {k: v for k, v in skipped.items() if k not in ignore}
+    ran = [name for name in CHECKS if name in running and name not in ignore
+           and name not in skipped]
+    findings = [f for name in ran for f in running[name]()]
+    order = {"serious": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: (order[f.severity], list(CHECKS).index(f.check)))
+    return Report(findings=tuple(findings), checks=tuple(ran), skipped=skipped)

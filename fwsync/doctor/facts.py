@@ -1,0 +1,107 @@
+"""What `fwsync doctor` observed of a Docker host, as plain data the checks reason about."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fwsync.core.observed import PublishedPort
+
+Severity = Literal["info", "warning", "serious"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "serious")  # mildest first
+
+
+@dataclass(frozen=True)
+class ContainerFacts:
+    """One running container, from `docker inspect`."""
+
+    name: str
+    id: str = ""
+    image: str = ""  # as the user named it (Config.Image), e.g. "postgres:16"
+    image_id: str = ""
+    memory_limit: int = 0  # bytes; 0 = no limit
+    restart_policy: str = ""  # "", "no", "always", "unless-stopped", "on-failure"
+    auto_remove: bool = False  # `--rm`: Docker refuses a restart policy for these
+    env: tuple[tuple[str, str], ...] = ()
+    extra_hosts: tuple[str, ...] = ()  # `--add-host NAME:ADDRESS`
+    addresses: tuple[str, ...] = ()  # the container's own addresses on its networks
+    ports: tuple[PublishedPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """One top-level image, as `docker system df` lists it."""
+
+    id: str
+    tags: tuple[str, ...] = ()  # without Docker's "<none>:<none>" placeholder
+    size: int = 0  # bytes, layers shared with other images included
+    shared_size: int = -1  # bytes also used by other images; -1 = unknown
+    containers: int = -1  # containers (running or not) made from it; -1 = unknown
+
+    @property
+    def unique_size(self) -> int:
+        """What removing it would free (its size if sharing is unknown)."""
+        return self.size - self.shared_size if self.shared_size >= 0 else self.size
+
+
+@dataclass(frozen=True)
+class ProxyFacts:
+    """One docker-proxy process (Docker's userland proxy for one published port) and the CPU
+    time it used while sampled."""
+
+    pid: int
+    proto: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+    cpu_seconds: float  # user + system time used during the sample
+    interval: float  # seconds sampled
+
+    @property
+    def cpu_share(self) -> float:
+        """Fraction of one CPU core (1.0 = a whole core)."""
+        return self.cpu_seconds / self.interval if self.interval > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    containers: tuple[ContainerFacts, ...] = ()
+    images: tuple[ImageFacts, ...] = ()
+    swap_total_kb: int | None = None  # None: could not be read
+    proxies: tuple[ProxyFacts, ...] | None = None  # None: not sampled
+    # Why a check could not run (check id → reason), e.g. /proc/meminfo unreadable.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+
+Details = Mapping[str, str | int | float | list[str]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # a CHECKS id
+    severity: Severity
+    subject: str  # what it is about: a port binding, a container, an image, the host
+    message: str  # what is wrong and why it matters
+    fix: str  # what to do about it
+    details: Details = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: tuple[Finding, ...]
+    checks: tuple[str, ...]  # the checks that ran
+    skipped: Mapping[str, str]  # check id → why it did not run
+
+    def count(self, severity: Severity) -> int:
+        return sum(f.severity == severity for f in self.findings)
+
+    @property
+    def worst(self) -> Severity | None:
+        found = {f.severity for f in self.findings}
+        return next((s for s in reversed(SEVERITIES) if s in found), None)
+
+    def at_least(self, severity: Severity) -> bool:
+        worst = self.worst
+        return worst is not None and SEVERITIES.index(worst) >= SEVERITIES.index(severity)

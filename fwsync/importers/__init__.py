@@ -1,0 +1,1 @@
+"""Importers: other firewalls' configurations → fwsync rules text. Pure (text in, text out)."""

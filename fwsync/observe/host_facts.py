@@ -1,0 +1,221 @@
+"""What `fwsync doctor` needs to know about a Docker host: the docker SDK and /proc, read once.
+
+The /proc root and the Docker client are parameters so the readers can be pointed at a copy
+(tests) or at the real ones (the default)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts
+from fwsync.observe.docker import ports_of
+
+PROC = Path("/proc")
+PROXY_COMM = "docker-proxy"
+
+
+class DockerUnreachable(Exception):
+    """Docker could not be asked; the message says where and why."""
+
+
+# --------------------------------------------------------------------------- Docker
+
+
+def container_facts(attrs: dict[str, Any]) -> ContainerFacts:
+    """From one `docker inspect` document."""
+    config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    addresses = [a for net in networks.values()
+                 for a in (net.get("IPAddress"), net.get("GlobalIPv6Address")) if a]
+    env = []
+    for item in config.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env.append((key, value))
+    return ContainerFacts(
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        id=str(attrs.get("Id", ""))[:12],
+        image=str(config.get("Image", "")),
+        image_id=str(attrs.get("Image", "")),
+        memory_limit=int(host.get("Memory") or 0),
+        restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or ""),
+        auto_remove=bool(host.get("AutoRemove")),
+        env=tuple(env),
+        extra_hosts=tuple(str(h) for h in host.get("ExtraHosts") or []),
+        addresses=tuple(sorted(dict.fromkeys(addresses))),
+        ports=tuple(sorted(ports_of(attrs))),
+    )
+
+
+def image_facts(entry: dict[str, Any]) -> ImageFacts:
+    """From one image of `GET /system/df` (or of the image list, which lacks the sharing)."""
+    tags = tuple(t for t in entry.get("RepoTags") or [] if t != "<none>:<none>")
+    return ImageFacts(id=str(entry.get("Id", "")), tags=tags, size=int(entry.get("Size") or 0),
+                      shared_size=int(entry.get("SharedSize", -1)),
+                      containers=int(entry.get("Containers", -1)))
+
+
+def observe_docker_host(client: Any) -> tuple[tuple[ContainerFacts, ...],
+                                              tuple[ImageFacts, ...]]:
+    """Running containers (inspected: limits, environment, addresses) and top-level images."""
+    from docker.errors import APIError, NotFound
+    from requests.exceptions import ReadTimeout
+
+    found = []
+    for summary in client.api.containers():
+        try:
+            found.append(container_facts(client.api.inspect_container(summary["Id"])))
+        except NotFound:
+            continue  # removed since it was listed
+    containers = tuple(found)
+    try:
+        # What `docker system df` shows: the only place that says how much of an image's size
+        # is shared with other images, and how many containers use it.
+        images = client.api.df().get("Images") or []
+    except (APIError, ReadTimeout):  # an old or slow daemon: the plain list still finds them
+        images = client.api.images()
+    return containers, tuple(image_facts(i) for i in images)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def swap_total_kb(proc: Path = PROC) -> int | None:
+    """SwapTotal from meminfo, else the sizes in /proc/swaps; None if neither can be read."""
+    try:
+        for line in (proc / "meminfo").read_text().splitlines():
+            if line.startswith("SwapTotal:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        rows = (proc / "swaps").read_text().splitlines()[1:]  # the first line is a header
+        return sum(int(row.split()[2]) for row in rows if row.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None  # the process ended, or we may not look
+
+
+def _cpu_ticks(proc: Path, pid: int) -> int | None:
+    stat = _read(proc / str(pid) / "stat")
+    if stat is None:
+        return None
+    # Fields after the parenthesised command (which may itself hold spaces and parentheses).
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    except (IndexError, ValueError):
+        return None
+
+
+def _netns(proc: Path, pid: str) -> str | None:
+    try:
+        return os.readlink(proc / pid / "ns" / "net")
+    except OSError:
+        return None
+
+
+def parse_proxy_argv(argv: list[str]) -> dict[str, str]:
+    """docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 5432 -container-ip ... ."""
+    flags: dict[str, str] = {}
+    for flag, value in itertools.pairwise(argv[1:]):
+        if flag.startswith("-") and not value.startswith("-"):
+            flags[flag.lstrip("-")] = value
+    return flags
+
+
+def docker_proxies(proc: Path = PROC, netns: str | None = None) -> list[tuple[int, dict[str, str]]]:
+    """(pid, flags) of every docker-proxy, only those in network namespace `netns` if given
+    (several dockerds may run on one machine, each in its own namespace)."""
+    found = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or (_read(entry / "comm") or "").strip() != PROXY_COMM:
+            continue
+        if netns is not None and _netns(proc, entry.name) != netns:
+            continue
+        argv = (_read(entry / "cmdline") or "").split("\0")
+        flags = parse_proxy_argv([a for a in argv if a])
+        if {"proto", "host-port"} <= flags.keys():
+            found.append((int(entry.name), flags))
+    return sorted(found)
+
+
+def sample_proxies(proc: Path = PROC, seconds: float = 1.0, netns: str | None = None,
+                   sleep: Any = time.sleep) -> tuple[ProxyFacts, ...]:
+    """CPU time each docker-proxy uses over `seconds` (no wait when there is none)."""
+    proxies = docker_proxies(proc, netns)
+    if not proxies:
+        return ()
+    ticks = os.sysconf("SC_CLK_TCK")
+    before = {pid: _cpu_ticks(proc, pid) for pid, _ in proxies}
+    t0 = time.monotonic()
+    sleep(seconds)
+    elapsed = time.monotonic() - t0
+    facts = []
+    for pid, flags in proxies:
+        start, end = before[pid], _cpu_ticks(proc, pid)
+        if start is None or end is None:
+            continue  # it ended meanwhile
+        try:
+            host_port, ctr_port = int(flags["host-port"]), int(flags.get("container-port", 0))
+        except ValueError:
+            continue
+        facts.append(ProxyFacts(
+            pid=pid, proto=flags["proto"], host_ip=flags.get("host-ip", ""),
+            host_port=host_port, container_ip=flags.get("container-ip", ""),
+            container_port=ctr_port, cpu_seconds=(end - start) / ticks, interval=elapsed))
+    return tuple(facts)
+
+
+def own_netns(proc: Path = PROC) -> str | None:
+    """The network namespace this process runs in: the Docker host's, when run on it."""
+    return _netns(proc, "self")
+
+
+# --------------------------------------------------------------------------- together
+
+
+def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: float = 1.0,
+                      timeout: int = 60) -> HostFacts:
+    """Everything doctor checks. Raises DockerUnreachable when Docker can't be asked; /proc
+    problems only mark the checks that needed it as unavailable."""
+    import docker
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    own = client is None
+    try:
+        if own:
+            client = docker.from_env(timeout=timeout)
+        try:
+            containers, images = observe_docker_host(client)
+        finally:
+            if own:
+                client.close()
+    except (DockerException, RequestException, OSError) as exc:
+        where = os.environ.get("DOCKER_HOST") or "the local socket"
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DockerUnreachable(f"cannot reach Docker at {where}: {text[:160]}") from exc
+    unavailable: dict[str, str] = {}
+    swap = swap_total_kb(proc)
+    if swap is None:
+        unavailable["no-swap"] = f"cannot read {proc}/meminfo or {proc}/swaps"
+    proxies: tuple[ProxyFacts, ...] | None = None
+    if sample_seconds <= 0:
+        unavailable["docker-proxy-cpu"] = "sampling switched off (--sample 0)"
+    elif proc.is_dir():
+        proxies = sample_proxies(proc, sample_seconds, own_netns(proc))
+    else:
+        unavailable["docker-proxy-cpu"] = f"{proc} is not readable"
+    return HostFacts(containers=containers, images=images, swap_total_kb=swap, proxies=proxies,
+                     unavailable=unavailable)

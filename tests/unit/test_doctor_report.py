@@ -1,0 +1,109 @@
+"""The doctor's text and JSON forms; the JSON validated against docs/schemas/doctor.schema.json."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from fwsync.core.observed import PublishedPort
+from fwsync.doctor.checks import Rules, diagnose
+from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts, Report
+from fwsync.doctor.report import report_json, report_text
+from tests.json_schemas import assert_valid, load_schema, schema_errors
+
+pytestmark = pytest.mark.unit
+
+
+
+def schema() -> dict[str, Any]:
+    return load_schema("doctor")
+
+
+def validate(document: dict[str, Any]) -> None:
+    assert_valid("doctor", document)
+
+
+def everything_wrong() -> Report:
+    """A host with one finding of every check."""
+    db = PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432, image="postgres:16")
+    db6 = PublishedPort("::", 5432, "tcp", "db", 5432, image="postgres:16")
+    sink = PublishedPort("127.0.0.1", 15000, "tcp", "sink", 80, image="busybox")
+    facts = HostFacts(
+        containers=(
+            ContainerFacts("db", image="postgres:16", addresses=("198.51.100.131",),
+                           ports=(db, db6)),
+            ContainerFacts("app", memory_limit=1, restart_policy="always",
+                           env=(("DB", "198.51.100.131"),)),
+            ContainerFacts("sink", memory_limit=1, restart_policy="always", ports=(sink,)),
+        ),
+        images=(ImageFacts("sha256:" + "d" * 64, (), size=5_000_000, shared_size=0,
+                           containers=0),),
+        swap_total_kb=0,
+        proxies=(ProxyFacts(9, "tcp", "127.0.0.1", 15000, "198.51.100.130", 80, 0.4, 1.0),),
+    )
+    return diagnose(facts, Rules(policy=None, problem="rules: no such file", path="rules"))
+
+
+def test_the_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(schema())
+
+
+def test_every_check_is_in_the_schema() -> None:
+    from fwsync.doctor.checks import CHECKS
+    assert schema()["$defs"]["check"]["enum"] == list(CHECKS)
+
+
+def test_a_report_with_every_check_validates() -> None:
+    report = everything_wrong()
+    document = report_json(report)
+    assert {f["check"] for f in document["findings"]} == set(report.checks)
+    assert document["worst"] == "serious"
+    assert document["summary"] == {"serious": 2, "warning": 5, "info": 1}
+    validate(document)
+    json.dumps(document)  # plain JSON types only
+
+
+def test_a_clean_report_validates() -> None:
+    document = report_json(Report(findings=(), checks=("no-swap",),
+                                  skipped={"docker-proxy-cpu": "/proc is not readable"}))
+    assert document["worst"] is None and document["findings"] == []
+    validate(document)
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda d: d.update(worst="fatal"),
+    lambda d: d["findings"][0].update(check="made-up"),
+    lambda d: d["findings"][0]["details"].update(unexpected=1),
+    lambda d: d["findings"][0]["details"].pop("host_port"),
+    lambda d: d["findings"][0].pop("fix"),
+])
+def test_the_schema_rejects_what_doctor_never_prints(breakage: Any) -> None:
+    document = report_json(everything_wrong())
+    breakage(document)
+    assert schema_errors("doctor", document) != []
+
+
+def test_text_says_what_and_what_to_do() -> None:
+    text = report_text(everything_wrong())
+    assert text.splitlines()[0] == ("serious [ungoverned-port] 0.0.0.0:5432/tcp, [::]:5432/tcp"
+                                    " → db:5432")
+    assert "    fix: " in text
+    assert text.endswith("Serious problems found. 8 checks ran: 2 serious, 5 warning, 1 info.")
+
+
+def test_text_of_a_clean_host() -> None:
+    text = report_text(Report(findings=(), checks=("no-swap", "dangling-images"), skipped={}))
+    assert text == "No problems found. 2 checks ran: 0 serious, 0 warning, 0 info."
+
+
+def test_an_unknown_check_name_is_a_usage_error() -> None:
+    from typer.testing import CliRunner
+
+    from fwsync.cli import app
+
+    res = CliRunner().invoke(app, ["doctor", "--ignore", "no-swap", "--ignore", "no-such"])
+    assert res.exit_code == 2
+    assert "no check named no-such" in res.output and "ungoverned-port" in res.output

@@ -275,3 +275,43 @@ def test_a_repeated_rule_is_reported_unless_it_matches_nothing(rule):
     got = shadowed(Policy(rules=(rule, again), sets=sets))
     nets = {name: s.networks for name, s in sets.items()}
     assert bool(got) == any(matches(rule, pt, nets) for pt in POINTS)
+
+
+def _naive(policy: Policy) -> list[str]:
+    """Every rule against every earlier one: the definition the indexed search must equal."""
+    from fwsync.rules.shadow import _nets, space
+
+    sets = {name: _nets(s.networks) for name, s in policy.sets.items()}
+    seen: list[tuple[Rule, object]] = []
+    found = []
+    for rule in policy.rules:
+        this = space(rule, sets)
+        if this is None:
+            continue
+        earlier = next((r for r, sp in seen if sp.covers(this)), None)  # type: ignore[attr-defined]
+        if earlier is not None:
+            found.append(f"{rule.origin.line} by {earlier.origin.line}")
+        seen.append((rule, this))
+    return found
+
+
+_SOURCES = ["198.51.100.0/24", "198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32",
+            "0.0.0.0/0", "2001:db8::/32", "2001:db8:1::/48", "203.0.113.0/24", None, "$s"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["allow", "deny"]), st.sampled_from(_SOURCES),
+                          st.sampled_from([None, 80, 5432]), st.sampled_from(["tcp", "any"])),
+                max_size=12))
+def test_indexed_search_finds_what_comparing_every_pair_finds(rules) -> None:
+    lines = ["define s 198.51.100.0/26, 2001:db8:1::/64"]
+    for action, src, port, proto in rules:
+        text = f"{action} from {src or 'any'} to any"
+        text += f" port {port}" if port else ""
+        text += f" proto {proto}" if proto != "any" and port else ""
+        lines.append(text)
+    result = parse_sources([(F, "\n".join(lines) + "\n")], lambda _: "")
+    assert result.policy is not None, [str(d) for d in result.diagnostics]
+    got = [f"{d.line} by {d.message.split(F + ':')[1].split(' ')[0]}"
+           for d in shadowed(result.policy)]
+    assert got == _naive(result.policy)

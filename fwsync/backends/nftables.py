@@ -49,6 +49,9 @@ class NftablesBackend:
     def __init__(self) -> None:
         self._nft: Any = None
         self._batches: dict[int, Batch] = {}
+        # Set names as of the last read (None: no table), until an apply has used them.
+        self._seen: list[str] | None = None
+        self._seen_fresh = False
 
     @property
     def nft(self) -> Any:
@@ -73,17 +76,30 @@ class NftablesBackend:
         self.nft  # noqa: B018 - fails early, with the install hint, if the bindings are missing
         return f"nftables: fwsync's own table {FAMILY} {TABLE}, forward hook, priority -1"
 
-    def exists(self) -> bool:
-        out = self._cmd([{"list": {"tables": {"family": FAMILY}}}], "list tables")
-        return any(o.get("table", {}).get("name") == TABLE for o in out.get("nftables", []))
-
-    def read(self) -> State:
-        if not self.exists():
-            return {}
+    def _list_table(self) -> list[dict[str, Any]] | None:
+        """The table's objects, or None when there is no table."""
+        tables = self._cmd([{"list": {"tables": {"family": FAMILY}}}], "list tables")
+        ours = [o["table"] for o in tables.get("nftables", [])
+                if o.get("table", {}).get("name") == TABLE]
+        if not ours:
+            return None
+        if ours[0].get("flags"):
+            # fwsync makes its table without flags. One with `flags owner` belongs to another
+            # program, and libnftables 1.0.6 lists it as broken JSON (and later crashed here).
+            raise BackendError(f"table {FAMILY} {TABLE} was made by another program (flags: "
+                               f"{ours[0]['flags']!r}), not by fwsync; it is left alone")
         out = self._cmd([{"list": {"table": {"family": FAMILY, "name": TABLE}}}],
                         f"list table {FAMILY} {TABLE}")
-        objects = [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o]
-        return objects_state(objects)
+        return [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o]
+
+    def read(self) -> State:
+        objects = self._list_table()
+        # What apply() needs to know of the kernel, as of this read: make_plan reads just
+        # before apply, under fwsync's lock.
+        self._seen = None if objects is None else [o["set"]["name"] for o in objects
+                                                   if "set" in o]
+        self._seen_fresh = True
+        return {} if objects is None else objects_state(objects)
 
     def render(self, ruleset: Ruleset) -> State:
         objects = table_objects(ruleset)
@@ -98,12 +114,15 @@ class NftablesBackend:
             raise BackendError("internal: apply() got a plan this backend did not render")
         return objects
 
-    def _set_names(self) -> list[str]:
-        if not self.exists():
-            return []
-        out = self._cmd([{"list": {"sets": {"family": FAMILY}}}], f"list sets {FAMILY}")
-        return [o["set"]["name"] for o in out.get("nftables", [])
-                if o.get("set", {}).get("table") == TABLE]
+    def _kernel_sets(self) -> tuple[bool, list[str]]:
+        """(the table exists, its set names): from the last read, else asked now."""
+        seen = self._seen if self._seen_fresh else self._read_sets()
+        self._seen_fresh = False  # one apply per read: a later apply asks again
+        return (seen is not None, seen or [])
+
+    def _read_sets(self) -> list[str] | None:
+        objects = self._list_table()
+        return None if objects is None else [o["set"]["name"] for o in objects if "set" in o]
 
     @staticmethod
     def _drifted(plan: Plan, objects: Batch) -> set[str]:
@@ -113,15 +132,14 @@ class NftablesBackend:
 
     def check(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
-        existing = self._set_names()
+        existing = self._read_sets() or []
         both = [*staging_batch(objects, existing),
                 *switch_batch(objects, existing, self._drifted(plan, objects))[2:]]
         self._cmd(both, "dry run of the planned batch", dry_run=True)
 
     def apply(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
-        table_existed = self.exists()
-        existing = self._set_names()
+        table_existed, existing = self._kernel_sets()
         staging = staging_batch(objects, existing)
         staged = [o["add"]["set"]["name"] for o in staging if "set" in o.get("add", {})]
         nothing = "nothing was changed (the batch is all or nothing)"
@@ -134,6 +152,8 @@ class NftablesBackend:
             self._cmd(switch_batch(objects, existing, self._drifted(plan, objects)),
                       f"replacing the rules of {FAMILY} {TABLE}")
         except BackendError as exc:
+            if table_existed and not staged:
+                raise BackendError(f"{exc}; {nothing}") from exc
             try:
                 self._cmd(cleanup_batch(staged, table_existed), "removing the unused new sets")
             except BackendError as undo:

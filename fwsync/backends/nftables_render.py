@@ -159,13 +159,16 @@ class _Spec:
     saddrs: list[str]
     rules: list[KernelRule]
 
-    def joins(self, other: _Spec) -> bool:
-        """Neighbours with one verdict that differ only in their source address: the union
-        of their sources is the same filter, and one set lookup instead of a walk."""
-        a, b = self.rules[-1], other.rules[0]
-        return (a.action == b.action and bool(self.saddrs) and bool(other.saddrs)
-                and self.match == other.match and sorted(self.dports, key=_pr)
-                == sorted(other.dports, key=_pr))
+    @property
+    def verdict(self) -> tuple[str, str | None]:
+        action = self.rules[0].action
+        return action, (self.match.proto if action == "reject" else None)  # reset or icmp
+
+    def merge_key(self) -> object:
+        """Specs in a run of one verdict with equal keys become one rule with a source set."""
+        if not self.saddrs:
+            return id(self)  # a source set or any source: nothing to merge with
+        return (self.match, tuple(sorted(self.dports, key=_pr)))
 
 
 def _pr(p: PortRange) -> tuple[int, int]:
@@ -198,21 +201,25 @@ def _specs(ruleset: Ruleset) -> Iterator[_Spec | KernelRule]:
 
 
 def _merged(items: Iterator[_Spec | KernelRule]) -> Iterator[_Spec | KernelRule]:
-    pending: _Spec | None = None
+    """Within a run of neighbouring rules with one verdict, order does not matter (whichever
+    matches, the verdict is the same), so the rules that differ only in their source address
+    become one rule with a source set: an allowlist written as 10k rules is one lookup. A rule
+    with another verdict (or a limit, which keeps state per rule) ends the run."""
+    run: dict[object, _Spec] = {}
+    verdict: tuple[str, str | None] | None = None
     for item in items:
-        if isinstance(item, _Spec) and pending is not None and pending.joins(item):
-            pending.saddrs.extend(item.saddrs)
-            pending.rules.extend(item.rules)
-            continue
-        if pending is not None:
-            yield pending
-            pending = None
-        if isinstance(item, _Spec):
-            pending = item
-        else:
-            yield item
-    if pending is not None:
-        yield pending
+        if not isinstance(item, _Spec) or item.verdict != verdict:
+            yield from run.values()
+            run, verdict = {}, None
+            if not isinstance(item, _Spec):
+                yield item
+                continue
+            verdict = item.verdict
+        into = run.setdefault(item.merge_key(), item)
+        if into is not item:
+            into.saddrs.extend(item.saddrs)
+            into.rules.extend(item.rules)
+    yield from run.values()
 
 
 def _user_rules(ruleset: Ruleset, sets: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

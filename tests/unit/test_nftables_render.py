@@ -141,3 +141,15 @@ def test_neighbours_with_one_verdict_become_one_set_lookup():
     assert "ip saddr 192.0.2.0/24 accept" in inbound[2]
     merged = next(v for k, v in state.items() if "set src_0_0_v4_" in k)
     assert merged == ("198.51.100.0/25", "203.0.113.9"), "overlaps collapsed, host plain"
+
+
+def test_an_allowlist_written_as_rules_for_both_protocols_is_two_lookups():
+    rules = [rule(i, src=Endpoint(net=net(f"198.51.{i}.0/24")), dst=Endpoint(ports=ports(5432)))
+             for i in range(2, 202)]
+    rules.append(rule(300, "reject", src=Endpoint(net=net("203.0.113.0/24"))))
+    state = render(build_ruleset(policy(*rules), DockerState()).ruleset)
+    inbound = state["inet fwsync chain inbound"]
+    merged = [line for line in inbound if "saddr @src_" in line]
+    assert len(merged) == 2 and {"tcp", "udp"} == {line.split()[2] for line in merged}
+    assert all("200 rules with one verdict" in line for line in merged)
+    assert len([line for line in inbound if "203.0.113.0/24" in line]) == 1, "reject stays apart"

@@ -1,7 +1,7 @@
 """Apply time: `fwsync apply` wall time for an allowlist of N entries, both backends side by side.
 
     .venv/bin/python bench/bench_apply.py [--reps 5] [--sizes 10,1k,10k,100k]
-                                          [--linear-sizes 10,1k] [--json FILE]
+                                          [--linear-sizes 10,1k,10k] [--json FILE]
 
 Each backend gets its own Docker-like host (tests/lab.py's KernelLab, in network namespaces, no
 dockerd), so neither sees the other's objects. For every size N, repetition and backend:
@@ -227,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("10,1k,10k,100k"))
-    p.add_argument("--linear-sizes", type=parse_sizes, default=parse_sizes("10,1k"),
+    p.add_argument("--linear-sizes", type=parse_sizes, default=parse_sizes("10,1k,10k"),
                    help="10k linear rules take minutes per apply (see docs/benchmarks.md)")
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--big-reps", type=int, default=3, help="repetitions for N >= 100k")

@@ -109,24 +109,12 @@ class Timed:
         return (self.stderr.strip() or self.stdout.strip())[-chars:]
 
 
-def fwsync(lab: KernelLab, *args: str, rules: Path | None = None, no_shadow: bool = False,
+def fwsync(lab: KernelLab, *args: str, rules: Path | None = None,
            timeout: float = 900) -> Timed:
     """`fwsync ARGS` inside the lab's HOST, timed as a user would time it (interpreter start-up
-    included). no_shadow runs the same CLI without the shadow-warning pass (fwsync_noshadow.py)."""
+    included)."""
     t0 = time.perf_counter()
-    if not no_shadow:
-        res = run_fwsync(lab, *args, rules=rules, timeout=timeout)
-    else:
-        env = dict(os.environ)
-        env["PATH"] = ":".join(dict.fromkeys(
-            [*env.get("PATH", "").split(":"), "/usr/local/sbin", "/usr/sbin", "/sbin"])).strip(":")
-        env["DOCKER_HOST"] = lab.docker_host  # a socket that never exists, as run_fwsync does
-        env["FWSYNC_LOCK_FILE"] = str(lab.dir / "fwsync.lock")
-        if rules is not None:
-            env["FWSYNC_RULES"] = str(rules)
-        res = subprocess.run(
-            [*lab.host.nsenter_prefix(), sys.executable, str(BENCH / "fwsync_noshadow.py"),
-             *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    res = run_fwsync(lab, *args, rules=rules, timeout=timeout)
     return Timed(time.perf_counter() - t0, res.returncode, res.stdout, res.stderr)
 
 

@@ -18,6 +18,7 @@ from fwsync.backends.base import BackendError
 from fwsync.backends.iptables_render import (
     FORWARD_CHAIN,
     OWN_CHAINS,
+    REACH_LINE,
     SET_PREFIX,
     chain_key,
     jump_key,
@@ -49,16 +50,28 @@ class FamilyState:
         return found
 
     @property
-    def entry_chain(self) -> str:
-        """DOCKER-USER only while FORWARD sends every packet there first. Without that jump
-        (Docker 20.10's IPv6, an old dockerd that found its chain already there, a hand edit)
-        or behind another rule that may accept (ufw's chains after a reload), fwsync's rules
-        would be skipped: fail-open. Then fwsync jumps from FORWARD itself, first."""
+    def jump_lines(self) -> tuple[str, ...]:
+        lines = tuple(jump_line(c, p) for c, p in self.jumps)
+        if any(c == DOCKER_USER for c, _p in self.jumps) and self.entries == (DOCKER_USER,):
+            lines += (REACH_LINE,)
+        return lines
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """Where fwsync jumps from. DOCKER-USER alone only while FORWARD sends every packet
+        there first. Without that (Docker 20.10's IPv6, an old dockerd that found its chain
+        already there, a hand edit), or behind another rule that may accept (ufw's chains after
+        a reload), fwsync's rules would be skipped: fail-open. Then fwsync jumps from FORWARD
+        too, first. It keeps the DOCKER-USER jump meanwhile: a restarting dockerd inserts rules
+        at the top of FORWARD (above fwsync's jump) and puts its own jump to DOCKER-USER back
+        on top at the end, and then fwsync must already be there."""
         forward = [line for line in self.chains.get("FORWARD", [])
                    if not line.endswith(f"-j {FORWARD_CHAIN}")]
-        if DOCKER_USER in self.chains and forward[:1] == [f"-A FORWARD -j {DOCKER_USER}"]:
-            return DOCKER_USER
-        return "FORWARD"
+        if DOCKER_USER not in self.chains:
+            return ("FORWARD",)
+        if forward[:1] == [f"-A FORWARD -j {DOCKER_USER}"]:
+            return (DOCKER_USER,)
+        return ("FORWARD", DOCKER_USER)
 
 
 @dataclass
@@ -160,7 +173,7 @@ class IptablesBackend:
                 if chain in fs.chains:
                     state[chain_key(family, chain)] = tuple(fs.chains[chain])
             if fs.jumps:
-                state[jump_key(family)] = tuple(jump_line(c, p) for c, p in fs.jumps)
+                state[jump_key(family)] = fs.jump_lines
         for name, elements in view.sets.items():
             parsed = parse_set_name(name)
             if parsed is not None:
@@ -171,7 +184,7 @@ class IptablesBackend:
         view = self._view or self._read_view()
         state: dict[str, tuple[str, ...]] = {}
         for family in FAMILIES:
-            state.update(render_family(ruleset, family, view.families[family].entry_chain))
+            state.update(render_family(ruleset, family, view.families[family].entries))
         return state
 
     def check(self, plan: Plan) -> None:
@@ -254,7 +267,7 @@ def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
     lines.extend(f":{chain} - [0:0]" for chain in OWN_CHAINS)
     for chain in OWN_CHAINS:
         lines.extend(desired.get(chain_key(family, chain), ()))
-    want_jumps = desired.get(jump_key(family), ())
+    want_jumps = tuple(j for j in desired.get(jump_key(family), ()) if j != REACH_LINE)
     have_jumps = tuple(jump_line(c, p) for c, p in current.jumps)
     if want_jumps != have_jumps:
         for chain, _pos in current.jumps:
@@ -282,5 +295,5 @@ def _view_state(fs: FamilyState, family: Family) -> State:
     state: dict[str, tuple[str, ...]] = {
         chain_key(family, c): tuple(fs.chains[c]) for c in OWN_CHAINS if c in fs.chains
     }
-    state[jump_key(family)] = tuple(jump_line(c, p) for c, p in fs.jumps)
+    state[jump_key(family)] = fs.jump_lines
     return state

@@ -48,6 +48,12 @@ def jump_line(chain: str, position: int) -> str:
     return f"{chain} rule {position} -j {FORWARD_CHAIN}"
 
 
+# Part of the jump object when fwsync hangs off DOCKER-USER alone: that chain is only reached
+# while FORWARD sends every packet there first. A read-back without it is drift (fail-open),
+# and fwsync then jumps from FORWARD as well.
+REACH_LINE = "FORWARD rule 1 -j DOCKER-USER"
+
+
 def _short(text: str, size: int) -> str:
     digest = hashlib.sha256(text.encode()).hexdigest()
     return text if len(text) <= size else f"{text[: size - 5]}~{digest[:4]}"
@@ -205,7 +211,13 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext) -> Iterator[str]:
         yield _line(INBOUND_CHAIN, "", comment, _reject(ctx.family, None))
 
 
-def render_family(ruleset: Ruleset, family: Family, entry_chain: str) -> dict[str, tuple[str, ...]]:
+def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ...]
+                  ) -> dict[str, tuple[str, ...]]:
+    """`entries`: the chains fwsync jumps from, in the order iptables-save lists them
+    (FORWARD first): DOCKER-USER alone while FORWARD sends every packet there first."""
+    if isinstance(entries, str):
+        entries = (entries,)
+    entry_chain = entries[-1]
     objects: dict[str, tuple[str, ...]] = {}
     set_names: dict[str, str] = {}
     for aset in ruleset.sets_for(family):
@@ -216,7 +228,8 @@ def render_family(ruleset: Ruleset, family: Family, entry_chain: str) -> dict[st
     ctx = RenderContext(family=family, entry_chain=entry_chain, set_names=set_names)
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx))
-    objects[jump_key(family)] = (jump_line(entry_chain, 1),)
+    objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (
+        (REACH_LINE,) if entries == ("DOCKER-USER",) else ())
     return objects
 
 

@@ -189,6 +189,23 @@ def test_flushed_docker_user_and_chain_are_repaired_within_2s(
     assert state(d)["drift_repairs"] == 2
 
 
+def test_a_forward_chain_that_no_longer_reaches_docker_user_is_repaired_within_2s(
+        make_docker_lab: Callable[..., DockerLab], tmp_path: Path,
+        daemons: StartDaemon) -> None:
+    """fwsync in DOCKER-USER is only reached through FORWARD's jump to it (an old dockerd that
+    found DOCKER-USER already there did not add it): without it, everything is open."""
+    lab = make_docker_lab()
+    lab.run_web("web-1", {"80/tcp": 6000, "81/tcp": 7000})
+    daemons(lab, write_rules(tmp_path, OFFICE))
+    assert lab.attacker.probe(6000) == "filtered"
+
+    lab.host.run(["iptables", "-D", "FORWARD", "-j", "DOCKER-USER"])
+    took = seconds_until(lambda: "-A FORWARD -j FWSYNC-FORWARD" in lab.host.run(
+        ["iptables", "-S", "FORWARD"]).stdout, REQUIRED, "FORWARD → fwsync")
+    assert took <= REQUIRED, f"repaired after {took:.2f} s"
+    assert lab.attacker.probe(6000) == "filtered" and lab.trusted.probe(7000) == "open"
+
+
 def test_flushed_nftables_table_is_repaired_within_2s(
         dlab: DockerLab, tmp_path: Path, daemons: StartDaemon) -> None:
     dlab.run_web("web-1", {"80/tcp": 6000, "81/tcp": 7000})

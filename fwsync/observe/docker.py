@@ -94,11 +94,23 @@ def extra_bridges(networks: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _missing_socket() -> str | None:
+    """The unix socket Docker would be asked on, when it does not exist (else None)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return None
+    path = host.removeprefix("unix://")
+    return None if os.path.exists(path) else host
+
+
 def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) -> DockerState:
     """Ask Docker (DOCKER_HOST, else the local socket). Never raises: an unreachable Docker is a
     state the core knows how to handle safely. A long-running caller (the daemon) may pass the
     DockerClient it keeps (not closed here), and `info=False` to skip GET /info (~10 ms), whose
     firewall backend and version only choosing a backend needs."""
+    if client is None and (missing := _missing_socket()) is not None:
+        # Nothing listens there: say so without importing the SDK (~70 ms of requests & co).
+        return DockerState(error=f"cannot reach Docker at {missing}: no such socket")
     import docker  # the SDK imports requests & co: only pay for it when Docker is asked
     from docker.errors import DockerException
     from requests.exceptions import RequestException

@@ -1,0 +1,122 @@
+"""What a scenario may do to a world: a Docker host running ufw (`default deny incoming`,
+`allow 22/tcp`) and fwsync with the repo's rules/, a trusted client inside the rules' $office and
+an attacker outside it. Both worlds implement `World`; a scenario names the capabilities beyond
+the common ones that it needs, and runs only where the world has them."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Role = Literal["trusted", "attacker"]
+State = Literal["open", "closed", "filtered"]
+# Beyond the common operations: "reboot" (a whole machine that boots again), "systemd" (fwsync
+# and dockerd as units), "ipv6" (both clients have IPv6 addresses and Docker publishes over it).
+Capability = Literal["reboot", "systemd", "ipv6"]
+
+PROBE_SCRIPT = Path(__file__).with_name("probe_loop.py")
+
+
+class ScenarioFailed(AssertionError):
+    """A scenario's expectation did not hold (fwsync's failure, not the world's)."""
+
+
+class WorldError(RuntimeError):
+    """The world itself broke (a VM did not come back, a command failed): no verdict."""
+
+
+@dataclass
+class ProbeLog:
+    """Every attempt of a probe loop: (seconds since its start, state). Filled when the
+    `probing` block ends."""
+
+    src: Role
+    port: int
+    v6: bool = False
+    attempts: list[tuple[float, str]] = field(default_factory=list)
+
+    def add_lines(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                t, state = json.loads(line)
+                self.attempts.append((float(t), str(state)))
+
+    def counts(self) -> Counter[str]:
+        return Counter(state for _, state in self.attempts)
+
+    def first(self, state: str) -> float | None:
+        return next((t for t, s in self.attempts if s == state), None)
+
+    def outage(self) -> tuple[float, float] | None:
+        """(first attempt that was not open, first open after it): when a client that had been
+        served lost the service and got it back. None if it never went down and came back."""
+        down = next((t for t, s in self.attempts if s != "open"), None)
+        if down is None:
+            return None
+        back = next((t for t, s in self.attempts if s == "open" and t > down), None)
+        return None if back is None else (down, back)
+
+    def summary(self) -> str:
+        c = self.counts()
+        return f"{self.src} -> {self.port}{'/v6' if self.v6 else ''}: " + ", ".join(
+            f"{n} {s}" for s, n in sorted(c.items())) + f" over {self.duration():.0f} s"
+
+    def duration(self) -> float:
+        return self.attempts[-1][0] if self.attempts else 0.0
+
+
+class World(Protocol):
+    name: str
+    capabilities: frozenset[Capability]
+
+    def reset(self, *, fwsync: bool) -> None:
+        """No containers; fwsync's daemon running (fwsync=True) or stopped with its rules
+        removed (fwsync=False). ufw is enabled either way."""
+
+    def publish(self, name: str, host_port: int, *, restart_always: bool = False) -> None:
+        """Run a busybox httpd container publishing container port 80 on `host_port` (all host
+        addresses, IPv4 and IPv6); return once it answers on its own address."""
+
+    def probe(self, src: Role, ports: list[int], *, v6: bool = False) -> list[State]:
+        """Connect from `src` to the Docker host's address on `src`'s link, once per port."""
+
+    def probing(self, src: Role, port: int, *, v6: bool = False
+                ) -> AbstractContextManager[ProbeLog]:
+        """Probe in a loop from `src` for as long as the block runs."""
+
+    def start_fwsync(self) -> None:
+        """Start fwsync's daemon; return once it reports ready (rules in the kernel)."""
+
+    def fwsync_running(self) -> bool: ...
+
+    def restart_dockerd(self) -> None:
+        """Stop and start dockerd (containers with restart=always come back)."""
+
+    def ufw_reload(self) -> None: ...
+
+    def reboot(self) -> None:
+        """(capability "reboot") Reboot the Docker host; return once it answers again."""
+
+    def unit_times(self, unit: str) -> tuple[float, float]:
+        """(capability "systemd") When `unit` last left inactive (started activating) and when
+        it became active (for Type=notify: READY=1), in seconds since boot."""
+
+
+def wait_state(world: World, src: Role, port: int, want: State, *, v6: bool = False,
+               timeout: float = 60.0) -> float:
+    """Probe until `want`; the seconds it took. WorldError if never."""
+    import time
+
+    t0 = time.monotonic()
+    while True:
+        got = world.probe(src, [port], v6=v6)[0]
+        if got == want:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise WorldError(f"{src} -> {port}{'/v6' if v6 else ''}: still {got} after "
+                             f"{timeout:.0f} s, wanted {want}")
+        time.sleep(0.5)

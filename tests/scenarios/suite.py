@@ -111,6 +111,10 @@ def reboot(world: World) -> str | None:
     with world.probing("attacker", DB) as attacker, world.probing("trusted", DB) as trusted:
         world.reboot()
         wait_state(world, "trusted", DB, "open", timeout=BOOT_TIMEOUT)
+        # The loop's own probes must see postgres back too, not only wait_state's: a loop
+        # stopped right here once ended on probes still timing out (one failed CI run). The
+        # VM world reads the loop's log only when it stops, so give it time to record some.
+        time.sleep(3 * LINGER)
     expect(attacker.counts()["open"] == 0,
            f"the attacker connected during the reboot: {attacker.summary()}")
     outage = trusted.outage()

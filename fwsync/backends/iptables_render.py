@@ -112,7 +112,6 @@ def _cidr(cidr: str) -> str:
 @dataclass(frozen=True)
 class RenderContext:
     family: Family
-    entry_chain: str  # DOCKER-USER where it exists, else FORWARD
     set_names: dict[str, str]  # display name → kernel set name
 
 
@@ -217,7 +216,6 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
     (FORWARD first): DOCKER-USER alone while FORWARD sends every packet there first."""
     if isinstance(entries, str):
         entries = (entries,)
-    entry_chain = entries[-1]
     objects: dict[str, tuple[str, ...]] = {}
     set_names: dict[str, str] = {}
     for aset in ruleset.sets_for(family):
@@ -225,7 +223,7 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
         elements = set_elements(aset)
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)
-    ctx = RenderContext(family=family, entry_chain=entry_chain, set_names=set_names)
+    ctx = RenderContext(family=family, set_names=set_names)
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx))
     objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (

@@ -132,7 +132,8 @@ class NftablesBackend:
 
     def check(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
-        existing = self._read_sets() or []
+        # The read that planned it, if any (check does not use it up: apply may follow).
+        existing = (self._seen if self._seen_fresh else self._read_sets()) or []
         both = [*staging_batch(objects, existing),
                 *switch_batch(objects, existing, self._drifted(plan, objects))[2:]]
         self._cmd(both, "dry run of the planned batch", dry_run=True)

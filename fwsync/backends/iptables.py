@@ -36,6 +36,12 @@ DOCKER_USER = "DOCKER-USER"
 ENTRY_CANDIDATES = ("FORWARD", DOCKER_USER)
 
 
+def own_jump(chain: str) -> str:
+    """fwsync's jump exactly as iptables-save lists it: a rule with more to it (`-s ... -j
+    FWSYNC-FORWARD`) is someone else's."""
+    return f"-A {chain} -j {FORWARD_CHAIN}"
+
+
 @dataclass
 class FamilyState:
     chains: dict[str, list[str]] = field(default_factory=dict)  # chain → its -A lines
@@ -45,7 +51,7 @@ class FamilyState:
         found = []
         for chain in ENTRY_CANDIDATES:
             for pos, line in enumerate(self.chains.get(chain, []), start=1):
-                if line.endswith(f"-j {FORWARD_CHAIN}"):
+                if line == own_jump(chain):
                     found.append((chain, pos))
         return found
 
@@ -66,7 +72,7 @@ class FamilyState:
         at the top of FORWARD (above fwsync's jump) and puts its own jump to DOCKER-USER back
         on top at the end, and then fwsync must already be there."""
         forward = [line for line in self.chains.get("FORWARD", [])
-                   if not line.endswith(f"-j {FORWARD_CHAIN}")]
+                   if line != own_jump("FORWARD")]
         if DOCKER_USER not in self.chains:
             return ("FORWARD",)
         if forward[:1] == [f"-A FORWARD -j {DOCKER_USER}"]:
@@ -91,16 +97,35 @@ def parse_save(text: str) -> FamilyState:
     return state
 
 
+def owned_set(create: str) -> str | None:
+    """The set's name if an `ipset save` create line is one of fwsync's sets, else None.
+
+    The one ownership test for ipsets, used by read, apply and remove alike: a set is fwsync's
+    only when its whole name is `fws<family>-<define>-<6 hex digits>` (as set_kernel_name makes
+    it), it is a `hash:net`, and its family is the one its name says. A user's `fwsblock` or a
+    look-alike `fws4-office-zzzzzz` is someone else's and is never read, changed or destroyed."""
+    words = create.split()
+    if len(words) < 5 or words[0] != "create" or words[2] != "hash:net":
+        return None
+    parsed = parse_set_name(words[1])
+    if parsed is None:
+        return None
+    family = words[words.index("family") + 1] if "family" in words[3:] else None
+    return words[1] if family == ("inet" if parsed[0] == 4 else "inet6") else None
+
+
 def parse_ipset_save(text: str) -> dict[str, list[str]]:
+    """fwsync's sets (owned_set) → their elements; every other set is left out."""
     sets: dict[str, list[str]] = {}
     for line in text.splitlines():
-        words = line.split()
-        if len(words) < 2 or not words[1].startswith(SET_PREFIX):
-            continue
-        if words[0] == "create":
-            sets.setdefault(words[1], [])
-        elif words[0] == "add" and len(words) >= 3:
-            sets.setdefault(words[1], []).append(words[2])
+        if line.startswith("create "):
+            name = owned_set(line)
+            if name is not None:
+                sets[name] = []
+        elif line.startswith("add "):
+            words = line.split()
+            if len(words) >= 3 and words[1] in sets:
+                sets[words[1]].append(words[2])
     return {name: sorted(elems) for name, elems in sets.items()}
 
 

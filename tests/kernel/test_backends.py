@@ -295,3 +295,49 @@ def test_a_held_lock_stops_a_second_apply(
     assert res.returncode == 1 and "another fwsync holds" in res.stderr
     assert ruleset_snapshot(kernel_lab, kernel_lab.variant) == before
     apply(kernel_lab, rules)
+
+
+def _foreign(lab: KernelLab) -> dict[str, str]:
+    """The look-alike objects of test_foreign_look_alike_sets_and_chains_survive, as the kernel
+    lists them now."""
+    out = {name: lab.host.run(["ipset", "save", name]).stdout
+           for name in ("fwsblock", "fws4-office-zzzzzz", "fws6-office-abcdef")}
+    for v6 in (False, True):
+        out[f"v{6 if v6 else 4} FWSYNC-X"] = "\n".join(
+            line for line in lab.save(v6=v6).splitlines() if "FWSYNC-X" in line)
+    return out
+
+
+def test_foreign_look_alike_sets_and_chains_survive(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ownership is decided by one strict test: ipsets and chains whose names only look like
+    fwsync's (`fwsblock`, `fws4-office-zzzzzz`, an IPv4 name on an IPv6 set, `FWSYNC-X`) are
+    someone else's, and apply, a re-apply that swaps fwsync's own set, and remove leave them
+    byte for byte."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    lab.host.run(["ipset", "restore"], input=(
+        "create fwsblock hash:ip family inet\nadd fwsblock 203.0.113.66\n"
+        "create fws4-office-zzzzzz hash:net family inet\nadd fws4-office-zzzzzz 203.0.113.0/28\n"
+        "create fws6-office-abcdef hash:net family inet\nadd fws6-office-abcdef 203.0.113.16/28\n"))
+    for v6 in (False, True):
+        lab.iptables("-N", "FWSYNC-X", v6=v6)
+        lab.iptables("-A", "FWSYNC-X", "-p", "tcp", "--dport", "7", "-j", "DROP", v6=v6)
+        lab.iptables("-A", "DOCKER-USER", "-p", "tcp", "--dport", "7", "-j", "FWSYNC-X", v6=v6)
+    before = _foreign(lab)
+    assert all(before.values()), before
+    rules = write_rules(tmp_path, "define office 198.51.100.0/25\n"
+                                  "allow from $office to any port 5432\n")
+    apply(lab, rules)
+    assert _foreign(lab) == before, "apply"
+    assert lab.attacker.probe(5432) == "filtered" and lab.trusted.probe(5432) == "open"
+    write_rules(tmp_path, "define office 198.51.100.0/26\nallow from $office to any port 5432\n")
+    apply(lab, rules)  # a new set for the office, the old one destroyed
+    assert _foreign(lab) == before, "re-apply"
+    plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+    assert plan.returncode == 0, plan.stdout
+    fwsync_ok(lab, "remove")
+    assert _foreign(lab) == before, "remove"
+    assert [n for n in lab.host.run(["ipset", "list", "-n"]).stdout.split()
+            if n.startswith("fws")] == ["fwsblock", "fws4-office-zzzzzz", "fws6-office-abcdef"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fwsync.backends.iptables import _restore_text, parse_save
+from fwsync.backends.iptables import _restore_text, parse_ipset_save, parse_save
 from fwsync.backends.iptables_render import (
     comment_text,
     parse_set_name,
@@ -102,3 +102,19 @@ def test_restore_text_moves_a_misplaced_jump_and_declares_own_chains():
     assert text == ["*filter", ":FWSYNC-FORWARD - [0:0]", ":FWSYNC-INBOUND - [0:0]",
                     "-A FWSYNC-INBOUND -j DROP", "-D DOCKER-USER -j FWSYNC-FORWARD",
                     "-I DOCKER-USER 1 -j FWSYNC-FORWARD", "COMMIT"]
+
+
+def test_only_sets_named_and_typed_as_fwsync_makes_them_are_read_as_its_own() -> None:
+    saved = (
+        "create fwsblock hash:ip family inet hashsize 1024 maxelem 65536\n"
+        "add fwsblock 203.0.113.66\n"
+        "create fws4-office-zzzzzz hash:net family inet hashsize 1024 maxelem 65536\n"
+        "add fws4-office-zzzzzz 203.0.113.0/28\n"
+        "create fws6-office-abcdef hash:net family inet hashsize 1024 maxelem 65536\n"
+        "create fws4-web-abcdef hash:ip family inet hashsize 1024 maxelem 65536\n"
+        "create fws4-office-0123ab hash:net family inet hashsize 1024 maxelem 65536\n"
+        "add fws4-office-0123ab 198.51.100.0/25\n"
+        "create fws6-office-0123ab hash:net family inet6 hashsize 1024 maxelem 65536\n"
+    )
+    assert parse_ipset_save(saved) == {"fws4-office-0123ab": ["198.51.100.0/25"],
+                                       "fws6-office-0123ab": []}

@@ -27,6 +27,23 @@ app = typer.Typer(
 DEFAULT_RULES = Path("/etc/fwsync/rules")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fwsync import __version__
+
+        typer.echo(f"fwsync {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print fwsync's version and exit.")] = False,
+) -> None:
+    """Declarative, UFW-style firewall rules for the ports Docker publishes."""
+
+
 class Format(StrEnum):
     text = "text"
     json = "json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fwsync import __version__
 from fwsync.core.diff import Change, Plan
 from fwsync.core.exposure import Decision
 from fwsync.core.observed import DockerState, PublishedPort
@@ -123,6 +124,7 @@ def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
     report = exposure_report(policy, docker)
     return {
         "format_version": JSON_FORMAT_VERSION,
+        "fwsync_version": __version__,
         "enforcing": enforced,
         "in_sync": in_sync,
         "docker_error": docker.error,

@@ -59,6 +59,10 @@ def bad_rules(tmp_path: Path) -> Path:
 
 def assert_cli_works(fwsync: Path, tmp_path: Path) -> None:
     """--help names every command; check accepts the repo's rules and locates a mistake."""
+    from fwsync import __version__
+
+    version = run([fwsync, "--version"])
+    assert version.stdout == f"fwsync {__version__}\n"
     helped = run([fwsync, "--help"], env=environ(COLUMNS="120"))
     for command in COMMANDS:
         assert f" {command} " in helped.stdout, helped.stdout
@@ -88,6 +92,27 @@ def test_wheel_holds_every_module_the_entry_point_and_the_dependencies(wheel: Pa
                 if ln.startswith("Requires-Dist: ") and "extra ==" not in ln]
     wanted = [d.split("#")[0].strip().replace(" ", "") for d in project["dependencies"]]
     assert sorted(r.replace(" ", "") for r in requires) == sorted(wanted)
+
+
+def test_wheel_carries_the_one_version_the_licence_and_index_metadata(wheel: Path) -> None:
+    """Built with the declared build requirements (pip's isolated build): the version comes from
+    fwsync/__init__.py alone, the licence is an SPDX expression with its file inside."""
+    from fwsync import __version__
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta_dir = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = zf.read(f"{meta_dir}/METADATA").decode()
+        licence = zf.read(f"{meta_dir}/licenses/LICENSE").decode()
+    assert wheel.name.startswith(f"fwsync-{__version__}-")
+    assert f"Version: {__version__}" in metadata.splitlines()
+    assert "License-Expression: MIT" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    assert licence == (REPO / "LICENSE").read_text()
+    assert "Classifier: Topic :: System :: Networking :: Firewalls" in metadata
+    assert any(ln.startswith("Keywords: ") and "docker" in ln for ln in metadata.splitlines())
+    build = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert build == ["setuptools>=77"]  # the first that reads `license` as an SPDX expression
 
 
 def test_pip_install_into_a_fresh_venv(plain_venv: Path, tmp_path: Path) -> None:

@@ -26,12 +26,17 @@ ufw allow 22/tcp
 ufw --force enable
 
 python3 -m venv --system-site-packages /opt/fwsync
-# Offline first (the wheels built on the host); a box with network may fetch what is missing.
-/opt/fwsync/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps \
-    --no-index --find-links /opt/fwsync-wheels fwsync
-/opt/fwsync/bin/pip install -q --disable-pip-version-check --no-index \
-    --find-links /opt/fwsync-wheels fwsync \
-  || /opt/fwsync/bin/pip install -q --disable-pip-version-check --find-links /opt/fwsync-wheels fwsync
+if ls /opt/fwsync-wheels/fwsync-*.whl >/dev/null 2>&1; then
+    # Offline first (the wheels built on the host); a box with network may fetch what is missing.
+    /opt/fwsync/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+        --no-index --find-links /opt/fwsync-wheels fwsync
+    /opt/fwsync/bin/pip install -q --disable-pip-version-check --no-index \
+        --find-links /opt/fwsync-wheels fwsync \
+      || /opt/fwsync/bin/pip install -q --disable-pip-version-check --find-links /opt/fwsync-wheels fwsync
+else
+    # No wheels were built (`vagrant up` by hand on a fresh clone): from the source, with PyPI.
+    /opt/fwsync/bin/pip install -q --disable-pip-version-check /opt/fwsync-src
+fi
 ln -sf /opt/fwsync/bin/fwsync /usr/local/bin/fwsync
 rm -rf /etc/fwsync/rules
 mkdir -p /etc/fwsync

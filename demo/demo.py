@@ -1,7 +1,7 @@
 """The fwsync demo: a throw-away Docker host in a network namespace, the exposed-postgres gotcha,
 and fwsync closing it. Everything it makes (namespaces, dockerd, files) is removed at the end.
 
-    sudo tools/dev demo        (or: make demo)
+    tools/dev demo             (as root; or: make demo)
 """
 
 from __future__ import annotations

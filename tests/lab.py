@@ -9,7 +9,8 @@ firewall or addresses, and only documentation addresses are used:
     containers 198.51.100.128/25, 2001:db8:d0c::/64 behind bridge 198.51.100.129      ┘
 
 `KernelLab` fakes the container and Docker's rules (fast, no dockerd); `DockerLab` runs a real
-dockerd inside HOST (recipe in shared/testbed-notes.md).
+dockerd inside HOST (started with `nsenter --net`: `ip netns exec` remounts /sys, and
+dockerd then fails with "Devices cgroup isn't mounted").
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ define office 198.51.100.0/25
 allow from $office to container web-*
 allow from $office to any port 5432 proto tcp
 """
-REQUIRED = 2.0  # the issue's "within 2 seconds"
+REQUIRED = 2.0  # the daemon's promise: drift and rules edits enforced "within 2 seconds"
 
 StartDaemon = Callable[..., DaemonProc]
 

@@ -18,7 +18,7 @@ from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset
-from fwsync.core.diff import Plan, diff
+from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.observed import DockerState
 from fwsync.observe.docker import observe_docker
 from fwsync.rules.load import load_rules
@@ -103,6 +103,13 @@ def make_plan(rules: Path, backend: Backend | str = "auto",
     instance it is used as it is."""
     policy, warnings = load_policy(rules)
     observed = docker if docker is not None else observe_docker()
+    return plan_policy(policy, observed, backend, warnings)
+
+
+def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
+                warnings: tuple[Diagnostic, ...] = ()) -> Planned:
+    """A loaded policy → a Plan (build → render → read → diff). make_plan's second half, and
+    what the daemon runs for the last good policy while the rules on disk are invalid."""
     if isinstance(backend, str):
         chosen, why = choose_backend(backend, observed)
         others = tuple(b for b in all_backends() if b.name != chosen.name and _holds_objects(b))
@@ -119,6 +126,12 @@ def make_plan(rules: Path, backend: Backend | str = "auto",
     plan = diff(chosen.name, desired, current, notes=notes)
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
                    warnings=warnings, backend=chosen, others=others)
+
+
+def restore_plan(backend: Backend, held: Desired) -> Plan:
+    """Put back what a backend's snapshot() found in the kernel (the daemon, started on invalid
+    rules, has no policy to rebuild from): the kernel now → diff → Plan."""
+    return diff(backend.name, held, backend.read())
 
 
 def apply_planned(planned: Planned) -> None:

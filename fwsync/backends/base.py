@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fwsync.core.diff import Plan, State
+from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.ruleset import Ruleset
 
 
@@ -23,8 +23,13 @@ class Backend(Protocol):
         """fwsync's objects as the kernel holds them now."""
         ...
 
-    def render(self, ruleset: Ruleset) -> State:
+    def render(self, ruleset: Ruleset) -> Desired:
         """The objects the kernel should hold for this ruleset (pure given the detected host)."""
+        ...
+
+    def snapshot(self) -> Desired:
+        """fwsync's objects as the kernel holds them now, in a form apply() can write back
+        (the daemon restores them when it starts on invalid rules and they drift)."""
         ...
 
     def check(self, plan: Plan) -> None:
@@ -32,7 +37,8 @@ class Backend(Protocol):
         ...
 
     def apply(self, plan: Plan) -> None:
-        """Make the kernel hold plan.desired (a transaction per family); on error change nothing."""
+        """Make the kernel hold plan.desired (a transaction per family); on error change nothing.
+        Any plan whose desired side came from this backend's render() or snapshot() will do."""
         ...
 
     def remove(self) -> State:

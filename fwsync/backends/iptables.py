@@ -28,7 +28,7 @@ from fwsync.backends.iptables_render import (
     set_kernel_name,
     set_key,
 )
-from fwsync.core.diff import Plan, State
+from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.ruleset import Family, Ruleset
 
 FAMILIES: tuple[Family, ...] = (4, 6)
@@ -205,12 +205,16 @@ class IptablesBackend:
                 state.setdefault(set_key(*parsed), tuple(elements))
         return state
 
-    def render(self, ruleset: Ruleset) -> State:
+    def render(self, ruleset: Ruleset) -> Desired:
         view = self._view or self._read_view()
         state: dict[str, tuple[str, ...]] = {}
         for family in FAMILIES:
             state.update(render_family(ruleset, family, view.families[family].entries))
-        return state
+        return Desired(state)
+
+    def snapshot(self) -> Desired:
+        # The lines are what iptables-restore and ipset take: nothing more is needed.
+        return Desired(self.read())
 
     def check(self, plan: Plan) -> None:
         """iptables has no dry run that reaches the kernel (`iptables-restore --test` only

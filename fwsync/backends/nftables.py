@@ -23,8 +23,9 @@ from fwsync.backends.nftables_render import (
     staging_batch,
     switch_batch,
     table_objects,
+    writable_objects,
 )
-from fwsync.core.diff import Plan, State
+from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.ruleset import Ruleset
 
 
@@ -48,7 +49,6 @@ class NftablesBackend:
 
     def __init__(self) -> None:
         self._nft: Any = None
-        self._batches: dict[int, Batch] = {}
         # Set names as of the last read (None: no table), until an apply has used them.
         self._seen: list[str] | None = None
         self._seen_fresh = False
@@ -101,18 +101,27 @@ class NftablesBackend:
         self._seen_fresh = True
         return {} if objects is None else objects_state(objects)
 
-    def render(self, ruleset: Ruleset) -> State:
+    def render(self, ruleset: Ruleset) -> Desired:
+        # The lines are for the diff and for people; apply writes the JSON objects, which the
+        # Plan carries along (Desired.payload).
         objects = table_objects(ruleset)
-        state = objects_state(objects)
-        # apply() receives the Plan, which carries lines, not JSON: keep the batch it came from.
-        self._batches[hash(tuple(sorted(state.items())))] = objects
-        return state
+        return Desired(objects_state(objects), objects)
 
-    def _objects_for(self, plan: Plan) -> Batch:
-        objects = self._batches.get(hash(tuple(sorted(plan.desired.items()))))
+    def snapshot(self) -> Desired:
+        objects = self._list_table()
+        self._seen = None if objects is None else [o["set"]["name"] for o in objects
+                                                   if "set" in o]
+        self._seen_fresh = True
         if objects is None:
-            raise BackendError("internal: apply() got a plan this backend did not render")
-        return objects
+            return Desired({}, writable_objects([]))
+        return Desired(objects_state(objects), writable_objects(objects))
+
+    @staticmethod
+    def _objects_for(plan: Plan) -> Batch:
+        if not isinstance(plan.payload, list):
+            raise BackendError("internal: the plan carries no nftables objects to write (a "
+                               "plan for this backend comes from its render() or snapshot())")
+        return plan.payload
 
     def _kernel_sets(self) -> tuple[bool, list[str]]:
         """(the table exists, its set names): from the last read, else asked now."""

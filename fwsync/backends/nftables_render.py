@@ -359,6 +359,23 @@ def table_objects(ruleset: Ruleset) -> Batch:
     return objects
 
 
+def writable_objects(listed: Batch) -> Batch:
+    """The table as the kernel lists it (`list table`, without its table object) → objects an
+    apply writes back as they were: what table_objects would have rendered for them. Handles
+    go, and so does the traffic's per-source state in a limit's set."""
+    objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}]
+    for obj in listed:
+        ((kind, body),) = obj.items()
+        if kind not in ("set", "chain", "rule"):
+            continue
+        body = {k: v for k, v in body.items() if k != "handle"}
+        if kind == "set" and _is_meter({"set": body}):
+            body.pop("elem", None)
+            body["flags"] = [f for f in body.get("flags", []) if f != "dynamic"]
+        objects.append({kind: body})
+    return objects
+
+
 def _content_name(definition: dict[str, Any]) -> str:
     content = json.dumps({k: v for k, v in definition.items() if k != "name"}, sort_keys=True)
     return f"{definition['name']}_{hashlib.sha256(content.encode()).hexdigest()[:8]}"

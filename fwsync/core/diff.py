@@ -26,11 +26,23 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Desired:
+    """What a backend is to write: its objects as lines (what the diff compares and people read)
+    and, when the lines alone are not what the backend writes, its own encoding of the very same
+    objects (nftables: the table's JSON objects). A Plan carries both, so a backend can apply
+    any plan it is handed, whoever rendered it, with no memory of its own renders."""
+
+    state: State
+    payload: object = None
+
+
+@dataclass(frozen=True)
 class Plan:
     backend: str
     changes: tuple[Change, ...]
     notes: tuple[str, ...] = ()
     desired: State = field(default_factory=dict, compare=False, repr=False)
+    payload: object = field(default=None, compare=False, repr=False)  # see Desired
 
     @property
     def empty(self) -> bool:
@@ -68,7 +80,11 @@ def _sorted_unique(lines: tuple[str, ...]) -> bool:
     return all(a < b for a, b in itertools.pairwise(lines))
 
 
-def diff(backend: str, desired: State, current: State, notes: tuple[str, ...] = ()) -> Plan:
+def diff(backend: str, desired: State | Desired, current: State,
+         notes: tuple[str, ...] = ()) -> Plan:
+    payload = desired.payload if isinstance(desired, Desired) else None
+    if isinstance(desired, Desired):
+        desired = desired.state
     changes: list[Change] = []
     for key in sorted(desired.keys() | current.keys()):
         want, have = desired.get(key), current.get(key)
@@ -80,4 +96,5 @@ def diff(backend: str, desired: State, current: State, notes: tuple[str, ...] = 
         elif want != have:
             added, removed = diff_lines(want, have)
             changes.append(Change(key=key, op="update", added=added, removed=removed))
-    return Plan(backend=backend, changes=tuple(changes), notes=notes, desired=dict(desired))
+    return Plan(backend=backend, changes=tuple(changes), notes=notes, desired=dict(desired),
+                payload=payload)

@@ -25,6 +25,9 @@ class Enforced:
     # The policy it was built from; None when it was found in the kernel at start and the rules
     # on disk were invalid (then it can be restored, but not rebuilt for new containers).
     policy: Policy | None
+    # The backend's own encoding of `desired` (Desired.payload), for writing it back when there
+    # is no policy to rebuild it from.
+    payload: object = None
 
 
 def drifted(enforced: Enforced) -> tuple[str, ...]:

@@ -21,14 +21,20 @@ from typing import Any, Literal
 
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
-from fwsync.core.build import build_ruleset
-from fwsync.core.diff import Plan, State, diff
+from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.observed import DockerState
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import Enforced, drifted
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import observe_docker
-from fwsync.reconcile import RulesInvalid, apply_planned, make_plan, select_backend
+from fwsync.reconcile import (
+    RulesInvalid,
+    apply_planned,
+    make_plan,
+    plan_policy,
+    restore_plan,
+    select_backend,
+)
 
 log = logging.getLogger("fwsync.daemon")
 
@@ -230,18 +236,19 @@ class Reconciler:
                            diagnostics=diagnostics, docker_error=self.docker_error,
                            notes=("no valid rules yet: nothing is enforced",), **base)
         backend = enforced.backend
-        current = backend.read()
+        # The same pipeline as valid rules take (reconcile.py), fed the last good policy, or
+        # what the kernel held at start when there never was one.
         if enforced.policy is not None:
-            built = build_ruleset(enforced.policy, docker)
-            desired = backend.render(built.ruleset)
+            plan = plan_policy(enforced.policy, docker, backend).plan
             policy = "last good rules"
         else:
-            desired, policy = enforced.desired, "kernel"
-        plan = diff(backend.name, desired, current)
+            plan = restore_plan(backend, Desired(enforced.desired, enforced.payload))
+            policy = "kernel"
         if not plan.empty:
             backend.apply(plan)
         enforced_at, done = time.time(), time.monotonic()
-        self.enforced = Enforced(backend, self._read_back(backend, plan), enforced.policy)
+        self.enforced = Enforced(backend, self._read_back(backend, plan), enforced.policy,
+                                 enforced.payload)
         out = self._outcome(batch, plan, backend.name, docker, policy, t0, enforced_at, done,
                             base, ())
         return replace(out, result="invalid-rules", diagnostics=diagnostics)
@@ -252,11 +259,11 @@ class Reconciler:
         try:
             backend = select_backend(self.backend) if isinstance(self.backend, str) \
                 else self.backend
-            held = backend.read()
+            held = backend.snapshot()
         except BackendError:
             return
-        if held:
-            self.enforced = Enforced(backend, held, None)
+        if held.state:
+            self.enforced = Enforced(backend, held.state, None, held.payload)
 
     def _read_back(self, backend: Backend, plan: Plan) -> State:
         """What the kernel holds now. It should equal plan.desired; if it does not (a kernel

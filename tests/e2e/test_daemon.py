@@ -226,6 +226,38 @@ def test_flushed_nftables_table_is_repaired_within_2s(
     assert all(r.get("backend") == "nftables" for r in d.reconciles())
 
 
+def test_nftables_table_flushed_while_the_rules_are_invalid_is_repaired(
+        dlab: DockerLab, tmp_path: Path, daemons: StartDaemon) -> None:
+    """Started on invalid rules, the daemon keeps what the kernel holds and puts it back when
+    it drifts: with nftables too, whose apply writes JSON objects that no rules file gave it
+    this time (they come from the kernel's own listing). The office, which the last good policy
+    keeps off port 6000, must stay off it after the table was flushed."""
+    dlab.run_web("web-1", {"80/tcp": 6000, "81/tcp": 7000})
+    rules = write_rules(tmp_path, "default deny incoming\ndefine office 198.51.100.0/25\n"
+                                  "allow from $office to any port 7000 proto tcp\n")
+    fwsync_ok(dlab, "apply", "--backend", "nftables", rules=rules)
+    assert dlab.trusted.probe(6000) == "filtered" and dlab.trusted.probe(7000) == "open"
+
+    def table() -> str:
+        res = dlab.host.run(["nft", "list", "table", "inet", "fwsync"], check=False)
+        return res.stdout if res.returncode == 0 else ""
+    held = table()
+    (rules / "10-test.rules").write_text("allow from $nowhere to any port 6000\n")
+    d = daemons(dlab, rules, "--backend", "nftables")
+    start = d.reconciles()[0]
+    assert start["result"] == "invalid-rules" and start["policy"] == "kernel", start
+    before = len(d.reconciles())
+    dlab.host.run(["nft", "flush", "table", "inet", "fwsync"])
+    took = seconds_until(lambda: table() == held, REQUIRED, "the flushed table put back")
+    assert took <= REQUIRED, f"repaired after {took:.2f} s"
+    repair = d.wait_reconcile(lambda r: bool(r.get("drift")), after=before)
+    assert repair["result"] == "invalid-rules" and repair["policy"] == "kernel", repair
+    assert "error" not in repair, repair
+    assert dlab.trusted.probe(6000) == "filtered", "the office stays off 6000"
+    assert dlab.trusted.probe(7000) == "open" and dlab.attacker.probe(7000) == "filtered"
+    assert not [r for r in d.reconciles() if r["result"] == "error"], d.tail()
+
+
 def test_dockerd_killed_and_restarted_policy_enforced_again(
         make_docker_lab: Callable[..., DockerLab], tmp_path: Path,
         daemons: StartDaemon) -> None:

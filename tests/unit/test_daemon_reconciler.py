@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fwsync.backends.base import BackendError
-from fwsync.core.diff import Plan, State
+from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
@@ -19,8 +19,14 @@ from fwsync.daemon.loop import Reconciler
 pytestmark = pytest.mark.unit
 
 
+def _encoding(state: State) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple(sorted(state.items()))
+
+
 class MemoryBackend:
-    """A kernel in a dict; render is one object per rule and one for the published ports."""
+    """A kernel in a dict; render is one object per rule and one for the published ports.
+    Like the nftables backend, it writes its own encoding of the objects (the plan's payload),
+    not their lines: a plan without that encoding, or with one of other objects, fails."""
 
     name = "memory"
 
@@ -35,11 +41,15 @@ class MemoryBackend:
     def read(self) -> State:
         return dict(self.kernel)
 
-    def render(self, ruleset: Ruleset) -> State:
+    def render(self, ruleset: Ruleset) -> Desired:
         lines = tuple(f"{r.action} {r.match.saddr or r.match.sset or 'any'} "
                       f"{r.match.dport.low if r.match.dport else '*'}"
                       for r in ruleset.for_family(4))
-        return {"chain": (*lines, f"default {ruleset.default}"), "jump": ("entry",)}
+        state = {"chain": (*lines, f"default {ruleset.default}"), "jump": ("entry",)}
+        return Desired(state, _encoding(state))
+
+    def snapshot(self) -> Desired:
+        return Desired(dict(self.kernel), _encoding(self.kernel))
 
     def check(self, plan: Plan) -> None:
         return None
@@ -47,8 +57,10 @@ class MemoryBackend:
     def apply(self, plan: Plan) -> None:
         if self.fail:
             raise BackendError(self.fail)
+        if plan.payload != _encoding(plan.desired):
+            raise BackendError("internal: the plan carries no objects of this backend to write")
         self.applies += 1
-        self.kernel = dict(plan.desired)
+        self.kernel = dict(plan.payload)
 
     def remove(self) -> State:
         before, self.kernel = self.kernel, {}

@@ -7,9 +7,14 @@ APT_PKGS := nftables iptables ipset iproute2 conntrack ufw busybox-static docker
             python3 python3-venv python3-nftables pipx git
 STAMP    := $(VENV)/.installed
 
-.PHONY: install test test-unit demo lint bench clean
+.PHONY: install engines test test-unit demo lint bench clean
 
 install: $(STAMP)
+
+# The Docker engines the e2e and scenario layers run besides the machine's 20.10 (26.1, 28.5),
+# unpacked from Debian's archive into /var/cache/fwsync-engines; a no-op once they are there.
+engines:
+	$(SYSPY) tools/fetch-engines
 
 $(STAMP): pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -22,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+test: install engines
 	$(PY) -m pytest tests
 
 test-unit: install
@@ -32,7 +37,7 @@ demo: install
 	$(PY) demo/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check fwsync tests demo bench
+	$(VENV)/bin/ruff check fwsync tests demo bench tools/fetch-engines
 	$(VENV)/bin/mypy
 
 bench: install

@@ -1,6 +1,10 @@
 """Fixtures for the kernel and e2e tests. Nothing here runs at import or collection time, so
 `pytest tests/unit` works without root; each lab fixture first calls `require`, which skips
-(or, under CI=true, fails) when the machine can't run it."""
+(or, under CI=true, fails) when the machine can't run it.
+
+Every test that runs a dockerd (through the fixtures below or the `engine` fixture) runs once per
+selected Docker engine, named in its id: `test_x[docker-28.5]`. Select with `--engine NAME`
+(repeatable, comma-separated, or `all`) or FWSYNC_ENGINE; the default is the machine's 20.10."""
 
 from __future__ import annotations
 
@@ -9,9 +13,42 @@ from typing import Any
 
 import pytest
 
+from tests import engines
+from tests.engines import Engine
 from tests.lab import DOCKER_TOOLS, DockerLab, KernelLab, Variant, kernel_tools, require
 
 VARIANTS: tuple[Variant, ...] = ("nft", "legacy")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine", action="append", default=None, metavar="NAME",
+        help="Docker engine(s) for the tests that run a dockerd: "
+             f"{', '.join(engines.ENGINES)} or all; repeatable (default: $FWSYNC_ENGINE, else "
+             f"{engines.DEFAULT_ENGINE}). Fetched ones come from tools/fetch-engines.")
+
+
+def selected_engines(config: pytest.Config) -> list[Engine]:
+    try:
+        return engines.select(config.getoption("--engine"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Module scope: a module's shared dockerd (docker_lab) is made once per engine, and pytest
+    # orders the tests so each engine's lab is up only while its tests run.
+    if "engine" in metafunc.fixturenames:
+        chosen = selected_engines(metafunc.config)
+        metafunc.parametrize("engine", chosen, ids=[e.test_id for e in chosen],
+                             indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The Docker engine this test runs against (parametrized by pytest_generate_tests)."""
+    eng: Engine = request.param
+    return eng
 
 
 def _cleanup_checked(lab: KernelLab | DockerLab) -> None:
@@ -53,14 +90,15 @@ def make_kernel_lab() -> Iterator[Callable[..., KernelLab]]:
 
 
 @pytest.fixture
-def make_docker_lab() -> Iterator[Callable[..., DockerLab]]:
-    """Factory for a private DockerLab (for tests that enable ufw, restart dockerd, or otherwise
-    change the host in ways later tests should not see), e.g. make_docker_lab(ipv6=True)."""
+def make_docker_lab(engine: Engine) -> Iterator[Callable[..., DockerLab]]:
+    """Factory for a private DockerLab of the test's engine (for tests that enable ufw, restart
+    dockerd, or otherwise change the host in ways later tests should not see), e.g.
+    make_docker_lab(ipv6=True)."""
     labs: list[DockerLab] = []
 
     def make(**kwargs: Any) -> DockerLab:
-        require(*DOCKER_TOOLS)
-        lab = DockerLab(**kwargs).start()
+        require(*DOCKER_TOOLS, engine=engine)
+        lab = DockerLab(engine=engine, **kwargs).start()
         labs.append(lab)
         return lab
 
@@ -71,9 +109,9 @@ def make_docker_lab() -> Iterator[Callable[..., DockerLab]]:
             _cleanup_checked(lab)
 
 
-def _module_docker_lab(**kwargs: Any) -> Iterator[DockerLab]:
-    require(*DOCKER_TOOLS)
-    lab = DockerLab(**kwargs).start()
+def _module_docker_lab(engine: Engine, **kwargs: Any) -> Iterator[DockerLab]:
+    require(*DOCKER_TOOLS, engine=engine)
+    lab = DockerLab(engine=engine, **kwargs).start()
     try:
         yield lab
     finally:
@@ -81,16 +119,16 @@ def _module_docker_lab(**kwargs: Any) -> Iterator[DockerLab]:
 
 
 @pytest.fixture(scope="module")
-def docker_lab() -> Iterator[DockerLab]:
+def docker_lab(engine: Engine) -> Iterator[DockerLab]:
     """One real dockerd (IPv4 only) shared by the tests of a module. Prefer `dlab`, which also
     removes the containers each test made."""
-    yield from _module_docker_lab()
+    yield from _module_docker_lab(engine)
 
 
 @pytest.fixture(scope="module")
-def docker_lab_v6() -> Iterator[DockerLab]:
+def docker_lab_v6(engine: Engine) -> Iterator[DockerLab]:
     """Like docker_lab, with --ipv6 --ip6tables (containers in 2001:db8:d0c::/64)."""
-    yield from _module_docker_lab(ipv6=True)
+    yield from _module_docker_lab(engine, ipv6=True)
 
 
 def _per_test(lab: DockerLab) -> Iterator[DockerLab]:

@@ -10,7 +10,8 @@ firewall or addresses, and only documentation addresses are used:
 
 `KernelLab` fakes the container and Docker's rules (fast, no dockerd); `DockerLab` runs a real
 dockerd inside HOST (started with `nsenter --net`: `ip netns exec` remounts /sys, and
-dockerd then fails with "Devices cgroup isn't mounted").
+dockerd then fails with "Devices cgroup isn't mounted"): the machine's own (Debian 12's 20.10)
+or one of the engines tools/fetch-engines unpacks (tests/engines.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
+
+from tests.engines import Engine, default_engine, engine
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -102,10 +105,18 @@ DOCKER_TOOLS = ("dockerd", "containerd", "runc", "setsid", "ldd", "busybox", "uf
                 "ip6tables", "iptables-save", "nft", "ipset", "umount")
 
 
-def require(*tools: str) -> None:
+def engine_problems(eng: Engine) -> list[str]:
+    """What stops a DockerLab of this engine here: empty when it can run."""
+    if not eng.is_fetched():
+        return [f"Docker {eng.name} is not fetched (run tools/fetch-engines)"]
+    return []
+
+
+def require(*tools: str, engine: Engine | None = None) -> None:
     """The one gate of every kernel/e2e test: skip with the reason outside CI, fail loudly in CI
-    (a skipped test would let a broken CI machine pass). Outside pytest, raise LabUnavailable."""
-    problems = missing(*tools)
+    (a skipped test would let a broken CI machine pass). Outside pytest, raise LabUnavailable.
+    With an engine: it must be fetched too."""
+    problems = missing(*tools) + (engine_problems(engine) if engine is not None else [])
     if not problems:
         return
     msg = "test bed unavailable: " + "; ".join(problems)
@@ -673,12 +684,18 @@ PortSpec = int | tuple[str, int] | None
 
 
 class DockerLab(_Topology):
-    """A real dockerd 20.10 in HOST, with trusted and attacker neighbours."""
+    """A real dockerd in HOST, with trusted and attacker neighbours. `engine` picks which Docker
+    (tests/engines.py; default: FWSYNC_ENGINE, else the machine's 20.10): a fetched engine's
+    bin/ goes first on PATH for dockerd and everything it starts, and the daemon must report
+    that version or the lab refuses to start."""
 
     def __init__(self, *, ipv6: bool = False, import_image: bool = True,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), engine: Engine | str | None = None) -> None:
+        # Resolved before the directory is made: an unknown name raises with nothing to undo.
+        self.engine = _engine(engine)
         super().__init__()
         self.ipv6, self.import_image, self.extra_args = ipv6, import_image, tuple(extra_args)
+        self.version = ""  # what the running dockerd reports (GET /version), e.g. "28.5.2"
         self.containers: list[str] = []  # names run_web created
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -705,9 +722,20 @@ class DockerLab(_Topology):
             raise LabError("dockerd is not running")
         return self._client
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment dockerd runs in: the engine's programs first on PATH."""
+        bin_dir = self.engine.bin_dir()
+        if bin_dir is None:
+            return dict(_ENV)
+        return {**_ENV, "PATH": f"{bin_dir}:{_ENV['PATH']}"}
+
     def start(self) -> Self:
         t0 = time.monotonic()
         try:
+            problems = engine_problems(self.engine)
+            if problems:
+                raise LabUnavailable("; ".join(problems))
             self._build_topology()
             # A fresh namespace inherits ip_forward from the root one: 0 makes dockerd turn it on
             # and set FORWARD DROP, as on a real host.
@@ -734,17 +762,20 @@ class DockerLab(_Topology):
             argv += ["--ipv6", "--fixed-cidr-v6", CTR_NET_V6, "--experimental", "--ip6tables"]
         return argv + list(self.extra_args)
 
-    def start_dockerd(self, timeout: float = 30.0) -> None:
+    def start_dockerd(self, timeout: float | None = None) -> None:
+        """Start dockerd and wait until it answers (the engine's start_timeout by default: 28.5
+        with restart=always containers takes far longer than 20.10), then check its version."""
         import docker
         from docker.errors import DockerException
         from requests.exceptions import RequestException
 
         if self._proc is not None:
             raise LabError("dockerd already running")
+        timeout = self.engine.start_timeout if timeout is None else timeout
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self._proc = self.host.spawn(["setsid", *self.dockerd_argv()], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, env=self.env)
         self.started_pids.append(self._proc.pid)
         deadline = t0 + timeout
         while True:
@@ -768,10 +799,18 @@ class DockerLab(_Topology):
         self._pid = int((self.dir / "docker.pid").read_text().strip())
         key = "dockerd_restart" if "dockerd_start" in self.timings else "dockerd_start"
         self.timings[key] = time.monotonic() - t0
+        # `docker version`'s server line: a wrong engine on PATH must fail loudly, not test
+        # something else under this engine's name.
+        self.version = str(client.version().get("Version", ""))
+        if not self.engine.matches(self.version):
+            self.stop_dockerd()
+            raise LabError(f"dockerd reports version {self.version!r}, but this lab runs Docker "
+                           f"{self.engine.name} (PATH for it: {self.env['PATH']})")
 
-    def stop_dockerd(self, timeout: float = 30.0) -> None:
+    def stop_dockerd(self, timeout: float | None = None) -> None:
         """SIGTERM dockerd by its pid, wait for it to exit (containers without a restart policy
-        are stopped by it, as on a real host)."""
+        are stopped by it, as on a real host). 28.5 can take its full 15 s shutdown timeout."""
+        timeout = self.engine.stop_timeout if timeout is None else timeout
         t0 = time.monotonic()
         if self._client is not None:
             self._client.close()
@@ -910,12 +949,15 @@ def run_fwsync(lab_or_ns: Lab | NsLike, *args: str, rules: Path | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m fwsync ARGS` inside HOST. DOCKER_HOST points at the lab's dockerd (a KernelLab
     gets a socket that never exists, so the machine's own dockerd is never consulted), and the
-    lock file lives in the lab's directory so parallel labs don't share /run/fwsync.lock."""
+    lock and daemon state files live in the lab's directory so parallel labs share neither."""
     full = {**os.environ, "PATH": _ENV["PATH"]}  # read now: tests may set FWSYNC_* variables
     if isinstance(lab_or_ns, KernelLab | DockerLab):
         ns = lab_or_ns.host
         full["DOCKER_HOST"] = lab_or_ns.docker_host
         full["FWSYNC_LOCK_FILE"] = str(lab_or_ns.dir / "fwsync.lock")
+        # The daemon's state file too: /run/fwsync/daemon.json is one per machine, and `status`
+        # in this lab must not report another lab's (or the machine's) daemon.
+        full["FWSYNC_DAEMON_STATE"] = str(lab_or_ns.dir / "daemon.json")
     else:
         ns = _ns(lab_or_ns)
     if rules is not None:
@@ -962,3 +1004,9 @@ def ruleset_snapshot(ns: Lab | NsLike, variant: Variant = "nft") -> str:
 
 def netns_names() -> list[str]:
     return [line.split()[0] for line in _run(["ip", "netns", "list"]).stdout.splitlines() if line]
+
+
+def _engine(eng: Engine | str | None) -> Engine:
+    if isinstance(eng, Engine):
+        return eng
+    return default_engine() if eng is None else engine(eng)

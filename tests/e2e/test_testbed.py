@@ -1,5 +1,6 @@
-"""The DockerLab reproduces reality with a real dockerd 20.10, without fwsync: the gotcha fwsync
-exists to fix, IPv6 publishing, restarts, and a cleanup that leaves nothing behind."""
+"""The DockerLab reproduces reality with a real dockerd of each engine, without fwsync: the
+gotcha fwsync exists to fix, the chains each engine writes, IPv6 publishing, restarts, and a
+cleanup that leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import Engine
 from tests.lab import (
     ATTACKER_V4,
     DOCKER_TOOLS,
@@ -50,7 +52,11 @@ def test_rules_docker_wrote(dlab: DockerLab) -> None:
     lab = dlab
     lab.run_web("web-rules", {"80/tcp": 5432})
     v4 = lab.host.run(["iptables-save"]).stdout
-    assert ":FORWARD DROP" in v4 and "-A FORWARD -j DOCKER-USER" in v4
+    assert ":FORWARD DROP" in v4 and _forward(v4)[0] == "-A FORWARD -j DOCKER-USER"
+    if lab.engine.docker_forward_chain:  # 28.0.1+: Docker's own FORWARD rules moved out
+        assert _forward(v4) == ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-FORWARD"]
+    else:
+        assert "DOCKER-FORWARD" not in v4 and "-A FORWARD -j DOCKER-ISOLATION-STAGE-1" in v4
     assert "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 5432 -j DNAT --to-destination " \
            "198.51.100.130:80" in v4
     assert lab.host.sysctl("net.ipv4.ip_forward") == "1"  # dockerd turned it on
@@ -71,7 +77,11 @@ def test_containers_of_previous_test_are_gone(dlab: DockerLab) -> None:
     assert not names & {"web-rules", "web-all", "web-local"}
 
 
-def test_ipv6_published_and_no_docker_user_in_2010(dlab_v6: DockerLab) -> None:
+def _forward(save: str) -> list[str]:
+    return [line for line in save.splitlines() if line.startswith("-A FORWARD ")]
+
+
+def test_ipv6_published_and_docker_user_per_engine(dlab_v6: DockerLab) -> None:
     lab = dlab_v6
     lab.run_web("web-v6", {"80/tcp": 5432})
     for peer in lab.peers:
@@ -79,7 +89,10 @@ def test_ipv6_published_and_no_docker_user_in_2010(dlab_v6: DockerLab) -> None:
         assert probe_many(peer, [(peer.host_v4, 5432), (peer.host_v6, 5432)]) == ["open"] * 2
     v6 = lab.host.run(["ip6tables-save"]).stdout
     assert "--to-destination [2001:db8:d0c::" in v6
-    assert "DOCKER-USER" not in v6  # 20.10 only hooks DOCKER-USER into IPv4's FORWARD
+    if lab.engine.ip6_docker_user:  # 23.0+: IPv6's FORWARD starts with DOCKER-USER, as IPv4's
+        assert _forward(v6)[0] == "-A FORWARD -j DOCKER-USER"
+    else:  # 20.10 only hooks DOCKER-USER into IPv4's FORWARD
+        assert "DOCKER-USER" not in v6
 
 
 def test_dockerd_restart_keeps_restart_policy_containers(dlab: DockerLab) -> None:
@@ -97,11 +110,11 @@ def test_dockerd_restart_keeps_restart_policy_containers(dlab: DockerLab) -> Non
     assert probe_many(a, [(a.host_v4, 5433)]) == ["closed"]
 
 
-def test_cleanup_leaves_nothing() -> None:
-    require(*DOCKER_TOOLS)
+def test_cleanup_leaves_nothing(engine: Engine) -> None:
+    require(*DOCKER_TOOLS, engine=engine)
     root_before = subprocess.run(["nft", "-s", "list", "ruleset"], capture_output=True,
                                  text=True, check=True).stdout
-    lab = DockerLab().start()
+    lab = DockerLab(engine=engine).start()
     try:
         lab.enable_ufw()
         lab.run_web("web-cleanup", {"80/tcp": 5432}, restart_policy="always")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.engines import Engine
 from tests.lab import DOCKER_TOOLS, DockerLab, require
 from tests.scenarios.lab_world import LabWorld
 from tests.scenarios.runner import run_one
@@ -20,9 +21,9 @@ LAB_SCENARIOS = [s for s in SCENARIOS if s.needs <= LabWorld.capabilities]
 
 
 @pytest.fixture(scope="module")
-def lab_world() -> Iterator[LabWorld]:
-    require(*DOCKER_TOOLS)
-    lab = DockerLab(ipv6=True).start()
+def lab_world(engine: Engine) -> Iterator[LabWorld]:
+    require(*DOCKER_TOOLS, engine=engine)
+    lab = DockerLab(ipv6=True, engine=engine).start()
     world = LabWorld(lab, REPO_RULES)
     try:
         lab.enable_ufw()

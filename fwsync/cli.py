@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fwsync import lock
-from fwsync.backends.base import BackendError
-from fwsync.core.diff import diff
-from fwsync.present import plan_json, plan_text, status_json, status_text
-from fwsync.reconcile import Planned, RulesInvalid, all_backends, apply_planned, make_plan
-from fwsync.rules.load import load_rules
+# Each command imports what it needs when it runs: `fwsync check` (the pre-commit hook) reads
+# rules and needs neither the backends nor Docker's SDK nor the daemon. Start-up is measured
+# by `make bench`.
+if TYPE_CHECKING:
+    from fwsync.reconcile import Planned, RulesInvalid
 
 app = typer.Typer(
     add_completion=True,
@@ -80,6 +78,9 @@ def _print_diagnostics(exc: RulesInvalid) -> NoReturn:
 
 
 def _plan(rules: Path, backend: BackendName) -> Planned:
+    from fwsync.backends.base import BackendError
+    from fwsync.reconcile import RulesInvalid, make_plan
+
     try:
         return make_plan(rules, backend.value)
     except RulesInvalid as exc:
@@ -89,6 +90,8 @@ def _plan(rules: Path, backend: BackendName) -> Planned:
 
 
 def _emit_json(data: dict[str, Any]) -> None:
+    import json
+
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
@@ -100,11 +103,13 @@ def check(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Parse and validate rules; print FILE:LINE:COL: error|warning: ... per problem."""
+    from fwsync.rules.load import load_rules
+
     path = rules_arg or rules
     result = load_rules(path)
     if fmt is Format.json:
         _emit_json({"valid": result.ok,
-                    "diagnostics": [d.model_dump() for d in result.diagnostics]})
+                    "diagnostics": [d.as_dict() for d in result.diagnostics]})
     else:
         for d in result.diagnostics:
             typer.echo(_style(str(d), "red" if d.severity == "error" else "yellow"))
@@ -125,6 +130,9 @@ def plan(
     ] = False,
 ) -> None:
     """Show what `apply` would change in the kernel."""
+    from fwsync.backends.base import BackendError
+    from fwsync.present import plan_json, plan_text
+
     planned = _plan(rules, backend)
     if not planned.plan.empty:
         try:
@@ -147,6 +155,12 @@ def apply(
                                                           "is not a terminal).")] = False,
 ) -> None:
     """Make the kernel match the rules, in one transaction per address family."""
+    from fwsync import lock
+    from fwsync.backends.base import BackendError
+    from fwsync.core.diff import diff
+    from fwsync.present import plan_text
+    from fwsync.reconcile import apply_planned
+
     try:
         with lock.exclusive():
             planned = _plan(rules, backend)
@@ -175,6 +189,8 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """What is enforced now: each published port, who may reach it, which rule decides."""
+    from fwsync.present import status_json, status_text
+
     planned = _plan(rules, backend)
     chosen = planned.backend
     current = chosen.read()
@@ -229,7 +245,7 @@ def explain(
     from fwsync.core.explain import explain as explain_connection
     from fwsync.observe.docker import observe_docker
     from fwsync.present_report import explain_json, explain_text
-    from fwsync.reconcile import load_policy
+    from fwsync.reconcile import RulesInvalid, load_policy
 
     try:
         conn = parse_connection(source, hostport, to)
@@ -250,6 +266,10 @@ def explain(
 @app.command()
 def remove(backend: BackendOpt = BackendName.auto) -> None:
     """Take out everything fwsync put in the kernel, and nothing else (`auto`: every backend's)."""
+    from fwsync import lock
+    from fwsync.backends.base import BackendError
+    from fwsync.reconcile import all_backends
+
     removed: dict[str, tuple[str, ...]] = {}
     targets = [b for b in all_backends() if backend is BackendName.auto or b.name == backend.value]
     try:

@@ -70,7 +70,7 @@ def plan_json(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = ()) -> d
         ],
         "summary": plan.counts,
         "notes": list(plan.notes),
-        "warnings": [w.model_dump() for w in warnings],
+        "warnings": [w.as_dict() for w in warnings],
     }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fwsync.core.build import split_set
+from fwsync.core.build import split_cidrs
 from fwsync.core.ruleset import Family, KernelRule, Match, Ruleset
 from fwsync.rules.model import PortRange
 
@@ -261,7 +261,7 @@ def _spec_rule(spec: _Spec, n: int, sets: list[dict[str, Any]]) -> dict[str, Any
 
 
 def _disjoint(cidrs: list[str], family: Family) -> tuple[str, ...]:
-    return split_set((ipaddress.ip_network(c) for c in cidrs), family)
+    return split_cidrs(cidrs, family)
 
 
 def _port_elements(ports: list[PortRange]) -> list[Any]:

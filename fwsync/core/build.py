@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.ruleset import L4, AddrSet, Family, KernelRule, Match, Ruleset
-from fwsync.rules.model import Endpoint, Network, Policy, PortRange, Rule
+from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry
+from fwsync.rules.model import AddressSet, Endpoint, Policy, PortRange, Rule
 
 # Docker names the default bridge docker0 and every user-defined bridge network br-<id>; matching
 # those patterns (not today's list) keeps networks created after `apply` governed: fail closed.
@@ -28,18 +28,15 @@ def container_matches(pattern: str, name: str) -> bool:
     return fnmatchcase(name, pattern) if pattern.endswith("*") else name == pattern
 
 
-def split_set(networks: Iterable[Network], family: Family) -> tuple[str, ...]:
+def split_set(aset: AddressSet, family: Family) -> tuple[str, ...]:
     """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
-    nets = sorted((n for n in networks if n.version == family),
-                  key=lambda n: (int(n.network_address), n.prefixlen))
-    bounds = [(lo := int(n.network_address), lo | ((1 << (n.max_prefixlen - n.prefixlen)) - 1))
-              for n in nets]
-    if all(a[1] < b[0] for a, b in itertools.pairwise(bounds)):
-        # Already disjoint (the usual case for a big list): collapsing, which is slow for 10k
-        # networks, would only merge neighbours, and the kernel takes those as they are.
-        return tuple(str(n) for n in nets)
-    collapsed = ipaddress.collapse_addresses(nets)  # type: ignore[type-var]
-    return tuple(str(n) for n in collapsed)
+    return disjoint_entries(aset.entries, aset.spans, family)
+
+
+def split_cidrs(cidrs: Iterable[str], family: Family) -> tuple[str, ...]:
+    """split_set for CIDR texts (the sources of rules merged into one set)."""
+    pairs = [fast_entry(c) or entry_of(ipaddress.ip_network(c)) for c in cidrs]
+    return disjoint_entries((e for e, _ in pairs), (s for _, s in pairs), family)
 
 
 def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
@@ -53,7 +50,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         AddrSet(name=name, family=family, elements=elements)
         for name, aset in policy.sets.items()
         for family in FAMILIES
-        if (elements := split_set(aset.networks, family))
+        if (elements := split_set(aset, family))
     )
     set_families = {(s.name, s.family) for s in sets}
     used_sets: set[tuple[str, Family]] = set()

@@ -1,1 +1,1 @@
-"""The rules language: syntax → pydantic models (pure), and loading from disk (the only I/O)."""
+"""The rules language: syntax → typed dataclasses (pure), and loading from disk (the only I/O)."""

@@ -1,24 +1,30 @@
-"""Typed data for a parsed rule set. No behaviour beyond small, pure helpers."""
+"""Typed data for a parsed rule set. No behaviour beyond small, pure helpers.
+
+Plain frozen dataclasses: every value here is made by the parser (fwsync/rules/syntax.py), which
+has already checked each field and located every problem at its token, so a validating model
+would only check the same things again — and building pydantic's validators cost ~0.2 s at every
+start of the CLI, the pre-commit hook's `check` included.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
 
 Action = Literal["allow", "deny", "reject", "limit"]
 DefaultAction = Literal["allow", "deny", "reject"]
 Proto = Literal["tcp", "udp", "any"]
 Severity = Literal["error", "warning"]
 Network = IPv4Network | IPv6Network
+# One address-list entry as integers: (IP version, first address, prefix length).
+Span = tuple[int, int, int]
 
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Diagnostic(Frozen):
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
     """A problem found in a rules file, located at the offending token."""
 
     file: str
@@ -30,8 +36,13 @@ class Diagnostic(Frozen):
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (`check` and `plan --format json`)."""
+        return asdict(self)
 
-class Origin(Frozen):
+
+@dataclass(frozen=True, slots=True)
+class Origin:
     """Where a statement came from, and its text as the user wrote it (for messages)."""
 
     file: str
@@ -47,7 +58,8 @@ class Origin(Frozen):
         return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
 
 
-class PortRange(Frozen):
+@dataclass(frozen=True, slots=True)
+class PortRange:
     low: int
     high: int
 
@@ -58,7 +70,8 @@ class PortRange(Frozen):
         return self.low <= other.low and other.high <= self.high
 
 
-class Endpoint(Frozen):
+@dataclass(frozen=True, slots=True)
+class Endpoint:
     """One side of a rule. At most one of net / set / container is given; none means `any`."""
 
     net: Network | None = None
@@ -72,27 +85,48 @@ class Endpoint(Frozen):
         return self.net is None and self.set is None and self.container is None
 
 
-class Rule(Frozen):
+@dataclass(frozen=True, slots=True)
+class Rule:
     action: Action
+    origin: Origin
     iface: str | None = None  # `eth+` is a prefix, as in iptables
     proto: Proto = "any"
     src: Endpoint = Endpoint()
     dst: Endpoint = Endpoint()
     comment: str | None = None
-    origin: Origin
 
 
-class AddressSet(Frozen):
+@dataclass(frozen=True, slots=True)
+class AddressSet:
+    """A `define`d list, as written (duplicates and overlaps included; the builder merges).
+
+    Lists of 100k entries are common, so an entry is kept as text and integers, not as an
+    `ipaddress` object (~10 µs each to make): `entries` holds each one's canonical CIDR text
+    (what `str(ipaddress.ip_network(...))` gives), `spans` the same entries as integers."""
+
     name: str
-    networks: tuple[Network, ...]
+    entries: tuple[str, ...]
     origin: Origin
+    spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def of(cls, name: str, networks: Iterable[Network], origin: Origin) -> AddressSet:
+        nets = tuple(networks)
+        return cls(name=name, entries=tuple(str(n) for n in nets), origin=origin,
+                   spans=tuple((n.version, int(n.network_address), n.prefixlen) for n in nets))
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        """The entries as `ipaddress` networks (slow for big lists: for small callers)."""
+        return tuple(ipaddress.ip_network(e) for e in self.entries)
 
 
-class Policy(Frozen):
+@dataclass(frozen=True, slots=True)
+class Policy:
     default: DefaultAction = "deny"
     default_origin: Origin | None = None
     rules: tuple[Rule, ...] = ()
-    sets: dict[str, AddressSet] = {}
+    sets: dict[str, AddressSet] = field(default_factory=dict)
     protect_direct_routing: bool = True
     protect_localhost_publish: bool = True
     # The files `define NAME file PATH` read, so that whoever enforces the policy can notice

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
-from fwsync.rules.model import Diagnostic, Network, Policy, PortRange, Rule
+from fwsync.rules.addresses import span_bounds
+from fwsync.rules.model import Diagnostic, Network, Policy, PortRange, Rule, Span
 
 WHOLE: tuple[Network, ...] = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
 
@@ -46,10 +47,13 @@ class Blocks:
 
 
 def _nets(networks: Iterable[Network]) -> dict[int, Blocks]:
+    return _spans((n.version, int(n.network_address), n.prefixlen) for n in networks)
+
+
+def _spans(spans: Iterable[Span]) -> dict[int, Blocks]:
     by_family: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-    for n in networks:
-        low = int(n.network_address)  # broadcast_address is slow: 10k-entry sets are common
-        by_family[n.version].append((low, low | ((1 << (n.max_prefixlen - n.prefixlen)) - 1)))
+    for span in spans:
+        by_family[span[0]].append(span_bounds(span))
     return {f: Blocks.of(iv) for f, iv in by_family.items() if iv}
 
 
@@ -145,7 +149,7 @@ def shadowed(policy: Policy) -> list[Diagnostic]:
     covered by an earlier rule whose source is that network or a supernet of it (CIDR blocks
     nest or are disjoint), or whose source is not one network (any, a set): only those are
     compared."""
-    sets = {name: _nets(s.networks) for name, s in policy.sets.items()}
+    sets = {name: _spans(s.spans) for name, s in policy.sets.items()}
     seen: list[tuple[Rule, Space]] = []
     by_net: dict[tuple[int, int, int], list[int]] = {}  # (version, address, prefix) → seen index
     general: list[int] = []  # rules whose source is not one network

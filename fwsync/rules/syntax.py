@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal, cast
 
+from fwsync.rules.addresses import entry_of, fast_entry
 from fwsync.rules.model import (
     Action,
     AddressSet,
@@ -30,6 +31,7 @@ from fwsync.rules.model import (
     PortRange,
     Proto,
     Rule,
+    Span,
 )
 
 ACTIONS = ("allow", "deny", "reject", "limit")
@@ -258,13 +260,18 @@ def _define(s: _Statement) -> None:
         s.error(name_tok, f"set {quoted(name)} is already defined at {first}")
     else:
         s.state.set_origins[name] = s.origin
-    networks = _address_file(s) if s.accept("file") is not None else _address_items(s)
-    if valid and networks is not None:
-        s.state.sets[name] = AddressSet(name=name, networks=tuple(networks), origin=s.origin)
-        s.state.set_families[name] = frozenset(n.version for n in networks)
+    found = _address_file(s) if s.accept("file") is not None else _address_items(s)
+    if valid and found is not None:
+        entries, spans = found
+        s.state.sets[name] = AddressSet(name=name, entries=tuple(entries), origin=s.origin,
+                                        spans=tuple(spans))
+        s.state.set_families[name] = frozenset(span[0] for span in spans)
 
 
-def _address_items(s: _Statement) -> list[Network] | None:
+Entries = tuple[list[str], list[Span]]  # canonical CIDR texts, and the same as integers
+
+
+def _address_items(s: _Statement) -> Entries | None:
     networks: list[Network] = []
     valid = True
     expected = ["ADDRESS", "CIDR", "'file'"]
@@ -277,13 +284,16 @@ def _address_items(s: _Statement) -> list[Network] | None:
         else:
             networks.append(network)
         if s.peek() is None:
-            return networks if valid else None
+            if not valid:
+                return None
+            pairs = [entry_of(n) for n in networks]
+            return [e for e, _ in pairs], [span for _, span in pairs]
         if s.accept(",") is None:
             raise s.unexpected(s.peek(), ["','", END])
         expected = ["ADDRESS", "CIDR"]
 
 
-def _address_file(s: _Statement) -> list[Network] | None:
+def _address_file(s: _Statement) -> Entries | None:
     path = s.peek()
     if path is None or path.kind not in ("word", "string"):
         raise s.unexpected(path, ["PATH"])
@@ -303,9 +313,10 @@ def _address_file(s: _Statement) -> list[Network] | None:
     return _address_list(s, path, display, text)
 
 
-def _address_list(s: _Statement, path: Token, display: str, text: str) -> list[Network] | None:
+def _address_list(s: _Statement, path: Token, display: str, text: str) -> Entries | None:
     """One address or CIDR a line; problems are located in the list file itself."""
-    networks: list[Network] = []
+    entries: list[str] = []
+    spans: list[Span] = []
     problems = 0
 
     def problem(number: int, col: int, message: str) -> None:
@@ -322,11 +333,16 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> list[N
         if not items:
             continue
         col = len(body) - len(body.lstrip()) + 1
-        network = parse_network(items[0])
-        if isinstance(network, str):
-            problem(number, col, network)
-        else:
-            networks.append(network)
+        fast = fast_entry(items[0])
+        if fast is None:
+            network = parse_network(items[0])
+            if isinstance(network, str):
+                problem(number, col, network)
+            else:
+                fast = entry_of(network)
+        if fast is not None:
+            entries.append(fast[0])
+            spans.append(fast[1])
         if len(items) > 1:
             problem(number, body.index(items[1], col - 1 + len(items[0])) + 1,
                     f"unexpected {quoted(items[1])}: one address or CIDR a line")
@@ -334,7 +350,7 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> list[N
         s.state.diagnostics.append(((s.index, s.number, path.col, number + 1, 0), Diagnostic(
             file=s.file, line=s.number, col=path.col, severity="error",
             message=f"{quoted(path.value)}: {problems - MAX_LIST_ERRORS} more errors not shown")))
-    return None if problems else networks
+    return None if problems else (entries, spans)
 
 
 # ---------------------------------------------------------------- rules

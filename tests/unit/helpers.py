@@ -30,7 +30,7 @@ def rule(line: int, action: str = "allow", *, src: Endpoint | None = None,
 
 
 def aset(name: str, *nets: str) -> AddressSet:
-    return AddressSet(name=name, networks=tuple(net(n) for n in nets), origin=origin(99))
+    return AddressSet.of(name, (net(n) for n in nets), origin(99))
 
 
 def policy(*rules: Rule, default: str = "deny", sets: tuple[AddressSet, ...] = (),

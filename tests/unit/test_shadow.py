@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from itertools import product
 
 import pytest
@@ -135,11 +136,10 @@ def test_large_set_compares_in_reasonable_time():
     hosts = tuple(ipaddress.ip_network(0x0A000000 + i) for i in range(0, 200_000, 2))
     origin = Origin(file=F, line=1, text="x")
     policy = Policy(
-        sets={"big": AddressSet(name="big", networks=hosts, origin=origin)},
+        sets={"big": AddressSet.of("big", hosts, origin)},
         rules=(Rule(action="allow", src=Endpoint(net=ipaddress.ip_network("10.0.0.0/8")),
                     origin=origin),
-               Rule(action="deny", src=Endpoint(set="big"), origin=origin.model_copy(
-                   update={"line": 2}))))
+               Rule(action="deny", src=Endpoint(set="big"), origin=replace(origin, line=2))))
     assert [d.line for d in shadowed(policy)] == [2]
 
 
@@ -235,8 +235,8 @@ def rules(draw, line: int) -> Rule:
         action="allow",
         iface=draw(st.sampled_from([None, "eth0", "eth+", "eth1", "wlan+"])),
         proto=draw(st.sampled_from(["tcp", "udp", "any"])),
-        src=draw(sources).model_copy(update={"ports": draw(port_lists)}),
-        dst=draw(destinations).model_copy(update={"ports": draw(port_lists)}),
+        src=replace(draw(sources), ports=draw(port_lists)),
+        dst=replace(draw(destinations), ports=draw(port_lists)),
         origin=Origin(file=F, line=line, text=f"rule {line}"))
 
 
@@ -247,8 +247,8 @@ def pairs(draw) -> tuple[Rule, Rule]:
     if draw(st.booleans()):
         return first, other
     changed = draw(st.sampled_from(["iface", "proto", "src", "dst"]))
-    return first, first.model_copy(update={changed: getattr(other, changed),
-                                           "origin": other.origin})
+    return first, replace(first, **{changed: getattr(other, changed)},  # type: ignore[arg-type]
+                          origin=other.origin)
 
 
 @settings(max_examples=300, deadline=None)
@@ -257,8 +257,8 @@ def test_a_warning_is_only_given_when_the_earlier_rule_matches_all_the_later_one
     first, second = pair
     origin = Origin(file=F, line=0, text="define")
     policy = Policy(rules=pair, sets={
-        name: AddressSet(name=name, networks=tuple(ipaddress.ip_network(n) for n in nets),
-                         origin=origin) for name, nets in SETS.items()})
+        name: AddressSet.of(name, (ipaddress.ip_network(n) for n in nets), origin)
+        for name, nets in SETS.items()})
     sets = {name: s.networks for name, s in policy.sets.items()}
     if shadowed(policy):
         later = [pt for pt in POINTS if matches(second, pt, sets)]
@@ -269,9 +269,9 @@ def test_a_warning_is_only_given_when_the_earlier_rule_matches_all_the_later_one
 @given(rules(1))
 def test_a_repeated_rule_is_reported_unless_it_matches_nothing(rule):
     origin = Origin(file=F, line=0, text="define")
-    sets = {name: AddressSet(name=name, networks=tuple(ipaddress.ip_network(n) for n in nets),
-                             origin=origin) for name, nets in SETS.items()}
-    again = rule.model_copy(update={"origin": Origin(file=F, line=2, text="again")})
+    sets = {name: AddressSet.of(name, (ipaddress.ip_network(n) for n in nets), origin)
+            for name, nets in SETS.items()}
+    again = replace(rule, origin=Origin(file=F, line=2, text="again"))
     got = shadowed(Policy(rules=(rule, again), sets=sets))
     nets = {name: s.networks for name, s in sets.items()}
     assert bool(got) == any(matches(rule, pt, nets) for pt in POINTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -104,9 +105,8 @@ def test_spec_example_parses_to_the_expected_policy():
                  dst=Endpoint(container="metrics-*", ports=p(9100)),
                  origin=at(8, "allow from 198.51.100.10 to container metrics-* port 9100")),
         ),
-        sets={"office": AddressSet(name="office", networks=(net("198.51.100.0/24"),
-                                                            net("2001:db8:1::/64")),
-                                   origin=office)},
+        sets={"office": AddressSet.of("office", (net("198.51.100.0/24"),
+                                                 net("2001:db8:1::/64")), office)},
         protect_direct_routing=True,
         protect_localhost_publish=True,
     )
@@ -199,7 +199,7 @@ def test_full_form(text, fields):
 def test_spec_order_with_proto_last_equals_proto_first():
     a = one("allow from 198.51.100.1 to any port 5432 proto tcp")
     b = one("allow proto tcp from 198.51.100.1 to any port 5432")
-    assert a.model_copy(update={"origin": b.origin}) == b
+    assert replace(a, origin=b.origin) == b
 
 
 def test_set_source():
@@ -520,7 +520,7 @@ def test_crlf_and_bom_are_tolerated():
 def test_parse_result_ok_ignores_warnings():
     warning = Diagnostic(file=F, line=1, col=1, severity="warning", message="w")
     assert ParseResult(policy=Policy(), diagnostics=(warning,)).ok
-    error = warning.model_copy(update={"severity": "error"})
+    error = replace(warning, severity="error")
     assert not ParseResult(policy=None, diagnostics=(warning, error)).ok
 
 

@@ -193,15 +193,18 @@ def status(
 
     planned = _plan(rules, backend)
     chosen = planned.backend
-    current = chosen.read()
-    # What makes packets reach fwsync's rules: iptables' jump from DOCKER-USER/FORWARD, or
-    # nftables' base chain (its first line says which hook it is registered on).
-    jumps = [k for k, lines in current.items()
-             if k.endswith(" jump") or (lines and lines[0].startswith("hook "))]
-    if current and jumps:
+    try:
+        current = chosen.read()
+        # Yes only when new connections reach fwsync's rules before anything else can accept
+        # them, in every family (fwsync.core.enforcing, from the kernel's own chains).
+        reach = chosen.enforcement()
+    except BackendError as exc:
+        _fail(str(exc))
+    if current and reach.enforcing:
         enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
     elif current:
-        enforced = "NO: fwsync's chains exist but nothing jumps to them — run `fwsync apply`"
+        enforced = (f"NO: packets bypass fwsync's rules ({'; '.join(reach.problems)}) — "
+                    "run `fwsync apply`")
     else:
         enforced = "no — fwsync has not been applied on this host (run `fwsync apply`)"
     in_sync = planned.plan.empty

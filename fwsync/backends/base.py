@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from fwsync.core.diff import Desired, Plan, State
+from fwsync.core.enforcing import Enforcement
 from fwsync.core.ruleset import Ruleset
 
 
@@ -21,6 +22,11 @@ class Backend(Protocol):
 
     def read(self) -> State:
         """fwsync's objects as the kernel holds them now."""
+        ...
+
+    def enforcement(self) -> Enforcement:
+        """Whether new connections to published ports reach fwsync's rules before anything
+        else can accept them, per family (fwsync.core.enforcing decides, from the kernel)."""
         ...
 
     def render(self, ruleset: Ruleset) -> Desired:

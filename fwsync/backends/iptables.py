@@ -29,6 +29,7 @@ from fwsync.backends.iptables_render import (
     set_key,
 )
 from fwsync.core.diff import Desired, Plan, State
+from fwsync.core.enforcing import Enforcement, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
 
 FAMILIES: tuple[Family, ...] = (4, 6)
@@ -198,12 +199,21 @@ class IptablesBackend:
                 if chain in fs.chains:
                     state[chain_key(family, chain)] = tuple(fs.chains[chain])
             if fs.jumps:
-                state[jump_key(family)] = fs.jump_lines
+                reach = iptables_reach(family, fs.chains)
+                # Not reached is drift even where every line is in place: plan and the
+                # daemon's drift check say so, with why.
+                state[jump_key(family)] = fs.jump_lines + (
+                    () if reach.reached else (f"not reached: {reach.why}",))
         for name, elements in view.sets.items():
             parsed = parse_set_name(name)
             if parsed is not None:
                 state.setdefault(set_key(*parsed), tuple(elements))
         return state
+
+    def enforcement(self) -> Enforcement:
+        view = self._read_view()
+        return Enforcement(self.name, tuple(iptables_reach(f, view.families[f].chains)
+                                            for f in FAMILIES))
 
     def render(self, ruleset: Ruleset) -> Desired:
         view = self._view or self._read_view()
@@ -296,7 +306,8 @@ def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
     lines.extend(f":{chain} - [0:0]" for chain in OWN_CHAINS)
     for chain in OWN_CHAINS:
         lines.extend(desired.get(chain_key(family, chain), ()))
-    want_jumps = tuple(j for j in desired.get(jump_key(family), ()) if j != REACH_LINE)
+    want_jumps = tuple(j for j in desired.get(jump_key(family), ())
+                       if j != REACH_LINE and not j.startswith("not reached"))
     have_jumps = tuple(jump_line(c, p) for c, p in current.jumps)
     if want_jumps != have_jumps:
         for chain, _pos in current.jumps:

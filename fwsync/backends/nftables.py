@@ -26,6 +26,7 @@ from fwsync.backends.nftables_render import (
     writable_objects,
 )
 from fwsync.core.diff import Desired, Plan, State
+from fwsync.core.enforcing import Enforcement, NftBaseChain, nftables_reach
 from fwsync.core.ruleset import Ruleset
 
 
@@ -100,6 +101,18 @@ class NftablesBackend:
                                                    if "set" in o]
         self._seen_fresh = True
         return {} if objects is None else objects_state(objects)
+
+    def enforcement(self) -> Enforcement:
+        objects = self._list_table() or []
+        base = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "forward"),
+                    None)
+        rules = [o["rule"] for o in objects if "rule" in o]
+        chain = None if base is None else NftBaseChain(
+            hook=base.get("hook"), priority=base.get("prio"),
+            jumps_to_rules=any(e.get("jump", {}).get("target") == "inbound"
+                               for r in rules if r["chain"] == "forward" for e in r["expr"]),
+            rules_present=any(r["chain"] == "inbound" for r in rules))
+        return Enforcement(self.name, nftables_reach(chain))
 
     def render(self, ruleset: Ruleset) -> Desired:
         # The lines are for the diff and for people; apply writes the JSON objects, which the

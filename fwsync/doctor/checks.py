@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
+from fwsync.core.enforcing import Enforcement
 from fwsync.core.exposure import decisions_for
 from fwsync.core.observed import PublishedPort
 from fwsync.doctor.facts import (
@@ -312,7 +313,22 @@ def check_env_container_ips(containers: Iterable[ContainerFacts]) -> list[Findin
 
 # --------------------------------------------------------------------------- all of them
 
+def check_enforcement(enforcement: Enforcement | None) -> list[Finding]:
+    """fwsync's rules are in the kernel, but new connections can get past them."""
+    if enforcement is None or enforcement.enforcing:
+        return []
+    return [Finding(
+        "not-enforcing", "serious", f"fwsync ({enforcement.backend})",
+        "fwsync's rules are in the kernel, but new connections to published ports can be "
+        f"accepted before they reach them: {'; '.join(enforcement.problems)}",
+        "run `fwsync apply` (it puts fwsync's jump first again), or run `fwsync daemon`, which "
+        "repairs this within a second; find what moved it (a `ufw reload`, a dockerd restart, "
+        "a hand edit)",
+        {"problems": list(enforcement.problems)})]
+
+
 CHECKS: dict[str, str] = {
+    "not-enforcing": "fwsync's rules in the kernel, but not reached first",
     "ungoverned-port": "published ports that no fwsync rule names",
     "internal-port-exposed": "databases and caches published on all addresses",
     "no-memory-limit": "containers without a memory limit",
@@ -328,6 +344,7 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
              proxy_threshold: float = PROXY_CPU_SHARE) -> Report:
     """Every check that is not ignored and whose facts could be gathered."""
     running: dict[str, Callable[[], list[Finding]]] = {
+        "not-enforcing": lambda: check_enforcement(facts.enforcement),
         "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules),
         "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules),
         "no-memory-limit": lambda: check_memory_limits(facts.containers),

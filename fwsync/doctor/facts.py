@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fwsync.core.enforcing import Enforcement
 from fwsync.core.observed import PublishedPort
 
 Severity = Literal["info", "warning", "serious"]
@@ -71,6 +72,9 @@ class HostFacts:
     images: tuple[ImageFacts, ...] = ()
     swap_total_kb: int | None = None  # None: could not be read
     proxies: tuple[ProxyFacts, ...] | None = None  # None: not sampled
+    # Whether fwsync's rules in the kernel are reached first; None: fwsync has nothing in the
+    # kernel (or it could not be read).
+    enforcement: Enforcement | None = None
     # Why a check could not run (check id → reason), e.g. /proc/meminfo unreadable.
     unavailable: Mapping[str, str] = field(default_factory=dict)
 

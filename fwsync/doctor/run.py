@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fwsync.backends.base import BackendError
+from fwsync.core.enforcing import Enforcement
 from fwsync.doctor.checks import Rules, diagnose
 from fwsync.doctor.facts import Report
 from fwsync.observe.host_facts import PROC, gather_host_facts
@@ -28,4 +31,19 @@ def doctor_report(rules: Path, *, ignore: Collection[str] = (), sample_seconds: 
     facts = gather_host_facts(client=client, proc=proc,
                               sample_seconds=0 if "docker-proxy-cpu" in ignore
                               else sample_seconds)
+    if "not-enforcing" not in ignore:
+        facts = replace(facts, enforcement=read_enforcement())
     return diagnose(facts, read_rules(rules), ignore)
+
+
+def read_enforcement() -> Enforcement | None:
+    """The kernel's answer for the backend that holds fwsync's objects (None: there are none,
+    or the kernel could not be read: status says which)."""
+    from fwsync.reconcile import select_backend
+
+    try:
+        backend = select_backend("auto")
+        backend.detect()
+        return backend.enforcement() if backend.read() else None
+    except BackendError:
+        return None

@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from fwsync.core.enforcing import Enforcement, FamilyReach
 from fwsync.core.observed import PublishedPort
 from fwsync.doctor.checks import Rules, diagnose
 from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts, Report
@@ -43,6 +44,10 @@ def everything_wrong() -> Report:
                            containers=0),),
         swap_total_kb=0,
         proxies=(ProxyFacts(9, "tcp", "127.0.0.1", 15000, "198.51.100.130", 80, 0.4, 1.0),),
+        enforcement=Enforcement("iptables", (
+            FamilyReach(4, False, "`-A FORWARD -j ACCEPT` (FORWARD rule 1) comes before "
+                                  "fwsync's jump and may accept"),
+            FamilyReach(6, True, "FORWARD rule 1 → FWSYNC-FORWARD"))),
     )
     return diagnose(facts, Rules(policy=None, problem="rules: no such file", path="rules"))
 
@@ -61,7 +66,7 @@ def test_a_report_with_every_check_validates() -> None:
     document = report_json(report)
     assert {f["check"] for f in document["findings"]} == set(report.checks)
     assert document["worst"] == "serious"
-    assert document["summary"] == {"serious": 2, "warning": 5, "info": 1}
+    assert document["summary"] == {"serious": 3, "warning": 5, "info": 1}
     validate(document)
     json.dumps(document)  # plain JSON types only
 
@@ -77,7 +82,8 @@ def test_a_clean_report_validates() -> None:
     lambda d: d.update(worst="fatal"),
     lambda d: d["findings"][0].update(check="made-up"),
     lambda d: d["findings"][0]["details"].update(unexpected=1),
-    lambda d: d["findings"][0]["details"].pop("host_port"),
+    lambda d: d["findings"][0]["details"].pop("problems"),
+    lambda d: d["findings"][1]["details"].pop("host_port"),
     lambda d: d["findings"][0].pop("fix"),
 ])
 def test_the_schema_rejects_what_doctor_never_prints(breakage: Any) -> None:
@@ -88,10 +94,11 @@ def test_the_schema_rejects_what_doctor_never_prints(breakage: Any) -> None:
 
 def test_text_says_what_and_what_to_do() -> None:
     text = report_text(everything_wrong())
-    assert text.splitlines()[0] == ("serious [ungoverned-port] 0.0.0.0:5432/tcp, [::]:5432/tcp"
-                                    " → db:5432")
+    assert text.splitlines()[0] == "serious [not-enforcing] fwsync (iptables)"
+    assert "IPv4: `-A FORWARD -j ACCEPT` (FORWARD rule 1) comes before" in text
+    assert "IPv6: FORWARD rule 1" not in text, "only the family that is bypassed"
     assert "    fix: " in text
-    assert text.endswith("Serious problems found. 8 checks ran: 2 serious, 5 warning, 1 info.")
+    assert text.endswith("Serious problems found. 9 checks ran: 3 serious, 5 warning, 1 info.")
 
 
 def test_text_of_a_clean_host() -> None:

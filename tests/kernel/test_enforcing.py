@@ -1,0 +1,124 @@
+"""`fwsync status`'s "Enforcing" against real packets, in the states known to let packets bypass
+fwsync (and in look-alike states that do not). Yes must mean the attacker is kept out; a
+bypass must be a NO, with why, and show up in `plan` as drift that `apply` repairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.lab import KernelLab, run_fwsync
+from tests.steps import fwsync_ok, write_rules
+
+pytestmark = pytest.mark.kernel
+
+RULES = "allow from 198.51.100.0/25 to any port 5432\n"
+OTHER = {"nft": "legacy", "legacy": "nft"}
+
+
+def _status(lab: KernelLab, rules: Path) -> str:
+    out = fwsync_ok(lab, "status", "--format", "json", rules=rules).stdout
+    enforcing = json.loads(out)["enforcing"]
+    assert isinstance(enforcing, str)
+    return enforcing
+
+
+# (what is done to the kernel after apply, whether fwsync is still reached first)
+IPTABLES_STATES = {
+    "accept-above-the-jump": (["-I", "FORWARD", "1", "-p", "tcp", "-j", "ACCEPT"], False),
+    "jump-deleted": (["-D", "DOCKER-USER", "-j", "FWSYNC-FORWARD"], False),
+    "docker-user-jump-missing": (["-D", "FORWARD", "-j", "DOCKER-USER"], False),
+    "accept-in-docker-user-first": (["-I", "DOCKER-USER", "1", "-j", "ACCEPT"], False),
+    "drop-above-the-jump": (["-I", "FORWARD", "1", "-s", "192.0.2.1", "-j", "DROP"], True),
+    "accept-below-the-jump": (["-A", "DOCKER-USER", "-j", "ACCEPT"], True),
+}
+
+
+@pytest.mark.parametrize("state", list(IPTABLES_STATES))
+def test_iptables_enforcing_is_what_packets_see(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        state: str) -> None:
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+
+    edit, reached = IPTABLES_STATES[state]
+    lab.iptables(*edit)
+    seen = lab.attacker.probe(5432)
+    assert seen == ("filtered" if reached else "open"), f"the state is not what it claims: {seen}"
+    enforcing = _status(lab, rules)
+    assert enforcing.startswith("yes") == reached, enforcing
+    plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+    if reached:
+        assert "not reached" not in plan.stdout, plan.stdout
+        return
+    assert enforcing.startswith("NO: packets bypass") and "IPv4" in enforcing, enforcing
+    assert plan.returncode == 2 and "ipv4 jump" in plan.stdout, plan.stdout
+    fwsync_ok(lab, "apply", rules=rules)
+    assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+
+
+@pytest.mark.parametrize("accept_in", ["other", "own"])
+def test_iptables_nft_and_legacy_rulesets_both_present(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        accept_in: str) -> None:
+    """Both iptables variants hold a FORWARD chain: each is a hook of its own, and an ACCEPT
+    in the one fwsync does not use is not final, so fwsync still decides; an ACCEPT above the
+    jump in the one it uses bypasses it."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    variant = OTHER[lab.variant] if accept_in == "other" else lab.variant
+    lab.host.run([f"iptables-{variant}", "-w", "-I", "FORWARD", "1", "-j", "ACCEPT"])
+    if accept_in == "other":
+        assert "-A FORWARD -j ACCEPT" in lab.host.run([f"iptables-{variant}-save"]).stdout
+    reached = accept_in == "other"
+    assert lab.attacker.probe(5432) == ("filtered" if reached else "open")
+    enforcing = _status(lab, rules)
+    assert enforcing.startswith("yes") == reached, enforcing
+    assert lab.trusted.probe(5432) == "open"
+
+
+NFT_STATES = {
+    "forward-chain-deleted": ([["flush", "chain", "inet", "fwsync", "forward"],
+                               ["delete", "chain", "inet", "fwsync", "forward"]], False),
+    "forward-chain-flushed": ([["flush", "chain", "inet", "fwsync", "forward"]], False),
+    "rules-flushed": ([["flush", "chain", "inet", "fwsync", "inbound"]], False),
+    "accept-in-an-earlier-table": ([
+        ["add", "table", "inet", "early"],
+        ["add", "chain", "inet", "early", "pass", "{ type filter hook forward priority -10 ; }"],
+        ["add", "rule", "inet", "early", "pass", "accept"]], True),
+}
+
+
+@pytest.mark.parametrize("state", list(NFT_STATES))
+def test_nftables_enforcing_is_what_packets_see(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        state: str) -> None:
+    monkeypatch.setenv("FWSYNC_BACKEND", "nftables")
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+
+    edits, reached = NFT_STATES[state]
+    for edit in edits:
+        lab.host.run(["nft", *edit])
+    seen = lab.attacker.probe(5432)
+    assert seen == ("filtered" if reached else "open"), f"the state is not what it claims: {seen}"
+    enforcing = _status(lab, rules)
+    assert enforcing.startswith("yes") == reached, enforcing
+    if not reached:
+        plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+        assert plan.returncode == 2, plan.stdout
+        fwsync_ok(lab, "apply", rules=rules)
+        assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+    lab.host.run(["nft", "delete", "table", "inet", "early"], check=False)

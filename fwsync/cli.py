@@ -189,6 +189,7 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """What is enforced now: each published port, who may reach it, which rule decides."""
+    from fwsync.backends.base import BackendError
     from fwsync.present import status_json, status_text
 
     planned = _plan(rules, backend)

@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from fwsync.core.kernel_text import checked_iface
+from fwsync.core.kernel_text import comment_text as kernel_comment
 from fwsync.core.ruleset import AddrSet, Family, KernelRule, Match, Ruleset
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
@@ -95,8 +97,7 @@ def quote(value: str) -> str:
 
 def comment_text(text: str) -> str:
     # Quotes and backslashes would need escaping that the two iptables variants treat differently.
-    clean = " ".join(re.sub(r"[\"'\\]", "", text).split())
-    return clean.encode()[:_COMMENT_MAX].decode(errors="ignore")
+    return kernel_comment(text, _COMMENT_MAX, drop="\"'\\")
 
 
 def _addr(cidr: str) -> str:
@@ -120,7 +121,7 @@ def _match_text(m: Match, ctx: RenderContext) -> str:
     if m.saddr is not None:
         parts.append(f"-s {_cidr(m.saddr)}")
     if m.iface is not None:
-        parts.append(f"-i {m.iface}")
+        parts.append(f"-i {checked_iface(m.iface)}")
     if m.proto is not None:
         parts.append(f"-p {m.proto}")
     if m.sset is not None:
@@ -177,14 +178,19 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext) -> Iterator[str]:
         yield _line(chain, match, comment, "-j RETURN")
 
 
-def _forward_lines(ruleset: Ruleset) -> Iterator[str]:
+def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     # Established/related packets are Docker's business: only the first packet is judged.
     yield _line(FORWARD_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
     for bridge in ruleset.bridges:
         # From a Docker network: container egress or container-to-container, not governed.
-        yield _line(FORWARD_CHAIN, f"-i {bridge}", None, "-j RETURN")
+        yield _line(FORWARD_CHAIN, f"-i {checked_iface(bridge)}", None, "-j RETURN")
     for bridge in ruleset.bridges:
-        yield _line(FORWARD_CHAIN, f"-o {bridge}", None, f"-j {INBOUND_CHAIN}")
+        yield _line(FORWARD_CHAIN, f"-o {checked_iface(bridge)}", None, f"-j {INBOUND_CHAIN}")
+    for subnet in ruleset.bridge_subnets_for(family):
+        # A bridge whose name can't be written literally: its subnet is the address after DNAT.
+        yield _line(FORWARD_CHAIN, f"-d {_cidr(subnet)}", None, f"-j {INBOUND_CHAIN}")
+    if ruleset.judge_all_dnat:
+        yield _line(FORWARD_CHAIN, "-m conntrack --ctstate DNAT", None, f"-j {INBOUND_CHAIN}")
 
 
 def _inbound_lines(ruleset: Ruleset, ctx: RenderContext) -> Iterator[str]:
@@ -224,7 +230,7 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)
     ctx = RenderContext(family=family, set_names=set_names)
-    objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset))
+    objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx))
     objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (
         (REACH_LINE,) if entries == ("DOCKER-USER",) else ())

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fwsync.core.build import split_cidrs
+from fwsync.core.kernel_text import checked_iface, comment_text
 from fwsync.core.ruleset import Family, KernelRule, Match, Ruleset
 from fwsync.rules.model import PortRange
 
@@ -74,7 +75,10 @@ def _set_elem(cidr: str) -> Any:
 
 
 def _iface(name: str) -> str:
-    return name[:-1] + "*" if name.endswith("+") else name  # iptables' eth+ is nftables' eth*
+    """fwsync's prefix `eth+` is nftables' `eth*`; every other character of a checked name
+    means itself to nftables (no `*` or `\\` can be left in it)."""
+    name = checked_iface(name)
+    return name[:-1] + "*" if name.endswith("+") else name
 
 
 def set_name(name: str, family: Family) -> str:
@@ -142,12 +146,12 @@ def _reject(proto: str | None) -> Expr:
 def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> dict[str, Any]:
     rule: dict[str, Any] = {**_t(), "chain": chain, "expr": exprs}
     if comment:
-        rule["comment"] = comment.encode()[:_COMMENT_MAX].decode(errors="ignore")
+        rule["comment"] = comment_text(comment, _COMMENT_MAX)
     return {"rule": rule}
 
 
 def _comment(rule: KernelRule) -> str:
-    return " ".join(f"{rule.origin.short} {rule.origin.text}".replace('"', "").split())
+    return f"{rule.origin.short} {rule.origin.text}"
 
 
 @dataclass
@@ -297,6 +301,14 @@ def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
         yield _rule("forward", [_match(_meta("iifname"), _iface(bridge)), {"return": None}])
     for bridge in ruleset.bridges:
         yield _rule("forward", [_match(_meta("oifname"), _iface(bridge)),
+                                {"jump": {"target": "inbound"}}])
+    for subnet in ruleset.bridge_subnets:
+        # A bridge whose name can't be written literally: its subnet is the address after DNAT.
+        family: Family = 6 if ":" in subnet else 4
+        daddr = {"payload": {"protocol": "ip" if family == 4 else "ip6", "field": "daddr"}}
+        yield _rule("forward", [_match(daddr, _addr(subnet)), {"jump": {"target": "inbound"}}])
+    if ruleset.judge_all_dnat:
+        yield _rule("forward", [_match({"ct": {"key": "status"}}, "dnat", "in"),
                                 {"jump": {"target": "inbound"}}])
 
 

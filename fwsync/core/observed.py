@@ -34,13 +34,24 @@ class PublishedPort:
         return self.host_ip in ("0.0.0.0", "::", "")
 
 
+@dataclass(frozen=True, order=True)
+class Bridge:
+    """A Docker bridge network whose interface is not named docker0 or br-<id> (`docker network
+    create -o com.docker.network.bridge.name=NAME`). NAME is chosen by whoever may create
+    networks: hostile input, written to the kernel only once checked (core/kernel_text)."""
+
+    name: str
+    network: str = ""  # the Docker network's own name (for messages)
+    subnets: tuple[str, ...] = ()  # its IPAM subnets, both families, as Docker reports them
+
+
 @dataclass(frozen=True)
 class DockerState:
     """Docker as observed; `error` is set when Docker could not be asked (ports then unknown)."""
 
     ports: tuple[PublishedPort, ...] = ()
-    # Bridge interfaces of Docker networks whose names don't follow docker0 / br-<id>.
-    extra_bridges: tuple[str, ...] = ()
+    # Bridge networks whose interface names don't follow docker0 / br-<id>.
+    extra_bridges: tuple[Bridge, ...] = ()
     error: str | None = None
     containers: tuple[str, ...] = field(default=())
     # What Docker says its firewall is (GET /info FirewallBackend.Driver, Docker 29+), if it says.

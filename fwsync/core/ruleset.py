@@ -55,6 +55,15 @@ class Ruleset:
     protect_direct_routing: bool
     protect_localhost_publish: bool
     bridges: tuple[str, ...]  # interface names (iptables `+` wildcards allowed) of Docker networks
+    # Networks whose bridge has a name the kernel cannot be given literally (core/kernel_text):
+    # new connections to their subnets (CIDRs, both families) are judged instead.
+    bridge_subnets: tuple[str, ...] = ()
+    # Such a bridge without any subnet known: every DNATed new connection that does not come from
+    # a Docker bridge is judged (published ports are always DNATed), so nothing is left open.
+    judge_all_dnat: bool = False
+
+    def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
+        return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))
 
     def for_family(self, family: Family) -> tuple[KernelRule, ...]:
         return tuple(r for r in self.rules if r.match.family == family)

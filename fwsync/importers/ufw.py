@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fwsync.core.kernel_text import rule_iface_problem, shown
+
 Family = Literal[4, 6]
 Kind = Literal["skipped", "partial", "setting"]
 
@@ -30,7 +32,6 @@ ACTIONS = ("allow", "deny", "reject", "limit")
 PROTOS = ("tcp", "udp", "any")
 ANYWHERE = {4: "0.0.0.0/0", 6: "::/0"}
 POLICIES = {"DROP": "deny", "ACCEPT": "allow", "REJECT": "reject"}
-IFNAMSIZ = 16  # the kernel's limit, terminating NUL included
 
 _TUPLE = re.compile(r"^### tuple ###\s*")
 _PORTS = re.compile(r"[0-9]+(?::[0-9]+)?(?:,[0-9]+(?::[0-9]+)?)*")
@@ -350,9 +351,8 @@ def _skip_reason(r: UfwRule) -> str | None:
         if _address(addr) is None:
             return f"{addr!r} is not an address fwsync can match"
     iface = r.iface_in
-    if iface and (len(iface.encode()) >= IFNAMSIZ or ":" in iface or "/" in iface
-                  or iface.startswith("!") or iface.removesuffix("+") in ("", ".", "..")):
-        return f"interface {iface!r} is not a name fwsync can match"
+    if iface and (problem := rule_iface_problem(iface)) is not None:
+        return f"interface {shown(iface)!r} is not a name fwsync can match: {problem}"
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fwsync.core.observed import DockerState, L4Proto, PublishedPort
+from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
@@ -82,16 +82,23 @@ def has_ipv6(settings: dict[str, Any]) -> bool:
                for net in (settings.get("Networks") or {}).values())
 
 
-def extra_bridges(networks: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Bridge interfaces named by the user (`-o com.docker.network.bridge.name=...`)."""
-    names = []
+def extra_bridges(networks: list[dict[str, Any]]) -> tuple[Bridge, ...]:
+    """Bridge networks whose interface is named by the user (`-o
+    com.docker.network.bridge.name=...`), as Docker reports them: the name is not checked here
+    (the builder decides what it can write to the kernel), the subnets are what Docker's IPAM
+    gave the network."""
+    found = []
     for net in networks:
         if net.get("Driver") != "bridge":
             continue
         name = (net.get("Options") or {}).get(BRIDGE_NAME_OPTION)
-        if name and name != "docker0" and not name.startswith("br-"):
-            names.append(name)
-    return tuple(sorted(names))
+        if not isinstance(name, str) or not name or name == "docker0" or name.startswith("br-"):
+            continue
+        configs = (net.get("IPAM") or {}).get("Config") or []
+        subnets = tuple(str(c["Subnet"]) for c in configs
+                        if isinstance(c, dict) and isinstance(c.get("Subnet"), str))
+        found.append(Bridge(name=name, network=str(net.get("Name", "")), subnets=subnets))
+    return tuple(sorted(found))
 
 
 def _missing_socket() -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal, cast
 
+from fwsync.core.kernel_text import forbidden_char, rule_iface_problem
 from fwsync.rules.addresses import entry_of, fast_entry
 from fwsync.rules.model import (
     Action,
@@ -41,7 +42,6 @@ PROTECTIONS = ("direct-routing", "localhost-publish")
 STATEMENTS = ("default", *ACTIONS, "define", "protect")
 RULE_KEYWORDS = ("in", "on", "proto", "from", "to", "port", "comment")
 END = "end of line"
-IFNAMSIZ = 16  # the kernel's limit, terminating NUL included
 MAX_LIST_ERRORS = 20  # a wrong file given as an address list would otherwise flood the output
 
 _LEXEME = re.compile(
@@ -327,7 +327,11 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> Entrie
             s.state.diagnostics.append((key, Diagnostic(
                 file=display, line=number, col=col, severity="error", message=message)))
 
+    clean = forbidden_char(text) is None  # one scan of the whole list, not one per line
     for number, raw in enumerate(lines(text), 1):
+        if not clean and (bad := forbidden_char(raw)) is not None:
+            problem(number, bad[0] + 1, f"{bad[1]} is not allowed in an address list")
+            continue
         body = raw.split("#", 1)[0]
         items = body.split()
         if not items:
@@ -526,15 +530,10 @@ def _iface(s: _Statement) -> str | None:
     tok = s.take_word(["IFACE"])
     if tok.text in RULE_KEYWORDS:
         raise s.unexpected(tok, ["IFACE"])
-    name = tok.text
-    base = name.removesuffix("+")
-    if len(name.encode()) >= IFNAMSIZ:
-        s.error(tok, f"{quoted(name)} is not an interface name: longer than 15 bytes")
-    elif base in ("", ".", "..") or "/" in name or ":" in name:
-        s.error(tok, f"{quoted(name)} is not an interface name (no '/' or ':'; "
-                     "a trailing '+' matches a prefix, as in 'eth+')")
-    else:
-        return name
+    problem = rule_iface_problem(tok.text)
+    if problem is None:
+        return tok.text
+    s.error(tok, f"{quoted(tok.text)} is not an interface name fwsync can match: {problem}")
     return None
 
 
@@ -632,6 +631,13 @@ def parse_sources(sources: Sequence[tuple[str, str]],
     state = _State(read_file=read_file)
     for index, (file, text) in enumerate(sources):
         for number, raw in enumerate(lines(text), 1):
+            if (bad := forbidden_char(raw)) is not None:
+                # Before tokenizing: such a character must reach neither a message nor a kernel
+                # comment (a NUL cut an iptables-restore line short, and a deny lost its DROP).
+                at = Token("word", "", number, bad[0] + 1)
+                _Statement(state, index, file, Line((at,), ""), number).error(
+                    at, f"{bad[1]} is not allowed in rules text")
+                continue
             line = tokenize(raw, number)
             if not line.tokens:
                 continue

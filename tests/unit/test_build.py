@@ -1,7 +1,7 @@
 import pytest
 
 from fwsync.core.build import build_ruleset, expand
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.observed import Bridge, DockerState, PublishedPort
 from fwsync.core.ruleset import Match
 from fwsync.rules.model import Endpoint, PortRange
 
@@ -110,5 +110,31 @@ def test_source_and_destination_ports_multiply_out():
 
 
 def test_bridges_include_custom_names_and_the_fail_closed_patterns():
-    built = build_ruleset(policy(), DockerState(extra_bridges=("mybridge",)))
+    built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("mybridge"),)))
     assert built.ruleset.bridges == ("docker0", "br-+", "mybridge")
+    assert built.ruleset.bridge_subnets == () and not built.ruleset.judge_all_dnat
+    assert built.notes == ()
+
+
+HOSTILE_BRIDGE_NAMES = ['"+"', "v*", "*", "e+", 'a"b', "a\\b", "ä", "-x", ".x", "a b", "a\x1b[1m",
+                        "x" * 16, "", ".", "a/b", "a:b", "a\u202eb"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_BRIDGE_NAMES)
+def test_a_bridge_name_the_kernel_would_read_as_syntax_is_matched_by_its_subnets(name):
+    bridge = Bridge(name, "evil", ("203.0.113.128/28", "2001:db8:5::/64"))
+    built = build_ruleset(policy(), DockerState(extra_bridges=(bridge,)))
+    assert built.ruleset.bridges == ("docker0", "br-+")
+    assert built.ruleset.bridge_subnets == ("203.0.113.128/28", "2001:db8:5::/64")
+    assert not built.ruleset.judge_all_dnat
+    [note] = built.notes
+    assert "Docker network 'evil' has a bridge named" in note and "203.0.113.128/28" in note
+    assert note.isprintable(), "the name is shown escaped, never raw"
+
+
+def test_a_bridge_that_can_be_named_neither_way_makes_every_dnat_judged():
+    built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("v*", "evil", ("junk",)),
+                                                               Bridge("ok0", "fine"))))
+    assert built.ruleset.bridges == ("docker0", "br-+", "ok0")
+    assert built.ruleset.judge_all_dnat and built.ruleset.bridge_subnets == ()
+    assert "every DNATed connection is judged" in built.notes[0]

@@ -3,7 +3,7 @@ them (the e2e suite checks the same against a real dockerd)."""
 
 import pytest
 
-from fwsync.core.observed import PublishedPort
+from fwsync.core.observed import Bridge, PublishedPort
 from fwsync.observe.docker import extra_bridges, ports_of, ports_of_listed
 
 pytestmark = pytest.mark.unit
@@ -64,7 +64,15 @@ def test_extra_bridges_only_lists_custom_bridge_names():
     nets = [
         {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": "docker0"}},
         {"Driver": "bridge", "Options": {}},
-        {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": "lan0"}},
+        {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": "lan0"}, "Name": "l",
+         "IPAM": {"Config": [{"Subnet": "203.0.113.128/28", "Gateway": "203.0.113.129"},
+                             {"Subnet": "2001:db8:5::/64"}]}},
+        {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": '"+"'}, "Name": "e",
+         "IPAM": {"Config": None}},
+        {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": "br-x*"}},
         {"Driver": "host", "Options": {}},
     ]
-    assert extra_bridges(nets) == ("lan0",)
+    # Names are reported as Docker gives them (hostile ones included): the builder decides.
+    assert extra_bridges(nets) == (
+        Bridge('"+"', "e", ()),
+        Bridge("lan0", "l", ("203.0.113.128/28", "2001:db8:5::/64")))

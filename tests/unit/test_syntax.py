@@ -393,10 +393,23 @@ FULL_ERRORS = [
                               "end of line"),
     ("protect everything off", "1:9: error: unexpected 'everything', expected one of "
                                "'direct-routing', 'localhost-publish'"),
-    ("allow on eth0/1 80", "1:10: error: 'eth0/1' is not an interface name (no '/' or ':'; a "
-                           "trailing '+' matches a prefix, as in 'eth+')"),
+    ("allow on eth0/1 80", "1:10: error: 'eth0/1' is not an interface name fwsync can match: "
+                           "it contains '/', ':', a space or a NUL"),
     ("allow on averyveryverylong0 80", "1:10: error: 'averyveryverylong0' is not an interface "
-                                       "name: longer than 15 bytes"),
+                                       "name fwsync can match: it is longer than 15 bytes"),
+    ("allow on eth* 80", "1:10: error: 'eth*' is not an interface name fwsync can match: '*' is "
+                         "not a wildcard here: a trailing '+' matches a prefix ('eth+')"),
+    ("allow on e+th 80", "1:10: error: 'e+th' is not an interface name fwsync can match: fwsync "
+                         "writes only names of letters, digits, '_', '.' and '-' (not first: "
+                         "'.' or '-') into the kernel"),
+    ("deny on + 80", "1:9: error: '+' is not an interface name fwsync can match: '+' alone would "
+                     "match every interface: leave 'on' out instead"),
+    ("allow 80 comment 'a\x00b'", "1:20: error: control character U+0000 is not allowed in "
+                                  "rules text"),
+    ("allow 80 # \u202e", "1:12: error: invisible formatting character U+202E (RIGHT-TO-LEFT "
+                          "OVERRIDE) is not allowed in rules text"),
+    ("allow 80 comment 'x\u2028y'", "1:20: error: line separator U+2028 (LINE SEPARATOR) is not "
+                                    "allowed in rules text"),
     ("allow to container web*x", "1:20: error: 'web*x' is not a container name (letters, digits, "
                                  "'_', '.', '-'), optionally ending in '*' to match a prefix"),
     ("allow from container web", "1:12: error: unexpected 'container' after 'from': a container "
@@ -418,6 +431,9 @@ LOCATED_ERRORS = [
     ("allow on + 80", (1, 10)),
     ("allow on . 80", (1, 10)),
     ("allow on a:b 80", (1, 10)),
+    ("allow on ä 80", (1, 10)),
+    ("allow on -x 80", (1, 10)),
+    ("allow on \"+\" 80", (1, 10)),
     ("allow on eth0 in 80", (1, 15)),
     ("allow in comment 'x'", (1, 10)),
     ("allow comment 'x'", (1, 7)),
@@ -465,6 +481,35 @@ LOCATED_ERRORS = [
     ("80/tcp", (1, 1)),
     ("allow 80 comment \"x", (1, 18)),
 ]
+
+
+@pytest.mark.parametrize(("text", "location"), [
+    ("allow 80\x01", (1, 9)),
+    ("\x7fallow 80", (1, 1)),
+    ("allow 80\rcomment 'x'", (1, 9)),
+    ("allow 80 comment '\x1b[31m'", (1, 19)),
+    ("allow 80 comment 'a\x85'", (1, 20)),  # C1 control (NEL)
+    ("allow 80 comment '\u200b'", (1, 19)),  # zero-width space
+    ("allow 80\n\ndeny 22 comment '\x00'", (3, 18)),
+])
+def test_control_and_invisible_characters_are_errors_at_their_column(text, location):
+    """A NUL in a comment cut the iptables-restore line short: the deny lost its DROP."""
+    result = parse(text)
+    assert [(d.line, d.col) for d in result.diagnostics] == [location]
+    assert "is not allowed in rules text" in result.diagnostics[0].message
+    assert result.policy is None
+
+
+def test_tab_and_non_ascii_text_are_fine():
+    result = parse("allow\t80 comment 'café ünïcode 🚀'")
+    assert result.ok and result.policy is not None
+    assert result.policy.rules[0].comment == "café ünïcode 🚀"
+
+
+def test_control_characters_in_an_address_list_are_located_there():
+    result = parse_sources([(F, "define x file l.list")],
+                           lambda _path: "198.51.100.1\n198.51.100.2 # \x00\n")
+    assert [(d.file, d.line, d.col) for d in result.diagnostics] == [("l.list", 2, 16)]
 
 
 @pytest.mark.parametrize(("text", "location"), LOCATED_ERRORS)

@@ -37,8 +37,8 @@ def _spellings(n: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
            f"{addr}/+{n.prefixlen}"]
     if n.prefixlen == n.max_prefixlen:
         out += [str(addr), addr.exploded]
-    if n.prefixlen:
-        out.append(f"{n.network_address + 1}/{n.prefixlen}")  # host bits set (mostly)
+    if n.prefixlen and int(addr) < (1 << n.max_prefixlen) - 1:  # the last address has no next
+        out.append(f"{addr + 1}/{n.prefixlen}")  # host bits set (mostly)
     return out
 
 

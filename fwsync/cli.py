@@ -212,8 +212,11 @@ def status(
     from fwsync.daemon.state import describe, read_state
 
     daemon_state = read_state()
+    # What plan and apply would say too: a bridge fwsync cannot name, Docker unreachable, ...
+    notes = [f"Note: {n}" for n in planned.plan.notes]
     if fmt is Format.json:
         data = status_json(planned.policy, planned.docker, enforced, in_sync)
+        data["notes"] = list(planned.plan.notes)
         data["daemon"] = daemon_state
         _emit_json(data)
     elif sys.stdout.isatty():
@@ -223,10 +226,11 @@ def status(
         from fwsync.present_report import print_status
 
         print_status(Console(), exposure_report(planned.policy, planned.docker), planned.docker,
-                     enforced, in_sync, ["", *describe(daemon_state)])
+                     enforced, in_sync, ["", *notes, *describe(daemon_state)])
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
-        typer.echo("\n" + "\n".join(describe(daemon_state)))
+        typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
+                                      *describe(daemon_state)]))
 
 
 @app.command()

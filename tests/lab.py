@@ -848,11 +848,12 @@ class DockerLab(_Topology):
     def run_web(self, name: str, publish: Mapping[str, PortSpec] | None = None, *,
                 publish_all: bool = False, expose: Iterable[str] = (),
                 restart_policy: str | Mapping[str, Any] | None = None,
-                labels: Mapping[str, str] | None = None, wait: bool = True) -> Container:
-        """`docker run -d [-p ...] [-P]` of busybox httpd on every container TCP port named in
-        `publish`/`expose` (default 80). publish values: host port, (host_ip, host_port), or None
-        for a random host port. With wait, return once httpd answers on the container's own
-        address(es) from HOST (OUTPUT path, so no firewall policy interferes)."""
+                labels: Mapping[str, str] | None = None, wait: bool = True,
+                network: str | None = None) -> Container:
+        """`docker run -d [-p ...] [-P] [--network NETWORK]` of busybox httpd on every container
+        TCP port named in `publish`/`expose` (default 80). publish values: host port, (host_ip,
+        host_port), or None for a random host port. With wait, return once httpd answers on the
+        container's own address(es) from HOST (OUTPUT path, so no firewall policy interferes)."""
         publish = dict(publish or {})
         ports = list(dict.fromkeys([*publish, *expose])) or ["80/tcp"]
         tcp_ports = [int(p.split("/")[0]) for p in ports if not p.endswith("/udp")]
@@ -861,7 +862,8 @@ class DockerLab(_Topology):
         policy = {"Name": restart_policy} if isinstance(restart_policy, str) else restart_policy
         host_config = api.create_host_config(port_bindings=publish or None,
                                              publish_all_ports=publish_all,
-                                             restart_policy=dict(policy) if policy else None)
+                                             restart_policy=dict(policy) if policy else None,
+                                             network_mode=network)
         exposed = [(int(p.split("/")[0]), p.split("/")[1] if "/" in p else "tcp") for p in ports]
         cid = api.create_container(BUSYBOX_IMAGE, ["/bin/sh", "-c", _WEB_CMD.format(
             servers=servers)], name=name, ports=exposed, host_config=host_config,
@@ -870,8 +872,9 @@ class DockerLab(_Topology):
         api.start(cid)
         ctr = self.client.containers.get(cid)
         if wait:
-            net = ctr.attrs["NetworkSettings"]
-            addrs = [net.get("IPAddress")] + ([net.get("GlobalIPv6Address")] if self.ipv6 else [])
+            nets = (ctr.attrs["NetworkSettings"].get("Networks") or {}).values()
+            addrs = [a for n in nets for a in (n.get("IPAddress"), n.get("GlobalIPv6Address")
+                                               if self.ipv6 else None)]
             for addr in filter(None, addrs):
                 for port in tcp_ports:
                     wait_for(self.host, addr, port, "tcp", "open", timeout=15)

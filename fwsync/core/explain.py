@@ -1,10 +1,9 @@
 """`fwsync explain`: the verdict for one hypothetical connection. Pure.
 
-It walks the very Ruleset that `build_ruleset` makes and the backends render, match by match,
-in kernel order (protections, the rules, the default), reading each Match field as both
-renderers do: `saddr`/`sset` the source, `daddr`/`dport` the original destination (the host
-address and published port), `proto`, `sport`, `iface`. So the answer is the kernel's, and
-the e2e test checks it against real packets.
+It walks the very Ruleset that `build_ruleset` makes and the backends render, in kernel order
+(protections, the rules, the default), with the matcher `status` and `doctor` use too
+(fwsync.core.matching). So the answer is the kernel's, and the kernel and e2e tests check it
+against real packets.
 
 What the question leaves open (the arriving interface, the client's source port, and without
 `--to` the host address of an all-address binding) can't decide: a rule that hinges on it is
@@ -18,11 +17,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from fwsync.core.matching import IPAddress, Question, candidates, localhost_protected
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.report import through_docker_proxy
-from fwsync.core.ruleset import L4, KernelRule, Match, Ruleset
+from fwsync.core.ruleset import L4, KernelRule, Ruleset
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Verdict = Literal["allow", "deny", "reject", "limit"]
 # allow|deny|reject|limit: fwsync's rules decide. not-published: nothing is published there, the
 # host's own firewall decides. not-governed: published, but the connection bypasses fwsync
@@ -30,7 +29,6 @@ Verdict = Literal["allow", "deny", "reject", "limit"]
 # could not be asked, so what is published is unknown.
 Outcome = Literal["allow", "deny", "reject", "limit", "not-published", "not-governed", "depends",
                   "unknown"]
-LOCALHOST = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
 
 
 class BadQuestion(ValueError):
@@ -123,42 +121,6 @@ class Explanation:
         return None
 
 
-def _in(addr: IPAddress, cidr: str) -> bool:
-    return addr in ipaddress.ip_network(cidr)
-
-
-def _in_set(ruleset: Ruleset, name: str, family: int, addr: IPAddress) -> bool:
-    return any(_in(addr, e) for s in ruleset.sets if s.name == name and s.family == family
-               for e in s.elements)
-
-
-def _conditions(m: Match, ruleset: Ruleset, conn: Connection,
-                daddr: IPAddress | None) -> list[str] | None:
-    """None when the match can't select this connection; else what else it needs (empty: it
-    selects it whatever the question left open)."""
-    if m.family != conn.family:
-        return None
-    if m.proto is not None and m.proto != conn.proto:
-        return None
-    if m.dport is not None and not m.dport.low <= conn.port <= m.dport.high:
-        return None
-    if m.saddr is not None and not _in(conn.source, m.saddr):
-        return None
-    if m.sset is not None and not _in_set(ruleset, m.sset, m.family, conn.source):
-        return None
-    needs: list[str] = []
-    if m.daddr is not None:
-        if daddr is None:
-            needs.append(f"connecting to {m.daddr}")
-        elif not _in(daddr, m.daddr):
-            return None
-    if m.sport is not None:
-        needs.append(f"from source port {m.sport}")
-    if m.iface is not None:
-        needs.append(f"arriving on {m.iface}")
-    return needs
-
-
 def _default(ruleset: Ruleset) -> Decided:
     origin = ruleset.default_origin
     if origin is None:
@@ -169,15 +131,12 @@ def _default(ruleset: Ruleset) -> Decided:
 def decide(ruleset: Ruleset, conn: Connection, daddr: IPAddress | None) -> Decided:
     """The kernel's walk through FWSYNC-INBOUND / chain inbound for one new DNATed connection
     whose original destination is `daddr` (None: not known) and port `conn.port`."""
-    if ruleset.protect_localhost_publish and daddr is not None and \
-            daddr in LOCALHOST[conn.family]:
+    q = Question(conn.family, conn.proto, conn.port, daddr, conn.source)
+    if localhost_protected(ruleset, q):
         return Decided("deny", "protect localhost-publish",
                        "ports published on a loopback address are for this host only")
     unless: dict[tuple[str, str], Unless] = {}
-    for rule in ruleset.rules:
-        needs = _conditions(rule.match, ruleset, conn, daddr)
-        if needs is None:
-            continue
+    for rule, needs in candidates(ruleset, q):
         if not needs:
             return Decided(rule.action, str(rule.origin), rule.origin.text,
                            tuple(unless.values()))

@@ -1,13 +1,19 @@
-"""Who may reach a published port, and which rule says so. Pure: policy + one binding."""
+"""Who may reach a published port, and which rule says so. Pure: a view of the matcher.
+
+The rules listed for a binding are the ones fwsync.core.matching finds in the built Ruleset for
+a connection from anyone to that binding (its family, protocol, port and host address): the
+same walk explain makes for one client, so status and explain cannot disagree.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
-from fwsync.core.build import container_matches
+from fwsync.core.matching import Question, candidates, localhost_protected
 from fwsync.core.observed import PublishedPort
-from fwsync.rules.model import Endpoint, Policy, PortRange, Rule
+from fwsync.core.ruleset import Ruleset
+from fwsync.rules.model import Endpoint, Policy, Rule
 
 
 @dataclass(frozen=True)
@@ -27,48 +33,29 @@ def _describe_source(rule: Rule) -> str:
     return who
 
 
-def _applies(rule: Rule, port: PublishedPort) -> tuple[bool, bool]:
-    """(can match connections to this binding, matches all of them regardless of source)."""
-    if rule.proto not in ("any", port.proto):
-        return False, False
-    dport = PortRange(low=port.host_port, high=port.host_port)
-    if rule.dst.ports and not any(r.covers(dport) for r in rule.dst.ports):
-        return False, False
-    whole = True
-    if rule.dst.container is not None:
-        if not container_matches(rule.dst.container, port.container):
-            return False, False
-    elif rule.dst.net is not None:
-        if rule.dst.net.version != port.family:
-            return False, False
-        if port.all_addresses:
-            whole = False  # only connections to that one host address
-        elif ipaddress.ip_address(port.host_ip) not in rule.dst.net:
-            return False, False
-    unconditional = whole and rule.src.is_any_address and not rule.src.ports and not rule.iface
-    return True, unconditional
+def question(port: PublishedPort) -> Question:
+    """A new connection from anyone to this binding."""
+    daddr = None if port.all_addresses else ipaddress.ip_address(port.host_ip)
+    return Question(6 if port.family == 6 else 4, port.proto, port.host_port, daddr)
 
 
-def rules_for(policy: Policy, port: PublishedPort) -> list[tuple[Rule, bool]]:
-    """The rules that can match connections to this binding, in order, up to the first that
-    matches all of them: (rule, matches every connection to the binding)."""
-    found: list[tuple[Rule, bool]] = []
-    for rule in policy.rules:
-        applies, unconditional = _applies(rule, port)
-        if applies:
-            found.append((rule, unconditional))
-            if unconditional:
-                break
-    return found
+def rules_for(policy: Policy, ruleset: Ruleset, port: PublishedPort) -> list[tuple[Rule, bool]]:
+    """The policy rules that can match connections to this binding, in kernel order, up to the
+    first that matches all of them: (rule, matches every connection to the binding).
+    `ruleset` is build_ruleset(policy, docker) for a Docker state that includes the binding."""
+    found: dict[int, bool] = {}
+    for kernel_rule, needs in candidates(ruleset, question(port)):
+        # One policy rule is several kernel rules (protocols, ports, sources): listed once.
+        found[kernel_rule.index] = found.get(kernel_rule.index, False) or not needs
+    return [(policy.rules[index], whole) for index, whole in found.items()]
 
 
-def decisions_for(policy: Policy, port: PublishedPort) -> list[Decision]:
+def decisions_for(policy: Policy, ruleset: Ruleset, port: PublishedPort) -> list[Decision]:
     """The rules that decide for this binding, in order, ending with the one that catches all."""
-    if policy.protect_localhost_publish and not port.all_addresses and \
-            ipaddress.ip_address(port.host_ip).is_loopback:
+    if localhost_protected(ruleset, question(port)):
         return [Decision("deny", "other hosts", "protect localhost-publish")]
     decisions: list[Decision] = []
-    for rule, unconditional in rules_for(policy, port):
+    for rule, unconditional in rules_for(policy, ruleset, port):
         who = _describe_source(rule)
         if rule.dst.net is not None and port.all_addresses:
             who += f" (to {rule.dst.net})"

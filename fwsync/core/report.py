@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from fwsync.core.build import container_matches
+from fwsync.core.build import build_ruleset, container_matches
 from fwsync.core.exposure import Decision, decisions_for, rules_for
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Network, Policy, PortRange, Rule
 
 SurpriseKind = Literal[
@@ -63,9 +64,10 @@ def _loopback(port: PublishedPort) -> bool:
     return not port.all_addresses and ipaddress.ip_address(port.host_ip).is_loopback
 
 
-def _allowing(policy: Policy, port: PublishedPort) -> tuple[list[Rule], bool]:
+def _allowing(policy: Policy, ruleset: Ruleset, port: PublishedPort
+              ) -> tuple[list[Rule], bool]:
     """The allow/limit rules that can let someone in, and whether the default lets in the rest."""
-    found = rules_for(policy, port)
+    found = rules_for(policy, ruleset, port)
     allowing = [rule for rule, _ in found if rule.action in ("allow", "limit")]
     caught_all = bool(found) and found[-1][1]
     return allowing, policy.default == "allow" and not caught_all
@@ -154,16 +156,17 @@ def _other_protocol_rule(policy: Policy, port: PublishedPort) -> Surprise | None
     return None
 
 
-def _port_surprises(policy: Policy, port: PublishedPort) -> Iterator[Surprise]:
+def _port_surprises(policy: Policy, ruleset: Ruleset, port: PublishedPort
+                    ) -> Iterator[Surprise]:
     if _loopback(port):
         if not policy.protect_localhost_publish:
             yield Surprise("localhost-publish-off",
                            "published on a loopback address, but `protect localhost-publish` is "
                            "off: a neighbour that routes 127.0.0.1 / ::1 to this host reaches it")
         return
-    allowing, default_allows = _allowing(policy, port)
+    allowing, default_allows = _allowing(policy, ruleset, port)
     if through_docker_proxy(port):
-        found = rules_for(policy, port)
+        found = rules_for(policy, ruleset, port)
         catch_all = [] if found and found[-1][1] else [policy.default]
         # Only a binding the rules leave open to everyone loses nothing by bypassing them.
         if any(a != "allow" for a in [*(r.action for r, _ in found), *catch_all]):
@@ -216,10 +219,12 @@ def _rule_surprises(policy: Policy, docker: DockerState) -> Iterator[Surprise]:
 
 
 def exposure_report(policy: Policy, docker: DockerState) -> ExposureReport:
+    # The ruleset apply writes and explain walks: every binding is judged by the same matcher.
+    ruleset = build_ruleset(policy, docker).ruleset
     ports = tuple(
-        PortReport(port=p, decisions=tuple(decisions_for(policy, p)),
+        PortReport(port=p, decisions=tuple(decisions_for(policy, ruleset, p)),
                    governed=not through_docker_proxy(p),
-                   surprises=tuple(_port_surprises(policy, p)))
+                   surprises=tuple(_port_surprises(policy, ruleset, p)))
         # The IPv4 and IPv6 bindings of one port side by side.
         for p in sorted(docker.ports, key=lambda p: (p.host_port, p.proto, p.family, p.host_ip))
     )

@@ -7,9 +7,10 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
+from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
-from fwsync.core.exposure import decisions_for
-from fwsync.core.observed import PublishedPort
+from fwsync.core.exposure import Decision, decisions_for
+from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.doctor.facts import (
     ContainerFacts,
     Finding,
@@ -100,9 +101,22 @@ def _published(containers: Iterable[ContainerFacts]) -> list[PublishedPort]:
 # --------------------------------------------------------------------------- the checks
 
 
+def _decide(containers: Iterable[ContainerFacts], policy: Policy
+            ) -> Callable[[PublishedPort], list[Decision]]:
+    """decisions_for over the ruleset built for these containers' bindings: the matcher status
+    and explain use (fwsync.core.matching)."""
+    listed = list(containers)
+    docker = DockerState(ports=tuple(_published(listed)),
+                         containers=tuple(c.name for c in listed))
+    ruleset = build_ruleset(policy, docker).ruleset
+    return lambda port: decisions_for(policy, ruleset, port)
+
+
 def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
     """Published ports that no rule names: only the default decides (or nothing, without rules)."""
     findings: list[tuple[PublishedPort, Finding]] = []
+    containers = list(containers)
+    decide = _decide(containers, rules.policy) if rules.policy is not None else None
     for port in _published(containers):
         if rules.policy is None:
             if _is_loopback(port.host_ip):
@@ -116,7 +130,8 @@ def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules) -
                 f"(`fwsync check {rules.path or 'RULES'}`), then `fwsync apply`",
                 _port_details(port))))
             continue
-        decisions = decisions_for(rules.policy, port)
+        assert decide is not None
+        decisions = decide(port)
         default_origin = str(rules.policy.default_origin or "built-in default")
         if len(decisions) != 1 or decisions[0].origin != default_origin:
             continue  # a rule or a protection decides
@@ -149,14 +164,16 @@ def internal_service(port: PublishedPort) -> str | None:
 def check_internal_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
     """Databases and caches published on every host address."""
     findings: list[tuple[PublishedPort, Finding]] = []
+    containers = list(containers)
+    decide = _decide(containers, rules.policy) if rules.policy is not None else None
     for port in _published(containers):
         service = internal_service(port)
         if service is None or not port.all_addresses:
             continue
-        if rules.policy is None:
+        if decide is None:
             open_to_all, who = True, "no fwsync rules are loaded, so anyone may connect"
         else:
-            last = decisions_for(rules.policy, port)[-1]
+            last = decide(port)[-1]
             open_to_all = last.action in ("allow", "limit")
             who = (f"{last.who} may connect ({last.origin})" if open_to_all
                    else "fwsync's rules restrict it, but one mistake or a stopped fwsync opens it")

@@ -20,14 +20,11 @@ from dataclasses import dataclass
 
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
-from fwsync.core.ruleset import AddrSet, Family, KernelRule, Match, Ruleset
+from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
 OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN)
-# ufw's `limit`: 6 or more new connections from one source within 30 seconds are refused.
-LIMIT_SECONDS = 30
-LIMIT_HITCOUNT = 6
 SET_PREFIX = "fws"
 _SET_NAME = re.compile(r"^fws([46])-(.+)-([0-9a-f]{6})$")
 _COMMENT_MAX = 255
@@ -114,6 +111,7 @@ def _cidr(cidr: str) -> str:
 class RenderContext:
     family: Family
     set_names: dict[str, str]  # display name → kernel set name
+    limit: RateLimit = LIMIT
 
 
 def _match_text(m: Match, ctx: RenderContext) -> str:
@@ -167,13 +165,12 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext) -> Iterator[str]:
         yield _line(chain, match, comment, "-j DROP")
     elif rule.action == "reject":
         yield _line(chain, match, comment, _reject(ctx.family, rule.match.proto))
-    else:  # limit, as ufw does it: count every new connection, refuse the 6th within 30 s
-        mask = "255.255.255.255" if ctx.family == 4 else ":".join(["ffff"] * 8)
-        recent = f"--name fwsync-{rule.index} --mask {mask} --rsource"
-        yield _line(chain, f"{match} -m recent --set {recent}".strip(), comment, "")
-        update = (f"-m recent --update --seconds {LIMIT_SECONDS} --hitcount {LIMIT_HITCOUNT} "
-                  f"{recent}")
-        yield _line(chain, f"{match} {update}".strip(), comment,
+    else:  # limit: the core's RateLimit, a token bucket per source (hashlimit)
+        lim = ctx.limit
+        over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
+                f"{lim.burst} --hashlimit-mode srcip --hashlimit-name fwsync-{rule.index} "
+                f"--hashlimit-htable-expire {lim.forget_after * 1000}")
+        yield _line(chain, f"{match} {over}".strip(), comment,
                     _reject(ctx.family, rule.match.proto))
         yield _line(chain, match, comment, "-j RETURN")
 
@@ -229,7 +226,7 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
         elements = set_elements(aset)
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)
-    ctx = RenderContext(family=family, set_names=set_names)
+    ctx = RenderContext(family=family, set_names=set_names, limit=ruleset.limit)
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx))
     objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (

@@ -24,7 +24,7 @@ from typing import Any
 
 from fwsync.core.build import split_cidrs
 from fwsync.core.kernel_text import checked_iface, comment_text
-from fwsync.core.ruleset import Family, KernelRule, Match, Ruleset
+from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
 from fwsync.rules.model import PortRange
 
 TABLE = "fwsync"
@@ -32,9 +32,6 @@ FAMILY = "inet"
 # Docker's filter chains (and iptables-nft's FORWARD) hook forward at priority 0 ("filter"):
 # one less runs first, so a drop here happens before anything there can accept.
 FORWARD_PRIORITY = -1
-LIMIT_RATE_PER_MINUTE = 10  # ufw's limit allows 5 new connections per source per 30 s
-LIMIT_BURST = 5
-LIMIT_TIMEOUT_S = 30
 _COMMENT_MAX = 120  # nftables keeps at most 128 bytes of a rule comment
 
 Expr = dict[str, Any]
@@ -230,7 +227,7 @@ def _user_rules(ruleset: Ruleset, sets: list[dict[str, Any]]) -> Iterator[dict[s
     """The user's rules, in order; the sets their rules use are appended to `sets`."""
     for n, item in enumerate(_merged(_specs(ruleset))):
         if isinstance(item, KernelRule):
-            yield from _limit_rules(item)
+            yield from _limit_rules(item, ruleset.limit)
         else:
             yield _spec_rule(item, n, sets)
 
@@ -279,14 +276,17 @@ def _port_elements(ports: list[PortRange]) -> list[Any]:
     return [lo if lo == hi else {"range": [lo, hi]} for lo, hi in merged]
 
 
-def _limit_rules(rule: KernelRule) -> Iterator[dict[str, Any]]:
+def _limit_rules(rule: KernelRule, limit: RateLimit) -> Iterator[dict[str, Any]]:
+    """The core's RateLimit: a token bucket per source, kept in a dynamic set. `update`, not
+    `add`: every connection, refused ones too, keeps its source's entry from timing out (as
+    hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket."""
     m = rule.match
     # The set statement's `ip saddr` already confines the first rule to one family (nftables
     # adds, and lists without, that dependency); the accept after it must say so itself.
     exprs = match_exprs(m, family_specific=False)
-    over = {"set": {"op": "add", "elem": _saddr(m.family),
+    over = {"set": {"op": "update", "elem": _saddr(m.family),
                     "set": "@" + limit_set_name(rule.index, m.family),
-                    "stmt": [{"limit": {"rate": LIMIT_RATE_PER_MINUTE, "burst": LIMIT_BURST,
+                    "stmt": [{"limit": {"rate": limit.per_minute, "burst": limit.burst,
                                         "per": "minute", "inv": True}}]}}
     yield _rule("inbound", [*exprs, over, _reject(m.proto)], _comment(rule))
     yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}],
@@ -345,7 +345,7 @@ def _sets(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
         if rule.action == "limit":
             yield {"set": {**_t(), "name": limit_set_name(rule.index, rule.match.family),
                            "type": _set_type(rule.match.family), "size": 65535,
-                           "flags": ["timeout"], "timeout": LIMIT_TIMEOUT_S}}
+                           "flags": ["timeout"], "timeout": ruleset.limit.forget_after}}
 
 
 def _set_type(family: Family) -> str:

@@ -7,6 +7,7 @@ container address (those change on restart).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,41 @@ class KernelRule:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """What `limit` means, on every backend: per source address, a bucket of `burst` new
+    connections, refilled at `per_minute` a minute. A new connection that finds the bucket empty
+    is refused (rejected) and takes nothing from it; a source unseen for `forget_after` seconds
+    is forgotten (its bucket is full again by then). The iptables backend renders it as
+    `hashlimit`, the nftables one as a per-source `limit` in a dynamic set: both are this token
+    bucket, so one burst meets the same verdicts on either."""
+
+    burst: int
+    per_minute: int
+    forget_after: int  # seconds
+
+    def verdicts(self, times: Sequence[float]) -> list[bool]:
+        """The model: for new connections from one source at these times (seconds, ascending),
+        which are let through."""
+        out: list[bool] = []
+        tokens, last = float(self.burst), None
+        for t in times:
+            if last is not None:
+                idle = t - last
+                tokens = float(self.burst) if idle > self.forget_after else \
+                    min(float(self.burst), tokens + idle * self.per_minute / 60)
+            last = t
+            out.append(tokens >= 1)
+            if tokens >= 1:
+                tokens -= 1
+        return out
+
+
+# ufw's `limit` refuses the 6th new connection within 30 s; a token bucket (which nftables can
+# express, and iptables' hashlimit too) lets 5 through at once, then one every 6 s.
+LIMIT = RateLimit(burst=5, per_minute=10, forget_after=30)
+
+
+@dataclass(frozen=True)
 class Ruleset:
     rules: tuple[KernelRule, ...]
     sets: tuple[AddrSet, ...]
@@ -61,6 +97,7 @@ class Ruleset:
     # Such a bridge without any subnet known: every DNATed new connection that does not come from
     # a Docker bridge is judged (published ports are always DNATed), so nothing is left open.
     judge_all_dnat: bool = False
+    limit: RateLimit = LIMIT  # what every `limit` rule means
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
         return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))

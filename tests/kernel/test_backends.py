@@ -6,11 +6,14 @@ the e2e suite repeats the essentials against a real dockerd."""
 from __future__ import annotations
 
 import fcntl
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from fwsync.core.ruleset import LIMIT
 from tests.lab import (
     CTR_NET_V4,
     CTR_V4,
@@ -136,13 +139,60 @@ def test_port_published_after_apply_is_denied_without_another_apply(
     assert kernel_lab.attacker.probe(80) == "open"
 
 
-def test_limit_refuses_the_sixth_connection_in_30_seconds(
-        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
-    kernel_lab.publish(2222, 80)
-    apply(kernel_lab, write_rules(tmp_path, "limit 2222/tcp\n"))
-    got = [kernel_lab.attacker.probe(2222) for _ in range(6)]
-    assert got == ["open"] * 5 + ["closed"]
-    assert kernel_lab.trusted.probe(2222) == "open", "the count is per source"
+_BURST = r"""
+import json, socket, sys, time
+addr, port, schedule = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+out, t0 = [], None
+for pause, count in schedule:
+    time.sleep(pause)
+    for _ in range(count):
+        now = time.monotonic()
+        t0 = now if t0 is None else t0
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect((addr, port))
+            state = "open"
+        except ConnectionRefusedError:
+            state = "closed"
+        except OSError:
+            state = "filtered"
+        finally:
+            s.close()
+        out.append([now - t0, state])
+print(json.dumps(out))
+"""
+# Seven new connections back to back, then (after more than one refill interval) two more.
+BURST = [(0, 7), (9, 2)]
+
+
+def send_burst(lab: KernelLab, port: int) -> tuple[list[float], list[str]]:
+    res = lab.attacker.ns.run([sys.executable, "-I", "-c", _BURST, lab.attacker.host_v4,
+                               str(port), json.dumps(BURST)])
+    sent = json.loads(res.stdout)
+    return [t for t, _ in sent], [state for _, state in sent]
+
+
+def test_limit_means_one_thing_on_both_backends(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limit` is defined once (fwsync.core.ruleset.LIMIT, a token bucket per source) and
+    rendered twice: the same burst through either backend meets the same verdicts, and they
+    are the ones the core's model gives for the times the connections were really sent. The
+    second part checks the refill: a window rule (ufw's `recent`: the 6th within 30 s) would
+    refuse it, as the iptables backend did while nftables let it through."""
+    lab = kernel_lab
+    lab.publish(2222, 80)
+    rules = write_rules(tmp_path, "limit 2222/tcp\n")
+    seen: dict[str, list[str]] = {}
+    for name in ("iptables", "nftables"):
+        monkeypatch.setenv("FWSYNC_BACKEND", name)
+        apply(lab, rules)
+        times, seen[name] = send_burst(lab, 2222)
+        model = ["open" if ok else "closed" for ok in LIMIT.verdicts(times)]
+        assert seen[name] == model, f"{name}: kernel {seen[name]}, model {model} at {times}"
+        assert lab.trusted.probe(2222) == "open", "the bucket is per source"
+    assert seen["iptables"] == seen["nftables"] == ["open"] * 5 + ["closed"] * 2 + \
+        ["open", "closed"]
 
 
 def test_reject_udp_answers_port_unreachable(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from fwsync.daemon.rules_watch import fingerprint
 from tests.daemon_helpers import DaemonProc, TightLoop
 from tests.lab import DockerLab, LabError, ruleset_snapshot, run_fwsync, wait_for
 from tests.steps import fwsync_ok, write_rules
@@ -365,11 +366,19 @@ def test_a_list_outside_the_rules_dir_is_followed_and_sighup_reloads(
     assert time.monotonic() - t0 < 2.0, f"the list change took {time.monotonic() - t0:.1f} s"
     assert "rules" in rec["trigger"], rec
 
-    outside.write_text("198.51.100.0/25\n")
+    # SIGHUP, on its own: the new list has the same size, and its mtime is put back, so the
+    # drift tick's fingerprint (size, mtime, inode) cannot see the change, and no watcher
+    # looks outside the rules directory. Only the signal can make the daemon read it.
+    seen, unchanged = outside.stat(), fingerprint(rules, [outside])
+    outside.write_text("198.51.100.0/25\n203.0.113.8/29\n")  # the attacker's .7 is out
+    os.utime(outside, ns=(seen.st_atime_ns, seen.st_mtime_ns))
+    assert fingerprint(rules, [outside]) == unchanged
     before = len(d.reconciles())
     d.signal(signal.SIGHUP)
     rec = d.wait_reconcile(lambda r: r["result"] == "applied", after=before)
-    assert dlab.attacker.probe(5432) == "filtered"
+    assert rec["trigger"] == "signal: SIGHUP", rec
+    assert [r["trigger"] for r in d.reconciles()[before:]] == ["signal: SIGHUP"]
+    assert dlab.attacker.probe(5432) == "filtered" and dlab.trusted.probe(5432) == "open"
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -19,7 +19,7 @@ import pytest
 
 from fwsync.observe.host_facts import swap_total_kb
 from tests.json_schemas import assert_valid
-from tests.lab import BUSYBOX_IMAGE, DockerLab, require, run_fwsync, wait_for
+from tests.lab import _ENV, BUSYBOX_IMAGE, DockerLab, require, run_fwsync, wait_for
 from tests.steps import write_rules
 
 pytestmark = pytest.mark.e2e
@@ -86,19 +86,50 @@ def swap_on(tmp_path: Path) -> Iterator[None]:
         assert str(path) not in Path("/proc/swaps").read_text()
 
 
+def doctor_seeing_no_swap(lab: DockerLab, rules: Path, tmp_path: Path) -> dict[str, Any]:
+    """`fwsync doctor` in a mount namespace of its own in which /proc/meminfo and /proc/swaps
+    are this machine's with the swap taken out (bind mounts over the two files): doctor reads
+    the files as always, and nothing outside that namespace sees a change."""
+    require("unshare", "mount")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("".join(
+        "SwapTotal:             0 kB\n" if line.startswith("SwapTotal:") else
+        "SwapFree:              0 kB\n" if line.startswith("SwapFree:") else line + "\n"
+        for line in Path("/proc/meminfo").read_text().splitlines()))
+    swaps = tmp_path / "swaps"
+    swaps.write_text(Path("/proc/swaps").read_text().splitlines()[0] + "\n")
+    script = 'mount --bind "$1" /proc/meminfo && mount --bind "$2" /proc/swaps && shift 2 && ' \
+             'exec "$@"'
+    env = {**_ENV, "DOCKER_HOST": lab.docker_host, "FWSYNC_RULES": str(rules),
+           "FWSYNC_LOCK_FILE": str(lab.dir / "fwsync.lock")}
+    res = subprocess.run(
+        [*lab.host.nsenter_prefix(), "unshare", "--mount", "--propagation", "private",
+         "sh", "-c", script, "sh", str(meminfo), str(swaps),
+         sys.executable, "-m", "fwsync", "doctor", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert res.returncode in (0, SERIOUS_EXIT), f"doctor failed:\n{res.stderr}{res.stdout}"
+    document: dict[str, Any] = json.loads(res.stdout)
+    assert_valid("doctor", document)
+    return document
+
+
 def test_no_swap_is_found_and_swap_is_not(dlab: DockerLab, tmp_path: Path,
                                           request: pytest.FixtureRequest) -> None:
+    """Both halves run on every machine: without swap as doctor sees it (through a private view
+    of /proc, and on a machine that really has none, the real one too), and with swap (turned
+    on for the test if the machine has none)."""
     rules = rules_allowing(tmp_path, 8080)
+    without = [doctor_seeing_no_swap(dlab, rules, tmp_path)]
     if (swap_total_kb() or 0) == 0:
-        # This machine really has no swap: the finding comes from the real /proc.
-        _, doc = doctor(dlab, rules)
+        without.append(doctor(dlab, rules)[1])
+    for doc in without:
         [found] = findings(doc, "no-swap")
         assert found["severity"] == "warning" and found["details"]["swap_total_kb"] == 0
-    # A machine that has swap can't lose it for a test without disturbing everything else on
-    # it: there, the no-swap case is covered by the unit tests over a copy of /proc.
     request.getfixturevalue("swap_on")
     _, doc = doctor(dlab, rules)
     assert "no-swap" in doc["checks"] and findings(doc, "no-swap") == []
+    # The private view holds with swap on too: it is what made the first half run here.
+    assert len(findings(doctor_seeing_no_swap(dlab, rules, tmp_path), "no-swap")) == 1
 
 
 # --------------------------------------------------------------------------- the gotchas

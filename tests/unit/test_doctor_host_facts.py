@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from fwsync.observe.host_facts import (
     sample_proxies,
     swap_total_kb,
 )
+from tests.proxy_procs import IDLE, process_named_docker_proxy
 
 pytestmark = pytest.mark.unit
 
@@ -121,48 +119,9 @@ def test_docker_proxies_are_found_by_name(tmp_path: Path) -> None:
                                               "host-port": "53"})]
 
 
-BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
-IDLE = "import time; time.sleep(20)"
-
-
-def _process_named_docker_proxy(tmp_path: Path, code: str, host_port: int
-                                ) -> subprocess.Popen[bytes]:
-    # comm is the name the program was started by: a symlink called docker-proxy to Python.
-    exe = tmp_path / f"{host_port}" / PROXY_COMM
-    exe.parent.mkdir()
-    exe.symlink_to(sys.executable)
-    return subprocess.Popen([str(exe), "-c", code, "-proto", "tcp", "-host-ip", "127.0.0.1",
-                             "-host-port", str(host_port), "-container-ip", "198.51.100.130",
-                             "-container-port", "80"])
-
-
-def test_sampling_measures_the_cpu_time_of_a_real_busy_process(tmp_path: Path) -> None:
-    """Real processes, real /proc: one spinning, one asleep. (The e2e test drives real traffic
-    through a real docker-proxy; this one pins down the arithmetic without dockerd.)"""
-    busy = _process_named_docker_proxy(tmp_path, BUSY, 61001)
-    idle = _process_named_docker_proxy(tmp_path, IDLE, 61002)
-    try:
-        time.sleep(0.2)  # both started (the idle one asleep)
-        ours = own_netns()
-        assert ours is not None
-        facts = {p.host_port: p for p in sample_proxies(seconds=0.5, netns=ours)
-                 if p.pid in (busy.pid, idle.pid)}
-    finally:
-        for p in (busy, idle):
-            p.kill()
-            p.wait()
-    assert set(facts) == {61001, 61002}
-    assert facts[61001].interval == pytest.approx(0.5, abs=0.2)
-    # A spinning process gets at least a good part of a core even on a busy 2-core machine.
-    assert facts[61001].cpu_share > 0.3, facts[61001]
-    assert facts[61002].cpu_share < 0.05, facts[61002]
-    assert (facts[61001].pid, facts[61001].container_ip) == (busy.pid, "198.51.100.130")
-
-
 def test_sampling_skips_proxies_of_other_network_namespaces(tmp_path: Path) -> None:
-    proc = _process_named_docker_proxy(tmp_path, IDLE, 61003)
+    proc = process_named_docker_proxy(tmp_path, IDLE, 61003)
     try:
-        time.sleep(0.2)
         found = [pid for pid, _ in docker_proxies(netns="net:[1]")]
         mine = [pid for pid, _ in docker_proxies(netns=own_netns())]
     finally:

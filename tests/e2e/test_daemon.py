@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from fwsync.daemon.coalesce import MIN_INTERVAL
 from fwsync.daemon.rules_watch import fingerprint
 from tests.daemon_helpers import DaemonProc, TightLoop
 from tests.lab import DockerLab, LabError, ruleset_snapshot, run_fwsync, wait_for
@@ -152,9 +153,12 @@ def test_compose_sized_burst_is_a_handful_of_reconciles(
     last = d.wait_reconcile(lambda r: r.get("ports") == 60, after=before,
                             what="a reconcile that sees all 30 services (v4 + v6 bindings)")
     served = [r for r in d.reconciles()[before:] if "docker: " in r["trigger"]]
-    # One reconcile per second of the burst at most (the coalescer's min_interval), plus the
-    # first one served at once: far fewer than the 30 starts.
-    assert len(served) <= int(burst) + 2 and len(served) < 30 / 3, (burst, len(served))
+    # The coalescer's promise: reconciles that serve Docker events start at least
+    # MIN_INTERVAL apart. Over the burst as long as this machine took to start 30 containers,
+    # that is one per MIN_INTERVAL, plus the first served at once and one after the last
+    # event (on a machine that starts them in 3 s: at most 5, not 30). Measured against the
+    # burst's own length, so a slow machine gets a looser bound, not a failure.
+    assert len(served) <= burst / MIN_INTERVAL + 2, (burst, [r["trigger"] for r in served])
     assert last["result"] in ("applied", "unchanged")
     assert run_fwsync(dlab, "plan", "--detailed-exitcode", rules=d.rules,
                       env=d.env).returncode == 0, "every service is governed"

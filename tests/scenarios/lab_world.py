@@ -63,9 +63,11 @@ class LabWorld:
             proc = peer.ns.spawn([sys.executable, "-I", str(PROBE_SCRIPT), "loop",
                                   peer.host_addr(v6), str(port), "0.5"], stdout=fh,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.read = out.read_text
         try:
             yield log
         finally:
+            log.read = None
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -73,7 +75,7 @@ class LabWorld:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            log.add_lines(out.read_text())
+            log.set_lines(out.read_text())
 
     def start_fwsync(self) -> None:
         self.close()

@@ -9,7 +9,6 @@ repo's rules/ (the rules both worlds run with):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,9 +18,10 @@ WEB, DB, OTHER, HOST_ONLY = 80, 5432, 6000, 8080
 # A reboot under software emulation (TCG) takes minutes; dockerd's restart policy then needs
 # its own start-up time before the container answers.
 BOOT_TIMEOUT = 900.0
-# Probe loops (one attempt every 0.5 s) go on this long after the event: where it is over in a
-# second (dockerd in a namespace), the loop still sees the moments just after it.
-LINGER = 2.0
+# Probe loops (one attempt every 0.5 s) go on for this many more attempts after the event:
+# where it is over in a second (dockerd in a namespace), the loop still sees the moments just
+# after it.
+LINGER = 4
 
 
 def expect(cond: bool, message: str) -> None:
@@ -82,7 +82,7 @@ def dockerd_restart(world: World) -> str | None:
     with world.probing("attacker", DB) as attacker:
         world.restart_dockerd()
         waited = wait_state(world, "trusted", DB, "open", timeout=120)
-        time.sleep(LINGER)
+        attacker.more_attempts(LINGER)
     expect(attacker.counts()["open"] == 0,
            f"the attacker connected while dockerd restarted: {attacker.summary()}")
     expect(len(attacker.attempts) >= 3, f"the probe loop ran: {attacker.summary()}")
@@ -95,7 +95,7 @@ def ufw_reload(world: World) -> str | None:
     world.publish("db", DB)
     with world.probing("attacker", DB) as attacker:
         world.ufw_reload()
-        time.sleep(LINGER)
+        attacker.more_attempts(LINGER)
     expect(attacker.counts()["open"] == 0,
            f"the attacker connected during `ufw reload`: {attacker.summary()}")
     expect(len(attacker.attempts) >= 3, f"the probe loop ran: {attacker.summary()}")
@@ -112,9 +112,10 @@ def reboot(world: World) -> str | None:
         world.reboot()
         wait_state(world, "trusted", DB, "open", timeout=BOOT_TIMEOUT)
         # The loop's own probes must see postgres back too, not only wait_state's: a loop
-        # stopped right here once ended on probes still timing out (one failed CI run). The
-        # VM world reads the loop's log only when it stops, so give it time to record some.
-        time.sleep(3 * LINGER)
+        # stopped right here once ended on probes still timing out (one failed CI run).
+        trusted.wait(lambda log: log.outage() is not None, "postgres lost and back",
+                     timeout=BOOT_TIMEOUT)
+        attacker.more_attempts(LINGER)
     expect(attacker.counts()["open"] == 0,
            f"the attacker connected during the reboot: {attacker.summary()}")
     outage = trusted.outage()

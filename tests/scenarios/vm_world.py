@@ -131,11 +131,13 @@ class VmWorld:
         out = f"/tmp/fwsync-loop-{next(self._loops)}.log"
         pid = self.ssh(src, f"setsid nohup python3 {REMOTE_PROBE} loop {HOST_ADDR[src][v6]} "
                             f"{port} 0.5 >{out} 2>&1 </dev/null & echo $!").stdout.strip()
+        log.read = lambda: self.ssh(src, f"cat {out}").stdout
         try:
             yield log
         finally:
+            log.read = None
             self.ssh(src, f"kill {pid}; sleep 1.5", check=False)
-            log.add_lines(self.ssh(src, f"cat {out}").stdout)
+            log.set_lines(self.ssh(src, f"cat {out}").stdout)
 
     def start_fwsync(self) -> None:
         # Type=notify: systemctl returns once the daemon said READY=1 (rules in the kernel).

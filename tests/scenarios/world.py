@@ -6,7 +6,9 @@ the common ones that it needs, and runs only where the world has them."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +33,53 @@ class WorldError(RuntimeError):
 
 @dataclass
 class ProbeLog:
-    """Every attempt of a probe loop: (seconds since its start, state). Filled when the
-    `probing` block ends."""
+    """Every attempt of a probe loop: (seconds since its start, state). Read again by `wait`
+    while the `probing` block runs, and completely when it ends."""
 
     src: Role
     port: int
     v6: bool = False
     attempts: list[tuple[float, str]] = field(default_factory=list)
+    # The loop's output so far (the world's way to read it), for `wait` inside the block.
+    read: Callable[[], str] | None = field(default=None, repr=False)
 
-    def add_lines(self, text: str) -> None:
+    def set_lines(self, text: str, *, partial: bool = False) -> None:
+        """All attempts from the loop's output (`partial`: it is still writing, so a last line
+        cut short is left for the next read)."""
+        attempts = []
         for line in text.splitlines():
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 t, state = json.loads(line)
-                self.attempts.append((float(t), str(state)))
+            except ValueError:
+                if partial:
+                    continue
+                raise
+            attempts.append((float(t), str(state)))
+        self.attempts = attempts
+
+    def wait(self, until: Callable[[ProbeLog], bool], what: str, timeout: float = 60.0) -> None:
+        """Until the loop's own record shows `until`: what a scenario waits for instead of a
+        sleep (the loop's verdicts are what it judges)."""
+        assert self.read is not None, "wait() works inside the probing block only"
+        deadline = time.monotonic() + timeout
+        while True:
+            self.set_lines(self.read(), partial=True)
+            if until(self):
+                return
+            if time.monotonic() > deadline:
+                raise WorldError(f"the probe loop {self.src} -> {self.port} did not record "
+                                 f"{what} in {timeout:.0f} s: {self.summary()}")
+            time.sleep(0.2)
+
+    def more_attempts(self, count: int, timeout: float = 60.0) -> None:
+        """Until the loop has recorded `count` attempts beyond those it has now: the moments
+        just after an event, seen whatever the machine's speed."""
+        self.set_lines(self.read() if self.read else "", partial=True)
+        have = len(self.attempts)
+        self.wait(lambda log: len(log.attempts) >= have + count, f"{count} more attempts",
+                  timeout)
 
     def counts(self) -> Counter[str]:
         return Counter(state for _, state in self.attempts)

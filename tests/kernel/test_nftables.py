@@ -92,6 +92,32 @@ def test_a_failing_batch_changes_nothing_and_plan_says_so(kernel_lab: KernelLab,
         owner.wait()
 
 
+def test_plan_refuses_a_plan_the_kernel_would_reject(kernel_lab: KernelLab,
+                                                    tmp_path: Path) -> None:
+    """plan sends its batch to the kernel in dry-run mode: a batch the kernel would refuse is
+    an error, not a plan. Here fwsync's base chain was re-made by hand on another hook, which
+    the kernel will not move to `forward` (`Operation not supported`)."""
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, OFFICE_ONLY)
+    fwsync_ok(lab, "apply", "--backend", "nftables", rules=rules)
+    for edit in (["flush", "chain", "inet", "fwsync", "forward"],
+                 ["delete", "chain", "inet", "fwsync", "forward"],
+                 ["add", "chain", "inet", "fwsync", "forward",
+                  "{ type filter hook input priority 0 ; }"]):
+        lab.host.run(["nft", *edit])
+    before = ruleset_snapshot(lab, lab.variant)
+    plan = run_fwsync(lab, "plan", "--backend", "nftables", rules=rules)
+    assert plan.returncode == 1 and plan.stdout == "", plan.stdout
+    assert plan.stderr.startswith("error: this plan would fail to apply: dry run of the "
+                                  "planned batch: libnftables said:"), plan.stderr
+    assert "Operation not supported" in plan.stderr
+    assert ruleset_snapshot(lab, lab.variant) == before, "a dry run commits nothing"
+    res = run_fwsync(lab, "apply", "--backend", "nftables", rules=rules)
+    assert res.returncode == 1 and "nothing was changed" in res.stderr, res.stderr
+    assert ruleset_snapshot(lab, lab.variant) == before
+
+
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_replacing_the_ruleset_is_atomic_for_connections(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:

@@ -14,10 +14,15 @@ from typing import Any
 import pytest
 
 from tests import engines
+from tests.docker_layouts import Layout
 from tests.engines import Engine
 from tests.lab import DOCKER_TOOLS, DockerLab, KernelLab, Variant, kernel_tools, require
 
 VARIANTS: tuple[Variant, ...] = ("nft", "legacy")
+# The KernelLabs every kernel_lab test runs on: both iptables variants under Docker 20.10's
+# chain layout, and iptables-nft (what Docker 28 hosts run) under 28's.
+KERNEL_LABS: tuple[tuple[Variant, Layout], ...] = (
+    ("nft", "20.10"), ("legacy", "20.10"), ("nft", "28"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,13 +62,13 @@ def _cleanup_checked(lab: KernelLab | DockerLab) -> None:
     assert lab.leftovers() == [], f"test bed left behind: {lab.leftovers()}"
 
 
-@pytest.fixture(params=VARIANTS)
+@pytest.fixture(params=KERNEL_LABS, ids=[f"{v}-docker{d}" for v, d in KERNEL_LABS])
 def kernel_lab(request: pytest.FixtureRequest) -> Iterator[KernelLab]:
-    """A fresh KernelLab (Docker 20.10's rules, fake container) per test, once per iptables
-    variant. Published: nothing yet — call lab.publish()."""
-    variant: Variant = request.param
+    """A fresh KernelLab (Docker's rules written by hand, fake container) per test, once per
+    entry of KERNEL_LABS. Published: nothing yet — call lab.publish()."""
+    variant, docker = request.param
     require(*kernel_tools(variant))
-    lab = KernelLab(variant).start()
+    lab = KernelLab(variant, docker=docker).start()
     try:
         yield lab
     finally:

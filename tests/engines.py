@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.docker_layouts import Layout
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -58,6 +60,11 @@ class Engine:
         """raw PREROUTING drops packets for a container address that come from outside its
         bridge (28.0+)."""
         return self.release >= (28, 0)
+
+    @property
+    def kernel_layout(self) -> Layout:
+        """The KernelLab layout (tests/docker_layouts.py) that writes what this engine writes."""
+        return "28" if self.docker_forward_chain else "20.10"
 
     @property
     def reports_firewall_backend(self) -> bool:

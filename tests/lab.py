@@ -35,6 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from tests.docker_layouts import (
+    LAYOUTS,
+    Bridge,
+    Layout,
+    Published,
+    iptables_base,
+    iptables_publish,
+    nftables_publish_script,
+    nftables_restart_script,
+)
 from tests.engines import Engine, default_engine, engine
 
 if TYPE_CHECKING:
@@ -405,6 +415,7 @@ class _Topology:
         self.host: Netns
         self.trusted: Peer
         self.attacker: Peer
+        self._made_etc_netns = False
 
     def _netns(self, role: str) -> Netns:
         ns = Netns.create(f"fws-{self.tag}-{role}")
@@ -434,6 +445,23 @@ class _Topology:
     def peers(self) -> tuple[Peer, Peer]:
         return self.trusted, self.attacker
 
+    def enable_ufw(self) -> None:
+        """ufw in HOST with a private copy of its config, as the notes describe:
+        default deny incoming, allow 22/tcp, enable."""
+        etc = Path("/etc/netns") / self.host.name
+        self._made_etc_netns = self._made_etc_netns or not etc.parent.exists()
+        etc.mkdir(parents=True, exist_ok=True)
+        # /etc/default holds ufw's default policies: without a private copy, `ufw default`
+        # would rewrite the machine's own /etc/default/ufw.
+        for src, dst in ((Path("/etc/ufw"), etc / "ufw"), (Path("/etc/default"), etc / "default")):
+            if not dst.exists():
+                shutil.copytree(src, dst, symlinks=True)
+        for cmd in (["default", "deny", "incoming"], ["allow", "22/tcp"], ["--force", "enable"]):
+            self.host.run(["ufw", *cmd])
+
+    def ufw(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.host.run(["ufw", *args], check=check)
+
     def _teardown_topology(self, errors: list[str]) -> None:
         for ns in reversed(self.namespaces):
             shutil.rmtree(Path("/etc/netns") / ns.name, ignore_errors=True)  # ufw's private /etc
@@ -449,6 +477,9 @@ class _Topology:
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.dir.exists():
             errors.append(f"could not remove {self.dir}")
+        if self._made_etc_netns:  # leave /etc as we found it; rmdir refuses if another lab uses it
+            with contextlib.suppress(OSError):
+                Path("/etc/netns").rmdir()
 
     def leftovers(self) -> list[str]:
         """What cleanup should have removed but did not (for tests of the test bed)."""
@@ -496,58 +527,33 @@ while True:
 """
 
 
-def _docker_base_rules(bridge: str, v6: bool, docker_user: bool) -> str:
-    """Docker 20.10's rules right after start, as iptables-save prints them."""
-    net, local = (CTR_NET_V6, "::1/128") if v6 else (CTR_NET_V4, "127.0.0.0/8")
-    user_chain = ":DOCKER-USER - [0:0]\n" if docker_user else ""
-    user_jump = "-A FORWARD -j DOCKER-USER\n" if docker_user else ""
-    user_return = "-A DOCKER-USER -j RETURN\n" if docker_user else ""
-    return f"""*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A OUTPUT ! -d {local} -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s {net} ! -o {bridge} -j MASQUERADE
--A DOCKER -i {bridge} -j RETURN
-COMMIT
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:DOCKER - [0:0]
-:DOCKER-ISOLATION-STAGE-1 - [0:0]
-:DOCKER-ISOLATION-STAGE-2 - [0:0]
-{user_chain}{user_jump}-A FORWARD -j DOCKER-ISOLATION-STAGE-1
--A FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A FORWARD -o {bridge} -j DOCKER
--A FORWARD -i {bridge} ! -o {bridge} -j ACCEPT
--A FORWARD -i {bridge} -o {bridge} -j ACCEPT
--A DOCKER-ISOLATION-STAGE-1 -i {bridge} ! -o {bridge} -j DOCKER-ISOLATION-STAGE-2
--A DOCKER-ISOLATION-STAGE-1 -j RETURN
--A DOCKER-ISOLATION-STAGE-2 -o {bridge} -j DROP
--A DOCKER-ISOLATION-STAGE-2 -j RETURN
-{user_return}COMMIT
-"""
-
-
 class KernelLab(_Topology):
     """A Docker-like host without dockerd: HOST routes to a fake container CTR behind a bridge,
-    with Docker 20.10's iptables rules written by hand. Fast enough for one lab per test."""
+    with Docker's firewall rules written by hand (tests/docker_layouts.py): `docker` picks the
+    generation, "20.10" (20.10-27.x; v6_docker_user=False for 20.10 itself, whose IPv6 has no
+    DOCKER-USER), "28" (DOCKER-FORWARD, raw-table drops) or "29-nftables" (Docker 29's
+    `ip`/`ip6 docker-bridges` tables). Fast enough for one lab per test."""
 
-    def __init__(self, variant: Variant = "nft", *, bridge: str = "docker0",
+    def __init__(self, variant: Variant = "nft", *, docker: Layout = "20.10",
+                 bridge: str = "docker0",
                  tcp_ports: Sequence[int] = (80, 81), udp_ports: Sequence[int] = (80, 81),
                  v6_docker_user: bool = True) -> None:
         if variant not in ("nft", "legacy"):
             raise ValueError(f"variant must be 'nft' or 'legacy', not {variant!r}")
+        if docker not in LAYOUTS:
+            raise ValueError(f"docker must be one of {', '.join(LAYOUTS)}, not {docker!r}")
+        if docker != "20.10" and not v6_docker_user:
+            raise ValueError("only Docker 20.10's layout lacks an IPv6 DOCKER-USER")
         super().__init__()  # makes the directory: only once the arguments are known good
         self.variant: Variant = variant
+        self.docker: Layout = docker
         self.bridge = bridge
         self.tcp_ports, self.udp_ports = tuple(tcp_ports), tuple(udp_ports)
         self.v6_docker_user = v6_docker_user
         self.published: list[tuple[int, int, Proto, str | None]] = []
+        # The forward policy dockerd sets where it turned forwarding on itself (29: its own
+        # filter-FORWARD base chain's; 20.10/28: iptables FORWARD's).
+        self.forward_policy = "drop"
         self.ctr: Netns
         self._server: subprocess.Popen[str] | None = None
 
@@ -571,8 +577,7 @@ class KernelLab(_Topology):
             add_addr(self.ctr, "eth0", f"{CTR_V6}/64")
             default_route(self.ctr, BRIDGE_V4, BRIDGE_V6)
             set_forwarding(self.host, True)
-            self.restore(_docker_base_rules(self.bridge, False, True))
-            self.restore(_docker_base_rules(self.bridge, True, self.v6_docker_user), v6=True)
+            self.write_docker_rules()
             self._start_server()
         except BaseException:
             self.cleanup()
@@ -611,25 +616,59 @@ class KernelLab(_Topology):
     def save(self, v6: bool = False) -> str:
         return self.host.run([self.tool("iptables-save", v6)]).stdout
 
+    @property
+    def docker_drops_direct_routing(self) -> bool:
+        """Docker itself drops packets for a published container's address that come from
+        outside its bridge (raw PREROUTING, 28.0+; 29's nftables too)."""
+        return self.docker != "20.10"
+
+    def _published(self, v6: bool) -> list[Published]:
+        ctr = CTR_V6 if v6 else CTR_V4
+        return [Published(ctr, hp, cp, proto, ip) for hp, cp, proto, ip in self.published
+                if ip is None or (":" in ip) == v6]
+
+    def _bridges(self, v6: bool) -> list[Bridge]:
+        return [Bridge(self.bridge, CTR_NET_V6 if v6 else CTR_NET_V4, self._published(v6))]
+
+    def write_docker_rules(self) -> None:
+        """What a dockerd of this generation writes when it starts, for the ports published so
+        far (none at lab start). For 29-nftables this is Docker's restart: both tables deleted
+        and recreated in one batch; the iptables layouts restore all of Docker's tables."""
+        if self.docker == "29-nftables":
+            self.nft(nftables_restart_script(self._bridges(False), self._bridges(True),
+                                             forward_policy=self.forward_policy))
+            return
+        for v6 in (False, True):
+            net = CTR_NET_V6 if v6 else CTR_NET_V4
+            docker_user = self.v6_docker_user if v6 else True
+            self.restore(iptables_base(self.docker, self.bridge, net, v6=v6,
+                                       docker_user=docker_user), v6=v6)
+            seen: set[str] = set()
+            for p in self._published(v6):
+                for args in iptables_publish(self.docker, self.bridge, p, v6=v6,
+                                             first_for_ctr=p.ctr not in seen):
+                    self.iptables(*args, v6=v6)
+                seen.add(p.ctr)
+
+    def nft(self, script: str) -> None:
+        self.host.run(["nft", "-f", "-"], input=script)
+
     def publish(self, host_port: int, ctr_port: int, proto: Proto = "tcp",
                 host_ip: str | None = None) -> None:
         """Add the rules `docker run -p [host_ip:]host_port:ctr_port/proto` adds (both families
-        unless host_ip picks one), in the order Docker appends them."""
-        match = ["-p", proto, "-m", proto, "--dport"]
-        for v6, ctr in ((False, CTR_V4), (True, CTR_V6)):
+        unless host_ip picks one), in the order this generation of Docker adds them."""
+        self.published.append((host_port, ctr_port, proto, host_ip))
+        if self.docker == "29-nftables":
+            self.nft(nftables_publish_script(self._bridges(False), self._bridges(True)))
+            return
+        for v6 in (False, True):
             if host_ip is not None and (":" in host_ip) != v6:
                 continue
-            plen = "/128" if v6 else "/32"
-            dest = f"[{ctr}]:{ctr_port}" if v6 else f"{ctr}:{ctr_port}"
-            dst = ["-d", host_ip + plen] if host_ip else []
-            self.iptables("-t", "nat", "-A", "DOCKER", *dst, "!", "-i", self.bridge,
-                          *match, str(host_port), "-j", "DNAT", "--to-destination", dest, v6=v6)
-            self.iptables("-t", "nat", "-A", "POSTROUTING", "-s", ctr + plen, "-d", ctr + plen,
-                          *match, str(ctr_port), "-j", "MASQUERADE", v6=v6)
-            self.iptables("-t", "filter", "-A", "DOCKER", "-d", ctr + plen, "!", "-i",
-                          self.bridge, "-o", self.bridge, *match, str(ctr_port), "-j", "ACCEPT",
-                          v6=v6)
-        self.published.append((host_port, ctr_port, proto, host_ip))
+            ctr = CTR_V6 if v6 else CTR_V4
+            for args in iptables_publish(self.docker, self.bridge,
+                                         Published(ctr, host_port, ctr_port, proto, host_ip),
+                                         v6=v6, first_for_ctr=len(self._published(v6)) == 1):
+                self.iptables(*args, v6=v6)
 
     def cleanup(self) -> None:
         t0 = time.monotonic()
@@ -701,7 +740,6 @@ class DockerLab(_Topology):
         self._pid: int | None = None
         self._client: DockerClient | None = None
         self.started_pids: list[int] = []
-        self._made_etc_netns = False
 
     @property
     def docker_host(self) -> str:
@@ -898,23 +936,6 @@ class DockerLab(_Topology):
     def container_ids(self) -> set[str]:
         return {c.id for c in self.client.containers.list(all=True)}
 
-    def enable_ufw(self) -> None:
-        """ufw in HOST with a private copy of its config, as the notes describe:
-        default deny incoming, allow 22/tcp, enable."""
-        etc = Path("/etc/netns") / self.host.name
-        self._made_etc_netns = self._made_etc_netns or not etc.parent.exists()
-        etc.mkdir(parents=True, exist_ok=True)
-        # /etc/default holds ufw's default policies: without a private copy, `ufw default`
-        # would rewrite the machine's own /etc/default/ufw.
-        for src, dst in ((Path("/etc/ufw"), etc / "ufw"), (Path("/etc/default"), etc / "default")):
-            if not dst.exists():
-                shutil.copytree(src, dst, symlinks=True)
-        for cmd in (["default", "deny", "incoming"], ["allow", "22/tcp"], ["--force", "enable"]):
-            self.host.run(["ufw", *cmd])
-
-    def ufw(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.host.run(["ufw", *args], check=check)
-
     def cleanup(self) -> None:
         t0 = time.monotonic()
         errors: list[str] = []
@@ -928,9 +949,6 @@ class DockerLab(_Topology):
         except LabError as exc:
             errors.append(str(exc))
         self._teardown_topology(errors)
-        if self._made_etc_netns:  # leave /etc as we found it; rmdir refuses if another lab uses it
-            with contextlib.suppress(OSError):
-                Path("/etc/netns").rmdir()
         self.timings["down"] = time.monotonic() - t0
         if errors:
             raise LabError("DockerLab cleanup: " + "; ".join(errors))

@@ -4,6 +4,7 @@ cleanup that leaves nothing behind."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,11 @@ import pytest
 from tests.engines import Engine
 from tests.lab import (
     ATTACKER_V4,
+    CTR_V4,
+    CTR_V6,
     DOCKER_TOOLS,
     DockerLab,
+    KernelLab,
     netns_names,
     pid_running,
     probe_many,
@@ -93,6 +97,46 @@ def test_ipv6_published_and_docker_user_per_engine(dlab_v6: DockerLab) -> None:
         assert _forward(v6)[0] == "-A FORWARD -j DOCKER-USER"
     else:  # 20.10 only hooks DOCKER-USER into IPv4's FORWARD
         assert "DOCKER-USER" not in v6
+
+
+_SAVE_NOISE = re.compile(r"^#.*\n|\s*\[\d+:\d+\]", re.M)
+
+
+def _tables(save: str) -> dict[str, dict[str, list[str]]]:
+    """iptables-save as {table: {chain: [policy line, rules in order]}}: the order of tables
+    and chains in a dump depends on the order they were made in, which is not a difference."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    chains: dict[str, list[str]] = {}
+    for line in _SAVE_NOISE.sub("", save).splitlines():
+        if line.startswith("*"):
+            chains = tables.setdefault(line[1:], {})
+        elif line.startswith(":"):
+            chains.setdefault(line.split()[0][1:], []).insert(0, line)
+        elif line.startswith("-A "):
+            chains.setdefault(line.split()[1], []).append(line)
+    return tables
+
+
+def test_kernel_lab_writes_what_this_engine_writes(dlab_v6: DockerLab, engine: Engine) -> None:
+    """The KernelLab's hand-written layout for this engine is, rule for rule, what the real
+    daemon writes for one published container (IPv4 and IPv6): the kernel tests built on it
+    test the chains users have."""
+    lab = dlab_v6
+    assert {n.name for n in lab.client.networks.list()} == {"bridge", "host", "none"}
+    ctr = lab.run_web("web-layout", {"80/tcp": 8080})
+    net = ctr.attrs["NetworkSettings"]
+    addrs = {net["IPAddress"]: CTR_V4, net["GlobalIPv6Address"]: CTR_V6}
+    real = {}
+    for v6 in (False, True):
+        save = lab.host.run(["ip6tables-save" if v6 else "iptables-save"]).stdout
+        for addr, lab_addr in addrs.items():  # 20.10 derives the IPv6 address from the MAC
+            save = save.replace(addr, lab_addr)
+        real[v6] = _tables(save)
+    with KernelLab("nft", docker=engine.kernel_layout,
+                   v6_docker_user=engine.ip6_docker_user) as klab:
+        klab.publish(8080, 80)
+        written = {v6: _tables(klab.save(v6=v6)) for v6 in (False, True)}
+    assert written == real
 
 
 def test_dockerd_restart_keeps_restart_policy_containers(dlab: DockerLab) -> None:

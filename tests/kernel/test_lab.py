@@ -1,21 +1,24 @@
-"""The KernelLab reproduces a Docker 20.10 host's packet path, without fwsync: if these fail,
-every kernel test built on it means nothing."""
+"""The KernelLab reproduces a Docker host's packet path (20.10's and 28's chain layouts), without
+fwsync: if these fail, every kernel test built on it means nothing."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.docker_layouts import Bridge, Published, nftables_tables
 from tests.lab import (
     ATTACKER_V4,
     ATTACKER_V6,
     CTR_V4,
     CTR_V6,
     KernelLab,
+    Netns,
     Peer,
     Proto,
     Target,
@@ -26,6 +29,7 @@ from tests.lab import (
     require,
     ruleset_snapshot,
     run_fwsync,
+    unique_name,
 )
 
 pytestmark = pytest.mark.kernel
@@ -54,12 +58,13 @@ def test_published_port_open_from_both_clients_unpublished_filtered(kernel_lab: 
     for peer in kernel_lab.peers:
         assert reach(peer, 5432) == ALL_OPEN, peer.name
     # The server listens on 81 too, but nothing publishes it: Docker's FORWARD policy drops it.
-    # (Port 80, published, is reachable directly at the container's address: Docker's
-    # direct-routing exposure, reproduced on purpose.)
+    # Port 80, published, is reachable directly at the container's address up to Docker 27
+    # (the direct-routing exposure, reproduced on purpose); 28 drops that in raw PREROUTING.
     direct: list[Target] = [(CTR_V4, 81, "tcp"), (CTR_V6, 81, "tcp"), (CTR_V4, 81, "udp"),
                             (CTR_V6, 81, "udp"), (CTR_V4, 80, "tcp"), (CTR_V6, 80, "udp")]
+    published = "filtered" if kernel_lab.docker_drops_direct_routing else "open"
     for peer in kernel_lab.peers:
-        assert probe_many(peer, direct) == ["filtered"] * 4 + ["open"] * 2, peer.name
+        assert probe_many(peer, direct) == ["filtered"] * 4 + [published] * 2, peer.name
     # A host port nobody publishes reaches HOST itself, which has no firewall: refused.
     assert reach(kernel_lab.attacker, 5433) == dict.fromkeys(ALL_OPEN, "closed")
 
@@ -76,24 +81,76 @@ def test_docker_user_drop_filters_that_client_only(kernel_lab: KernelLab) -> Non
     assert reach(kernel_lab.trusted, 5432) == ALL_OPEN
 
 
-def test_rules_are_docker_2010s(kernel_lab: KernelLab) -> None:
+def _chain(save: str, chain: str, table: str = "filter") -> list[str]:
+    """The rules of one chain in an iptables-save dump, in order."""
+    text = save.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0] if f"*{table}\n" in save else ""
+    return [line for line in text.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+def test_rules_are_the_generation_s(kernel_lab: KernelLab) -> None:
+    """The layout's landmarks (tests/e2e/test_testbed.py compares whole rulesets with each real
+    engine's)."""
     kernel_lab.publish(5432, 80)
     v4, v6 = kernel_lab.save(), kernel_lab.save(v6=True)
     for line in ("-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
                  "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 5432 -j DNAT "
                  "--to-destination 198.51.100.130:80",
                  ":FORWARD DROP [0:0]",
-                 "-A FORWARD -j DOCKER-USER",
                  "-A DOCKER -d 198.51.100.130/32 ! -i docker0 -o docker0 -p tcp -m tcp "
-                 "--dport 80 -j ACCEPT",
-                 "-A DOCKER-USER -j RETURN"):
+                 "--dport 80 -j ACCEPT"):
         assert line in v4
     assert "--to-destination [2001:db8:d0c::2]:80" in v6
-    assert "-A FORWARD -j DOCKER-USER" in v6  # as Docker 27+ writes it
+    for save in (v4, v6):  # IPv6 has DOCKER-USER from 23.0 on (this lab's default)
+        assert _chain(save, "FORWARD")[0] == "-A FORWARD -j DOCKER-USER"
+    if kernel_lab.docker == "28":
+        for save in (v4, v6):
+            assert _chain(save, "FORWARD") == ["-A FORWARD -j DOCKER-USER",
+                                               "-A FORWARD -j DOCKER-FORWARD"]
+            assert _chain(save, "DOCKER-USER") == []  # created without its RETURN (28.2.2+)
+            assert _chain(save, "DOCKER")[-1] == "-A DOCKER ! -i docker0 -o docker0 -j DROP"
+        assert _chain(v4, "PREROUTING", "raw") == [
+            "-A PREROUTING -d 198.51.100.130/32 ! -i docker0 -j DROP"]
+        assert _chain(v6, "PREROUTING", "raw") == [
+            "-A PREROUTING -d 2001:db8:d0c::2/128 ! -i docker0 -j DROP"]
+    else:
+        assert _chain(v4, "DOCKER-USER") == ["-A DOCKER-USER -j RETURN"]
+        assert "DOCKER-FORWARD" not in v4 and "*raw" not in v4
     # The variant really is the one asked for: the other one holds no Docker chains.
     other = "legacy" if kernel_lab.variant == "nft" else "nft"
     for cmd in (f"iptables-{other}-save", f"ip6tables-{other}-save"):
         assert "DOCKER" not in kernel_lab.host.run([cmd]).stdout
+
+
+GOLDEN_29 = Path(__file__).resolve().parent.parent / "golden" / "docker29"
+
+
+def _listing(text: str) -> str:
+    """An `nft list` listing without what differs between nft versions and runs: comments
+    (the golden files' provenance), counters, how a long map is wrapped, and the name of the
+    output hook's dstnat priority (nft 1.0.6, Debian 12's, prints it as -100)."""
+    text = re.sub(r"^#.*\n", "", text, flags=re.M)
+    text = re.sub(r" packets \d+ bytes \d+", "", text)
+    text = re.sub(r"elements = \{[^}]*\}", lambda m: " ".join(m.group(0).split()), text)
+    return text.replace("hook output priority dstnat", "hook output priority -100").strip()
+
+
+@pytest.mark.parametrize(("golden", "v6", "bridges"), [
+    ("ip-usernet-portmap.nft", False,
+     [Bridge("docker0", "172.17.0.0/16"),
+      Bridge("bridge1", "192.0.2.0/24", (Published("192.0.2.2", 8080, 80),))]),
+    ("ip6-icc-off.nft", True,
+     [Bridge("br-dummy", "fd49:efd7:54aa::/64", (Published("fd49:efd7:54aa::1", 8080, 80),),
+             icc=False, masquerade=False)]),
+], ids=["ip", "ip6"])
+def test_docker29_tables_are_what_moby_prints(golden: str, v6: bool,
+                                              bridges: list[Bridge]) -> None:
+    """The hand-written Docker 29 tables (KernelLab's "29-nftables"), loaded into a kernel and
+    listed back, are moby's own dumps of the same networks, rule for rule."""
+    require(*kernel_tools("nft"))
+    with Netns.create(unique_name("nft29")) as ns:
+        ns.run(["nft", "-f", "-"], input=nftables_tables(bridges, v6=v6))
+        got = ns.run(["nft", "list", "table", "ip6" if v6 else "ip", "docker-bridges"]).stdout
+    assert _listing(got) == _listing((GOLDEN_29 / golden).read_text())
 
 
 def test_ipv6_without_docker_user_like_2010(make_kernel_lab: Callable[..., KernelLab]) -> None:

@@ -118,9 +118,9 @@ class DockerEventWatcher(threading.Thread):
             self._on_state(connected)
 
     def _follow(self) -> None:
-        import docker  # the SDK pulls in requests & co: only in the daemon's watcher thread
+        from fwsync.observe.docker import docker_client  # the SDK: only in the watcher thread
 
-        client = docker.from_env(timeout=10)
+        client = docker_client(timeout=10)
         try:
             client.ping()
             stream = client.api.events(decode=True, filters=EVENT_FILTERS)

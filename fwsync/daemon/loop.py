@@ -26,7 +26,7 @@ from fwsync.core.observed import DockerState
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import Enforced, drifted
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
-from fwsync.observe.docker import observe_docker
+from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.reconcile import (
     RulesInvalid,
     apply_planned,
@@ -145,9 +145,8 @@ class Reconciler:
             self._drop_client()
         fresh = self._client is None
         if fresh:
-            import docker
             try:
-                self._client = docker.from_env(timeout=timeout)
+                self._client = docker_client(timeout)
             except Exception:  # unreachable: the observer itself says how, as a state
                 return observe_docker(timeout)
         state = observe_docker(timeout, client=self._client, info=full)

@@ -12,8 +12,10 @@ from fwsync.core.enforcing import Enforcement
 from fwsync.core.exposure import Decision, decisions_for
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.doctor.facts import (
+    DOCKER_NFT_TABLE,
     ContainerFacts,
     Finding,
+    ForwardFacts,
     HostFacts,
     ImageFacts,
     ProxyFacts,
@@ -328,6 +330,31 @@ def check_env_container_ips(containers: Iterable[ContainerFacts]) -> list[Findin
     return findings
 
 
+def check_nftables_forward_drop(forward: ForwardFacts) -> list[Finding]:
+    """Docker's nftables firewall (firewall-backend nftables, Docker 29) behind another
+    firewall's forward chain with a drop policy: ufw's default. Docker's accept ends only its own
+    chain; the other chain still drops the packet, so published ports stop answering."""
+    findings = []
+    for family in forward.docker_nftables:
+        chains = forward.drops(family)
+        if not chains:
+            continue
+        table = f"{family} {DOCKER_NFT_TABLE}"
+        findings.append(Finding(
+            "nftables-forward-drop", "warning", f"table {table}",
+            f"Docker writes its firewall with nftables (table {table}), and "
+            f"{', '.join(chains)} drops forwarded packets by default (ufw's default forward "
+            "policy): Docker's accept ends only its own chain, so that chain still drops what "
+            f"Docker publishes and no published port answers over "
+            f"{'IPv6' if family == 'ip6' else 'IPv4'}",
+            "`ufw default allow routed` (DEFAULT_FORWARD_POLICY=\"ACCEPT\" in "
+            "/etc/default/ufw): fwsync's rules (nftables backend) then decide who reaches each "
+            "published port, and Docker's own chain still drops forwarding it did not set up. "
+            "Or run Docker with its iptables firewall backend",
+            {"table": table, "chains": list(chains)}))
+    return findings
+
+
 # --------------------------------------------------------------------------- all of them
 
 def check_enforcement(enforcement: Enforcement | None) -> list[Finding]:
@@ -354,6 +381,7 @@ CHECKS: dict[str, str] = {
     "docker-proxy-cpu": "docker-proxy processes busy copying traffic",
     "dangling-images": "untagged images and the disk they hold",
     "env-container-ip": "containers configured with another container's address",
+    "nftables-forward-drop": "Docker's nftables rules behind a forward chain that drops",
 }
 
 
@@ -380,6 +408,11 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
                                                               proxy_threshold)
     else:
         skipped.setdefault("docker-proxy-cpu", "docker-proxy processes not sampled")
+    forward = facts.forward
+    if forward is not None:
+        running["nftables-forward-drop"] = lambda: check_nftables_forward_drop(forward)
+    else:
+        skipped.setdefault("nftables-forward-drop", "the kernel's firewall was not read")
     skipped = {k: v for k, v in skipped.items() if k not in ignore}
     ran = [name for name in CHECKS if name in running and name not in ignore
            and name not in skipped]

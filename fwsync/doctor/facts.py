@@ -66,6 +66,25 @@ class ProxyFacts:
         return self.cpu_seconds / self.interval if self.interval > 0 else 0.0
 
 
+DOCKER_NFT_TABLE = "docker-bridges"  # Docker 29's `ip` and `ip6` tables (firewall-backend nftables)
+
+
+@dataclass(frozen=True)
+class ForwardFacts:
+    """Who decides forwarded packets besides fwsync, from the kernel."""
+
+    # nft families ("ip", "ip6") holding Docker's own nftables table (firewall-backend nftables)
+    docker_nftables: tuple[str, ...] = ()
+    # "FAMILY TABLE CHAIN" of every forward-hook chain outside Docker's tables whose policy is
+    # drop, e.g. "ip filter FORWARD" (iptables-nft's, where ufw sets its forward policy)
+    dropping: tuple[str, ...] = ()
+
+    def drops(self, family: str) -> tuple[str, ...]:
+        """The chains that see the packets of Docker's table of this family: a drop in any base
+        chain on the hook is final, whatever Docker's own chain accepted."""
+        return tuple(d for d in self.dropping if d.split()[0] in (family, "inet"))
+
+
 @dataclass(frozen=True)
 class HostFacts:
     containers: tuple[ContainerFacts, ...] = ()
@@ -75,6 +94,7 @@ class HostFacts:
     # Whether fwsync's rules in the kernel are reached first; None: fwsync has nothing in the
     # kernel (or it could not be read).
     enforcement: Enforcement | None = None
+    forward: ForwardFacts | None = None  # None: the kernel's firewall could not be read
     # Why a check could not run (check id → reason), e.g. /proc/meminfo unreadable.
     unavailable: Mapping[str, str] = field(default_factory=dict)
 

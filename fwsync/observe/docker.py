@@ -10,6 +10,16 @@ from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
 
+def docker_client(timeout: int) -> Any:
+    """The one way fwsync opens Docker (DOCKER_HOST, else the local socket). The API version is
+    negotiated, never fixed: the SDK asks the daemon's unversioned GET /version and speaks the
+    ApiVersion it reports. Docker 29 refuses anything below 1.44; 20.10 knows nothing above
+    1.41 (both proven: tests/unit/test_docker_api_version.py, the e2e layer on 20.10-28.5)."""
+    import docker  # the SDK imports requests & co: only pay for it when Docker is asked
+
+    return docker.from_env(version="auto", timeout=timeout)
+
+
 def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
     """Bindings from an inspected container. NetworkSettings.Ports holds what Docker really
     bound (`-P` leaves HostConfig.PortBindings empty; a range shows one entry per port)."""
@@ -118,14 +128,13 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) 
     if client is None and (missing := _missing_socket()) is not None:
         # Nothing listens there: say so without importing the SDK (~70 ms of requests & co).
         return DockerState(error=f"cannot reach Docker at {missing}: no such socket")
-    import docker  # the SDK imports requests & co: only pay for it when Docker is asked
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
     own = client is None
     try:
         if own:
-            client = docker.from_env(timeout=timeout)
+            client = docker_client(timeout)
         try:
             containers = client.api.containers()
             networks = client.api.networks()

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts
-from fwsync.observe.docker import ports_of
+from fwsync.doctor.facts import ContainerFacts, ForwardFacts, HostFacts, ImageFacts, ProxyFacts
+from fwsync.observe.docker import docker_client, ports_of
+from fwsync.observe.forward_facts import forward_facts
 
 PROC = Path("/proc")
 PROXY_COMM = "docker-proxy"
@@ -189,14 +190,13 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
                       timeout: int = 60) -> HostFacts:
     """Everything doctor checks. Raises DockerUnreachable when Docker can't be asked; /proc
     problems only mark the checks that needed it as unavailable."""
-    import docker
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
     own = client is None
     try:
         if own:
-            client = docker.from_env(timeout=timeout)
+            client = docker_client(timeout)
         try:
             containers, images = observe_docker_host(client)
         finally:
@@ -217,5 +217,10 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
         proxies = sample_proxies(proc, sample_seconds, own_netns(proc))
     else:
         unavailable["docker-proxy-cpu"] = f"{proc} is not readable"
+    forward: ForwardFacts | None = None
+    try:
+        forward = forward_facts(proc)
+    except (OSError, ImportError) as exc:
+        unavailable["nftables-forward-drop"] = f"cannot read the kernel's firewall: {exc}"
     return HostFacts(containers=containers, images=images, swap_total_kb=swap, proxies=proxies,
-                     unavailable=unavailable)
+                     forward=forward, unavailable=unavailable)

@@ -7,6 +7,8 @@ there is final, whatever Docker's chain accepts."""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,3 +116,40 @@ def test_remove_leaves_dockers_tables_as_they_were(lab: KernelLab, tmp_path: Pat
     assert ruleset_snapshot(lab) == before
     assert lab.attacker.probe(5432) == "open"
 
+
+# What doctor reads of the kernel (fwsync/observe/forward_facts.py) and concludes, run in HOST:
+# the CLI's `fwsync doctor` also needs Docker's API, which a kernel lab does not have (the e2e
+# layer runs the whole command).
+_DOCTOR = """
+import json
+from fwsync.doctor.checks import check_nftables_forward_drop
+from fwsync.observe.forward_facts import forward_facts
+print(json.dumps([dict(f.details) for f in check_nftables_forward_drop(forward_facts())]))
+"""
+
+
+def doctor_findings(lab: KernelLab) -> dict[str, list[str]]:
+    out = lab.host.run([sys.executable, "-c", _DOCTOR]).stdout
+    return {d["table"]: d["chains"] for d in json.loads(out)}
+
+
+def test_ufw_forward_drop_breaks_docker29_publishing_and_doctor_finds_it(
+        lab: KernelLab, tmp_path: Path) -> None:
+    lab.publish(5432, 80)
+    assert [lab.trusted.probe(5432, v6=v6) for v6 in (False, True)] == ["open", "open"]
+    assert doctor_findings(lab) == {}
+    lab.enable_ufw()  # ufw's defaults: deny incoming, and forward policy DROP
+    assert "policy drop" in lab.host.run(["nft", "list", "chain", "ip", "filter",
+                                          "FORWARD"]).stdout
+    # Docker's table accepts the DNATed packet; ufw's FORWARD chain drops it all the same.
+    for peer in lab.peers:
+        assert [peer.probe(5432, v6=v6) for v6 in (False, True)] == ["filtered", "filtered"]
+    assert doctor_findings(lab) == {"ip docker-bridges": ["ip filter FORWARD"],
+                                    "ip6 docker-bridges": ["ip6 filter FORWARD"]}
+    # The fix the finding names works, and fwsync's rules still decide who gets in.
+    lab.ufw("default", "allow", "routed")
+    assert doctor_findings(lab) == {}
+    fwsync_ok(lab, "apply", rules=write_rules(tmp_path, OFFICE_ONLY))
+    for v6 in (False, True):
+        assert lab.trusted.probe(5432, v6=v6) == "open"
+        assert lab.attacker.probe(5432, v6=v6) == "filtered"

@@ -13,6 +13,7 @@ from fwsync.doctor.checks import (
     check_env_container_ips,
     check_internal_ports,
     check_memory_limits,
+    check_nftables_forward_drop,
     check_proxy_cpu,
     check_restart_policies,
     check_swap,
@@ -20,7 +21,7 @@ from fwsync.doctor.checks import (
     diagnose,
     internal_service,
 )
-from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts
+from fwsync.doctor.facts import ContainerFacts, ForwardFacts, HostFacts, ImageFacts, ProxyFacts
 from fwsync.rules.model import Endpoint
 
 from .helpers import policy, ports, rule
@@ -254,7 +255,8 @@ def test_names_and_unrelated_addresses_pass() -> None:
 def test_a_well_configured_host_is_clean() -> None:
     facts = HostFacts(containers=(ctr("web", port(8080)),),
                       images=(ImageFacts("sha256:c", ("nginx:1",), size=1),),
-                      swap_total_kb=1024, proxies=(proxy(5, 0.0, 8080, "0.0.0.0"),))
+                      swap_total_kb=1024, proxies=(proxy(5, 0.0, 8080, "0.0.0.0"),),
+                      forward=ForwardFacts(docker_nftables=("ip", "ip6")))
     report = diagnose(facts, allow_port(2, 8080))
     assert report.findings == () and report.worst is None and not report.at_least("info")
     assert report.checks == tuple(CHECKS) and report.skipped == {}
@@ -278,6 +280,29 @@ def test_checks_whose_facts_are_missing_are_skipped_with_the_reason() -> None:
                       unavailable={"no-swap": "cannot read /proc/meminfo"})
     report = diagnose(facts, NO_RULES)
     assert report.skipped == {"no-swap": "cannot read /proc/meminfo",
-                              "docker-proxy-cpu": "docker-proxy processes not sampled"}
+                              "docker-proxy-cpu": "docker-proxy processes not sampled",
+                              "nftables-forward-drop": "the kernel's firewall was not read"}
     assert "no-swap" not in report.checks and "docker-proxy-cpu" not in report.checks
-    assert diagnose(facts, NO_RULES, ignore={"no-swap"}).skipped.keys() == {"docker-proxy-cpu"}
+    assert diagnose(facts, NO_RULES, ignore={"no-swap"}).skipped.keys() == {
+        "docker-proxy-cpu", "nftables-forward-drop"}
+
+
+@pytest.mark.parametrize(("docker", "dropping", "found"), [
+    # ufw's FORWARD DROP (iptables-nft) under Docker 29's nftables tables: IPv4 broken
+    (("ip", "ip6"), ("ip filter FORWARD",), {"ip docker-bridges": ["ip filter FORWARD"]}),
+    # an inet table drops both families; legacy iptables' FORWARD too
+    (("ip", "ip6"), ("inet filter forward", "ip6 filter FORWARD (iptables-legacy)"),
+     {"ip docker-bridges": ["inet filter forward"],
+      "ip6 docker-bridges": ["inet filter forward", "ip6 filter FORWARD (iptables-legacy)"]}),
+    # Docker writes iptables (no docker-bridges table): its own FORWARD DROP is how it works
+    ((), ("ip filter FORWARD",), {}),
+    # Docker's nftables and nothing else that drops
+    (("ip", "ip6"), (), {}),
+])
+def test_docker_nftables_behind_a_forward_drop(docker: tuple[str, ...], dropping: tuple[str, ...],
+                                               found: dict[str, list[str]]) -> None:
+    facts = ForwardFacts(docker_nftables=docker, dropping=dropping)
+    findings = check_nftables_forward_drop(facts)
+    assert {f.details["table"]: f.details["chains"] for f in findings} == found
+    assert all(f.severity == "warning" and "ufw default allow routed" in f.fix
+               for f in findings)

@@ -11,7 +11,14 @@ import pytest
 from fwsync.core.enforcing import Enforcement, FamilyReach
 from fwsync.core.observed import PublishedPort
 from fwsync.doctor.checks import Rules, diagnose
-from fwsync.doctor.facts import ContainerFacts, HostFacts, ImageFacts, ProxyFacts, Report
+from fwsync.doctor.facts import (
+    ContainerFacts,
+    ForwardFacts,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    Report,
+)
 from fwsync.doctor.report import report_json, report_text
 from tests.json_schemas import assert_valid, load_schema, schema_errors
 
@@ -48,6 +55,7 @@ def everything_wrong() -> Report:
             FamilyReach(4, False, "`-A FORWARD -j ACCEPT` (FORWARD rule 1) comes before "
                                   "fwsync's jump and may accept"),
             FamilyReach(6, True, "FORWARD rule 1 → FWSYNC-FORWARD"))),
+        forward=ForwardFacts(docker_nftables=("ip",), dropping=("ip filter FORWARD",)),
     )
     return diagnose(facts, Rules(policy=None, problem="rules: no such file", path="rules"))
 
@@ -66,7 +74,7 @@ def test_a_report_with_every_check_validates() -> None:
     document = report_json(report)
     assert {f["check"] for f in document["findings"]} == set(report.checks)
     assert document["worst"] == "serious"
-    assert document["summary"] == {"serious": 3, "warning": 5, "info": 1}
+    assert document["summary"] == {"serious": 3, "warning": 6, "info": 1}
     validate(document)
     json.dumps(document)  # plain JSON types only
 
@@ -98,7 +106,7 @@ def test_text_says_what_and_what_to_do() -> None:
     assert "IPv4: `-A FORWARD -j ACCEPT` (FORWARD rule 1) comes before" in text
     assert "IPv6: FORWARD rule 1" not in text, "only the family that is bypassed"
     assert "    fix: " in text
-    assert text.endswith("Serious problems found. 9 checks ran: 3 serious, 5 warning, 1 info.")
+    assert text.endswith("Serious problems found. 10 checks ran: 3 serious, 6 warning, 1 info.")
 
 
 def test_text_of_a_clean_host() -> None:

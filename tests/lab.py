@@ -556,6 +556,8 @@ class KernelLab(_Topology):
         self.forward_policy = "drop"
         self.ctr: Netns
         self._server: subprocess.Popen[str] | None = None
+        # Servers of networks added later (tests/lab_networks.py), stopped by cleanup.
+        self.servers: list[subprocess.Popen[str]] = []
 
     @property
     def docker_host(self) -> str:
@@ -586,18 +588,24 @@ class KernelLab(_Topology):
         return self
 
     def _start_server(self) -> None:
-        with open(self.dir / "ctr-server.log", "w") as log:  # the child keeps its own copy
-            self._server = self.ctr.spawn(
-                [sys.executable, "-I", "-c", _CTR_SERVER,
-                 json.dumps([self.tcp_ports, self.udp_ports])],
+        self._server = self.start_server(self.ctr, self.tcp_ports, self.udp_ports)
+
+    def start_server(self, ns: Netns, tcp: Sequence[int], udp: Sequence[int] = ()
+                     ) -> subprocess.Popen[str]:
+        """A TCP accept-and-close / UDP echo server in `ns` (a container), once it listens."""
+        log_path = self.dir / f"server-{ns.name}.log"
+        with open(log_path, "w") as log:  # the child keeps its own copy
+            server = ns.spawn(
+                [sys.executable, "-I", "-c", _CTR_SERVER, json.dumps([list(tcp), list(udp)])],
                 stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-        assert self._server.stdout is not None
+        assert server.stdout is not None
         with selectors.DefaultSelector() as sel:
-            sel.register(self._server.stdout, selectors.EVENT_READ)
-            ready = sel.select(10) and self._server.stdout.readline().strip() == "ready"
+            sel.register(server.stdout, selectors.EVENT_READ)
+            ready = sel.select(10) and server.stdout.readline().strip() == "ready"
         if not ready:
-            raise LabError("container server did not start: "
-                           + (self.dir / "ctr-server.log").read_text()[-2000:])
+            _kill_wait(server.pid, 5, server)
+            raise LabError("container server did not start: " + log_path.read_text()[-2000:])
+        return server
 
     def tool(self, name: str, v6: bool = False) -> str:
         """The variant's binary, e.g. tool("iptables-restore", v6=True) -> ip6tables-nft-restore."""
@@ -673,11 +681,12 @@ class KernelLab(_Topology):
     def cleanup(self) -> None:
         t0 = time.monotonic()
         errors: list[str] = []
-        if self._server is not None:
-            _kill_wait(self._server.pid, 5, self._server)
-            if self._server.stdout is not None:
-                self._server.stdout.close()
-            self._server = None
+        for server in [*self.servers, self._server]:
+            if server is not None:
+                _kill_wait(server.pid, 5, server)
+                if server.stdout is not None:
+                    server.stdout.close()
+        self._server, self.servers = None, []
         self._teardown_topology(errors)
         self.timings["down"] = time.monotonic() - t0
         if errors:

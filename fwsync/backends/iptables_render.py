@@ -3,6 +3,7 @@
 Chains fwsync owns, per family (iptables and ip6tables):
 
     FORWARD → DOCKER-USER → FWSYNC-FORWARD   picks out new connections from outside into Docker
+                                             (into a Docker bridge, or DNATed to anywhere)
                              FWSYNC-INBOUND  the protections, the user's rules in order, the default
 
 `allow` is RETURN, not ACCEPT: the connection then goes on through the rest of DOCKER-USER and
@@ -181,13 +182,16 @@ def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     for bridge in ruleset.bridges:
         # From a Docker network: container egress or container-to-container, not governed.
         yield _line(FORWARD_CHAIN, f"-i {checked_iface(bridge)}", None, "-j RETURN")
+    # Goto, not jump: an allowed connection RETURNs from FWSYNC-INBOUND straight to DOCKER-USER,
+    # instead of going on here and being judged a second time (a `limit` would count it twice).
     for bridge in ruleset.bridges:
-        yield _line(FORWARD_CHAIN, f"-o {checked_iface(bridge)}", None, f"-j {INBOUND_CHAIN}")
+        yield _line(FORWARD_CHAIN, f"-o {checked_iface(bridge)}", None, f"-g {INBOUND_CHAIN}")
     for subnet in ruleset.bridge_subnets_for(family):
         # A bridge whose name can't be written literally: its subnet is the address after DNAT.
-        yield _line(FORWARD_CHAIN, f"-d {_cidr(subnet)}", None, f"-j {INBOUND_CHAIN}")
-    if ruleset.judge_all_dnat:
-        yield _line(FORWARD_CHAIN, "-m conntrack --ctstate DNAT", None, f"-j {INBOUND_CHAIN}")
+        yield _line(FORWARD_CHAIN, f"-d {_cidr(subnet)}", None, f"-g {INBOUND_CHAIN}")
+    # Out of any other interface: a DNATed connection is one a port was published for, as all of
+    # Docker's are (a bridge named after `apply`, Swarm's mesh). Judged without knowing the name.
+    yield _line(FORWARD_CHAIN, "-m conntrack --ctstate DNAT", None, f"-g {INBOUND_CHAIN}")
 
 
 def _inbound_lines(ruleset: Ruleset, ctx: RenderContext) -> Iterator[str]:

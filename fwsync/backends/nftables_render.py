@@ -3,7 +3,8 @@
 One `table inet fwsync` holds everything, IPv4 and IPv6 together:
 
     chain forward   hook forward, priority -1 (before Docker's and iptables-nft's filter at 0):
-                    only NEW connections from outside into a Docker bridge go on to `inbound`
+                    only NEW connections from outside into a Docker bridge, or DNATed to
+                    anywhere (a published port), go on to `inbound`
     chain inbound   the protections, the user's rules in order, the default
 
 An nftables `accept` only ends this table's say: the packet still meets Docker's chains and
@@ -307,9 +308,10 @@ def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
         family: Family = 6 if ":" in subnet else 4
         daddr = {"payload": {"protocol": "ip" if family == 4 else "ip6", "field": "daddr"}}
         yield _rule("forward", [_match(daddr, _addr(subnet)), {"jump": {"target": "inbound"}}])
-    if ruleset.judge_all_dnat:
-        yield _rule("forward", [_match({"ct": {"key": "status"}}, "dnat", "in"),
-                                {"jump": {"target": "inbound"}}])
+    # Out of any other interface: a DNATed connection is one a port was published for, as all of
+    # Docker's are (a bridge named after `apply`, Swarm's mesh). Judged without knowing the name.
+    yield _rule("forward", [_match({"ct": {"key": "status"}}, "dnat", "in"),
+                            {"jump": {"target": "inbound"}}])
 
 
 def _inbound_rules(ruleset: Ruleset, sets: list[dict[str, Any]]

@@ -13,9 +13,12 @@ from fwsync.core.ruleset import L4, AddrSet, Family, KernelRule, Match, Ruleset
 from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry
 from fwsync.rules.model import AddressSet, Endpoint, Network, Policy, PortRange, Rule
 
-# Docker names the default bridge docker0 and every user-defined bridge network br-<id>; matching
-# those patterns (not today's list) keeps networks created after `apply` governed: fail closed.
-DEFAULT_BRIDGES = ("docker0", "br-+")
+# Docker names the default bridge docker0, every user-defined bridge network br-<id> and Swarm's
+# gateway bridge docker_gwbridge; matching those names (not today's list) keeps networks created
+# after `apply` governed, direct-routing protection included. A bridge named by the user
+# (`com.docker.network.bridge.name`) is only known once Docker lists it: until then its published
+# ports are still judged, since every DNATed connection is (the renderers' forward chain).
+DEFAULT_BRIDGES = ("docker0", "br-+", "docker_gwbridge")
 FAMILIES: tuple[Family, ...] = (4, 6)
 
 
@@ -75,7 +78,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             if kernel_rule not in seen:
                 seen.add(kernel_rule)
                 rules.append(kernel_rule)
-    named, subnets, unmatched = _bridges(docker.extra_bridges, notes)
+    named, subnets = _bridges(docker.extra_bridges, notes)
     ruleset = Ruleset(
         rules=tuple(rules),
         sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
@@ -85,23 +88,22 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         protect_localhost_publish=policy.protect_localhost_publish,
         bridges=DEFAULT_BRIDGES + named,
         bridge_subnets=subnets,
-        judge_all_dnat=unmatched,
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes))
 
 
 def _bridges(bridges: Iterable[Bridge], notes: list[str]
-             ) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-    """Docker's custom bridges → (names to match, subnets to match instead, whether a bridge is
-    left that neither can match). A name is only written to the kernel when both backends read
-    it literally: a bridge called `"+"` became `-i +` (every interface: RETURN), one called
-    `v*` matched the outside links in nftables, and `*` made every nftables apply fail. Such a
-    bridge is still governed, by its subnets, and said so on every plan, apply and reconcile."""
+             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Docker's custom bridges → (names to match, subnets to match instead). A name is only
+    written to the kernel when both backends read it literally: a bridge called `"+"` became
+    `-i +` (every interface: RETURN), one called `v*` matched the outside links in nftables, and
+    `*` made every nftables apply fail. Such a bridge is still governed, by its subnets (and its
+    published ports, like any, by the forward chain's DNAT catch-all), and said so on every
+    plan, apply and reconcile."""
     named: list[str] = []
     subnets: list[str] = []
-    unmatched = False
     for bridge in sorted(set(bridges)):
-        if bridge.name == "docker0" or bridge.name.startswith("br-"):
+        if bridge.name in DEFAULT_BRIDGES or bridge.name.startswith("br-"):
             continue  # DEFAULT_BRIDGES match it already
         problem = literal_problem(bridge.name)
         if problem is None:
@@ -109,7 +111,6 @@ def _bridges(bridges: Iterable[Bridge], notes: list[str]
             continue
         nets = [n for n in (_network(s) for s in bridge.subnets) if n is not None]
         subnets.extend(str(n) for n in nets)
-        unmatched = unmatched or not nets
         governed = (f"connections into it are judged by its subnet{'s' if len(nets) > 1 else ''}"
                     f" {', '.join(str(n) for n in nets)}" if nets else
                     "Docker reports no subnet for it, so every DNATed connection is judged")
@@ -118,7 +119,7 @@ def _bridges(bridges: Iterable[Bridge], notes: list[str]
             f"{shown(bridge.name)!r}, which fwsync does not write into the kernel ({problem}): "
             f"{governed}; its containers' own connections to other Docker networks are judged "
             "like connections from outside. Rename the bridge to govern it by name.")
-    return tuple(dict.fromkeys(named)), tuple(dict.fromkeys(subnets)), unmatched
+    return tuple(dict.fromkeys(named)), tuple(dict.fromkeys(subnets))
 
 
 def _network(text: str) -> Network | None:

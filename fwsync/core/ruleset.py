@@ -94,9 +94,8 @@ class Ruleset:
     # Networks whose bridge has a name the kernel cannot be given literally (core/kernel_text):
     # new connections to their subnets (CIDRs, both families) are judged instead.
     bridge_subnets: tuple[str, ...] = ()
-    # Such a bridge without any subnet known: every DNATed new connection that does not come from
-    # a Docker bridge is judged (published ports are always DNATed), so nothing is left open.
-    judge_all_dnat: bool = False
+    # (Every DNATed new connection that comes from no Docker bridge is judged anyway, whatever it
+    # leaves by: the renderers' forward chain. That covers a bridge known by neither.)
     limit: RateLimit = LIMIT  # what every `limit` rule means
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:

@@ -110,9 +110,10 @@ def test_source_and_destination_ports_multiply_out():
 
 
 def test_bridges_include_custom_names_and_the_fail_closed_patterns():
-    built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("mybridge"),)))
-    assert built.ruleset.bridges == ("docker0", "br-+", "mybridge")
-    assert built.ruleset.bridge_subnets == () and not built.ruleset.judge_all_dnat
+    built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("mybridge"),
+                                                               Bridge("docker_gwbridge"))))
+    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge", "mybridge")
+    assert built.ruleset.bridge_subnets == ()
     assert built.notes == ()
 
 
@@ -124,17 +125,16 @@ HOSTILE_BRIDGE_NAMES = ['"+"', "v*", "*", "e+", 'a"b', "a\\b", "ä", "-x", ".x",
 def test_a_bridge_name_the_kernel_would_read_as_syntax_is_matched_by_its_subnets(name):
     bridge = Bridge(name, "evil", ("203.0.113.128/28", "2001:db8:5::/64"))
     built = build_ruleset(policy(), DockerState(extra_bridges=(bridge,)))
-    assert built.ruleset.bridges == ("docker0", "br-+")
+    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge")
     assert built.ruleset.bridge_subnets == ("203.0.113.128/28", "2001:db8:5::/64")
-    assert not built.ruleset.judge_all_dnat
     [note] = built.notes
     assert "Docker network 'evil' has a bridge named" in note and "203.0.113.128/28" in note
     assert note.isprintable(), "the name is shown escaped, never raw"
 
 
-def test_a_bridge_that_can_be_named_neither_way_makes_every_dnat_judged():
+def test_a_bridge_that_can_be_named_neither_way_is_left_to_the_dnat_catch_all():
     built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("v*", "evil", ("junk",)),
                                                                Bridge("ok0", "fine"))))
-    assert built.ruleset.bridges == ("docker0", "br-+", "ok0")
-    assert built.ruleset.judge_all_dnat and built.ruleset.bridge_subnets == ()
+    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge", "ok0")
+    assert built.ruleset.bridge_subnets == ()
     assert "every DNATed connection is judged" in built.notes[0]

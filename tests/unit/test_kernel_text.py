@@ -110,8 +110,8 @@ def test_unnamed_bridges_are_matched_by_subnet_in_both_backends() -> None:
     ruleset = build_ruleset(policy(), docker).ruleset
     v4 = render_family(ruleset, 4, "DOCKER-USER")["ipv4 chain FWSYNC-FORWARD"]
     v6 = render_family(ruleset, 6, "FORWARD")["ipv6 chain FWSYNC-FORWARD"]
-    assert "-A FWSYNC-FORWARD -d 203.0.113.128/28 -j FWSYNC-INBOUND" in v4
-    assert "-A FWSYNC-FORWARD -d 2001:db8:5::/64 -j FWSYNC-INBOUND" in v6
+    assert "-A FWSYNC-FORWARD -d 203.0.113.128/28 -g FWSYNC-INBOUND" in v4
+    assert "-A FWSYNC-FORWARD -d 2001:db8:5::/64 -g FWSYNC-INBOUND" in v6
     assert not any('"' in line or "+ " in line.replace("br-+ ", "") for line in v4 + v6)
     nft = render(ruleset)["inet fwsync chain forward"]
     assert "ip daddr 203.0.113.128/28 jump inbound" in nft
@@ -124,5 +124,5 @@ def test_a_bridge_without_subnet_makes_every_dnat_judged_in_both_backends() -> N
     ruleset = build_ruleset(policy(), docker).ruleset
     for family in (4, 6):
         lines = render_family(ruleset, family, "DOCKER-USER")[f"ipv{family} chain FWSYNC-FORWARD"]
-        assert lines[-1] == "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -j FWSYNC-INBOUND"
+        assert lines[-1] == "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -g FWSYNC-INBOUND"
     assert render(ruleset)["inet fwsync chain forward"][-1] == "ct status dnat jump inbound"

@@ -85,7 +85,10 @@ def ipset_element(cidr: str) -> str:
 
 
 def set_elements(aset: AddrSet) -> tuple[str, ...]:
-    return tuple(sorted(ipset_element(e) for e in aset.elements))
+    # The builder's elements are canonical already (`str` of a network): split, not parsed,
+    # since a set may hold 100k of them.
+    full = "/32" if aset.family == 4 else "/128"
+    return tuple(sorted(e.removesuffix(full) for e in aset.elements))
 
 
 def quote(value: str) -> str:

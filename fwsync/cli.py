@@ -77,12 +77,19 @@ def _print_diagnostics(exc: RulesInvalid) -> NoReturn:
     _fail(f"{exc}; nothing was changed")
 
 
-def _plan(rules: Path, backend: BackendName) -> Planned:
+FullOpt = Annotated[bool, typer.Option(
+    "--full", help="Read every element of every set from the kernel (slow for big sets): "
+                   "finds an element added or removed by hand in a set whose name says it is "
+                   "unchanged. Without it, such a set is known by its name (and, with "
+                   "iptables, its element count).")]
+
+
+def _plan(rules: Path, backend: BackendName, full: bool = False) -> Planned:
     from fwsync.backends.base import BackendError
     from fwsync.reconcile import RulesInvalid, make_plan
 
     try:
-        return make_plan(rules, backend.value)
+        return make_plan(rules, backend.value, full=full)
     except RulesInvalid as exc:
         _print_diagnostics(exc)
     except BackendError as exc:
@@ -128,12 +135,13 @@ def plan(
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0 when there is nothing to do, 2 when there is."),
     ] = False,
+    full: FullOpt = False,
 ) -> None:
     """Show what `apply` would change in the kernel."""
     from fwsync.backends.base import BackendError
     from fwsync.present import plan_json, plan_text
 
-    planned = _plan(rules, backend)
+    planned = _plan(rules, backend, full)
     if not planned.plan.empty:
         try:
             planned.backend.check(planned.plan)
@@ -153,6 +161,7 @@ def apply(
     backend: BackendOpt = BackendName.auto,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask (never asked when stdin "
                                                           "is not a terminal).")] = False,
+    full: FullOpt = False,
 ) -> None:
     """Make the kernel match the rules, in one transaction per address family."""
     from fwsync import lock
@@ -163,7 +172,7 @@ def apply(
 
     try:
         with lock.exclusive():
-            planned = _plan(rules, backend)
+            planned = _plan(rules, backend, full)
             chosen = planned.backend
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
             if planned.plan.empty:
@@ -171,7 +180,8 @@ def apply(
             if sys.stdin.isatty() and not yes and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
             apply_planned(planned)
-            after = diff(chosen.name, planned.plan.desired, chosen.read())
+            after = diff(chosen.name, planned.plan.desired,
+                         chosen.read(planned.plan.desired))
     except lock.LockTimeout as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
@@ -195,7 +205,7 @@ def status(
     planned = _plan(rules, backend)
     chosen = planned.backend
     try:
-        current = chosen.read()
+        current = chosen.read(planned.plan.desired)
         # Yes only when new connections reach fwsync's rules before anything else can accept
         # them, in every family (fwsync.core.enforcing, from the kernel's own chains).
         reach = chosen.enforcement()

@@ -54,7 +54,7 @@ def _new(name: str) -> Backend:
 
 def _holds_objects(backend: Backend) -> bool:
     try:
-        return bool(backend.read())
+        return bool(backend.read({}))
     except BackendError:
         return False  # its tools are missing or unusable: then it holds nothing of ours
 
@@ -97,19 +97,23 @@ def load_policy(rules: Path) -> tuple[Policy, tuple[Diagnostic, ...]]:
 
 
 def make_plan(rules: Path, backend: Backend | str = "auto",
-              docker: DockerState | None = None) -> Planned:
+              docker: DockerState | None = None, *, full: bool = False) -> Planned:
     """Everything is read before anything could be written: an invalid rules file stops here.
     `backend` as a name is chosen here (and others' leftovers are planned for removal); as an
     instance it is used as it is."""
     policy, warnings = load_policy(rules)
     observed = docker if docker is not None else observe_docker()
-    return plan_policy(policy, observed, backend, warnings)
+    return plan_policy(policy, observed, backend, warnings, full=full)
 
 
 def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
-                warnings: tuple[Diagnostic, ...] = ()) -> Planned:
+                warnings: tuple[Diagnostic, ...] = (), *, full: bool = False) -> Planned:
     """A loaded policy → a Plan (build → render → read → diff). make_plan's second half, and
-    what the daemon runs for the last good policy while the rules on disk are invalid."""
+    what the daemon runs for the last good policy while the rules on disk are invalid.
+
+    The kernel is read against what is desired: a set whose name is the digest of the content
+    desired gives it is not listed element by element (Backend.read). `full` lists every
+    element, to find a hand edit inside such a set."""
     if isinstance(backend, str):
         chosen, why = choose_backend(backend, observed)
         others = tuple(b for b in all_backends() if b.name != chosen.name and _holds_objects(b))
@@ -117,10 +121,10 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
         chosen, why, others = backend, backend.name, ()
     detail = chosen.detect()
     built = build_ruleset(policy, observed)
-    current = dict(chosen.read())
-    for other in others:
-        current.update(other.read())
     desired = chosen.render(built.ruleset)
+    current = dict(chosen.read(None if full else desired.state))
+    for other in others:
+        current.update(other.read({}))
     notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
                                 f"(switching to {chosen.name})" for o in others)
     plan = diff(chosen.name, desired, current, notes=notes)
@@ -131,7 +135,7 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
 def restore_plan(backend: Backend, held: Desired) -> Plan:
     """Put back what a backend's snapshot() found in the kernel (the daemon, started on invalid
     rules, has no policy to rebuild from): the kernel now → diff → Plan."""
-    return diff(backend.name, held, backend.read())
+    return diff(backend.name, held, backend.read(held.state))
 
 
 def apply_planned(planned: Planned) -> None:

@@ -84,7 +84,7 @@ class FamilyState:
 @dataclass
 class KernelView:
     families: dict[Family, FamilyState]
-    sets: dict[str, list[str]]  # kernel set name → elements, fwsync's sets only
+    sets: dict[str, int]  # fwsync's sets (owned_set): kernel name → number of elements
 
 
 def parse_save(text: str) -> FamilyState:
@@ -113,6 +113,27 @@ def owned_set(create: str) -> str | None:
         return None
     family = words[words.index("family") + 1] if "family" in words[3:] else None
     return words[1] if family == ("inet" if parsed[0] == 4 else "inet6") else None
+
+
+def parse_ipset_terse(text: str) -> dict[str, int]:
+    """fwsync's sets (owned_set) → their element counts, from `ipset list -terse`: names,
+    headers and counts, no elements, so it costs the same for 10 entries as for 100k."""
+    records: list[dict[str, str]] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        if key == "Name":
+            records.append({})
+        if records:
+            records[-1][key] = value.strip()
+    counts: dict[str, int] = {}
+    for r in records:
+        create = f"create {r.get('Name', '')} {r.get('Type', '')} {r.get('Header', '')}"
+        name = owned_set(create)
+        if name is not None and r.get("Number of entries", "").isdigit():
+            counts[name] = int(r["Number of entries"])
+    return counts
 
 
 def parse_ipset_save(text: str) -> dict[str, list[str]]:
@@ -185,13 +206,18 @@ class IptablesBackend:
             f: parse_save(self._run([_tool(f, self.variant, "-save"), "-t", "filter"]))
             for f in FAMILIES
         }
-        sets = parse_ipset_save(self._run(["ipset", "save"], what="ipset save"))
+        sets = parse_ipset_terse(self._run(["ipset", "list", "-terse"],
+                                           what="ipset list -terse"))
         self._view = KernelView(families=families, sets=sets)
         return self._view
 
+    def _elements(self, name: str) -> tuple[str, ...]:
+        text = self._run(["ipset", "save", name], what=f"ipset save {name}")
+        return tuple(parse_ipset_save(text).get(name, ()))
+
     # -- the Backend interface ----------------------------------------------------------------
 
-    def read(self) -> State:
+    def read(self, desired: State | None = None) -> State:
         view = self._read_view()
         state: dict[str, tuple[str, ...]] = {}
         for family, fs in view.families.items():
@@ -204,10 +230,20 @@ class IptablesBackend:
                 # daemon's drift check say so, with why.
                 state[jump_key(family)] = fs.jump_lines + (
                     () if reach.reached else (f"not reached: {reach.why}",))
-        for name, elements in view.sets.items():
+        for name, count in view.sets.items():
             parsed = parse_set_name(name)
-            if parsed is not None:
-                state.setdefault(set_key(*parsed), tuple(elements))
+            if parsed is None:
+                continue
+            key = set_key(*parsed)
+            want = desired.get(key) if desired is not None else None
+            if (want is not None and len(want) == count
+                    and set_kernel_name(parsed[0], parsed[1], want) == name):
+                # Named by the digest of what desired says it holds, with as many elements:
+                # the same set (what fwsync fills under that name is complete; a hand edit
+                # that keeps the count is what a full read, desired=None, is for).
+                state[key] = want
+            elif key not in state:
+                state[key] = self._elements(name)
         return state
 
     def enforcement(self) -> Enforcement:

@@ -383,7 +383,7 @@ def writable_objects(listed: Batch) -> Batch:
         if kind not in ("set", "chain", "rule"):
             continue
         body = {k: v for k, v in body.items() if k != "handle"}
-        if kind == "set" and _is_meter({"set": body}):
+        if kind == "set" and is_meter({"set": body}):
             body.pop("elem", None)
             body["flags"] = [f for f in body.get("flags", []) if f != "dynamic"]
         objects.append({kind: body})
@@ -438,11 +438,11 @@ def staging_batch(objects: Batch, existing_sets: Collection[str]) -> Batch:
     meet a new rule whose new set still looks empty. The atomicity test saw about one lost
     connection in 10k while the table was replaced with rules that point at new sets, and none
     once the sets were created (and committed) before the rules that use them."""
-    return [*_head(), *({"add": o} for o in objects if "set" in o and not _is_meter(o)
+    return [*_head(), *({"add": o} for o in objects if "set" in o and not is_meter(o)
                         and o["set"]["name"] not in existing_sets)]
 
 
-def _is_meter(obj: dict[str, Any]) -> bool:
+def is_meter(obj: dict[str, Any]) -> bool:
     """A limit's per-source set. It must be created in the same transaction as the rule that
     updates it from the packet path (libnftables then marks it dynamic); it starts empty, so
     there is nothing whose publication a packet could overtake."""
@@ -464,7 +464,7 @@ def switch_batch(objects: Batch, existing_sets: Collection[str],
             if o["set"].get("elem"):
                 batch.append({"add": {"element": {**_t(), "name": o["set"]["name"],
                                                   "elem": o["set"]["elem"]}}})
-    batch += [{"add": o} for o in objects if "set" in o and _is_meter(o)
+    batch += [{"add": o} for o in objects if "set" in o and is_meter(o)
               and o["set"]["name"] not in existing_sets]
     batch += [{"add": o} for o in objects if "set" not in o and "table" not in o]
     return batch

@@ -15,6 +15,11 @@ from fwsync.backends.base import Backend
 from fwsync.core.diff import State, diff
 from fwsync.rules.model import Policy
 
+# Every this many drift checks, one reads every element of every set (a minute at the default
+# 1 s interval): an nftables set can only be counted by listing it (~0.5 s of CPU for 100k
+# elements), so doing that every second would cost half a core.
+FULL_CHECK_EVERY = 60
+
 
 @dataclass(frozen=True)
 class Enforced:
@@ -30,7 +35,14 @@ class Enforced:
     payload: object = None
 
 
-def drifted(enforced: Enforced) -> tuple[str, ...]:
-    """The kernel objects that differ from what was enforced (empty: no drift)."""
-    plan = diff(enforced.backend.name, enforced.desired, enforced.backend.read())
+def drifted(enforced: Enforced, full: bool = False) -> tuple[str, ...]:
+    """The kernel objects that differ from what was enforced (empty: no drift).
+
+    The usual check reads fwsync's chains, rules and jumps and its sets' names (and ipset's
+    element counts), not the elements of a set whose name is the digest of what was enforced
+    (Backend.read): its cost does not grow with the sets. `full` reads every element too,
+    which finds an element changed by hand inside such a set (the daemon does it every
+    FULL_CHECK_EVERY ticks)."""
+    current = enforced.backend.read(None if full else enforced.desired)
+    plan = diff(enforced.backend.name, enforced.desired, current)
     return tuple(c.key for c in plan.changes)

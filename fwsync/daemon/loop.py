@@ -24,7 +24,7 @@ from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.observed import DockerState
 from fwsync.daemon.coalesce import Batch
-from fwsync.daemon.drift import Enforced, drifted
+from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.reconcile import (
@@ -112,6 +112,7 @@ class Reconciler:
         self.rules_print: Fingerprint = ()
         self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
         self._reported: tuple[str, ...] = ()
+        self._drift_checks = 0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -270,7 +271,7 @@ class Reconciler:
         drift check would 'repair' the same difference forever."""
         if plan.empty:
             return plan.desired
-        held = backend.read()
+        held = backend.read(plan.desired)
         after = diff(backend.name, plan.desired, held)
         if not after.empty:
             log.warning("the kernel reads back differently from what was written: %s",
@@ -310,8 +311,10 @@ class Reconciler:
         """The cheap periodic read-back; empty when the kernel holds what was enforced."""
         if self.enforced is None:
             return ()
+        self._drift_checks += 1
+        full = self._drift_checks % FULL_CHECK_EVERY == 0
         try:
-            return drifted(self.enforced)
+            return drifted(self.enforced, full=full)
         except BackendError as exc:
             log.warning("drift check failed: %s", exc)
             return ()

@@ -14,6 +14,7 @@ from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
+from fwsync.daemon.drift import FULL_CHECK_EVERY
 from fwsync.daemon.loop import Reconciler
 
 pytestmark = pytest.mark.unit
@@ -34,11 +35,13 @@ class MemoryBackend:
         self.kernel: dict[str, tuple[str, ...]] = {}
         self.applies = 0
         self.fail: str | None = None
+        self.reads: list[bool] = []  # per read: was it a full one (every set element)?
 
     def detect(self) -> str:
         return "memory kernel"
 
-    def read(self) -> State:
+    def read(self, desired: State | None = None) -> State:
+        self.reads.append(desired is None)
         return dict(self.kernel)
 
     def render(self, ruleset: Ruleset) -> Desired:
@@ -166,6 +169,16 @@ def test_drift_is_what_differs_from_what_was_enforced(world: World) -> None:
     out = world.run("drift", "jump")
     assert out.result == "applied" and out.drift == ("jump",)
     assert world.asked == asked, "a drift repair reuses the Docker state it knows"
+
+
+def test_drift_checks_read_every_element_once_every_full_check_every(world: World) -> None:
+    world.write(GOOD)
+    world.run("startup", "")
+    world.backend.reads.clear()
+    for _ in range(2 * FULL_CHECK_EVERY):
+        world.reconciler.check_drift()
+    full = [i for i, was_full in enumerate(world.backend.reads, 1) if was_full]
+    assert full == [FULL_CHECK_EVERY, 2 * FULL_CHECK_EVERY]
 
 
 def test_docker_away_keeps_the_last_known_containers(world: World) -> None:

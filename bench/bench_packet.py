@@ -72,6 +72,7 @@ from benchlib import (
     md_table,
     new_lab,
     parse_sizes,
+    prepare_python,
     size_label,
     write_rules,
 )
@@ -218,6 +219,7 @@ def schedule(configs: list[Config], rounds: int) -> list[list[Config]]:
 def run(sizes: list[int], linear_sizes: list[int], backends: tuple[str, ...],
         args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     configs = configurations(sizes, linear_sizes, backends)
+    prepare_python()
     t_start = time.monotonic()
     problems: list[str] = []
     stack = contextlib.ExitStack()

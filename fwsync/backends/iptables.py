@@ -176,6 +176,33 @@ class IptablesBackend:
             raise BackendError(f"{what or ' '.join(cmd)} failed: {err}")
         return proc.stdout
 
+    def _run_all(self, cmds: Sequence[tuple[Sequence[str], str]]) -> list[str]:
+        """Several read-only commands at once (each `_run`'s errors): a read waits for the
+        slowest of iptables-save, ip6tables-save and ipset instead of for all three in turn."""
+        procs: list[tuple[subprocess.Popen[str], Sequence[str], str]] = []
+        try:
+            for cmd, what in cmds:
+                try:
+                    procs.append((subprocess.Popen(list(cmd), stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE, text=True),
+                                  cmd, what))
+                except FileNotFoundError as exc:
+                    raise BackendError(f"{what or cmd[0]}: {cmd[0]} is not installed "
+                                       f"({exc})") from exc
+            out = []
+            for proc, cmd, what in procs:
+                stdout, stderr = proc.communicate()
+                if proc.returncode != 0:
+                    err = stderr.strip() or stdout.strip()
+                    raise BackendError(f"{what or ' '.join(cmd)} failed: {err}")
+                out.append(stdout)
+            return out
+        finally:
+            for proc, _cmd, _what in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
     def detect(self) -> str:
         if self._variant is None:
             self._variant, self._reason = self._choose_variant()
@@ -202,13 +229,11 @@ class IptablesBackend:
         return self._variant
 
     def _read_view(self) -> KernelView:
-        families = {
-            f: parse_save(self._run([_tool(f, self.variant, "-save"), "-t", "filter"]))
-            for f in FAMILIES
-        }
-        sets = parse_ipset_terse(self._run(["ipset", "list", "-terse"],
-                                           what="ipset list -terse"))
-        self._view = KernelView(families=families, sets=sets)
+        v4, v6, ipsets = self._run_all([
+            *(([_tool(f, self.variant, "-save"), "-t", "filter"], "") for f in FAMILIES),
+            (["ipset", "list", "-terse"], "ipset list -terse")])
+        families: dict[Family, FamilyState] = {4: parse_save(v4), 6: parse_save(v6)}
+        self._view = KernelView(families=families, sets=parse_ipset_terse(ipsets))
         return self._view
 
     def _elements(self, name: str) -> tuple[str, ...]:

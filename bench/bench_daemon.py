@@ -20,6 +20,11 @@ daemon in its HOST namespace with default settings (drift check every 1 s), rule
 3. Idle: `--idle` seconds with nothing happening: the daemon's CPU time over that span (its own,
    and with its children — the iptables-save/ipset processes of the drift checks — included),
    and its RSS (VmRSS now, VmHWM peak).
+4. A 100k-entry set, per backend (`--big` entries, `--big-backends`): the daemon restarted with
+   `define big file` of that many entries added to the rules, idle for `--idle` seconds (CPU,
+   RSS), then `--drifts` times fwsync's entry into its rules taken out by hand (iptables: the
+   jump from DOCKER-USER; nftables: the rules of its forward chain), each time measuring from
+   the edit to the daemon's log line of the reconcile that repaired it.
 
 Everything is removed at the end (containers, dockerd, namespaces).
 """
@@ -46,6 +51,8 @@ define office 198.51.100.0/25
 allow from $office to container bench-*
 """
 SPACING = 1.05  # the coalescer's min_interval between event reconciles is 1 s
+# Timed as an installed package runs: with bytecode (the lab's environment may forbid writing it).
+BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -84,6 +91,7 @@ def measure_starts(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
     durations: list[float] = []
     steps: dict[str, list[float]] = {}
     api = lab.client.api
+    loads = [Path("/proc/loadavg").read_text().split()[0]]
     for i in range(count):
         name = f"bench-{i}"
         host_config = api.create_host_config(port_bindings={"80/tcp": 20000 + i})
@@ -107,9 +115,11 @@ def measure_starts(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
             print(f"  {i + 1} starts: last event-to-enforced {event_ms[-1]:.1f} ms",
                   file=sys.stderr)
     by_decile = [summary(event_ms[k:k + 10])["p50"] for k in range(0, len(event_ms), 10)]
+    loads.append(Path("/proc/loadavg").read_text().split()[0])
     return {"event_to_enforced_ms": summary(event_ms), "start_call_to_enforced_ms":
             summary(call_ms), "reconcile_duration_ms": summary(durations),
             "event_to_enforced_p50_by_tens_of_running_containers_ms": by_decile,
+            "loadavg": loads,
             "steps_p50_ms": {k: percentile(v, 50) for k, v in steps.items()},
             "steps_p50_last_ten_ms": {k: percentile(v[-10:], 50) for k, v in steps.items()}}
 
@@ -136,15 +146,67 @@ def measure_burst(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
 
 def measure_idle(d: DaemonProc, seconds: float) -> dict[str, Any]:
     time.sleep(3)  # let the last reconcile settle
+    load0 = Path("/proc/loadavg").read_text().split()[0]
     own0, all0 = cpu_seconds(d.pid)
     t0 = time.monotonic()
     time.sleep(seconds)
     own1, all1 = cpu_seconds(d.pid)
     span = time.monotonic() - t0
     return {"seconds": round(span, 1),
+            "loadavg": [load0, Path("/proc/loadavg").read_text().split()[0]],
             "cpu_percent_own": round(100 * (own1 - own0) / span, 3),
             "cpu_percent_with_children": round(100 * (all1 - all0) / span, 3),
             **{k.lower() + "_mib": round(v / 1024, 1) for k, v in memory_kib(d.pid).items()}}
+
+
+def log_time(rec: dict[str, Any]) -> float:
+    """A JSON log line's time (ISO 8601, UTC, milliseconds) as Unix time."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(rec["time"]).replace("Z", "+00:00")).timestamp()
+
+
+def _break_entry(lab: DockerLab, backend: str) -> None:
+    if backend == "iptables":
+        lab.host.run(["iptables", "-D", "DOCKER-USER", "-j", "FWSYNC-FORWARD"])
+    else:
+        lab.host.run(["nft", "flush", "chain", "inet", "fwsync", "forward"])
+
+
+def measure_big(lab: DockerLab, rules: Path, backend: str, entries: int, idle: float,
+                drifts: int) -> dict[str, Any]:
+    """The daemon with a set of `entries` addresses: idle CPU and RSS, drift detection time."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from benchlib import allowlist
+
+    big = rules.parent / f"big-{backend}"
+    big.mkdir(exist_ok=True)
+    (big / "big.txt").write_text("\n".join(allowlist(entries)) + "\n")
+    (big / "10-bench.rules").write_text(
+        RULES + "define big file big.txt\nallow from $big to any port 5432 proto tcp\n")
+    d = DaemonProc(lab, big, "--backend", backend, name=f"bench-big-{backend}",
+                   env=BYTECODE).start()
+    try:
+        d.wait_ready(timeout=120)
+        d.wait_for(lambda r: r.get("msg") == "reconcile"
+                   and r["trigger"].startswith("reconnect"), timeout=120)
+        out: dict[str, Any] = {"backend": backend, "entries": entries,
+                               "idle": measure_idle(d, idle)}
+        seen: list[float] = []
+        for _ in range(drifts):
+            before = len(d.reconciles())
+            t0 = time.time()
+            _break_entry(lab, backend)
+            rec = d.wait_reconcile(lambda r: r["trigger"].startswith("drift")
+                                   and r["result"] == "applied", after=before, timeout=30,
+                                   what="the drift repair")
+            seen.append(log_time(rec) - t0)
+            time.sleep(1.5)
+        out["drift_repaired_s"] = [round(x, 3) for x in seen]
+        return out
+    finally:
+        d.stop()
+        run_fwsync(lab, "remove")
 
 
 def main() -> int:
@@ -152,8 +214,19 @@ def main() -> int:
     ap.add_argument("--starts", type=int, default=100)
     ap.add_argument("--burst", type=int, default=30)
     ap.add_argument("--idle", type=float, default=60.0)
+    ap.add_argument("--big", type=int, default=100_000, help="entries of the big set (0: skip)")
+    ap.add_argument("--big-backends", default="iptables,nftables")
+    ap.add_argument("--drifts", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    results = run(args)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     require("dockerd", "containerd", "runc", "iptables", "ipset", "nft")
     results: dict[str, Any] = {"command": " ".join(["bench/bench_daemon.py", *sys.argv[1:]]),
                                "cpus": os.cpu_count()}
@@ -161,7 +234,7 @@ def main() -> int:
         rules = lab.dir / "rules"
         rules.mkdir()
         (rules / "10-bench.rules").write_text(RULES)
-        d = DaemonProc(lab, rules, name="bench-daemon").start()
+        d = DaemonProc(lab, rules, name="bench-daemon", env=BYTECODE).start()
         try:
             d.wait_ready()
             d.wait_for(lambda r: r.get("msg") == "reconcile"
@@ -177,10 +250,13 @@ def main() -> int:
         finally:
             d.stop()
             run_fwsync(lab, "remove")
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+        results["big"] = []
+        for backend in (b for b in args.big_backends.split(",") if b and args.big):
+            print(f"{args.big} entries, {backend}: idle for {args.idle:.0f} s, "
+                  f"{args.drifts} drifts...", file=sys.stderr)
+            results["big"].append(measure_big(lab, rules, backend, args.big, args.idle,
+                                              args.drifts))
+    return results
 
 
 if __name__ == "__main__":

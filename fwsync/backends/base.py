@@ -8,6 +8,10 @@ from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.ruleset import Ruleset
 
+# A set with fewer elements than this is always listed when the kernel is read (a few ms at
+# most): only bigger ones are known by their name (and ipset's count) between full reads.
+LIST_BELOW = 1000
+
 
 class BackendError(Exception):
     """A kernel call failed. The message says what was attempted and what the kernel answered."""
@@ -28,8 +32,9 @@ class Backend(Protocol):
         same set: it is reported with desired's elements instead of being listed, and reading
         costs the same for 10 entries as for 100k. Where the kernel counts a set's elements
         without listing them (ipset), a different count makes it be read after all. Sets
-        that match nothing in desired are read in full. `desired=None` reads every element:
-        the full check that finds an element added or removed by hand."""
+        with fewer than LIST_BELOW elements, and sets that match nothing in desired, are read
+        in full. `desired=None` reads every element: the full check that also finds an
+        element added or removed by hand in a big set."""
         ...
 
     def enforcement(self) -> Enforcement:

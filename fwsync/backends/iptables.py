@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fwsync.backends.base import BackendError
+from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.iptables_render import (
     FORWARD_CHAIN,
     OWN_CHAINS,
@@ -151,6 +151,12 @@ def parse_ipset_save(text: str) -> dict[str, list[str]]:
     return {name: sorted(elems) for name, elems in sets.items()}
 
 
+def _family_display(name: str) -> tuple[Family, str]:
+    parsed = parse_set_name(name)
+    assert parsed is not None
+    return parsed
+
+
 def _tool(family: Family, variant: str, suffix: str) -> str:
     return f"{'ip' if family == 4 else 'ip6'}tables-{variant}{suffix}"
 
@@ -236,10 +242,6 @@ class IptablesBackend:
         self._view = KernelView(families=families, sets=parse_ipset_terse(ipsets))
         return self._view
 
-    def _elements(self, name: str) -> tuple[str, ...]:
-        text = self._run(["ipset", "save", name], what=f"ipset save {name}")
-        return tuple(parse_ipset_save(text).get(name, ()))
-
     # -- the Backend interface ----------------------------------------------------------------
 
     def read(self, desired: State | None = None) -> State:
@@ -255,20 +257,25 @@ class IptablesBackend:
                 # daemon's drift check say so, with why.
                 state[jump_key(family)] = fs.jump_lines + (
                     () if reach.reached else (f"not reached: {reach.why}",))
-        for name, count in view.sets.items():
-            parsed = parse_set_name(name)
-            if parsed is None:
-                continue
-            key = set_key(*parsed)
+        keys = {name: set_key(*parsed) for name in view.sets
+                if (parsed := parse_set_name(name)) is not None}
+        for name, key in keys.items():
             want = desired.get(key) if desired is not None else None
-            if (want is not None and len(want) == count
-                    and set_kernel_name(parsed[0], parsed[1], want) == name):
+            if (want is not None and len(want) == view.sets[name] >= LIST_BELOW
+                    and set_kernel_name(*_family_display(name), want) == name):
                 # Named by the digest of what desired says it holds, with as many elements:
                 # the same set (what fwsync fills under that name is complete; a hand edit
                 # that keeps the count is what a full read, desired=None, is for).
                 state[key] = want
-            elif key not in state:
-                state[key] = self._elements(name)
+        listed: dict[str, str] = {}  # kernel name → state key, for the sets to list
+        for name, key in keys.items():
+            if key not in state and key not in listed.values():
+                listed[name] = key
+        if listed:
+            texts = self._run_all([(["ipset", "save", name], f"ipset save {name}")
+                                   for name in listed])
+            for (name, key), text in zip(listed.items(), texts, strict=True):
+                state.setdefault(key, tuple(parse_ipset_save(text).get(name, ())))
         return state
 
     def enforcement(self) -> Enforcement:

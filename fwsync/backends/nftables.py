@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fwsync.backends.base import BackendError
+from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.nftables_render import (
     FAMILY,
     TABLE,
@@ -145,10 +145,10 @@ class NftablesBackend:
             key = set_key(o["set"]["name"], o["set"]["type"]) if "set" in o else None
             if key is None or is_meter(o) or "dynamic" in o["set"].get("flags", []):
                 complete.append(o)
-            elif key in desired:
+            elif key in desired and len(desired[key]) >= LIST_BELOW:
                 # Its name is the digest of its content (table_objects), and desired has that
                 # name: the same set. A hand edit of its elements is what a full read
-                # (desired=None) is for.
+                # (desired=None) is for: nftables cannot count them without listing them.
                 trusted.append(key)
                 complete.append(o)
             else:

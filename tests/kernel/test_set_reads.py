@@ -1,6 +1,7 @@
-"""What reading the kernel promises about sets (Backend.read): a set is known by the digest in
-its name without listing its elements, ipset's element count is still checked on every read,
-and `--full` lists every element, so a hand edit that keeps the count is found too."""
+"""What reading the kernel promises about sets (Backend.read): a big set (LIST_BELOW elements or
+more) is known by the digest in its name without listing its elements, ipset's element count is
+still checked on every read, and `--full` lists every element, so a hand edit that keeps the
+count is found too."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from fwsync.backends.base import LIST_BELOW
 from tests.lab import KernelLab, run_fwsync
 
 pytestmark = pytest.mark.kernel
 PORT = 5432
-ENTRIES = ["198.51.100.10", "198.51.100.20", "198.51.100.30"]
+# A big set: every other address, so that nothing merges. One of them is edited by hand.
+ENTRIES = [f"2001:db8:3::{2 * i:x}" for i in range(1, LIST_BELOW + 10)]
+GONE, NEW = "2001:db8:3::14", "2001:db8:3::99"  # NEW is odd: in no entry
 
 
 def _rules(tmp_path: Path) -> Path:
@@ -34,9 +38,9 @@ def _plan(lab: KernelLab, backend: str, rules: Path, *extra: str) -> tuple[int, 
 def _set_name(lab: KernelLab, backend: str) -> str:
     if backend == "iptables":
         names = lab.host.run(["ipset", "list", "-name"]).stdout.split()
-        return next(n for n in names if n.startswith("fws4-office-"))
+        return next(n for n in names if n.startswith("fws6-office-"))
     listing = lab.host.run(["nft", "list", "sets", "inet"]).stdout
-    return next(w for w in listing.split() if w.startswith("office_v4_"))
+    return next(w for w in listing.split() if w.startswith("office_v6_"))
 
 
 def _edit(lab: KernelLab, backend: str, name: str, delete: str, add: str | None) -> None:
@@ -61,9 +65,9 @@ def test_full_finds_an_element_replaced_by_hand(kernel_lab: KernelLab, tmp_path:
     assert _plan(kernel_lab, backend, rules, "--full")[0] == 0
 
     # Same count, other content, under the name that says it is unchanged.
-    _edit(kernel_lab, backend, _set_name(kernel_lab, backend), "198.51.100.20", "198.51.100.99")
+    _edit(kernel_lab, backend, _set_name(kernel_lab, backend), GONE, NEW)
     code, out = _plan(kernel_lab, backend, rules, "--full")
-    assert code == 2 and "198.51.100.99" in out and "198.51.100.20" in out, out
+    assert code == 2 and NEW in out and GONE in out, out
     if backend == "nftables":  # the iptables backend's repair of a set in place is its own work
         assert run_fwsync(kernel_lab, "apply", "--backend", backend, "--yes", "--full",
                           rules=rules).returncode == 0
@@ -75,6 +79,6 @@ def test_ipset_count_is_checked_without_full(kernel_lab: KernelLab, tmp_path: Pa
     rules = _rules(tmp_path)
     assert run_fwsync(kernel_lab, "apply", "--backend", "iptables", "--yes",
                       rules=rules).returncode == 0
-    _edit(kernel_lab, "iptables", _set_name(kernel_lab, "iptables"), "198.51.100.20", None)
+    _edit(kernel_lab, "iptables", _set_name(kernel_lab, "iptables"), GONE, None)
     code, out = _plan(kernel_lab, "iptables", rules)
-    assert code == 2 and "198.51.100.20" in out, out
+    assert code == 2 and GONE in out, out

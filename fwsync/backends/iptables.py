@@ -168,6 +168,7 @@ class IptablesBackend:
         self._variant = variant or os.environ.get("FWSYNC_IPTABLES") or None
         self._reason = ""
         self._view: KernelView | None = None
+        self._view_fresh = False  # the last read's view, not yet used by an apply
 
     # -- kernel I/O ---------------------------------------------------------------------------
 
@@ -246,6 +247,9 @@ class IptablesBackend:
 
     def read(self, desired: State | None = None) -> State:
         view = self._read_view()
+        # What apply() starts from, as of this read: make_plan reads just before apply, under
+        # fwsync's lock (one read less on the daemon's path from an event to the kernel).
+        self._view_fresh = True
         state: dict[str, tuple[str, ...]] = {}
         for family, fs in view.families.items():
             for chain in OWN_CHAINS:
@@ -299,7 +303,8 @@ class IptablesBackend:
         parses): a failing apply rolls back instead."""
 
     def apply(self, plan: Plan) -> None:
-        view = self._read_view()
+        view = self._view if self._view_fresh and self._view is not None else self._read_view()
+        self._view_fresh = False  # one apply per read: a later apply reads again
         wanted = _wanted_sets(plan.desired)
         created = [name for name in wanted if name not in view.sets]
         if created:

@@ -138,6 +138,7 @@ class NftablesBackend:
         if objects is None:
             return {}
         if desired is None:
+            self._release()
             return objects_state(objects)
         trusted: list[str] = []
         complete: list[dict[str, Any]] = []
@@ -155,7 +156,15 @@ class NftablesBackend:
                 complete.append(self._set(o["set"]["name"]))
         state = dict(objects_state(complete))
         state.update((key, desired[key]) for key in trusted)
+        if len(trusted) < sum(1 for o in objects if "set" in o):
+            self._release()  # some elements were listed
         return state
+
+    def _release(self) -> None:
+        """Let go of libnftables' context: it keeps what it last listed or wrote in a cache
+        (tens of MB for a 100k-element set), which a long-running daemon would otherwise
+        keep for nothing. The next call makes a new one (~1 ms)."""
+        self._nft = None
 
     def enforcement(self) -> Enforcement:
         objects = self._list_terse() or []  # chains and rules: no set elements needed
@@ -238,6 +247,7 @@ class NftablesBackend:
                 raise BackendError(f"{exc}; the rules were not changed, but new unused sets "
                                    f"are left in the table ({undo})") from exc
             raise BackendError(f"{exc}; {nothing}") from exc
+        self._release()
 
     def remove(self) -> State:
         before = self.read()

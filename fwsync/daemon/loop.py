@@ -25,6 +25,7 @@ from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.observed import DockerState
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
+from fwsync.daemon.memory import release_memory
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.reconcile import (
@@ -318,3 +319,6 @@ class Reconciler:
         except BackendError as exc:
             log.warning("drift check failed: %s", exc)
             return ()
+        finally:
+            if full:
+                release_memory()

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from fwsync.daemon.coalesce import Coalescer, Source, Trigger
 from fwsync.daemon.docker_events import DockerEventWatcher
 from fwsync.daemon.loop import Outcome, Reconciler
+from fwsync.daemon.memory import release_memory
 from fwsync.daemon.metrics import Metrics
 from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
@@ -180,6 +181,8 @@ class Daemon:
             return Outcome(result="error", trigger=batch.summary(), sources=batch.sources,
                            started=time.time(), duration=0.0, error=f"{type(exc).__name__}: "
                                                                      f"{exc}")
+        finally:
+            release_memory()
 
     def _after(self, outcome: Outcome) -> None:
         self.reconciles += 1

@@ -54,7 +54,7 @@ def _new(name: str) -> Backend:
 
 def _holds_objects(backend: Backend) -> bool:
     try:
-        return bool(backend.read({}))
+        return backend.holds()
     except BackendError:
         return False  # its tools are missing or unusable: then it holds nothing of ours
 

@@ -37,6 +37,10 @@ class Backend(Protocol):
         element added or removed by hand in a big set."""
         ...
 
+    def holds(self) -> bool:
+        """Whether fwsync has any object in the kernel (no set's elements are listed)."""
+        ...
+
     def enforcement(self) -> Enforcement:
         """Whether new connections to published ports reach fwsync's rules before anything
         else can accept them, per family (fwsync.core.enforcing decides, from the kernel)."""

@@ -282,6 +282,11 @@ class IptablesBackend:
                 state.setdefault(key, tuple(parse_ipset_save(text).get(name, ())))
         return state
 
+    def holds(self) -> bool:
+        view = self._read_view()
+        return bool(view.sets) or any(
+            fs.jumps or any(c in fs.chains for c in OWN_CHAINS) for fs in view.families.values())
+
     def enforcement(self) -> Enforcement:
         view = self._read_view()
         return Enforcement(self.name, tuple(iptables_reach(f, view.families[f].chains)

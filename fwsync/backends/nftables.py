@@ -166,6 +166,9 @@ class NftablesBackend:
         keep for nothing. The next call makes a new one (~1 ms)."""
         self._nft = None
 
+    def holds(self) -> bool:
+        return bool(self._list_terse())
+
     def enforcement(self) -> Enforcement:
         objects = self._list_terse() or []  # chains and rules: no set elements needed
         base = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "forward"),

@@ -44,6 +44,6 @@ def read_enforcement() -> Enforcement | None:
     try:
         backend = select_backend("auto")
         backend.detect()
-        return backend.enforcement() if backend.read() else None
+        return backend.enforcement() if backend.holds() else None
     except BackendError:
         return None

@@ -40,6 +40,9 @@ class MemoryBackend:
     def detect(self) -> str:
         return "memory kernel"
 
+    def holds(self) -> bool:
+        return bool(self.kernel)
+
     def read(self, desired: State | None = None) -> State:
         self.reads.append(desired is None)
         return dict(self.kernel)

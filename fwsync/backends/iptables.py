@@ -8,6 +8,7 @@ loaded before the transaction that points the rules at it, and the old set is de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -169,6 +170,7 @@ class IptablesBackend:
         self._reason = ""
         self._view: KernelView | None = None
         self._view_fresh = False  # the last read's view, not yet used by an apply
+        self._rendered_from: KernelView | None = None  # read by render(), not yet by read()
 
     # -- kernel I/O ---------------------------------------------------------------------------
 
@@ -246,7 +248,8 @@ class IptablesBackend:
     # -- the Backend interface ----------------------------------------------------------------
 
     def read(self, desired: State | None = None) -> State:
-        view = self._read_view()
+        rendered, self._rendered_from = self._rendered_from, None
+        view = rendered if rendered is not None and desired is not None else self._read_view()
         # What apply() starts from, as of this read: make_plan reads just before apply, under
         # fwsync's lock (one read less on the daemon's path from an event to the kernel).
         self._view_fresh = True
@@ -293,7 +296,12 @@ class IptablesBackend:
                                             for f in FAMILIES))
 
     def render(self, ruleset: Ruleset) -> Desired:
-        view = self._view or self._read_view()
+        if self._view is None:
+            # A plan renders, then reads against what it rendered: both from this one look
+            # at the kernel (a second would cost a few ms and could disagree with the first).
+            self._rendered_from = self._read_view()
+        view = self._view
+        assert view is not None
         state: dict[str, tuple[str, ...]] = {}
         for family in FAMILIES:
             state.update(render_family(ruleset, family, view.families[family].entries))
@@ -314,14 +322,11 @@ class IptablesBackend:
         created = [name for name in wanted if name not in view.sets]
         if created:
             self._restore_sets(_ipset_create(name, wanted[name]) for name in created)
-        done: list[Family] = []
-        try:
-            for family in FAMILIES:
-                self._restore(family, _restore_text(plan.desired, family, view.families[family]))
-                done.append(family)
-        except BackendError as exc:
+        done, error = self._restore_families(
+            {f: _restore_text(plan.desired, f, view.families[f]) for f in FAMILIES})
+        if error is not None:
             self._rollback(view, done, created)
-            raise BackendError(f"{exc}; nothing was changed") from exc
+            raise BackendError(f"{error}; nothing was changed")
         stale = [name for name in view.sets if name not in wanted]
         if stale:
             self._restore_sets(f"destroy {name}" for name in stale)
@@ -339,6 +344,38 @@ class IptablesBackend:
         return before
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _restore_families(self, texts: dict[Family, str]) -> tuple[list[Family], str | None]:
+        """One `iptables-restore --noflush` transaction per family, both at once (IPv4 and IPv6
+        are separate tables; `-w` makes iptables-legacy's take turns on the xtables lock).
+        Returns the families written and the first error, for the caller to roll back."""
+        procs: list[tuple[Family, str, subprocess.Popen[str]]] = []
+        error: str | None = None
+        for family, text in texts.items():
+            tool = _tool(family, self.variant, "-restore")
+            try:
+                proc = subprocess.Popen([tool, "-w", "--noflush"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+            except FileNotFoundError as exc:
+                error = error or f"{tool}: {tool} is not installed ({exc})"
+                break
+            procs.append((family, tool, proc))
+            # Fed as it starts: the other family's process runs meanwhile.
+            stdin, proc.stdin = proc.stdin, None  # written here; communicate() only reads
+            assert stdin is not None
+            with contextlib.suppress(BrokenPipeError):  # it failed early: its stderr says why
+                stdin.write(text)
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        done: list[Family] = []
+        for family, tool, proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode == 0:
+                done.append(family)
+            elif error is None:
+                error = f"{tool} --noflush failed: {err.strip() or out.strip()}"
+        return done, error
 
     def _restore(self, family: Family, text: str) -> None:
         tool = _tool(family, self.variant, "-restore")

@@ -420,8 +420,14 @@ def set_names(objects: Batch) -> list[str]:
 
 def set_key_names(objects: Batch) -> dict[str, str]:
     """State key → kernel name, for the sets among these objects."""
-    return {key: o["set"]["name"] for o in objects if "set" in o
-            for key in objects_state([o])}
+    return {set_object_key(o["set"]): o["set"]["name"] for o in objects if "set" in o}
+
+
+def set_object_key(s: dict[str, Any]) -> str:
+    """A set's state key (objects_state's), from its name and type: no element is looked at."""
+    if "timeout" in s.get("flags", []) or "dynamic" in s.get("flags", []):
+        return set_key(s["name"], f"{s['type']}, per-source limit")
+    return set_key(s["name"], s["type"])
 
 
 def _head() -> Batch:

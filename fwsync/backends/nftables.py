@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fwsync.backends.base import LIST_BELOW, BackendError
+from fwsync.backends.nft_netlink import inet_table_flags
 from fwsync.backends.nftables_render import (
     FAMILY,
     TABLE,
@@ -100,16 +101,19 @@ class NftablesBackend:
         table. libnftables 1.0.6 reads every element of every set for `list table` and `list
         tables`, terse or not (~0.5 s for a 100k-element set), but not for a terse `list
         ruleset`: that is one call whose cost does not grow with the sets."""
+        tables = inet_table_flags()
+        if tables is None or any(tables.values()):
+            # A table with flags (`owner`: another program's, or one made to look like
+            # fwsync's) is one libnftables 1.0.6 lists as broken JSON, or crashes on, in `list
+            # ruleset`: the full listing names only the tables it must (and refuses an owned
+            # `inet fwsync` in one line).
+            return self._list_table()
+        if TABLE not in tables:
+            return None
         nft = self.nft
         nft.set_terse_output(True)
         try:
             out = self._cmd([{"list": {"ruleset": {"family": FAMILY}}}], "list ruleset")
-        except BackendError as exc:
-            if "not JSON" not in str(exc):
-                raise
-            # libnftables 1.0.6 writes a table with `flags owner` (another program's, or one
-            # made to look like fwsync's) as broken JSON: the full listing handles both.
-            return self._list_table()
         finally:
             nft.set_terse_output(False)
         objects = out.get("nftables", [])

@@ -5,6 +5,8 @@ count is found too."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,32 @@ def test_ipset_count_is_checked_without_full(kernel_lab: KernelLab, tmp_path: Pa
     _edit(kernel_lab, "iptables", _set_name(kernel_lab, "iptables"), GONE, None)
     code, out = _plan(kernel_lab, "iptables", rules)
     assert code == 2 and GONE in out, out
+
+
+_OTHER_OWNER = """
+import nftables, sys
+n = nftables.Nftables()
+rc, out, err = n.cmd("add table inet other { flags owner; }")
+print("ready" if rc == 0 else "failed " + err, flush=True)
+sys.stdin.read()  # the table lives as long as this process's netlink socket
+"""
+
+
+def test_another_programs_owned_table_does_not_stop_nftables(kernel_lab: KernelLab,
+                                                              tmp_path: Path) -> None:
+    """libnftables 1.0.6 prints broken JSON for, or crashes on, a table with `flags owner`
+    (firewalld makes one) when it lists the ruleset: reading finds such a table over netlink
+    first and then lists only fwsync's own table."""
+    kernel_lab.publish(PORT, 80)
+    owner = subprocess.Popen([*kernel_lab.host.nsenter_prefix(), sys.executable, "-c",
+                              _OTHER_OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+        rules = _rules(tmp_path)
+        res = run_fwsync(kernel_lab, "apply", "--backend", "nftables", "--yes", rules=rules)
+        assert res.returncode == 0, res.stderr
+        assert _plan(kernel_lab, "nftables", rules)[0] == 0
+    finally:
+        owner.kill()
+        owner.wait()

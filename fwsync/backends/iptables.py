@@ -9,6 +9,7 @@ loaded before the transaction that points the rules at it, and the old set is de
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,14 @@ from fwsync.backends.iptables_render import (
     REACH_LINE,
     SET_PREFIX,
     chain_key,
+    is_temp_set,
     jump_key,
     jump_line,
     parse_set_name,
     render_family,
     set_kernel_name,
     set_key,
+    temp_set_name,
 )
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
@@ -204,10 +207,7 @@ class IptablesBackend:
                 # daemon's drift check say so, with why.
                 state[jump_key(family)] = fs.jump_lines + (
                     () if reach.reached else (f"not reached: {reach.why}",))
-        for name, elements in view.sets.items():
-            parsed = parse_set_name(name)
-            if parsed is not None:
-                state.setdefault(set_key(*parsed), tuple(elements))
+        state.update(_sets_state(view))
         return state
 
     def enforcement(self) -> Enforcement:
@@ -233,9 +233,7 @@ class IptablesBackend:
     def apply(self, plan: Plan) -> None:
         view = self._read_view()
         wanted = _wanted_sets(plan.desired)
-        created = [name for name in wanted if name not in view.sets]
-        if created:
-            self._restore_sets(_ipset_create(name, wanted[name]) for name in created)
+        created = self._load_sets(view, wanted)
         done: list[Family] = []
         try:
             for family in FAMILIES:
@@ -244,9 +242,37 @@ class IptablesBackend:
         except BackendError as exc:
             self._rollback(view, done, created)
             raise BackendError(f"{exc}; nothing was changed") from exc
-        stale = [name for name in view.sets if name not in wanted]
+        stale = [name for name in view.sets if name not in wanted and not is_temp_set(name)]
         if stale:
             self._restore_sets(f"destroy {name}" for name in stale)
+
+    def _load_sets(self, view: KernelView, wanted: dict[str, tuple[str, ...]]) -> list[str]:
+        """Make every wanted set exist under its content name with exactly its contents,
+        before any rule points at it; return the names that did not exist before.
+
+        A name is trusted only once its contents are verified (`ipset save` lists them): a set
+        that holds anything else — an element deleted or added by hand, a set filled by an
+        older fwsync that was killed — is refilled. Filling happens under a temporary name,
+        then `ipset rename` (a new set) or `ipset swap` (a set the rules may be using) makes it
+        the real one in one step, so no packet meets a half-filled set."""
+        unfinished = [name for name in view.sets if is_temp_set(name)]
+        if unfinished:  # left by an interrupted apply; nothing refers to a temporary set
+            self._restore_sets(f"destroy {name}" for name in unfinished)
+        new = [name for name in wanted if name not in view.sets]
+        wrong = [name for name in wanted
+                 if name in view.sets and tuple(view.sets[name]) != wanted[name]]
+        if not new and not wrong:
+            return []
+        try:
+            self._restore_sets(_ipset_create(temp_set_name(name), wanted[name])
+                               for name in [*new, *wrong])
+            self._restore_sets([*(f"rename {temp_set_name(n)} {n}" for n in new),
+                                *(f"swap {temp_set_name(n)} {n}\ndestroy {temp_set_name(n)}"
+                                  for n in wrong)])
+        except BackendError as exc:
+            raise BackendError(f"{exc}; no rule was changed (a set left half-made is "
+                               "temporary and goes with the next apply)") from exc
+        return new
 
     def remove(self) -> State:
         before = self.read()
@@ -282,11 +308,34 @@ class IptablesBackend:
             self._restore_sets(f"destroy {name}" for name in created)
 
 
+def _sets_state(view: KernelView) -> dict[str, tuple[str, ...]]:
+    """fwsync's ipsets as plan sees them: per family and define, the set the family's rules use
+    (else the first by name) under the define's key; any other set of fwsync's — an old one an
+    interrupted apply left, a temporary one — under a key of its own, so that plan shows it
+    and apply takes it out."""
+    used = {name for fs in view.families.values()
+            for line in fs.chains.get(OWN_CHAINS[1], ())
+            for name in _MATCH_SET.findall(line)}
+    state: dict[str, tuple[str, ...]] = {}
+    for name in sorted(view.sets, key=lambda n: (n not in used, n)):
+        parsed = parse_set_name(name)
+        if parsed is None:
+            continue
+        key = set_key(*parsed)
+        if key in state or is_temp_set(name):
+            key = f"{key} (unused: {name})"
+        state[key] = tuple(view.sets[name])
+    return state
+
+
+_MATCH_SET = re.compile(r"--match-set (\S+) ")
+
+
 def _wanted_sets(desired: State) -> dict[str, tuple[str, ...]]:
     wanted: dict[str, tuple[str, ...]] = {}
     for key, elements in desired.items():
         family_part, kind, *rest = key.split(" ", 2)
-        if kind == "set" and rest:
+        if kind == "set" and rest and " " not in rest[0]:  # not a key of _sets_state's extras
             family: Family = 6 if family_part == "ipv6" else 4
             wanted[set_kernel_name(family, rest[0], elements)] = elements
     return wanted

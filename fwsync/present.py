@@ -8,6 +8,7 @@ from typing import Any
 from fwsync import __version__
 from fwsync.core.diff import Change, Plan
 from fwsync.core.exposure import Decision
+from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.report import PortReport, Surprise, exposure_report
 from fwsync.rules.model import Diagnostic, Policy
@@ -101,8 +102,8 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         out.append("Published ports (who may connect, first matching rule first):")
     for row in report.ports:
         port = row.port
-        out.append(f"  {_binding(port)} → {port.container} ({port.image}), "
-                   f"container port {port.container_port}")
+        out.append(f"  {_binding(port)} → {shown(port.owner)} ({port.image or '?'}), "
+                   f"{port.target_word} {port.container_port}")
         for d in row.decisions:
             colour = "green" if d.action in ("allow", "limit") else "red"
             out.append("      " + style(_decision_text(d), colour))
@@ -138,6 +139,7 @@ def _port_json(row: PortReport) -> dict[str, Any]:
     return {
         "host_ip": p.host_ip, "host_port": p.host_port, "proto": p.proto,
         "container": p.container, "image": p.image, "container_port": p.container_port,
+        "service": p.service or None, "mode": p.mode or None,
         "decisions": [{"action": d.action, "who": d.who, "origin": d.origin}
                       for d in row.decisions],
         "governed": row.governed,

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fwsync.core.explain import Decided, Explanation
+from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState
 from fwsync.core.report import ExposureReport, binding_text
 from fwsync.present import JSON_FORMAT_VERSION, Style
@@ -53,9 +54,10 @@ def status_table(report: ExposureReport, warnings_column: bool = True) -> Table:
             rule.append(_short_origin(d.origin) + end)
         if not row.governed:
             who.append("\n(IPv6: the host firewall decides)", style="yellow")
-        container = Text(p.container)
+        container = Text(shown(p.owner))
         container.append(f"\n{p.image}" if p.image else "", style="dim")
-        container.append(f"\nport {p.container_port}", style="dim")
+        container.append(f"\n{'target ' if p.target_word != 'container port' else ''}"
+                         f"port {p.container_port}", style="dim")
         warnings = "\n".join(f"• {w.message}" for w in row.surprises)
         published = binding_text(p)
         if row.surprises and not warnings_column:
@@ -117,8 +119,8 @@ def explain_text(e: Explanation, style: Style = _plain) -> str:
     out = [f"{e.connection}: " + style(_OUTCOME_WORDS[e.outcome], colour)]
     for r in e.reaches:
         p = r.binding
-        out.append(f"  reaches {binding_text(p)} → {p.container} ({p.image or '?'}), "
-                   f"container port {p.container_port}")
+        out.append(f"  reaches {binding_text(p)} → {shown(p.owner)} ({p.image or '?'}), "
+                   f"{p.target_word} {p.container_port}")
         prefix = "    fwsync's rules would say: " if not r.governed else "    "
         out.append(prefix + style(_decided_text(r.decided),
                                   _ACTION_STYLE.get(r.decided.action, "")))
@@ -151,6 +153,7 @@ def explain_json(e: Explanation) -> dict[str, Any]:
             {"host_ip": r.binding.host_ip, "host_port": r.binding.host_port,
              "proto": r.binding.proto, "container": r.binding.container,
              "image": r.binding.image, "container_port": r.binding.container_port,
+             "service": r.binding.service or None, "mode": r.binding.mode or None,
              "governed": r.governed, "decided": _decided_json(r.decided)}
             for r in e.reaches
         ],

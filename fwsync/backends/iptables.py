@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ from fwsync.backends.iptables_render import (
     REACH_LINE,
     SET_PREFIX,
     chain_key,
+    is_temp_set,
     jump_key,
     jump_line,
     parse_set_name,
     render_family,
     set_kernel_name,
     set_key,
+    temp_set_name,
 )
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
@@ -264,25 +267,22 @@ class IptablesBackend:
                 # daemon's drift check say so, with why.
                 state[jump_key(family)] = fs.jump_lines + (
                     () if reach.reached else (f"not reached: {reach.why}",))
-        keys = {name: set_key(*parsed) for name in view.sets
-                if (parsed := parse_set_name(name)) is not None}
+        keys = _set_keys(view)
         for name, key in keys.items():
             want = desired.get(key) if desired is not None else None
             if (want is not None and len(want) == view.sets[name] >= LIST_BELOW
                     and set_kernel_name(*_family_display(name), want) == name):
                 # Named by the digest of what desired says it holds, with as many elements:
-                # the same set (what fwsync fills under that name is complete; a hand edit
-                # that keeps the count is what a full read, desired=None, is for).
+                # the same set (fwsync fills a set under a temporary name and renames it only
+                # once complete; a hand edit that keeps the count is what a full read,
+                # desired=None, is for).
                 state[key] = want
-        listed: dict[str, str] = {}  # kernel name → state key, for the sets to list
-        for name, key in keys.items():
-            if key not in state and key not in listed.values():
-                listed[name] = key
+        listed = [name for name, key in keys.items() if key not in state]
         if listed:
             texts = self._run_all([(["ipset", "save", name], f"ipset save {name}")
                                    for name in listed])
-            for (name, key), text in zip(listed.items(), texts, strict=True):
-                state.setdefault(key, tuple(parse_ipset_save(text).get(name, ())))
+            for name, text in zip(listed, texts, strict=True):
+                state[keys[name]] = tuple(parse_ipset_save(text).get(name, ()))
         return state
 
     def holds(self) -> bool:
@@ -319,17 +319,47 @@ class IptablesBackend:
         view = self._view if self._view_fresh and self._view is not None else self._read_view()
         self._view_fresh = False  # one apply per read: a later apply reads again
         wanted = _wanted_sets(plan.desired)
-        created = [name for name in wanted if name not in view.sets]
-        if created:
-            self._restore_sets(_ipset_create(name, wanted[name]) for name in created)
+        created = self._load_sets(view, wanted, {c.key for c in plan.changes})
         done, error = self._restore_families(
             {f: _restore_text(plan.desired, f, view.families[f]) for f in FAMILIES})
         if error is not None:
             self._rollback(view, done, created)
             raise BackendError(f"{error}; nothing was changed")
-        stale = [name for name in view.sets if name not in wanted]
+        stale = [name for name in view.sets if name not in wanted and not is_temp_set(name)]
         if stale:
             self._restore_sets(f"destroy {name}" for name in stale)
+
+    def _load_sets(self, view: KernelView, wanted: dict[str, tuple[str, ...]],
+                   changed: set[str]) -> list[str]:
+        """Make every wanted set exist under its content name with exactly its contents,
+        before any rule points at it; return the names that did not exist before.
+
+        A name is trusted only once its contents are verified: the plan's read listed the set
+        (a small one, one whose element count is not what its name says, or any with
+        `--full`) and found it equal, or counted as many elements as its name says. A set
+        that holds anything else — an element deleted or added by hand, a set filled by an
+        older fwsync that was killed — is refilled. Filling happens under a temporary name,
+        then `ipset rename` (a new set) or `ipset swap` (a set the rules may be using) makes it
+        the real one in one step, so no packet meets a half-filled set."""
+        unfinished = [name for name in view.sets if is_temp_set(name)]
+        if unfinished:  # left by an interrupted apply; nothing refers to a temporary set
+            self._restore_sets(f"destroy {name}" for name in unfinished)
+        new = [name for name in wanted if name not in view.sets]
+        keys = _set_keys(view)
+        wrong = [name for name in wanted if name in view.sets
+                 and (view.sets[name] != len(wanted[name]) or keys.get(name) in changed)]
+        if not new and not wrong:
+            return []
+        try:
+            self._restore_sets(_ipset_create(temp_set_name(name), wanted[name])
+                               for name in [*new, *wrong])
+            self._restore_sets([*(f"rename {temp_set_name(n)} {n}" for n in new),
+                                *(f"swap {temp_set_name(n)} {n}\ndestroy {temp_set_name(n)}"
+                                  for n in wrong)])
+        except BackendError as exc:
+            raise BackendError(f"{exc}; no rule was changed (a set left half-made is "
+                               "temporary and goes with the next apply)") from exc
+        return new
 
     def remove(self) -> State:
         before = self.read()
@@ -397,11 +427,34 @@ class IptablesBackend:
             self._restore_sets(f"destroy {name}" for name in created)
 
 
+def _set_keys(view: KernelView) -> dict[str, str]:
+    """fwsync's ipsets → their state keys, as plan sees them: per family and define, the set
+    the family's rules use (else the first by name) under the define's key; any other set of
+    fwsync's — an old one an interrupted apply left, a temporary one — under a key of its own,
+    so that plan shows it and apply takes it out."""
+    used = {name for fs in view.families.values()
+            for line in fs.chains.get(OWN_CHAINS[1], ())
+            for name in _MATCH_SET.findall(line)}
+    keys: dict[str, str] = {}
+    for name in sorted(view.sets, key=lambda n: (n not in used, n)):
+        parsed = parse_set_name(name)
+        if parsed is None:
+            continue
+        key = set_key(*parsed)
+        if key in keys.values() or is_temp_set(name):
+            key = f"{key} (unused: {name})"
+        keys[name] = key
+    return keys
+
+
+_MATCH_SET = re.compile(r"--match-set (\S+) ")
+
+
 def _wanted_sets(desired: State) -> dict[str, tuple[str, ...]]:
     wanted: dict[str, tuple[str, ...]] = {}
     for key, elements in desired.items():
         family_part, kind, *rest = key.split(" ", 2)
-        if kind == "set" and rest:
+        if kind == "set" and rest and " " not in rest[0]:  # not a key of _set_keys' extras
             family: Family = 6 if family_part == "ipv6" else 4
             wanted[set_kernel_name(family, rest[0], elements)] = elements
     return wanted

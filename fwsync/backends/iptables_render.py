@@ -71,6 +71,27 @@ def set_kernel_name(family: Family, display: str, elements: tuple[str, ...]) -> 
     return f"{SET_PREFIX}{family}-{display}-{digest[:6]}"
 
 
+# A set is filled under a temporary name and given its content name by `ipset rename` (or, when
+# a set of that name exists with other contents, `ipset swap`), each atomic: so a set under its
+# content name is always complete. An apply killed while filling leaves only a temporary set,
+# which the next apply destroys; before, a half-filled set under its content name was adopted
+# as complete. `~` cannot start a define's name, so a temporary name is never a real one.
+TEMP_MARK = "~"
+
+
+def temp_set_name(final: str) -> str:
+    """Where the set `final` is filled (31 bytes at most, like every ipset name)."""
+    parsed = parse_set_name(final)
+    assert parsed is not None, final
+    family, display = parsed
+    return f"{SET_PREFIX}{family}-{TEMP_MARK}{display}-{final[-6:]}"
+
+
+def is_temp_set(name: str) -> bool:
+    parsed = parse_set_name(name)
+    return parsed is not None and parsed[1].startswith(TEMP_MARK)
+
+
 def parse_set_name(name: str) -> tuple[Family, str] | None:
     m = _SET_NAME.match(name)
     if m is None:

@@ -9,6 +9,7 @@ committing, so a plan that apply could not carry out says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fwsync.backends.base import LIST_BELOW, BackendError
@@ -17,6 +18,8 @@ from fwsync.backends.nftables_render import (
     FAMILY,
     TABLE,
     Batch,
+    ChainHead,
+    chain_heads,
     cleanup_batch,
     delete_batch,
     is_meter,
@@ -48,13 +51,28 @@ def _nft() -> Any:
     return nft
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What an apply needs to know of the table as a read found it."""
+
+    sets: list[str]
+    chains: dict[str, ChainHead]
+
+
+def seen_of(objects: list[dict[str, Any]] | None) -> Seen | None:
+    if objects is None:
+        return None
+    return Seen([o["set"]["name"] for o in objects if "set" in o], chain_heads(objects))
+
+
 class NftablesBackend:
     name = "nftables"
 
     def __init__(self) -> None:
         self._nft: Any = None
-        # Set names as of the last read (None: no table), until an apply has used them.
-        self._seen: list[str] | None = None
+        # The table's sets and chains as of the last read (None: no table), until an apply
+        # has used them.
+        self._seen: Seen | None = None
         self._seen_fresh = False
 
     @property
@@ -81,20 +99,48 @@ class NftablesBackend:
         return f"nftables: fwsync's own table {FAMILY} {TABLE}, forward hook, priority -1"
 
     def _list_table(self) -> list[dict[str, Any]] | None:
-        """The table's objects, or None when there is no table."""
+        """The table's objects, or None when there is no table. A dormant table (someone's
+        `nft add table inet fwsync { flags dormant; }`: the kernel runs none of its rules) is
+        listed with a marker object, {"dormant": True}, that read() turns into drift."""
         tables = self._cmd([{"list": {"tables": {"family": FAMILY}}}], "list tables")
         ours = [o["table"] for o in tables.get("nftables", [])
                 if o.get("table", {}).get("name") == TABLE]
         if not ours:
             return None
+        dormant = False
         if ours[0].get("flags"):
-            # fwsync makes its table without flags. One with `flags owner` belongs to another
-            # program, and libnftables 1.0.6 lists it as broken JSON (and later crashed here).
-            raise BackendError(f"table {FAMILY} {TABLE} was made by another program (flags: "
-                               f"{ours[0]['flags']!r}), not by fwsync; it is left alone")
+            flags = self._table_flags()
+            # fwsync makes its table without flags. One with `flags owner` (or `persist`)
+            # belongs to another program, and libnftables 1.0.6 lists it as broken JSON (and
+            # later crashed here); `dormant` is fwsync's table switched off.
+            if flags != {"dormant"}:
+                raise BackendError(f"table {FAMILY} {TABLE} was made by another program "
+                                   f"(flags: {', '.join(sorted(flags)) or '?'}), not by "
+                                   "fwsync; it is left alone")
+            dormant = True
         out = self._cmd([{"list": {"table": {"family": FAMILY, "name": TABLE}}}],
                         f"list table {FAMILY} {TABLE}")
-        return [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o]
+        objects = [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o]
+        return [{"dormant": True}, *objects] if dormant else objects
+
+    def _table_flags(self) -> set[str]:
+        """The table's flags from nft's own text (libnftables 1.0.6 lists them in JSON as a
+        garbage string); terse, so no set element is listed."""
+        nft = self.nft
+        nft.set_json_output(False)
+        nft.set_terse_output(True)
+        try:
+            rc, output, _error = nft.cmd(f"list table {FAMILY} {TABLE}")
+        finally:
+            nft.set_terse_output(False)
+            nft.set_json_output(True)
+        if rc != 0:
+            return set()
+        for line in str(output).splitlines():
+            words = line.split()
+            if words[:1] == ["flags"]:
+                return {f.strip(",") for f in words[1:]}
+        return set()
 
     def _list_terse(self) -> list[dict[str, Any]] | None:
         """The table's objects with its sets' elements left out, or None when there is no
@@ -136,8 +182,7 @@ class NftablesBackend:
         objects = self._list_table() if desired is None else self._list_terse()
         # What apply() needs to know of the kernel, as of this read: make_plan reads just
         # before apply, under fwsync's lock.
-        self._seen = None if objects is None else [o["set"]["name"] for o in objects
-                                                   if "set" in o]
+        self._seen = seen_of(objects)
         self._seen_fresh = True
         if objects is None:
             return {}
@@ -175,6 +220,7 @@ class NftablesBackend:
 
     def enforcement(self) -> Enforcement:
         objects = self._list_terse() or []  # chains and rules: no set elements needed
+        dormant = any("dormant" in o for o in objects)
         base = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "forward"),
                     None)
         rules = [o["rule"] for o in objects if "rule" in o]
@@ -182,7 +228,7 @@ class NftablesBackend:
             hook=base.get("hook"), priority=base.get("prio"),
             jumps_to_rules=any(e.get("jump", {}).get("target") == "inbound"
                                for r in rules if r["chain"] == "forward" for e in r["expr"]),
-            rules_present=any(r["chain"] == "inbound" for r in rules))
+            rules_present=any(r["chain"] == "inbound" for r in rules), dormant=dormant)
         return Enforcement(self.name, nftables_reach(chain))
 
     def render(self, ruleset: Ruleset) -> Desired:
@@ -193,8 +239,7 @@ class NftablesBackend:
 
     def snapshot(self) -> Desired:
         objects = self._list_table()
-        self._seen = None if objects is None else [o["set"]["name"] for o in objects
-                                                   if "set" in o]
+        self._seen = seen_of(objects)
         self._seen_fresh = True
         if objects is None:
             return Desired({}, writable_objects([]))
@@ -207,15 +252,11 @@ class NftablesBackend:
                                "plan for this backend comes from its render() or snapshot())")
         return plan.payload
 
-    def _kernel_sets(self) -> tuple[bool, list[str]]:
-        """(the table exists, its set names): from the last read, else asked now."""
-        seen = self._seen if self._seen_fresh else self._read_sets()
+    def _kernel_table(self) -> tuple[bool, Seen]:
+        """(the table exists, its sets and chains): from the last read, else asked now."""
+        seen = self._seen if self._seen_fresh else seen_of(self._list_terse())
         self._seen_fresh = False  # one apply per read: a later apply asks again
-        return (seen is not None, seen or [])
-
-    def _read_sets(self) -> list[str] | None:
-        objects = self._list_table()
-        return None if objects is None else [o["set"]["name"] for o in objects if "set" in o]
+        return (seen is not None, seen or Seen([], {}))
 
     @staticmethod
     def _drifted(plan: Plan, objects: Batch) -> set[str]:
@@ -226,14 +267,17 @@ class NftablesBackend:
     def check(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
         # The read that planned it, if any (check does not use it up: apply may follow).
-        existing = (self._seen if self._seen_fresh else self._read_sets()) or []
-        both = [*staging_batch(objects, existing),
-                *switch_batch(objects, existing, self._drifted(plan, objects))[2:]]
+        seen = (self._seen if self._seen_fresh else seen_of(self._list_terse())) \
+            or Seen([], {})
+        both = [*staging_batch(objects, seen.sets),
+                *switch_batch(objects, seen.sets, self._drifted(plan, objects),
+                              seen.chains)[2:]]
         self._cmd(both, "dry run of the planned batch", dry_run=True)
 
     def apply(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
-        table_existed, existing = self._kernel_sets()
+        table_existed, seen = self._kernel_table()
+        existing = seen.sets
         staging = staging_batch(objects, existing)
         staged = [o["add"]["set"]["name"] for o in staging if "set" in o.get("add", {})]
         nothing = "nothing was changed (the batch is all or nothing)"
@@ -243,7 +287,8 @@ class NftablesBackend:
             except BackendError as exc:
                 raise BackendError(f"{exc}; {nothing}") from exc
         try:
-            self._cmd(switch_batch(objects, existing, self._drifted(plan, objects)),
+            self._cmd(switch_batch(objects, existing, self._drifted(plan, objects),
+                                   seen.chains),
                       f"replacing the rules of {FAMILY} {TABLE}")
         except BackendError as exc:
             if table_existed and not staged:

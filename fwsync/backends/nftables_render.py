@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -380,7 +380,7 @@ def writable_objects(listed: Batch) -> Batch:
     objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}]
     for obj in listed:
         ((kind, body),) = obj.items()
-        if kind not in ("set", "chain", "rule"):
+        if kind not in ("set", "chain", "rule"):  # the dormant marker too: apply wakes it
             continue
         body = {k: v for k, v in body.items() if k != "handle"}
         if kind == "set" and is_meter({"set": body}):
@@ -455,14 +455,33 @@ def is_meter(obj: dict[str, Any]) -> bool:
     return "timeout" in obj["set"].get("flags", [])
 
 
+ChainHead = tuple[Any, Any, Any]  # (type, hook, prio); all None for a regular chain
+
+
+def chain_head(chain: dict[str, Any]) -> ChainHead:
+    return chain.get("type"), chain.get("hook"), chain.get("prio")
+
+
+def chain_heads(objects: Batch) -> dict[str, ChainHead]:
+    return {o["chain"]["name"]: chain_head(o["chain"]) for o in objects if "chain" in o}
+
+
 def switch_batch(objects: Batch, existing_sets: Collection[str],
-                 rebuild: Collection[str] = ()) -> Batch:
+                 rebuild: Collection[str] = (),
+                 existing_chains: Mapping[str, ChainHead] | None = None) -> Batch:
     """The second transaction, the one packets notice: every rule is replaced at once, and the
     sets nothing uses any more go. `rebuild` names sets that exist but were edited by hand
-    (drift): they are emptied and refilled here."""
+    (drift): they are emptied and refilled here. Chains of the table that fwsync does not
+    want (a hand-made one), or whose hook, type or priority is not fwsync's (a base chain
+    re-made to run after Docker's), go too, and fwsync's are made anew; a chain's policy is
+    put right by `add` itself. The table itself is added without flags, which also wakes it
+    if someone made it dormant."""
     wanted = set(set_names(objects))
     table = {"table": {"family": FAMILY, "name": TABLE}}
     batch = [*_head(), {"flush": table}]  # flushes rules; sets and chains stay
+    heads = chain_heads(objects)
+    batch += [{"delete": {"chain": {**_t(), "name": name}}}
+              for name, head in (existing_chains or {}).items() if heads.get(name) != head]
     batch += [{"delete": {"set": {**_t(), "name": n}}} for n in existing_sets if n not in wanted]
     for o in objects:
         if "set" in o and o["set"]["name"] in rebuild:
@@ -535,11 +554,16 @@ def rule_line(rule: dict[str, Any]) -> str:
     return text + (f' comment "{rule["comment"]}"' if rule.get("comment") else "")
 
 
+DORMANT_KEY = f"{FAMILY} {TABLE} table"
+
+
 def objects_state(objects: Batch) -> dict[str, tuple[str, ...]]:
     """Table objects (rendered, or as the kernel lists them) → named objects of lines."""
     state: dict[str, list[str]] = {}
     for obj in objects:
-        if "chain" in obj:
+        if "dormant" in obj:  # the backend's marker: no such object is ever rendered
+            state[DORMANT_KEY] = ["flags dormant: the kernel runs none of the table's rules"]
+        elif "chain" in obj:
             c = obj["chain"]
             head = (f"hook {c['hook']} priority {c.get('prio')} policy {c.get('policy')}"
                     if "hook" in c else "regular chain")

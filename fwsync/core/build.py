@@ -32,6 +32,37 @@ def container_matches(pattern: str, name: str) -> bool:
     return fnmatchcase(name, pattern) if pattern.endswith("*") else name == pattern
 
 
+def named_by(dst: Endpoint, port: PublishedPort) -> bool:
+    """The binding belongs to what a `to container NAME` / `to service NAME` destination names: a
+    container's own (a Swarm task's host-mode binding included), or a service's (its mesh port,
+    which no container on this node holds, and its tasks' host-mode bindings here)."""
+    if dst.container is not None:
+        return bool(port.container) and container_matches(dst.container, port.container)
+    if dst.service is not None:
+        return bool(port.service) and container_matches(dst.service, port.service)
+    return False
+
+
+def unresolved(dst: Endpoint, docker: DockerState) -> str | None:
+    """Why a `to container` / `to service` destination names no binding on this node (None when
+    it names one, or names nothing by Docker). Such a rule matches nothing: it never widens."""
+    if dst.selector is None or docker.error is not None:
+        return None
+    if any(named_by(dst, p) for p in docker.ports):
+        return None
+    kind, pattern = dst.selector
+    if kind == "container":
+        return f"no running container matches {pattern!r}"
+    if docker.swarm is None:
+        return f"no Swarm service matches {pattern!r}: this node is in no swarm"
+    known = [n for n in docker.services if container_matches(pattern, n)]
+    if known:
+        return f"Swarm service {', '.join(known)} publishes no port on this node"
+    where = "" if docker.swarm.manager else (" this worker knows of (a worker sees the services "
+                                             "its ingress network serves; a manager sees all)")
+    return f"no Swarm service{where} matches {pattern!r}"
+
+
 def split_set(aset: AddressSet, family: Family) -> tuple[str, ...]:
     """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
     return disjoint_entries(aset.entries, aset.spans, family)
@@ -47,9 +78,10 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     notes: list[str] = []
     if docker.error is not None:
         notes.append(
-            f"Docker could not be asked ({docker.error}): `container` rules match nothing until "
-            "it can; every other rule and the default are enforced."
+            f"Docker could not be asked ({docker.error}): `container` and `service` rules match "
+            "nothing until it can; every other rule and the default are enforced."
         )
+    notes.extend(docker.notes)
     sets = tuple(
         AddrSet(name=name, family=family, elements=elements)
         for name, aset in policy.sets.items()
@@ -61,13 +93,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     rules: list[KernelRule] = []
     seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
     for index, rule in enumerate(policy.rules):
-        if rule.dst.container is not None and docker.error is None:
-            bound = [p for p in docker.ports if container_matches(rule.dst.container, p.container)]
-            if not bound:
-                notes.append(
-                    f"{rule.origin}: no running container matches {rule.dst.container!r}: "
-                    "the rule matches nothing (it never widens access)."
-                )
+        if (why := unresolved(rule.dst, docker)) is not None:
+            notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
+                         "access).")
         for match in expand(rule, docker.ports, set_families):
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
@@ -148,10 +176,11 @@ def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
 
 def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
                      ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
-    """(family, proto, daddr, dport) for each published binding a `to container` rule names."""
-    assert rule.dst.container is not None
+    """(family, proto, daddr, dport) for each published binding a `to container` or `to service`
+    rule names."""
+    assert rule.dst.selector is not None
     for p in sorted(ports):
-        if not container_matches(rule.dst.container, p.container):
+        if not named_by(rule.dst, p):
             continue
         if rule.proto != "any" and rule.proto != p.proto:
             continue
@@ -167,7 +196,7 @@ def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[s
            ) -> Iterator[Match]:
     """One policy rule → the kernel matches that together select exactly its traffic."""
     sports: list[PortRange | None] = list(rule.src.ports) or [None]
-    if rule.dst.container is not None:
+    if rule.dst.selector is not None:
         for family, proto, daddr, dport in _binding_targets(rule, ports):
             for saddr, sset in _sources(rule.src, family, set_families):
                 for sport in sports:

@@ -113,11 +113,14 @@ class NftBaseChain:
     priority: int | None
     jumps_to_rules: bool  # a rule of it sends packets on to fwsync's rule chain
     rules_present: bool  # fwsync's rule chain holds rules
+    dormant: bool = False  # the table is switched off (`flags dormant`): none of it runs
 
 
 def nftables_reach(chain: NftBaseChain | None) -> tuple[FamilyReach, ...]:
     """The inet table serves both families alike."""
-    if chain is None or chain.hook is None:
+    if chain is not None and chain.dormant:
+        why = "fwsync's table is dormant: the kernel runs none of its chains"
+    elif chain is None or chain.hook is None:
         why = "fwsync's base chain is missing: no hook sends packets to its table"
     elif chain.hook != "forward":
         why = f"fwsync's base chain hooks {chain.hook}, not forward"

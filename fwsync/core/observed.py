@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 L4Proto = Literal["tcp", "udp"]
+# How a Swarm service publishes a port: "ingress" (the routing mesh: every node of the swarm
+# answers on it and hands the connection to a task, possibly on another node) or "host" (a task
+# binds it on the node it runs on, as `docker run -p` does).
+PublishMode = Literal["ingress", "host"]
 
 
 @dataclass(frozen=True, order=True)
@@ -24,6 +28,27 @@ class PublishedPort:
     # Without one, Docker can't DNAT IPv6 to it: a `::` binding is served by docker-proxy on the
     # host's INPUT path, which fwsync's FORWARD-path rules never see.
     container_ipv6: bool | None = field(default=None, compare=False)
+    # A Swarm service's port: its name and publish mode. An ingress port belongs to no container
+    # on this node (`container` is empty): the mesh publishes it on every node. A host-mode port
+    # is its task's own binding (`container` is the task, e.g. web.1.k3x...).
+    service: str = ""
+    mode: PublishMode | Literal[""] = ""
+
+    @property
+    def owner(self) -> str:
+        """Who publishes it, in words: the container's name; `service web (ingress mesh)`; or
+        `web.1.k3x... (service web, host mode)` for a task's own binding."""
+        if self.service and not self.container:
+            return f"service {self.service} ({self.mode} mesh)" if self.mode == "ingress" \
+                else f"service {self.service}"
+        if self.service:
+            return f"{self.container} (service {self.service}, {self.mode or 'host'} mode)"
+        return self.container
+
+    @property
+    def target_word(self) -> str:
+        """What `container_port` is to the reader: a service's target port on its tasks."""
+        return "target port" if self.service and not self.container else "container port"
 
     @property
     def family(self) -> int:
@@ -46,6 +71,14 @@ class Bridge:
 
 
 @dataclass(frozen=True)
+class SwarmNode:
+    """This node's place in a Swarm (GET /info's Swarm, or what the networks show)."""
+
+    manager: bool  # a manager lists services; a worker only sees what reaches it
+    node_addr: str = ""  # the address other nodes reach it on (Swarm.NodeAddr)
+
+
+@dataclass(frozen=True)
 class DockerState:
     """Docker as observed; `error` is set when Docker could not be asked (ports then unknown)."""
 
@@ -57,3 +90,7 @@ class DockerState:
     # What Docker says its firewall is (GET /info FirewallBackend.Driver, Docker 29+), if it says.
     firewall_backend: str | None = None
     version: str = ""
+    swarm: SwarmNode | None = None  # None: not part of a swarm
+    # The Swarm services this node knows of (a manager: all; a worker: the ones on its ingress).
+    services: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what could be observed only in part, for plan and status

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from fwsync.core.build import build_ruleset, container_matches
+from fwsync.core.build import build_ruleset, container_matches, named_by, unresolved
 from fwsync.core.exposure import Decision, decisions_for, rules_for
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.ruleset import Ruleset
@@ -22,6 +22,7 @@ SurpriseKind = Literal[
     "other-protocol-rule",     # a rule allows the port, but for the other protocol
     "nobody-allowed",          # published, but no rule lets anyone in
     "missing-container",       # a `to container` rule whose container is not running
+    "missing-service",         # a `to service` rule that names no port on this node
     "container-port-unpublished",  # its container runs but publishes no port the rule names
 ]
 
@@ -131,14 +132,15 @@ def _container_port_rule(policy: Policy, port: PublishedPort) -> Surprise | None
     for rule in policy.rules:
         if rule.action not in ("allow", "limit") or not rule.dst.ports:
             continue
-        if rule.dst.container is not None and not container_matches(rule.dst.container,
-                                                                    port.container):
+        if rule.dst.selector is not None and not named_by(rule.dst, port):
             continue
         if _rule_covers_port(rule, port.container_port, port.proto):
+            own = "the service's target port" if port.service and not port.container \
+                else "the container's own port"
             return Surprise(
                 "container-port-rule",
                 f"no rule lets anyone in, but {rule.origin} allows port {port.container_port}, "
-                f"the container's own port: rules match the published host port "
+                f"{own}: rules match the published host port "
                 f"({port.host_port}/{port.proto})", str(rule.origin))
     return None
 
@@ -194,8 +196,14 @@ def _port_surprises(policy: Policy, ruleset: Ruleset, port: PublishedPort
 def _rule_surprises(policy: Policy, docker: DockerState) -> Iterator[Surprise]:
     if docker.error is not None:
         return  # which containers run is unknown: saying "missing" would be a guess
-    running = set(docker.containers) | {p.container for p in docker.ports}
+    running = set(docker.containers) | {p.container for p in docker.ports if p.container}
     for rule in policy.rules:
+        if rule.dst.service is not None:
+            why = unresolved(rule.dst, docker)
+            if why is not None:
+                yield Surprise("missing-service", f"{why}: the rule matches nothing here until "
+                               "one does (and then only after the next apply)", str(rule.origin))
+            continue
         pattern = rule.dst.container
         if pattern is None:
             continue

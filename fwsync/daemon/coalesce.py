@@ -19,7 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Source = Literal["startup", "docker", "reconnect", "rules", "signal", "drift", "resync", "retry"]
+# "swarm": a Docker event about the swarm (a service created, updated or removed; the ingress or
+# docker_gwbridge network made or gone): served like any Docker event, and it has Docker asked in
+# full (GET /info: this node's place in the swarm) and the backend chosen again.
+Source = Literal["startup", "docker", "reconnect", "rules", "signal", "drift", "resync", "retry",
+                 "swarm"]
 
 SETTLE = 0.01
 LAZY_DELAY = 0.5
@@ -36,7 +40,7 @@ class Trigger:
 
     @property
     def is_event(self) -> bool:
-        return self.source == "docker"
+        return self.source in ("docker", "swarm")
 
     def label(self) -> str:
         return f"{self.source}: {self.reason}" if self.reason else self.source

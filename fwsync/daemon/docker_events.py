@@ -23,6 +23,10 @@ log = logging.getLogger("fwsync.daemon")
 URGENT = {
     ("container", "start"), ("container", "die"), ("container", "rename"),
     ("network", "create"),
+    # A Swarm manager's services: a port published on the routing mesh is every node's port.
+    # (Workers get no service events: their next look, a resync or a container event, sees it;
+    # until then fwsync's default covers the port, as every DNATed connection.)
+    ("service", "create"), ("service", "update"), ("service", "remove"),
 }
 # ...and what only might, or comes along with one of the above (`connect` precedes every
 # `start`, `destroy` follows every `die` of a removed container): served, but never alone
@@ -33,9 +37,11 @@ LAZY = {
 }
 # Asked of Docker, so the stream carries little else (exec_*, health_status, attach, ...).
 EVENT_FILTERS = {
-    "type": ["container", "network"],
+    "type": ["container", "network", "service"],
     "event": sorted({action for _, action in URGENT | LAZY}),
 }
+
+GWBRIDGE = "docker_gwbridge"  # the bridge network a node makes when it joins a swarm
 
 RECONNECT_FIRST = 0.25
 RECONNECT_MAX = 2.0
@@ -55,9 +61,15 @@ def classify(event: Mapping[str, Any], now: float, wall: float) -> Trigger | Non
         reason = f"network {action} {name} {str(attrs.get('container') or '')[:12]}".rstrip()
     elif kind == "network":
         reason = f"network {action} {name}"
+    elif kind == "service":
+        reason = f"service {action} {name}"
     else:
         reason = f"{action} {name}"
-    return Trigger(source="docker", reason=reason, at=now, wall=wall, lazy=key in LAZY)
+    # Joining or leaving a swarm makes or removes these networks; a service changes the mesh.
+    swarm = kind == "service" or (kind == "network" and action in ("create", "destroy") and (
+        name == GWBRIDGE or attrs.get("type") == "overlay"))
+    return Trigger(source="swarm" if swarm else "docker", reason=reason, at=now, wall=wall,
+                   lazy=key in LAZY)
 
 
 class DockerEventWatcher(threading.Thread):

@@ -151,11 +151,13 @@ class Reconciler:
                 self._client = docker_client(timeout)
             except Exception:  # unreachable: the observer itself says how, as a state
                 return observe_docker(timeout)
-        state = observe_docker(timeout, client=self._client, info=full)
+        # Without /info, this node's place in a swarm as last seen (the networks confirm it).
+        swarm = self.docker.swarm if self.docker is not None else None
+        state = observe_docker(timeout, client=self._client, info=full, swarm=swarm)
         if state.error is not None:
             self._drop_client()
             if not fresh:
-                return observe_docker(timeout, info=full)
+                return observe_docker(timeout, info=full, swarm=swarm)
         return state
 
     def _drop_client(self) -> None:
@@ -167,10 +169,12 @@ class Reconciler:
     def _backend_for(self, batch: Batch) -> str | Backend:
         """`auto` chooses a backend from Docker's firewall and the kernel (and plans the other
         one's leftovers out): that is redone whenever Docker may have changed its firewall — at
-        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error.
+        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error,
+        and when the node joins or leaves a swarm or a service changes (a Swarm node on Docker
+        before 28.0.1 needs the nftables backend: reconcile.choose_backend).
         A container event, a rules edit or drift reuses the backend chosen last, which saves
         reading the other backend's kernel objects on the hot path (~15 ms)."""
-        rechoose = {"startup", "reconnect", "resync", "signal", "retry"}
+        rechoose = {"startup", "reconnect", "resync", "signal", "retry", "swarm"}
         if self.enforced is None or rechoose.intersection(batch.sources) \
                 or not isinstance(self.backend, str):
             return self.backend

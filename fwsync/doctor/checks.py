@@ -9,8 +9,11 @@ from dataclasses import dataclass, replace
 
 from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
+from fwsync.core.explain import Connection, decide
 from fwsync.core.exposure import Decision, decisions_for
+from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import L4, Ruleset
 from fwsync.doctor.facts import (
     DOCKER_NFT_TABLE,
     ContainerFacts,
@@ -21,6 +24,7 @@ from fwsync.doctor.facts import (
     ProxyFacts,
     Report,
     Severity,
+    SwarmFacts,
 )
 from fwsync.rules.model import Policy
 
@@ -66,13 +70,18 @@ def binding(port: PublishedPort) -> str:
 def _port_subject(port: PublishedPort, host_ips: Iterable[str] = ()) -> str:
     ips = list(host_ips) or [port.host_ip]
     bindings = ", ".join(binding(replace(port, host_ip=ip)) for ip in ips)
+    if port.service and not port.container:  # a Swarm service's mesh port
+        return f"{bindings} → service {shown(port.service)}:{port.container_port} (ingress mesh)"
     return f"{bindings} → {port.container}:{port.container_port}"
 
 
 def _port_details(port: PublishedPort) -> dict[str, str | int | float | list[str]]:
-    return {"container": port.container, "host_ips": [port.host_ip],
-            "host_port": port.host_port, "proto": port.proto,
-            "container_port": port.container_port, "image": port.image}
+    details: dict[str, str | int | float | list[str]] = {
+        "container": port.container, "host_ips": [port.host_ip], "host_port": port.host_port,
+        "proto": port.proto, "container_port": port.container_port, "image": port.image}
+    if port.service:
+        details.update(swarm_service=port.service, publish_mode=port.mode)
+    return details
 
 
 def _merge_bindings(pairs: list[tuple[PublishedPort, Finding]]) -> list[Finding]:
@@ -96,30 +105,34 @@ def _is_loopback(host_ip: str) -> bool:
         return False
 
 
-def _published(containers: Iterable[ContainerFacts]) -> list[PublishedPort]:
-    return sorted(p for c in containers for p in c.ports)
+def _published(containers: Iterable[ContainerFacts], mesh: Iterable[PublishedPort] = ()
+               ) -> list[PublishedPort]:
+    """The containers' bindings and the Swarm services' mesh ports (no container holds those)."""
+    return sorted([*(p for c in containers for p in c.ports), *mesh])
 
 
 # --------------------------------------------------------------------------- the checks
 
 
-def _decide(containers: Iterable[ContainerFacts], policy: Policy
-            ) -> Callable[[PublishedPort], list[Decision]]:
-    """decisions_for over the ruleset built for these containers' bindings: the matcher status
-    and explain use (fwsync.core.matching)."""
+def _decide(containers: Iterable[ContainerFacts], policy: Policy,
+            mesh: Iterable[PublishedPort] = ()) -> Callable[[PublishedPort], list[Decision]]:
+    """decisions_for over the ruleset built for these containers' bindings (and the services'
+    mesh ports): the matcher status and explain use (fwsync.core.matching)."""
     listed = list(containers)
-    docker = DockerState(ports=tuple(_published(listed)),
+    docker = DockerState(ports=tuple(_published(listed, mesh)),
                          containers=tuple(c.name for c in listed))
     ruleset = build_ruleset(policy, docker).ruleset
     return lambda port: decisions_for(policy, ruleset, port)
 
 
-def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
-    """Published ports that no rule names: only the default decides (or nothing, without rules)."""
+def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules,
+                           mesh: Iterable[PublishedPort] = ()) -> list[Finding]:
+    """Published ports that no rule names: only the default decides (or nothing, without rules).
+    `mesh`: the Swarm services' ingress ports, published on this node as on every other."""
     findings: list[tuple[PublishedPort, Finding]] = []
-    containers = list(containers)
-    decide = _decide(containers, rules.policy) if rules.policy is not None else None
-    for port in _published(containers):
+    containers, mesh = list(containers), list(mesh)
+    decide = _decide(containers, rules.policy, mesh) if rules.policy is not None else None
+    for port in _published(containers, mesh):
         if rules.policy is None:
             if _is_loopback(port.host_ip):
                 continue  # other hosts can't reach it through Docker's DNAT
@@ -163,12 +176,13 @@ def internal_service(port: PublishedPort) -> str | None:
                 None)
 
 
-def check_internal_ports(containers: Iterable[ContainerFacts], rules: Rules) -> list[Finding]:
-    """Databases and caches published on every host address."""
+def check_internal_ports(containers: Iterable[ContainerFacts], rules: Rules,
+                         mesh: Iterable[PublishedPort] = ()) -> list[Finding]:
+    """Databases and caches published on every host address (or on the Swarm mesh)."""
     findings: list[tuple[PublishedPort, Finding]] = []
-    containers = list(containers)
-    decide = _decide(containers, rules.policy) if rules.policy is not None else None
-    for port in _published(containers):
+    containers, mesh = list(containers), list(mesh)
+    decide = _decide(containers, rules.policy, mesh) if rules.policy is not None else None
+    for port in _published(containers, mesh):
         service = internal_service(port)
         if service is None or not port.all_addresses:
             continue
@@ -355,6 +369,69 @@ def check_nftables_forward_drop(forward: ForwardFacts) -> list[Finding]:
     return findings
 
 
+# What Swarm needs between its nodes (Docker's "Getting started with swarm mode" docs): these
+# are the host's own ports, on the INPUT path, which the host firewall (ufw) decides, not fwsync.
+SWARM_PORTS: tuple[tuple[int, L4, str, bool], ...] = (
+    (2377, "tcp", "cluster management: joining, and the managers' Raft", True),
+    (7946, "tcp", "node discovery and the networks' gossip", False),
+    (7946, "udp", "node discovery and the networks' gossip", False),
+    (4789, "udp", "overlay network traffic (VXLAN), the routing mesh's included", False),
+)
+
+
+def _ufw_lets_in(ruleset: Ruleset, peer: str, port: int, proto: L4) -> bool | None:
+    """True: ufw accepts a new connection from `peer` to this host's port; False: it refuses it;
+    None: it depends on what ufw's rules ask beyond source and port (an interface, say)."""
+    conn = Connection(source=ipaddress.ip_address(peer), port=port, proto=proto)
+    decided = decide(ruleset, conn, None)
+    if decided.action in ("allow", "limit"):
+        return True
+    return None if any(u.action in ("allow", "limit") for u in decided.unless) else False
+
+
+def check_swarm_ports(swarm: SwarmFacts) -> list[Finding]:
+    """The host firewall (ufw) refuses a port Swarm needs from another node of the swarm: the
+    cluster breaks (a node can't join, overlay networks and the routing mesh stop carrying
+    traffic) with nothing in Docker's own output to say why."""
+    if swarm.ufw is None:
+        return []
+    ruleset = build_ruleset(swarm.ufw, DockerState()).ruleset
+    findings = []
+    for port, proto, what, managers_only in SWARM_PORTS:
+        if managers_only and not swarm.manager:
+            continue
+        if not swarm.peers:
+            decisions = decisions_for(swarm.ufw, ruleset,
+                                      PublishedPort("0.0.0.0", port, proto, "", port))
+            if any(d.action in ("allow", "limit") for d in decisions):
+                continue
+            findings.append(Finding(
+                "swarm-ports", "warning", f"host firewall: {port}/{proto}",
+                f"ufw lets nobody reach {port}/{proto} ({what}): no other node can join or "
+                "talk to this one",
+                f"`ufw allow from NODE to any port {port} proto {proto}` for each node that "
+                "joins the swarm (or from the network the nodes share)",
+                {"host_port": port, "proto": proto, "peers": []}))
+            continue
+        verdicts = {peer: _ufw_lets_in(ruleset, peer, port, proto) for peer in swarm.peers}
+        refused = [p for p, ok in verdicts.items() if ok is False]
+        unsure = [p for p, ok in verdicts.items() if ok is None]
+        cases: tuple[tuple[list[str], Severity, str], ...] = (
+            (refused, "serious", "refuses"),
+            (unsure, "warning", "may refuse (depending on the interface it arrives on)"))
+        for peers, severity, how in cases:
+            if not peers:
+                continue
+            findings.append(Finding(
+                "swarm-ports", severity, f"host firewall: {port}/{proto}",
+                f"ufw {how} {port}/{proto} ({what}) from {', '.join(peers)}, another node of "
+                "this swarm: Swarm between them breaks, and Docker does not say why",
+                f"on this node: `ufw allow from ADDRESS to any port {port} proto {proto}` for "
+                f"{', '.join(peers)} (or for the network the nodes share)",
+                {"host_port": port, "proto": proto, "peers": list(peers)}))
+    return findings
+
+
 # --------------------------------------------------------------------------- all of them
 
 def check_enforcement(enforcement: Enforcement | None) -> list[Finding]:
@@ -382,6 +459,7 @@ CHECKS: dict[str, str] = {
     "dangling-images": "untagged images and the disk they hold",
     "env-container-ip": "containers configured with another container's address",
     "nftables-forward-drop": "Docker's nftables rules behind a forward chain that drops",
+    "swarm-ports": "ports Swarm needs between nodes, refused by the host firewall",
 }
 
 
@@ -390,14 +468,22 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
     """Every check that is not ignored and whose facts could be gathered."""
     running: dict[str, Callable[[], list[Finding]]] = {
         "not-enforcing": lambda: check_enforcement(facts.enforcement),
-        "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules),
-        "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules),
+        "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules, mesh),
+        "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules, mesh),
         "no-memory-limit": lambda: check_memory_limits(facts.containers),
         "no-restart-policy": lambda: check_restart_policies(facts.containers),
         "dangling-images": lambda: check_dangling_images(facts.images),
         "env-container-ip": lambda: check_env_container_ips(facts.containers),
     }
     skipped = dict(facts.unavailable)
+    swarm = facts.swarm
+    mesh = swarm.mesh if swarm is not None else ()
+    if swarm is None:
+        running["swarm-ports"] = lambda: []  # no swarm: nothing it needs can be refused
+    elif swarm.ufw is None and swarm.ufw_note:
+        skipped.setdefault("swarm-ports", swarm.ufw_note)
+    else:
+        running["swarm-ports"] = lambda: check_swarm_ports(swarm)
     swap, proxies = facts.swap_total_kb, facts.proxies
     if swap is not None:
         running["no-swap"] = lambda: check_swap(swap)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.observed import PublishedPort
+from fwsync.rules.model import Policy
 
 Severity = Literal["info", "warning", "serious"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "serious")  # mildest first
@@ -86,6 +87,22 @@ class ForwardFacts:
 
 
 @dataclass(frozen=True)
+class SwarmFacts:
+    """This node's place in a Swarm, the nodes it must talk to, and the host firewall between."""
+
+    manager: bool
+    node_addr: str = ""
+    # The other nodes' addresses: a manager knows every node; a worker, the managers.
+    peers: tuple[str, ...] = ()
+    mesh: tuple[PublishedPort, ...] = ()  # the services' ingress ports, open on this node too
+    services: tuple[str, ...] = ()
+    # ufw's rules and incoming policy as fwsync reads them (the ufw importer); None when ufw is
+    # not installed or not enabled (`ufw_note` says which).
+    ufw: Policy | None = None
+    ufw_note: str = ""
+
+
+@dataclass(frozen=True)
 class HostFacts:
     containers: tuple[ContainerFacts, ...] = ()
     images: tuple[ImageFacts, ...] = ()
@@ -95,6 +112,7 @@ class HostFacts:
     # kernel (or it could not be read).
     enforcement: Enforcement | None = None
     forward: ForwardFacts | None = None  # None: the kernel's firewall could not be read
+    swarm: SwarmFacts | None = None  # None: not a Swarm node
     # Why a check could not run (check id → reason), e.g. /proc/meminfo unreadable.
     unavailable: Mapping[str, str] = field(default_factory=dict)
 

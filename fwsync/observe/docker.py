@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort
+from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort, SwarmNode
+from fwsync.observe.swarm import SERVICE_LABEL, ingress_network, observe_swarm, swarm_node
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
@@ -25,6 +26,7 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
     bound (`-P` leaves HostConfig.PortBindings empty; a range shows one entry per port)."""
     name = str(attrs.get("Name", "")).lstrip("/")
     image = str((attrs.get("Config") or {}).get("Image", ""))
+    service = str(((attrs.get("Config") or {}).get("Labels") or {}).get(SERVICE_LABEL) or "")
     settings = attrs.get("NetworkSettings") or {}
     networks = tuple(sorted((settings.get("Networks") or {}).keys()))
     ipv6 = has_ipv6(settings)
@@ -50,6 +52,8 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
                 image=image,
                 networks=networks,
                 container_ipv6=ipv6,
+                service=service,
+                mode="host" if service else "",
             ))
     return found
 
@@ -61,6 +65,8 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
     run, instead of one inspect per container (~90 ms with 100 containers)."""
     name = _listed_name(summary)
     image = str(summary.get("Image", ""))
+    # A Swarm task publishing in host mode: its binding is the service's port on this node.
+    service = str((summary.get("Labels") or {}).get(SERVICE_LABEL) or "")
     settings = summary.get("NetworkSettings") or {}
     networks = tuple(sorted((settings.get("Networks") or {}).keys()))
     ipv6 = has_ipv6(settings)
@@ -81,6 +87,8 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
             image=image,
             networks=networks,
             container_ipv6=ipv6,
+            service=service,
+            mode="host" if service else "",
         ))
     return found
 
@@ -120,11 +128,13 @@ def _missing_socket() -> str | None:
     return None if os.path.exists(path) else host
 
 
-def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) -> DockerState:
+def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
+                   swarm: SwarmNode | None = None) -> DockerState:
     """Ask Docker (DOCKER_HOST, else the local socket). Never raises: an unreachable Docker is a
     state the core knows how to handle safely. A long-running caller (the daemon) may pass the
     DockerClient it keeps (not closed here), and `info=False` to skip GET /info (~10 ms), whose
-    firewall backend and version only choosing a backend needs."""
+    firewall backend and version only choosing a backend needs; `swarm` is then this node's
+    place in a swarm as last seen (the networks show whether it still is in one)."""
     if client is None and (missing := _missing_socket()) is not None:
         # Nothing listens there: say so without importing the SDK (~70 ms of requests & co).
         return DockerState(error=f"cannot reach Docker at {missing}: no such socket")
@@ -139,6 +149,10 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) 
             containers = client.api.containers()
             networks = client.api.networks()
             details = client.api.info() if info else {}
+            # Without /info, the swarm as last seen, while the networks still show its mesh.
+            node = swarm_node(details) if info else \
+                swarm if ingress_network(networks) is not None else None
+            node, service_ports, services, notes = observe_swarm(client, node, networks)
         finally:
             if own:
                 client.close()
@@ -146,12 +160,13 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True) 
         where = os.environ.get("DOCKER_HOST") or "the local socket"
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     listed = [ports_of_listed(summary) for summary in containers]
-    ports = sorted(p for found in listed for p in found)
+    ports = sorted([p for found in listed for p in found] + service_ports)
     names = tuple(sorted(_listed_name(summary) for summary in containers))
     firewall = (details.get("FirewallBackend") or {}).get("Driver") or None
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),
                        containers=names, firewall_backend=firewall,
-                       version=str(details.get("ServerVersion", "")))
+                       version=str(details.get("ServerVersion", "")), swarm=node,
+                       services=services, notes=tuple(notes))
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

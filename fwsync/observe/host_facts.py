@@ -11,9 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fwsync.doctor.facts import ContainerFacts, ForwardFacts, HostFacts, ImageFacts, ProxyFacts
+from fwsync.doctor.facts import (
+    ContainerFacts,
+    ForwardFacts,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    SwarmFacts,
+)
+from fwsync.importers.ufw import import_ufw, parse_shell_vars
+from fwsync.importers.ufw_files import ImportFilesError, read_ufw_files
 from fwsync.observe.docker import docker_client, ports_of
 from fwsync.observe.forward_facts import forward_facts
+from fwsync.observe.swarm import observe_swarm, swarm_node
+from fwsync.rules.model import Policy
+from fwsync.rules.syntax import parse_sources
 
 PROC = Path("/proc")
 PROXY_COMM = "docker-proxy"
@@ -183,6 +195,54 @@ def own_netns(proc: Path = PROC) -> str | None:
     return _netns(proc, "self")
 
 
+# --------------------------------------------------------------------------- Swarm and ufw
+
+UFW_DIR, UFW_DEFAULTS = Path("/etc/ufw"), Path("/etc/default/ufw")
+
+
+def ufw_policy(ufw_dir: Path = UFW_DIR, default_file: Path = UFW_DEFAULTS
+               ) -> tuple[Policy | None, str]:
+    """ufw's rules and incoming policy as an fwsync Policy (the importer's translation: its
+    verdicts for a port are ufw's for the host's own port), or None and why not."""
+    try:
+        files = read_ufw_files(ufw_dir, default_file)
+    except ImportFilesError as exc:
+        return None, f"ufw's rules could not be read ({exc}): the ports Swarm needs are not checked"
+    if parse_shell_vars(files.ufw_conf or "").get("ENABLED", "no").lower() != "yes":
+        return None, ""  # ufw is off: it refuses nothing
+    result = import_ufw(files)
+    parsed = parse_sources([(files.user_rules_name, result.text)], _no_lists)
+    if parsed.policy is None:
+        return None, "ufw's rules could not be translated: the ports Swarm needs are not checked"
+    return parsed.policy, ""
+
+
+def _no_lists(path: str) -> str:
+    raise FileNotFoundError(2, "the ufw importer writes no `define ... file`", path)
+
+
+def swarm_facts(client: Any, ufw_dir: Path = UFW_DIR, default_file: Path = UFW_DEFAULTS
+                ) -> SwarmFacts | None:
+    """This node's place in a Swarm (None: in none), the nodes it must reach, the services' mesh
+    ports, and ufw's policy. A manager lists every node; a worker knows the managers."""
+    info = client.api.info()
+    node = swarm_node(info)
+    if node is None:
+        return None
+    node, mesh, services, _notes = observe_swarm(client, node, client.api.networks())
+    assert node is not None
+    if node.manager:
+        addrs = [str((n.get("Status") or {}).get("Addr") or "") for n in client.api.nodes()]
+    else:
+        addrs = [str(m.get("Addr") or "").rsplit(":", 1)[0]
+                 for m in (info.get("Swarm") or {}).get("RemoteManagers") or []]
+    peers = tuple(sorted({a.strip("[]") for a in addrs}
+                         - {"", "0.0.0.0", "::", node.node_addr}))
+    ufw, note = ufw_policy(ufw_dir, default_file)
+    return SwarmFacts(manager=node.manager, node_addr=node.node_addr, peers=peers,
+                      mesh=tuple(mesh), services=services, ufw=ufw, ufw_note=note)
+
+
 # --------------------------------------------------------------------------- together
 
 
@@ -199,6 +259,7 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
             client = docker_client(timeout)
         try:
             containers, images = observe_docker_host(client)
+            swarm = swarm_facts(client)
         finally:
             if own:
                 client.close()
@@ -223,4 +284,4 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
     except (OSError, ImportError) as exc:
         unavailable["nftables-forward-drop"] = f"cannot read the kernel's firewall: {exc}"
     return HostFacts(containers=containers, images=images, swap_total_kb=swap, proxies=proxies,
-                     forward=forward, unavailable=unavailable)
+                     forward=forward, swarm=swarm, unavailable=unavailable)

@@ -72,17 +72,30 @@ class PortRange:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One side of a rule. At most one of net / set / container is given; none means `any`."""
+    """One side of a rule. At most one of net / set / container / service is given; none means
+    `any`."""
 
     net: Network | None = None
     set: str | None = None
     # A container name, or a prefix pattern ending in `*` (only on the destination side).
     container: str | None = None
     ports: tuple[PortRange, ...] = ()
+    # A Swarm service's name, or a prefix pattern ending in `*` (only on the destination side).
+    service: str | None = None
 
     @property
     def is_any_address(self) -> bool:
-        return self.net is None and self.set is None and self.container is None
+        return self.net is None and self.set is None and self.container is None \
+            and self.service is None
+
+    @property
+    def selector(self) -> tuple[str, str] | None:
+        """("container" | "service", NAME) when the destination is named by Docker, else None."""
+        if self.container is not None:
+            return "container", self.container
+        if self.service is not None:
+            return "service", self.service
+        return None
 
 
 @dataclass(frozen=True, slots=True)

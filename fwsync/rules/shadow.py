@@ -70,8 +70,8 @@ class Space:
     protos: frozenset[str]  # "tcp", "udp", "other"
     src: dict[int, Blocks]  # by family; only families the rule can match at all
     sport: Blocks | None
-    dst: dict[int, Blocks] | None  # None for a container destination
-    container: str | None
+    dst: dict[int, Blocks] | None  # None for a container or service destination
+    named: tuple[str, str] | None  # ("container" | "service", NAME): named by Docker
     dst_any: bool
     dport: Blocks | None
 
@@ -84,11 +84,11 @@ class Space:
                 and _nets_cover(self.src, b.src))
 
     def _dst_covers(self, b: Space) -> bool:
-        if b.container is not None:
-            # Any destination takes in a container's published ports; an address may not (the
-            # container may be published on another one).
-            return self.dst_any or (self.container is not None
-                                    and container_covers(self.container, b.container))
+        if b.named is not None:
+            # Any destination takes in a container's (or service's) published ports; an address
+            # may not (the container may be published on another one).
+            return self.dst_any or (self.named is not None and self.named[0] == b.named[0]
+                                    and container_covers(self.named[1], b.named[1]))
         return self.dst is not None and b.dst is not None and _nets_cover(self.dst, b.dst)
 
 
@@ -127,15 +127,15 @@ def space(rule: Rule, sets: Mapping[str, dict[int, Blocks]]) -> Space | None:
     families = src.keys() & dst.keys()
     if not families:
         return None
-    has_ports = bool(rule.src.ports or rule.dst.ports or rule.dst.container)
+    has_ports = bool(rule.src.ports or rule.dst.ports or rule.dst.selector)
     protos = {"tcp", "udp"} | (set() if has_ports else {"other"})
     return Space(
         iface=rule.iface,
         protos=frozenset(protos if rule.proto == "any" else {rule.proto}),
         src={f: src[f] for f in families},
         sport=_ports(rule.src.ports),
-        dst=None if rule.dst.container is not None else {f: dst[f] for f in families},
-        container=rule.dst.container,
+        dst=None if rule.dst.selector is not None else {f: dst[f] for f in families},
+        named=rule.dst.selector,
         dst_any=rule.dst.is_any_address,
         dport=_ports(rule.dst.ports),
     )

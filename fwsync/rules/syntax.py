@@ -447,16 +447,19 @@ _CLAUSES: dict[str, Callable[[_Statement, _Clauses], None]] = {
     "proto": _proto_clause, "from": _from_clause, "to": _to_clause,
 }
 _SRC_EXPECTED = ("'any'", "ADDRESS", "CIDR", "$SET")
-_DST_EXPECTED = ("'any'", "ADDRESS", "CIDR", "'container'")
+_DST_EXPECTED = ("'any'", "ADDRESS", "CIDR", "'container'", "'service'")
+# What names a destination by a name from Docker, and what that name is in words.
+_SELECTORS = {"container": "container", "service": "Swarm service"}
 
 
 def _source(s: _Statement) -> tuple[Token, Endpoint]:
     tok = s.take_word(_SRC_EXPECTED)
     if tok.text in RULE_KEYWORDS:
         raise s.unexpected(tok, _SRC_EXPECTED)
-    if tok.text == "container":
-        raise s.fail(tok, "unexpected 'container' after 'from': a container can only be a "
-                          "destination ('to container NAME')")
+    if tok.text in _SELECTORS:
+        raise s.fail(tok, f"unexpected {quoted(tok.text)} after 'from': a "
+                          f"{_SELECTORS[tok.text]} can only be a destination "
+                          f"('to {tok.text} NAME')")
     net: Network | None = None
     name: str | None = None
     if tok.text.startswith("$"):
@@ -472,20 +475,22 @@ def _destination(s: _Statement) -> tuple[Token, Endpoint]:
         raise s.unexpected(tok, _DST_EXPECTED)
     if tok.text.startswith("$"):
         raise s.fail(tok, f"unexpected {quoted(tok.text)} after 'to': a set can only be a "
-                          "source ('from $NAME'); a destination is 'any', an address, a CIDR "
-                          "or 'container NAME'")
+                          "source ('from $NAME'); a destination is 'any', an address, a CIDR, "
+                          "'container NAME' or 'service NAME'")
     net: Network | None = None
-    container: str | None = None
-    if tok.text == "container":
+    names: dict[str, str | None] = dict.fromkeys(_SELECTORS)
+    if tok.text in _SELECTORS:
         name = s.take_word(["NAME"])
+        # Docker's rule for container names; Swarm's for service names is narrower still.
         if _CONTAINER.fullmatch(name.text) and name.text:
-            container = name.text
+            names[tok.text] = name.text
         else:
-            s.error(name, f"{quoted(name.text)} is not a container name (letters, digits, "
-                          "'_', '.', '-'), optionally ending in '*' to match a prefix")
+            s.error(name, f"{quoted(name.text)} is not a {_SELECTORS[tok.text]} name (letters, "
+                          "digits, '_', '.', '-'), optionally ending in '*' to match a prefix")
     elif tok.text != "any":
         net = _network(s, tok)
-    return tok, Endpoint(net=net, container=container, ports=_port_clause(s))
+    return tok, Endpoint(net=net, container=names["container"], service=names["service"],
+                         ports=_port_clause(s))
 
 
 def _network(s: _Statement, tok: Token) -> Network | None:

@@ -300,11 +300,11 @@ def test_a_well_configured_host_is_clean(dlab: DockerLab, tmp_path: Path) -> Non
     rules = rules_allowing(tmp_path, 8080)
     code, doc = doctor(dlab, rules)
     assert doc["findings"] == [] and doc["worst"] is None, doc["findings"]
-    assert doc["skipped"] == [] and len(doc["checks"]) == 10
+    assert doc["skipped"] == [] and len(doc["checks"]) == 11
     assert code == 0
     text = run_fwsync(dlab, "doctor", rules=rules)
     assert text.returncode == 0
-    assert text.stdout.strip() == "No problems found. 10 checks ran: 0 serious, 0 warning, 0 info."
+    assert text.stdout.strip() == "No problems found. 11 checks ran: 0 serious, 0 warning, 0 info."
 
 
 def test_docker_unreachable_is_one_line_and_exit_1(dlab: DockerLab, tmp_path: Path) -> None:

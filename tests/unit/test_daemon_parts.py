@@ -64,11 +64,28 @@ def test_events_that_do_not(event: dict[str, object]) -> None:
     assert classify(event, 0.0, 0.0) is None
 
 
+@pytest.mark.parametrize(("event", "reason", "lazy"), [
+    (ev("service", "create", name="web"), "service create web", False),
+    (ev("service", "update", name="web", **{"updatestate.new": "updating"}),
+     "service update web", False),
+    (ev("service", "remove", name="web"), "service remove web", False),
+    # `docker swarm join`/`leave` make and remove the mesh's networks on the node.
+    (ev("network", "create", name="docker_gwbridge", type="bridge"),
+     "network create docker_gwbridge", False),
+    (ev("network", "create", name="ingress", type="overlay"), "network create ingress", False),
+    (ev("network", "destroy", name="ingress", type="overlay"), "network destroy ingress", True),
+])
+def test_swarm_events_have_docker_asked_in_full(event: dict[str, object], reason: str,
+                                                 lazy: bool) -> None:
+    t = classify(event, 5.0, 1000.0)
+    assert t is not None and t.is_event
+    assert (t.source, t.reason, t.lazy) == ("swarm", reason, lazy)
+
+
 def test_docker_is_asked_for_exactly_the_events_that_matter() -> None:
-    assert EVENT_FILTERS["type"] == ["container", "network"]
+    assert EVENT_FILTERS["type"] == ["container", "network", "service"]
     for action in EVENT_FILTERS["event"]:
-        assert any(classify(ev(kind, action, name="x"), 0, 0) for kind in ("container",
-                                                                           "network"))
+        assert any(classify(ev(kind, action, name="x"), 0, 0) for kind in EVENT_FILTERS["type"])
 
 
 def test_sd_notify_writes_one_datagram_to_a_real_socket(tmp_path: Path) -> None:

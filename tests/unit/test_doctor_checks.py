@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from fwsync.core.observed import PublishedPort
@@ -17,11 +20,20 @@ from fwsync.doctor.checks import (
     check_proxy_cpu,
     check_restart_policies,
     check_swap,
+    check_swarm_ports,
     check_ungoverned_ports,
     diagnose,
     internal_service,
 )
-from fwsync.doctor.facts import ContainerFacts, ForwardFacts, HostFacts, ImageFacts, ProxyFacts
+from fwsync.doctor.facts import (
+    ContainerFacts,
+    ForwardFacts,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    SwarmFacts,
+)
+from fwsync.observe.host_facts import ufw_policy
 from fwsync.rules.model import Endpoint
 
 from .helpers import policy, ports, rule
@@ -306,3 +318,75 @@ def test_docker_nftables_behind_a_forward_drop(docker: tuple[str, ...], dropping
     assert {f.details["table"]: f.details["chains"] for f in findings} == found
     assert all(f.severity == "warning" and "ufw default allow routed" in f.fix
                for f in findings)
+
+
+# --------------------------------------------------------------------------- swarm-ports
+
+UFW_DIR = Path(__file__).resolve().parent.parent / "golden" / "ufw-import"
+SWARM_RULES = """\
+### tuple ### allow tcp 2377 0.0.0.0/0 any 198.51.100.0/25 in
+### tuple ### allow any 7946 0.0.0.0/0 any 198.51.100.0/25 in
+### tuple ### allow udp 4789 0.0.0.0/0 any 198.51.100.0/25_eth1 in
+"""
+
+
+def ufw_dir(tmp_path: Path, tuples: str, enabled: str = "yes") -> Path:
+    """A copy of ufw's files from a real ufw (tests/golden/ufw-import), plus `tuples`."""
+    d = tmp_path / "ufw"
+    shutil.copytree(UFW_DIR, d)
+    (d / "user.rules").write_text((d / "user.rules").read_text().replace(
+        "### END RULES ###", tuples + "### END RULES ###"))
+    (d / "ufw.conf").write_text(f"ENABLED={enabled}\n")
+    return d
+
+
+def test_ufw_s_own_files_become_the_policy_the_swarm_check_judges_by(tmp_path: Path) -> None:
+    d = ufw_dir(tmp_path, "")
+    pol, note = ufw_policy(d, d / "default-ufw")
+    assert pol is not None and note == "" and pol.default == "deny"
+    assert ufw_policy(ufw_dir(tmp_path / "off", "", "no"), d / "default-ufw") == (None, "")
+    missing, why = ufw_policy(tmp_path / "none", d / "default-ufw")
+    assert missing is None and "not checked" in why
+
+
+def test_a_ufw_that_refuses_another_node_breaks_the_swarm(tmp_path: Path) -> None:
+    d = ufw_dir(tmp_path, SWARM_RULES.replace("_eth1", ""))
+    pol, _ = ufw_policy(d, d / "default-ufw")
+    assert pol is not None
+    inside, outside = "198.51.100.3", "203.0.113.9"  # ufw denies 203.0.113.0/24 outright
+    assert check_swarm_ports(SwarmFacts(manager=True, peers=(inside,), ufw=pol)) == []
+    found = check_swarm_ports(SwarmFacts(manager=True, peers=(inside, outside), ufw=pol))
+    assert [(f.severity, f.subject, f.details["peers"]) for f in found] == [
+        ("serious", f"host firewall: {p}", [outside])
+        for p in ("2377/tcp", "7946/tcp", "7946/udp", "4789/udp")]
+    assert "ufw allow from ADDRESS to any port 7946 proto udp" in found[2].fix
+    # A worker needs no 2377: only managers serve it.
+    worker = check_swarm_ports(SwarmFacts(manager=False, peers=(outside,), ufw=pol))
+    assert [f.subject for f in worker] == [f"host firewall: {p}"
+                                           for p in ("7946/tcp", "7946/udp", "4789/udp")]
+
+
+def test_a_rule_that_needs_an_interface_may_or_may_not_let_a_node_in(tmp_path: Path) -> None:
+    d = ufw_dir(tmp_path, SWARM_RULES)
+    pol, _ = ufw_policy(d, d / "default-ufw")
+    assert pol is not None
+    found = check_swarm_ports(SwarmFacts(manager=True, peers=("198.51.100.3",), ufw=pol))
+    assert [(f.severity, f.subject) for f in found] == [("warning", "host firewall: 4789/udp")]
+    assert "depending on the interface" in found[0].message
+
+
+def test_with_no_other_node_known_it_asks_whether_anyone_may_connect(tmp_path: Path) -> None:
+    d = ufw_dir(tmp_path, "")
+    # ufw as a fresh install leaves it: `ufw allow 22/tcp`, `default deny incoming`.
+    (d / "user.rules").write_text("### RULES ###\n"
+                                  "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n"
+                                  "### END RULES ###\n")
+    pol, _ = ufw_policy(d, d / "default-ufw")
+    assert pol is not None
+    found = check_swarm_ports(SwarmFacts(manager=True, ufw=pol))
+    assert {(f.severity, f.subject) for f in found} == {
+        ("warning", f"host firewall: {p}") for p in ("2377/tcp", "7946/tcp", "7946/udp",
+                                                     "4789/udp")}
+    assert diagnose(HostFacts(swarm=SwarmFacts(manager=True, ufw_note="no ufw")),
+                    NO_RULES).skipped["swarm-ports"] == "no ufw"
+    assert "swarm-ports" in diagnose(HostFacts(), NO_RULES).checks, "no swarm: nothing to refuse"

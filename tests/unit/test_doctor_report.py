@@ -18,9 +18,11 @@ from fwsync.doctor.facts import (
     ImageFacts,
     ProxyFacts,
     Report,
+    SwarmFacts,
 )
 from fwsync.doctor.report import report_json, report_text
 from tests.json_schemas import assert_valid, load_schema, schema_errors
+from tests.unit.helpers import policy
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +58,11 @@ def everything_wrong() -> Report:
                                   "fwsync's jump and may accept"),
             FamilyReach(6, True, "FORWARD rule 1 → FWSYNC-FORWARD"))),
         forward=ForwardFacts(docker_nftables=("ip",), dropping=("ip filter FORWARD",)),
+        # A Swarm manager whose ufw (`default deny incoming`, no rules) refuses the other node,
+        # with a service's cache on the mesh.
+        swarm=SwarmFacts(manager=True, peers=("198.51.100.3",), ufw=policy(), mesh=(
+            PublishedPort("0.0.0.0", 6379, "tcp", "", 6379, image="redis:7", service="cache",
+                          mode="ingress"),)),
     )
     return diagnose(facts, Rules(policy=None, problem="rules: no such file", path="rules"))
 
@@ -74,7 +81,7 @@ def test_a_report_with_every_check_validates() -> None:
     document = report_json(report)
     assert {f["check"] for f in document["findings"]} == set(report.checks)
     assert document["worst"] == "serious"
-    assert document["summary"] == {"serious": 3, "warning": 6, "info": 1}
+    assert document["summary"] == {"serious": 9, "warning": 6, "info": 1}
     validate(document)
     json.dumps(document)  # plain JSON types only
 
@@ -106,7 +113,9 @@ def test_text_says_what_and_what_to_do() -> None:
     assert "IPv4: `-A FORWARD -j ACCEPT` (FORWARD rule 1) comes before" in text
     assert "IPv6: FORWARD rule 1" not in text, "only the family that is bypassed"
     assert "    fix: " in text
-    assert text.endswith("Serious problems found. 10 checks ran: 3 serious, 6 warning, 1 info.")
+    assert "serious [swarm-ports] host firewall: 7946/udp" in text
+    assert "0.0.0.0:6379/tcp → service cache:6379 (ingress mesh)" in text
+    assert text.endswith("Serious problems found. 11 checks ran: 9 serious, 6 warning, 1 info.")
 
 
 def test_text_of_a_clean_host() -> None:

@@ -118,3 +118,28 @@ def test_only_sets_named_and_typed_as_fwsync_makes_them_are_read_as_its_own() ->
     )
     assert parse_ipset_save(saved) == {"fws4-office-0123ab": ["198.51.100.0/25"],
                                        "fws6-office-0123ab": []}
+
+
+def test_a_set_is_filled_under_a_temporary_name_that_fwsync_owns_and_no_define_can_have():
+    from fwsync.backends.iptables_render import is_temp_set, temp_set_name
+
+    display = set_display("a_define_name_much_longer_than_eighteen")
+    final = set_kernel_name(6, display, ("2001:db8::/32",))
+    temp = temp_set_name(final)
+    assert len(final) <= 31 and len(temp) <= 31  # ipset's limit
+    assert parse_set_name(temp) == (6, "~" + display) and is_temp_set(temp)
+    assert not is_temp_set(final)
+
+
+def test_plan_sees_the_set_the_rules_use_and_every_other_one_of_fwsyncs():
+    from fwsync.backends.iptables import FamilyState, KernelView, _set_keys
+
+    used, old, temp = "fws4-office-aaaaaa", "fws4-office-000000", "fws4-~office-bbbbbb"
+    view = KernelView(
+        families={4: FamilyState({"FWSYNC-INBOUND": [
+            f"-A FWSYNC-INBOUND -m set --match-set {used} src -j RETURN"]}), 6: FamilyState()},
+        sets={old: 1, used: 1, temp: 0})  # element counts
+    assert _set_keys(view) == {
+        used: "ipv4 set office",
+        old: f"ipv4 set office (unused: {old})",
+        temp: f"ipv4 set ~office (unused: {temp})"}

@@ -31,12 +31,14 @@ def test_status_json_shape():
     doc = status_json(pol, docker, "yes", True)
     assert doc["format_version"] == 1 and doc["in_sync"] is True and doc["docker_error"] is None
     (port,) = doc["ports"]
-    # The keys of the first version, unchanged; later ones (governed, warnings) only added.
-    assert {k: port[k] for k in port if k not in ("governed", "warnings")} == {
+    # The keys of the first version, unchanged; later ones (governed, warnings, service, mode)
+    # only added.
+    assert {k: port[k] for k in port if k not in ("governed", "warnings", "service", "mode")} == {
         "host_ip": "0.0.0.0", "host_port": 5432, "proto": "tcp", "container": "db",
         "image": "postgres:16", "container_port": 5432,
         "decisions": [{"action": "allow", "who": "$office", "origin": "rules/10-test.rules:5"},
                       {"action": "deny", "who": "anyone else", "origin": "rules/10-test.rules:1"}],
     }
     assert port["governed"] is True and [w["kind"] for w in port["warnings"]] == ["wide-binding"]
+    assert port["service"] is None and port["mode"] is None, "a container's own -p"
     assert doc["warnings"] == []

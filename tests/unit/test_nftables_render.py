@@ -153,3 +153,17 @@ def test_an_allowlist_written_as_rules_for_both_protocols_is_two_lookups():
     assert len(merged) == 2 and {"tcp", "udp"} == {line.split()[2] for line in merged}
     assert all("200 rules with one verdict" in line for line in merged)
     assert len([line for line in inbound if "203.0.113.0/24" in line]) == 1, "reject stays apart"
+
+
+def test_switch_remakes_chains_that_are_not_fwsyncs_own():
+    objects = table_objects(build_ruleset(POLICY, DOCKER).ruleset)
+    existing = {"forward": ("filter", "forward", 10), "inbound": (None, None, None),
+                "stray": (None, None, None)}
+    batch = switch_batch(objects, set_names(objects), (), existing)
+    deleted = [o["delete"]["chain"]["name"] for o in batch if "chain" in o.get("delete", {})]
+    assert deleted == ["forward", "stray"]  # inbound is as fwsync makes it: kept
+    added = [o["add"]["chain"] for o in batch if "chain" in o.get("add", {})]
+    assert {c["name"]: c.get("prio") for c in added} == {"forward": -1, "inbound": None}
+    first_add = next(i for i, o in enumerate(batch) if "add" in o and "table" not in o["add"])
+    last_delete = max(i for i, o in enumerate(batch) if "delete" in o)
+    assert last_delete < first_add

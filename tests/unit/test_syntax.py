@@ -182,6 +182,10 @@ def test_origin_text_is_stripped_and_leading_whitespace_does_not_matter():
       "dst": Endpoint(container="web", ports=p(80, 443)), "comment": "w"}),
     ("allow to container * port 80", {"dst": Endpoint(container="*", ports=p(80))}),
     ("allow to container web_1.prod-x", {"dst": Endpoint(container="web_1.prod-x")}),
+    ("allow from 198.51.100.0/24 to service web port 80 proto tcp",
+     {"src": Endpoint(net=ipaddress.ip_network("198.51.100.0/24")),
+      "dst": Endpoint(service="web", ports=p(80)), "proto": "tcp"}),
+    ("allow to service api-* port 8080", {"dst": Endpoint(service="api-*", ports=p(8080))}),
     ("allow proto any to any port 53", {"dst": Endpoint(ports=p(53))}),
     ("reject proto tcp", {"action": "reject", "proto": "tcp"}),
     ("allow in on eth0", {"iface": "eth0"}),
@@ -367,8 +371,8 @@ FULL_ERRORS = [
     ("allow from $office", "1:12: error: unknown set '$office': a set must be defined before "
                            "the rules that use it"),
     ("allow to $office", "1:10: error: unexpected '$office' after 'to': a set can only be a "
-                         "source ('from $NAME'); a destination is 'any', an address, a CIDR or "
-                         "'container NAME'"),
+                         "source ('from $NAME'); a destination is 'any', an address, a CIDR, "
+                         "'container NAME' or 'service NAME'"),
     ("allow from 198.51.100.1 to 2001:db8::1",
      "1:28: error: '2001:db8::1' is IPv6 but the source '198.51.100.1' is IPv4: the rule can "
      "never match"),
@@ -414,6 +418,12 @@ FULL_ERRORS = [
                                  "'_', '.', '-'), optionally ending in '*' to match a prefix"),
     ("allow from container web", "1:12: error: unexpected 'container' after 'from': a container "
                                  "can only be a destination ('to container NAME')"),
+    ("allow to service web*x", "1:18: error: 'web*x' is not a Swarm service name (letters, "
+                               "digits, '_', '.', '-'), optionally ending in '*' to match a "
+                               "prefix"),
+    ("allow from service web port 80", "1:12: error: unexpected 'service' after 'from': a Swarm "
+                                       "service can only be a destination ('to service NAME')"),
+    ("allow to service", "1:17: error: unexpected end of line after 'service', expected NAME"),
 ]
 
 

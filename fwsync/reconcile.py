@@ -170,6 +170,8 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     what the daemon runs for the last good policy while the rules on disk are invalid."""
     if isinstance(backend, str):
         chosen, why = choose_backend(backend, observed)
+        if backend == "auto" and observed.stale is not None:
+            why += " (Docker cannot be asked now: as it last reported)"
         others = tuple(b for b in all_backends() if b.name != chosen.name and _holds_objects(b))
     else:
         chosen, why, others = backend, backend.name, ()

@@ -151,6 +151,8 @@ def plan(
         _emit_json(plan_json(planned.plan, planned.backend_reason, planned.warnings))
     else:
         typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+    if planned.refusal is not None:
+        _fail(f"apply would refuse this plan: {planned.refusal}")
     if detailed_exitcode and not planned.plan.empty:
         raise typer.Exit(2)
 
@@ -168,7 +170,7 @@ def apply(
     from fwsync.backends.base import BackendError
     from fwsync.core.diff import diff
     from fwsync.present import plan_text
-    from fwsync.reconcile import apply_planned
+    from fwsync.reconcile import apply_planned, remember_enforced
 
     try:
         with lock.exclusive():
@@ -176,10 +178,13 @@ def apply(
             chosen = planned.backend
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
             if planned.plan.empty:
+                _remember(remember_enforced(planned.docker))
                 return
-            if sys.stdin.isatty() and not yes and not typer.confirm("\nApply these changes?"):
+            if planned.refusal is None and sys.stdin.isatty() and not yes \
+                    and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
             apply_planned(planned)
+            kept = remember_enforced(planned.docker)
             after = diff(chosen.name, planned.plan.desired,
                          chosen.read(planned.plan.desired))
     except lock.LockTimeout as exc:
@@ -187,9 +192,16 @@ def apply(
     except BackendError as exc:
         _fail(str(exc))
     typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    _remember(kept)
     if not after.empty:
         typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
+
+
+def _remember(error: str | None) -> None:
+    if error is not None:
+        typer.echo(_style(f"warning: {error}; if Docker cannot be asked later, apply will "
+                          "refuse rather than drop rules that depend on it", "yellow"), err=True)
 
 
 @app.command()
@@ -224,9 +236,12 @@ def status(
     daemon_state = read_state()
     # What plan and apply would say too: a bridge fwsync cannot name, Docker unreachable, ...
     notes = [f"Note: {n}" for n in planned.plan.notes]
+    if planned.refusal is not None:
+        in_sync = False
+        notes.append(f"Note: apply would refuse: {planned.refusal}")
     if fmt is Format.json:
         data = status_json(planned.policy, planned.docker, enforced, in_sync)
-        data["notes"] = list(planned.plan.notes)
+        data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
         _emit_json(data)
     elif sys.stdout.isatty():
@@ -261,9 +276,8 @@ def explain(
     from fwsync.core.build import build_ruleset
     from fwsync.core.explain import BadQuestion, parse_connection
     from fwsync.core.explain import explain as explain_connection
-    from fwsync.observe.docker import observe_docker
     from fwsync.present_report import explain_json, explain_text
-    from fwsync.reconcile import RulesInvalid, load_policy
+    from fwsync.reconcile import RulesInvalid, load_policy, observe_now
 
     try:
         conn = parse_connection(source, hostport, to)
@@ -273,7 +287,7 @@ def explain(
         policy, _warnings = load_policy(rules)
     except RulesInvalid as exc:
         _print_diagnostics(exc)
-    docker = observe_docker()
+    docker = observe_now()  # what apply builds from, Docker's last answer included
     result = explain_connection(build_ruleset(policy, docker).ruleset, docker, conn)
     if fmt is Format.json:
         _emit_json(explain_json(result))

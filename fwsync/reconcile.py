@@ -20,8 +20,9 @@ from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Desired, Plan, diff
-from fwsync.core.observed import DockerState
+from fwsync.core.observed import DockerState, as_remembered
 from fwsync.observe.docker import observe_docker
+from fwsync.observe.memory import memory_path, recall, remember
 from fwsync.rules.load import load_rules
 from fwsync.rules.model import Diagnostic, Policy
 
@@ -43,6 +44,8 @@ class Planned:
     warnings: tuple[Diagnostic, ...]
     backend: Backend
     others: tuple[Backend, ...] = ()  # other backends that still hold fwsync objects
+    # Why this plan must not be applied (apply_planned raises it); None when it may be.
+    refusal: str | None = None
 
 
 def _new(name: str) -> Backend:
@@ -134,13 +137,30 @@ def load_policy(rules: Path) -> tuple[Policy, tuple[Diagnostic, ...]]:
     return result.policy, result.diagnostics
 
 
+def observe_now() -> DockerState:
+    """Docker now, or, when it cannot be asked, what it reported when rules were last
+    enforced (observe/memory.py): the one way every command sees Docker."""
+    observed = observe_docker()
+    return as_remembered(observed, recall() if observed.error is not None else None)
+
+
+def remember_enforced(docker: DockerState) -> str | None:
+    """After a successful apply or reconcile: keep what Docker reported, for the next time it
+    cannot be asked. A state from memory is kept as it is; with Docker never having answered,
+    an empty record says that the rules were built knowing nothing of it (a later apply then
+    narrows nothing by knowing nothing). An error message if it could not be written."""
+    if docker.stale is not None:
+        return None
+    return remember(docker if docker.error is None else DockerState())
+
+
 def make_plan(rules: Path, backend: Backend | str = "auto",
               docker: DockerState | None = None, *, full: bool = False) -> Planned:
     """Everything is read before anything could be written: an invalid rules file stops here.
     `backend` as a name is chosen here (and others' leftovers are planned for removal); as an
     instance it is used as it is."""
     policy, warnings = load_policy(rules)
-    observed = docker if docker is not None else observe_docker()
+    observed = docker if docker is not None else observe_now()
     return plan_policy(policy, observed, backend, warnings, full=full)
 
 
@@ -154,6 +174,8 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     element, to find a hand edit inside such a set."""
     if isinstance(backend, str):
         chosen, why = choose_backend(backend, observed)
+        if backend == "auto" and observed.stale is not None:
+            why += " (Docker cannot be asked now: as it last reported)"
         others = tuple(b for b in all_backends() if b.name != chosen.name and _holds_objects(b))
     else:
         chosen, why, others = backend, backend.name, ()
@@ -166,8 +188,17 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
                                 f"(switching to {chosen.name})" for o in others)
     plan = diff(chosen.name, desired, current, notes=notes)
+    refusal = None
+    if observed.error is not None and current and not plan.empty:
+        # fwsync's rules are in the kernel, made when Docker answered (or from a memory that is
+        # gone): built knowing nothing of Docker now, they would lose every `to container` rule
+        # and every bridge Docker named, and open what those deny.
+        refusal = (f"Docker could not be asked ({observed.error}) and fwsync has no record of "
+                   f"what it reported when the rules in the kernel were made ({memory_path()}):"
+                   " applying now could drop `to container` rules and Docker's bridges and open "
+                   "what they deny. Start Docker (or point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
-                   warnings=warnings, backend=chosen, others=others)
+                   warnings=warnings, backend=chosen, others=others, refusal=refusal)
 
 
 def restore_plan(backend: Backend, held: Desired) -> Plan:
@@ -178,6 +209,8 @@ def restore_plan(backend: Backend, held: Desired) -> Plan:
 
 def apply_planned(planned: Planned) -> None:
     """The new backend's rules first, then the old one's out: never a moment with neither."""
+    if planned.refusal is not None:
+        raise BackendError(f"{planned.refusal}; nothing was changed")
     planned.backend.apply(planned.plan)
     for other in planned.others:
         other.remove()

@@ -56,6 +56,15 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     return eng
 
 
+@pytest.fixture(autouse=True)
+def _own_docker_memory(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """fwsync keeps what Docker last reported in /var/lib/fwsync/docker.json: no test reads or
+    writes the machine's (a lab's fwsync runs use the lab's own, see run_fwsync)."""
+    monkeypatch.setenv("FWSYNC_DOCKER_STATE",
+                       str(tmp_path_factory.mktemp("memory") / "docker.json"))
+
+
 def _cleanup_checked(lab: KernelLab | DockerLab) -> None:
     # A lab that leaks would make later tests lie (or pile up namespaces): fail its test loudly.
     lab.cleanup()

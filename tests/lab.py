@@ -988,6 +988,8 @@ def run_fwsync(lab_or_ns: Lab | NsLike, *args: str, rules: Path | None = None,
         # The daemon's state file too: /run/fwsync/daemon.json is one per machine, and `status`
         # in this lab must not report another lab's (or the machine's) daemon.
         full["FWSYNC_DAEMON_STATE"] = str(lab_or_ns.dir / "daemon.json")
+        # And what Docker last reported (kept for when it cannot be asked): per lab too.
+        full["FWSYNC_DOCKER_STATE"] = str(lab_or_ns.dir / "docker.json")
     else:
         ns = _ns(lab_or_ns)
     if rules is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from fwsync.core.kernel_text import literal_problem, shown
@@ -76,6 +77,14 @@ def split_cidrs(cidrs: Iterable[str], family: Family) -> tuple[str, ...]:
 
 def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     notes: list[str] = []
+    if docker.stale is not None:
+        when = ("Docker has not answered fwsync yet, so nothing is known of it"
+                if docker.seen_at is None else
+                f"the rules use what it reported at {_utc(docker.seen_at)} "
+                f"({len(docker.ports)} published ports, {len(docker.extra_bridges)} bridges of "
+                "its own)")
+        notes.append(f"Docker could not be asked ({docker.stale}): {when}; `container` rules "
+                     "follow Docker again once it answers.")
     if docker.error is not None:
         notes.append(
             f"Docker could not be asked ({docker.error}): `container` and `service` rules match "
@@ -148,6 +157,10 @@ def _bridges(bridges: Iterable[Bridge], notes: list[str]
             f"{governed}; its containers' own connections to other Docker networks are judged "
             "like connections from outside. Rename the bridge to govern it by name.")
     return tuple(dict.fromkeys(named)), tuple(dict.fromkeys(subnets))
+
+
+def _utc(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _network(text: str) -> Network | None:

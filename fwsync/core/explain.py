@@ -168,6 +168,9 @@ def explain(ruleset: Ruleset, docker: DockerState, conn: Connection) -> Explanat
         notes.append(f"Docker could not be asked ({docker.error}): which container (if any) "
                      "is published on this port is unknown; `container` rules match nothing")
         return Explanation(conn, "unknown", (), if_published, tuple(notes))
+    if docker.stale is not None:
+        notes.append(f"Docker could not be asked ({docker.stale}): answered from what it "
+                     "reported when the rules were last applied, which is what the kernel holds")
     reaches = []
     for binding in reached(docker, conn):
         # A binding on one address fixes the original destination; 0.0.0.0 / :: leaves it open.

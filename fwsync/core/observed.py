@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 L4Proto = Literal["tcp", "udp"]
@@ -80,7 +80,9 @@ class SwarmNode:
 
 @dataclass(frozen=True)
 class DockerState:
-    """Docker as observed; `error` is set when Docker could not be asked (ports then unknown)."""
+    """Docker as observed. `error`: Docker could not be asked and nothing is remembered of it
+    (ports unknown). `stale`: Docker could not be asked (why), and this is what it reported
+    when it last answered (`seen_at`, Unix time; None: it has never answered fwsync)."""
 
     ports: tuple[PublishedPort, ...] = ()
     # Bridge networks whose interface names don't follow docker0 / br-<id>.
@@ -94,3 +96,15 @@ class DockerState:
     # The Swarm services this node knows of (a manager: all; a worker: the ones on its ingress).
     services: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what could be observed only in part, for plan and status
+    seen_at: float | None = None
+    stale: str | None = None
+
+
+def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
+    """Docker as it is now; when it cannot be asked, as it was when fwsync last enforced rules
+    for it (its containers keep running and publishing without dockerd, or come back with
+    the same ports). Without that, a `deny ... to container` rule and the bridges Docker had
+    named were dropped by the next apply: what the rules deny became reachable."""
+    if now.error is None or memory is None:
+        return now
+    return replace(memory, error=None, stale=now.error)

@@ -22,17 +22,19 @@ from typing import Any, Literal
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, State, diff
-from fwsync.core.observed import DockerState
+from fwsync.core.observed import DockerState, as_remembered
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
+from fwsync.observe.memory import recall
 from fwsync.reconcile import (
     RulesInvalid,
     apply_planned,
     make_plan,
     plan_policy,
+    remember_enforced,
     restore_plan,
     select_backend,
 )
@@ -114,6 +116,7 @@ class Reconciler:
         self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
         self._reported: tuple[str, ...] = ()
         self._drift_checks = 0
+        self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -134,7 +137,9 @@ class Reconciler:
                                 version=self.docker.version)
             self.docker = state
             return state
-        return self.docker if self.docker is not None else state
+        # Unreachable: as last seen by this daemon, else as kept on disk by the last apply
+        # (a daemon started while Docker is down), else known to be unknown.
+        return as_remembered(state, self.docker if self.docker is not None else recall())
 
     def _ask_docker(self, timeout: int, full: bool) -> DockerState:
         """observe_docker through one kept client (saves connecting and negotiating the API
@@ -210,6 +215,7 @@ class Reconciler:
                 plan = planned.plan
                 if not plan.empty:
                     apply_planned(planned)
+                self._remember(docker)
                 enforced_at = time.time()
                 done = steps["apply_ms"] = time.monotonic()
                 desired = self._read_back(planned.backend, plan)
@@ -244,7 +250,10 @@ class Reconciler:
         # The same pipeline as valid rules take (reconcile.py), fed the last good policy, or
         # what the kernel held at start when there never was one.
         if enforced.policy is not None:
-            plan = plan_policy(enforced.policy, docker, backend).plan
+            planned = plan_policy(enforced.policy, docker, backend)
+            if planned.refusal is not None:
+                raise BackendError(f"{planned.refusal}; nothing was changed")
+            plan = planned.plan
             policy = "last good rules"
         else:
             plan = restore_plan(backend, Desired(enforced.desired, enforced.payload))
@@ -270,6 +279,18 @@ class Reconciler:
         if held.state:
             self.enforced = Enforced(backend, held.state, None, held.payload)
 
+    def _remember(self, docker: DockerState) -> None:
+        """Keep what Docker reported for a daemon or an apply started while it cannot be asked
+        (observe/memory.py); written when it changed, not on every reconcile."""
+        kept = replace(docker, seen_at=None)
+        if kept == self._kept:
+            return
+        error = remember_enforced(docker)
+        if error is not None:
+            log.warning("%s", error)
+            return
+        self._kept = kept
+
     def _read_back(self, backend: Backend, plan: Plan) -> State:
         """What the kernel holds now. It should equal plan.desired; if it does not (a kernel
         that prints a rule differently), drift is measured against what it holds, or every
@@ -291,7 +312,7 @@ class Reconciler:
         repaired = tuple(c.key for c in plan.changes) if "drift" in batch.sources else ()
         if self.docker_error is not None:
             notes = (*notes, f"Docker unreachable ({self.docker_error}); "
-                             + ("its last observed state is used" if self.docker is not None
+                             + ("its last observed state is used" if docker.stale is not None
                                 else "`container` rules match nothing until it answers"))
         return Outcome(
             result="unchanged" if plan.empty else "applied",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort, SwarmNode
@@ -166,7 +167,7 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),
                        containers=names, firewall_backend=firewall,
                        version=str(details.get("ServerVersion", "")), swarm=node,
-                       services=services, notes=tuple(notes))
+                       services=services, notes=tuple(notes), seen_at=time.time())
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

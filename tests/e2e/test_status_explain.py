@@ -147,6 +147,7 @@ def status_on_a_terminal(lab: DockerLab, rules: Path) -> str:
     env = {**os.environ, "DOCKER_HOST": lab.docker_host, "COLUMNS": "200", "TERM": "xterm",
            "FWSYNC_LOCK_FILE": str(lab.dir / "fwsync.lock"),
            "FWSYNC_DAEMON_STATE": str(lab.dir / "daemon.json"),
+           "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json"),
            "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
     res = subprocess.run(["script", "-qec", shlex.join(cmd), "/dev/null"], env=env,
                          capture_output=True, text=True, timeout=120, check=False)

@@ -85,7 +85,8 @@ def classify(lab: KernelLab, versions: dict[str, dict[int, tuple[str, ...]]]) ->
 def interrupted_apply(lab: KernelLab, rules: Path, delay: float, whole_group: bool) -> bool:
     """Start `fwsync apply`, SIGKILL it after `delay` s; True if it was still running."""
     env = {**_ENV, "DOCKER_HOST": lab.docker_host, "FWSYNC_LOCK_FILE": str(lab.dir / "lock"),
-           "FWSYNC_RULES": str(rules), "FWSYNC_BACKEND": "iptables"}
+           "FWSYNC_RULES": str(rules), "FWSYNC_BACKEND": "iptables",
+           "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json")}
     proc = subprocess.Popen([*lab.host.nsenter_prefix(), sys.executable, "-m", "fwsync",
                              "apply"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

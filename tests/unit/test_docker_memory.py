@@ -1,0 +1,72 @@
+"""What Docker last reported, kept on disk for when it cannot be asked (observe/memory.py), and
+how the core uses it (core/observed.as_remembered, build's note)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fwsync.core.build import build_ruleset
+from fwsync.core.observed import Bridge, DockerState, PublishedPort, SwarmNode, as_remembered
+from fwsync.observe.memory import recall, remember
+from fwsync.rules.model import Endpoint
+
+from .helpers import policy, rule
+
+pytestmark = pytest.mark.unit
+
+SEEN = DockerState(
+    ports=(PublishedPort("0.0.0.0", 5432, "tcp", "db", 80, "abc", "img", ("bridge",), True),
+           PublishedPort("::", 53, "udp", "dns", 53),
+           PublishedPort("0.0.0.0", 8080, "tcp", "", 80, service="web", mode="ingress")),
+    extra_bridges=(Bridge("lan0", "lan", ("203.0.113.128/28",)),),
+    containers=("db", "dns"), firewall_backend="iptables", version="28.5.2",
+    swarm=SwarmNode(manager=True, node_addr="198.51.100.1"), services=("web",), seen_at=1e9)
+
+
+def test_what_was_remembered_is_recalled_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "docker.json"
+    assert remember(SEEN, path) is None
+    assert recall(path) == SEEN
+    assert [p.name for p in path.parent.iterdir()] == ["docker.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"format_version": 2}',
+                                     b'{"format_version": 1, "seen_at": null}',
+                                     b'{"format_version": 1, "seen_at": null, "ports": [[1]],'
+                                     b' "extra_bridges": [], "containers": [],'
+                                     b' "firewall_backend": null, "version": ""}'])
+def test_a_file_that_is_not_fwsyncs_memory_is_no_memory(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "docker.json"
+    path.write_bytes(content)
+    assert recall(path) is None
+    assert recall(tmp_path / "missing.json") is None
+
+
+def test_an_unwritable_memory_is_an_error_message_not_an_exception(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    error = remember(SEEN, tmp_path / "file" / "docker.json")
+    assert error is not None and "cannot keep what Docker reported" in error
+
+
+def test_unreachable_docker_is_seen_as_it_was_remembered() -> None:
+    down = DockerState(error="cannot reach Docker at unix:///x: no such socket")
+    assert as_remembered(down, None) == down
+    now = as_remembered(down, SEEN)
+    assert now.error is None and now.stale == down.error and now.ports == SEEN.ports
+    fresh = DockerState(ports=(), seen_at=2e9)
+    assert as_remembered(fresh, SEEN) == fresh  # Docker answered: the memory is not used
+
+
+def test_a_deny_to_container_stays_while_docker_cannot_be_asked() -> None:
+    pol = policy(rule(2, "deny", dst=Endpoint(container="db")))
+    down = DockerState(error="cannot reach Docker at unix:///x: no such socket")
+    forgotten = build_ruleset(pol, down)
+    assert forgotten.ruleset.rules == ()  # what used to happen: the deny was gone
+    kept = build_ruleset(pol, as_remembered(down, SEEN))
+    assert [(r.action, r.match.dport.low) for r in kept.ruleset.rules
+            if r.match.dport is not None] == [("deny", 5432)]
+    assert "lan0" in kept.ruleset.bridges
+    assert any("the rules use what it reported at 2001-09-09 01:46:40 UTC (3 published ports,"
+               " 1 bridges of its own)" in n for n in kept.notes)

@@ -92,6 +92,7 @@ def measure_starts(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
     steps: dict[str, list[float]] = {}
     api = lab.client.api
     loads = [Path("/proc/loadavg").read_text().split()[0]]
+    served_before: list[str] = []
     for i in range(count):
         name = f"bench-{i}"
         host_config = api.create_host_config(port_bindings={"80/tcp": 20000 + i})
@@ -104,14 +105,18 @@ def measure_starts(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
         rec = d.wait_reconcile(lambda r, n=name: f"start {n}" in r["trigger"], after=before,
                                what=f"the reconcile of {name}")
         if rec["result"] != "applied":
-            raise SystemExit(f"{name}: expected a kernel update, got {rec}")
+            # An earlier reconcile (a resync, or one a busy machine delayed this one behind)
+            # already put this container's rules in: nothing to measure for this start.
+            served_before.append(name)
+            time.sleep(SPACING)
+            continue
         event_ms.append(rec["event_latency_ms"])
         call_ms.append((rec["enforced"] - called) * 1000)
         durations.append(rec["duration_ms"])
         for step in ("observe_ms", "plan_ms", "apply_ms"):
             steps.setdefault(step, []).append(rec[step])
         time.sleep(SPACING)
-        if (i + 1) % 10 == 0:
+        if (i + 1) % 10 == 0 and event_ms:
             print(f"  {i + 1} starts: last event-to-enforced {event_ms[-1]:.1f} ms",
                   file=sys.stderr)
     by_decile = [summary(event_ms[k:k + 10])["p50"] for k in range(0, len(event_ms), 10)]
@@ -120,6 +125,7 @@ def measure_starts(lab: DockerLab, d: DaemonProc, count: int) -> dict[str, Any]:
             summary(call_ms), "reconcile_duration_ms": summary(durations),
             "event_to_enforced_p50_by_tens_of_running_containers_ms": by_decile,
             "loadavg": loads,
+            "served_by_an_earlier_reconcile": served_before,
             "steps_p50_ms": {k: percentile(v, 50) for k, v in steps.items()},
             "steps_p50_last_ten_ms": {k: percentile(v[-10:], 50) for k, v in steps.items()}}
 

@@ -215,32 +215,45 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {"machine": machine}
     sections: list[str] = []
     failed = False
+    def part(name: str, measure: Any, report: Any) -> None:
+        """One part; a part that fails is reported and the others still run."""
+        nonlocal failed
+        try:
+            data[name] = measure()
+            sections.append(report(data[name]))
+        except Exception as exc:  # a broken part must not lose the others' measurements
+            failed = True
+            data[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+            sections.append(f"**{name}**: failed: `{type(exc).__name__}: {exc}`")
+        dump_json(args.json, data)  # as it goes: a later failure keeps what was measured
+
     if not args.skip_startup:
-        data["startup"] = bench_startup.run()
-        sections.append(bench_startup.report(data["startup"]))
+        part("startup", bench_startup.run, bench_startup.report)
     if not args.skip_apply:
         a_args = bench_apply.parse_args([])
-        applied = bench_apply.run(a_args.sizes, a_args.linear_sizes, a_args.reps,
-                                  a_args.backends, a_args.slow, a_args.big_reps)
-        data["apply"] = applied
-        sections.append(bench_apply.report(applied))
-        failed |= bool(applied["cleanup_problems"]) or any(
-            c["status"] == "error" for c in applied["cells"])
+        part("apply", lambda: bench_apply.run(a_args.sizes, a_args.linear_sizes, a_args.reps,
+                                              a_args.backends, a_args.slow, a_args.big_reps),
+             bench_apply.report)
+        applied = data.get("apply")
+        failed |= applied is not None and (bool(applied["cleanup_problems"]) or any(
+            c["status"] == "error" for c in applied["cells"]))
     if not args.skip_packet:
         p_args = bench_packet.parse_args([])
-        load = loadavg()
-        packets = bench_packet.run(p_args.sizes, p_args.linear_sizes, p_args.backends,
-                                   p_args)
-        packets["loadavg"] = load
-        data["packet"] = packets
-        sections.append(bench_packet.report(packets))
-        failed |= bool(packets["cleanup_problems"]) or any(
-            c["status"] == "error" for c in packets["configs"])
+
+        def packet() -> dict[str, Any]:
+            load = loadavg()
+            out = bench_packet.run(p_args.sizes, p_args.linear_sizes, p_args.backends, p_args)
+            out["loadavg"] = load
+            return out
+
+        part("packet", packet, bench_packet.report)
+        packets = data.get("packet")
+        failed |= packets is not None and (bool(packets["cleanup_problems"]) or any(
+            c["status"] == "error" for c in packets["configs"]))
     if not args.skip_daemon:
         d_args = argparse.Namespace(starts=100, burst=30, idle=60.0, big=100_000,
                                      big_backends="iptables,nftables", drifts=5)
-        data["daemon"] = bench_daemon.run(d_args)
-        sections.append(daemon_report(data["daemon"]))
+        part("daemon", lambda: bench_daemon.run(d_args), daemon_report)
     total = time.monotonic() - t0
     data["seconds"] = total
     dump_json(args.json, data)

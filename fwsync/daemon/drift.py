@@ -15,10 +15,10 @@ from fwsync.backends.base import Backend
 from fwsync.core.diff import State, diff
 from fwsync.rules.model import Policy
 
-# Every this many drift checks, one reads every element of every set (a minute at the default
-# 1 s interval): an nftables set can only be counted by listing it (~0.5 s of CPU for 100k
-# elements), so doing that every second would cost half a core.
-FULL_CHECK_EVERY = 60
+# Every this many drift checks, one reads every element of every set (two minutes at the
+# default 1 s interval): an nftables set can only be counted by listing it (~1.2 s of CPU for
+# 100k elements), so doing that every second would cost more than a core.
+FULL_CHECK_EVERY = 120
 
 
 @dataclass(frozen=True)

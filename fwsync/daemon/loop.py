@@ -22,13 +22,14 @@ from typing import Any, Literal
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, State, diff
-from fwsync.core.observed import DockerState, as_remembered
+from fwsync.core.observed import DockerState, L4Proto, as_remembered
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.observe.memory import recall
+from fwsync.observe.swarm import read_ingress_chain
 from fwsync.reconcile import (
     RulesInvalid,
     apply_planned,
@@ -188,6 +189,18 @@ class Reconciler:
     def rules_changed(self) -> bool:
         """The safety net under file watching: checked on every drift tick."""
         return fingerprint(self.rules, self.list_files) != self.rules_print
+
+    def mesh_changed(self, read: Callable[[], set[tuple[L4Proto, int]] | None]
+                     = read_ingress_chain) -> bool:
+        """On a Swarm worker, checked on every drift tick: the mesh ports in the nat
+        DOCKER-INGRESS chain are not those of the last look at Docker. A worker gets no event
+        for a service published on the mesh (managers do); until its next look, fwsync's default
+        covers the new port, and this look resolves the `service` rules that name it."""
+        docker = self.docker
+        if docker is None or docker.swarm is None or docker.swarm.manager:
+            return False
+        now = read()
+        return now is not None and frozenset(now) != docker.mesh_chain
 
     # -- the step -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,31 +141,42 @@ def read_ingress_chain() -> set[tuple[L4Proto, int]] | None:
     return found if read else None
 
 
+@dataclass(frozen=True)
+class SwarmView:
+    """What this node sees of its swarm."""
+
+    node: SwarmNode | None = None  # None: in no swarm
+    ports: tuple[PublishedPort, ...] = ()  # the services' ingress ports
+    services: tuple[str, ...] = ()  # the services' names
+    notes: tuple[str, ...] = ()
+    mesh_chain: frozenset[tuple[L4Proto, int]] | None = None  # a worker's DOCKER-INGRESS read
+
+
 def observe_swarm(client: Any, node: SwarmNode | None, networks: list[dict[str, Any]]
-                  ) -> tuple[SwarmNode | None, list[PublishedPort], tuple[str, ...], list[str]]:
-    """(this node's place, the services' ingress ports, the services' names, notes). `node` is
-    what GET /info said, when it was asked; else the networks tell whether this is a swarm node
-    and asking for the services tells a manager from a worker. Raises what the SDK raises when
-    Docker stops answering (the caller treats it as Docker unreachable)."""
+                  ) -> SwarmView:
+    """`node` is what GET /info said, when it was asked; else the networks tell whether this is
+    a swarm node and asking for the services tells a manager from a worker. Raises what the SDK
+    raises when Docker stops answering (the caller treats it as Docker unreachable)."""
     from docker.errors import APIError
 
     mesh_net = ingress_network(networks)
     if node is None and mesh_net is None:
-        return None, [], (), []
+        return SwarmView()
     if node is None or node.manager:
         try:
             services = client.api.services()
-            node = node or SwarmNode(manager=True)
-            ports = service_ports(services)
             names = tuple(sorted(str((s.get("Spec") or {}).get("Name", "")) for s in services))
-            return node, ports, names, []
+            return SwarmView(node or SwarmNode(manager=True), tuple(service_ports(services)),
+                             names)
         except APIError as exc:
             if exc.status_code != 503:  # 503: "This node is not a swarm manager"
                 raise
             node = SwarmNode(manager=False)
     if mesh_net is None:  # a swarm node whose ingress network was removed: no mesh ports
-        return node, [], (), []
+        return SwarmView(node)
     ingress = client.api.inspect_network(mesh_net, verbose=True)
-    ports, notes = worker_service_ports(ingress, read_ingress_chain())
+    chain = read_ingress_chain()
+    ports, notes = worker_service_ports(ingress, chain)
     names = tuple(sorted(str(n) for n in (ingress.get("Services") or {}) if n))
-    return node, ports, names, notes
+    return SwarmView(node, tuple(ports), names, tuple(notes),
+                     frozenset(chain) if chain is not None else None)

@@ -23,6 +23,7 @@ from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.observed import DockerState, as_remembered
 from fwsync.observe.docker import observe_docker
 from fwsync.observe.memory import memory_path, recall, remember
+from fwsync.observe.swarm import swarm_member_on_disk
 from fwsync.rules.load import load_rules
 from fwsync.rules.model import Diagnostic, Policy
 
@@ -89,6 +90,12 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     nft = NftablesBackend()
     if _holds_objects(nft):
         return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"
+    if swarm_member_on_disk() and nftables_available():
+        # At boot, before dockerd: a Swarm node gets the backend Docker's mesh jump can't pass
+        # from the start, not only once Docker answers (when it may already have published).
+        return nft, ("auto: Docker unreachable, and this node was in a swarm when dockerd last "
+                     "ran (its swarm state is on disk): nftables, which Docker's routing mesh "
+                     "jump cannot pass")
     return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
 
 

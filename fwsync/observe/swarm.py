@@ -14,6 +14,7 @@ Nothing here widens access: a port whose service or protocol this node cannot te
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterable
@@ -30,10 +31,15 @@ _INGRESS_DNAT = re.compile(r"^-A DOCKER-INGRESS -p (tcp|udp)(?: -m (?:tcp|udp))?
 _VERBOSE_PORT = re.compile(r"^Target: (\d+), Publish: (\d+)$")
 
 
+# A node in these states belongs to a swarm (pending: (re)joining, as after a reboot; locked:
+# autolock waits for its key), even if it can't list anything yet.
+MEMBER_STATES = ("active", "pending", "locked")
+
+
 def swarm_node(info: dict[str, Any]) -> SwarmNode | None:
     """GET /info's Swarm section → this node's place, or None when it is in no swarm."""
     swarm = info.get("Swarm") or {}
-    if swarm.get("LocalNodeState") != "active":
+    if swarm.get("LocalNodeState") not in MEMBER_STATES:
         return None
     return SwarmNode(manager=bool(swarm.get("ControlAvailable")),
                      node_addr=str(swarm.get("NodeAddr") or ""))
@@ -120,6 +126,23 @@ def worker_service_ports(ingress: dict[str, Any], mesh: set[tuple[L4Proto, int]]
     return sorted(found), notes
 
 
+DOCKER_CONFIG = Path("/etc/docker/daemon.json")
+
+
+def swarm_member_on_disk(config: Path = DOCKER_CONFIG) -> bool:
+    """With Docker not answering (at boot, before dockerd): whether this node was in a swarm
+    when dockerd last ran. Docker keeps its swarm state in DATA_ROOT/swarm/docker-state.json
+    and removes it when the node leaves."""
+    root = Path("/var/lib/docker")
+    try:
+        data_root = json.loads(config.read_text()).get("data-root")
+        if isinstance(data_root, str) and data_root:
+            root = Path(data_root)
+    except (OSError, ValueError, AttributeError):
+        pass  # no daemon.json (or not ours to judge): Docker's default data root
+    return (root / "swarm" / "docker-state.json").exists()
+
+
 def read_ingress_chain() -> set[tuple[L4Proto, int]] | None:
     """nat DOCKER-INGRESS as the kernel holds it (iptables-nft, and iptables-legacy where its nat
     table exists: reading a legacy table that doesn't would create it). None: unreadable."""
@@ -168,13 +191,18 @@ def observe_swarm(client: Any, node: SwarmNode | None, networks: list[dict[str, 
             names = tuple(sorted(str((s.get("Spec") or {}).get("Name", "")) for s in services))
             return SwarmView(node or SwarmNode(manager=True), tuple(service_ports(services)),
                              names)
-        except APIError as exc:
-            if exc.status_code != 503:  # 503: "This node is not a swarm manager"
-                raise
-            node = SwarmNode(manager=False)
-    if mesh_net is None:  # a swarm node whose ingress network was removed: no mesh ports
+        except APIError:
+            # 503 "This node is not a swarm manager", or a manager without a leader (quorum
+            # lost, or still (re)joining): what the node sees itself is all there is.
+            node = node or SwarmNode(manager=False)
+    if mesh_net is None:  # joining, or its ingress network was removed: no mesh ports yet
         return SwarmView(node)
-    ingress = client.api.inspect_network(mesh_net, verbose=True)
+    try:
+        ingress = client.api.inspect_network(mesh_net, verbose=True)
+    except APIError as exc:
+        return SwarmView(node, notes=(f"Swarm's ingress network could not be inspected "
+                                      f"({exc.explanation or exc}): `service` rules match "
+                                      "nothing here for now (the default covers the mesh)",))
     chain = read_ingress_chain()
     ports, notes = worker_service_ports(ingress, chain)
     names = tuple(sorted(str(n) for n in (ingress.get("Services") or {}) if n))

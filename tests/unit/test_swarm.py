@@ -5,6 +5,9 @@ container in GET /containers/json) and of the nat DOCKER-INGRESS chain libnetwor
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from fwsync.core.build import build_ruleset, named_by
@@ -16,6 +19,7 @@ from fwsync.observe.swarm import (
     ingress_chain_ports,
     ingress_network,
     service_ports,
+    swarm_member_on_disk,
     swarm_node,
     worker_service_ports,
 )
@@ -210,3 +214,22 @@ def test_auto_picks_nftables_on_a_swarm_node_whose_docker_jumps_the_mesh_first()
                                               firewall_backend="iptables"))[0].name == "iptables"
     assert choose_backend("auto", DockerState(version="20.10.24"))[0].name == "iptables"
     assert choose_backend("iptables", DockerState(swarm=MANAGER))[0].name == "iptables"
+
+
+def test_a_node_rejoining_after_a_reboot_is_still_a_swarm_node() -> None:
+    assert swarm_node({"Swarm": {"LocalNodeState": "pending", "ControlAvailable": False}}) \
+        == SwarmNode(manager=False)
+    assert swarm_node({"Swarm": {"LocalNodeState": "error"}}) is None
+
+
+def test_with_docker_down_the_swarm_state_on_disk_says_it_was_a_swarm_node(tmp_path) -> None:
+    root = tmp_path / "docker"
+    config = tmp_path / "daemon.json"
+    config.write_text(json.dumps({"data-root": str(root)}))
+    assert not swarm_member_on_disk(config)
+    (root / "swarm").mkdir(parents=True)
+    (root / "swarm" / "docker-state.json").write_text("{}")
+    assert swarm_member_on_disk(config)
+    config.write_text("not json")  # Docker's default data root then: not this test's
+    assert swarm_member_on_disk(config) is (Path("/var/lib/docker/swarm/docker-state.json")
+                                            .exists())

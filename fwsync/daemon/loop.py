@@ -44,6 +44,7 @@ log = logging.getLogger("fwsync.daemon")
 
 Result = Literal["applied", "unchanged", "invalid-rules", "error"]
 STARTUP_TIMEOUT = 2
+MESH_RELOOK = 10.0  # seconds between looks while a worker's mesh has a port no service claims
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Reconciler:
         self._observe_docker: Observe = observe or self._ask_docker
         self._client: Any = None  # one DockerClient kept for observing (the worker's own)
         self.docker: DockerState | None = None  # the last *successful* look at Docker
+        self._looked_at = 0.0  # time.monotonic() of that look
         self.docker_error: str | None = None
         self.enforced: Enforced | None = None
         self.rules_valid: bool | None = None
@@ -137,6 +139,7 @@ class Reconciler:
                 state = replace(state, firewall_backend=self.docker.firewall_backend,
                                 version=self.docker.version)
             self.docker = state
+            self._looked_at = time.monotonic()
             return state
         # Unreachable: as last seen by this daemon, else as kept on disk by the last apply
         # (a daemon started while Docker is down), else known to be unknown.
@@ -191,16 +194,23 @@ class Reconciler:
         return fingerprint(self.rules, self.list_files) != self.rules_print
 
     def mesh_changed(self, read: Callable[[], set[tuple[L4Proto, int]] | None]
-                     = read_ingress_chain) -> bool:
+                     = read_ingress_chain, now: float | None = None) -> bool:
         """On a Swarm worker, checked on every drift tick: the mesh ports in the nat
-        DOCKER-INGRESS chain are not those of the last look at Docker. A worker gets no event
-        for a service published on the mesh (managers do); until its next look, fwsync's default
-        covers the new port, and this look resolves the `service` rules that name it."""
+        DOCKER-INGRESS chain are not those of the last look at Docker, or that look found a
+        port there with no service named for it yet and is MESH_RELOOK seconds old (the ingress
+        network's gossip can lag the chain). A worker gets no event for a service published on
+        the mesh (managers do); until its next look, fwsync's default covers the new port, and
+        that look resolves the `service` rules that name it."""
         docker = self.docker
         if docker is None or docker.swarm is None or docker.swarm.manager:
             return False
-        now = read()
-        return now is not None and frozenset(now) != docker.mesh_chain
+        chain = read()
+        if chain is None:
+            return False
+        if frozenset(chain) != docker.mesh_chain:
+            return True
+        age = (time.monotonic() if now is None else now) - self._looked_at
+        return bool(docker.mesh_pending) and age >= MESH_RELOOK
 
     # -- the step -------------------------------------------------------------------------
 

@@ -168,7 +168,8 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                        containers=names, firewall_backend=firewall,
                        version=str(details.get("ServerVersion", "")), swarm=swarm_view.node,
                        services=swarm_view.services, notes=swarm_view.notes,
-                       mesh_chain=swarm_view.mesh_chain, seen_at=time.time())
+                       mesh_chain=swarm_view.mesh_chain,
+                       mesh_pending=swarm_view.mesh_pending, seen_at=time.time())
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

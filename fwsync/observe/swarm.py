@@ -173,6 +173,9 @@ class SwarmView:
     services: tuple[str, ...] = ()  # the services' names
     notes: tuple[str, ...] = ()
     mesh_chain: frozenset[tuple[L4Proto, int]] | None = None  # a worker's DOCKER-INGRESS read
+    # Ports in that chain that the ingress network named no service for (yet: the network's
+    # gossip can lag the chain by seconds).
+    mesh_pending: frozenset[tuple[L4Proto, int]] = frozenset()
 
 
 def observe_swarm(client: Any, node: SwarmNode | None, networks: list[dict[str, Any]]
@@ -206,5 +209,16 @@ def observe_swarm(client: Any, node: SwarmNode | None, networks: list[dict[str, 
     chain = read_ingress_chain()
     ports, notes = worker_service_ports(ingress, chain)
     names = tuple(sorted(str(n) for n in (ingress.get("Services") or {}) if n))
+    claimed = set(claimed_ports(ingress))
+    pending = frozenset(pair for pair in chain or () if pair[1] not in claimed)
     return SwarmView(node, tuple(ports), names, tuple(notes),
-                     frozenset(chain) if chain is not None else None)
+                     frozenset(chain) if chain is not None else None, pending)
+
+
+def claimed_ports(ingress: dict[str, Any]) -> Iterable[int]:
+    """The published ports the verbose ingress network names a service for."""
+    for name, info in (ingress.get("Services") or {}).items():
+        for text in (info or {}).get("Ports") or [] if name else []:
+            m = _VERBOSE_PORT.match(str(text).strip())
+            if m is not None:
+                yield int(m.group(2))

@@ -234,6 +234,14 @@ def test_a_worker_notices_a_new_mesh_port_in_its_ingress_chain(world: World) -> 
     assert not world.reconciler.mesh_changed(lambda: set(mesh))
     assert world.reconciler.mesh_changed(lambda: {("tcp", 8088), ("tcp", 8089)})
     assert not world.reconciler.mesh_changed(lambda: None), "unreadable: no news"
+    # The chain has a port the ingress network names no service for yet: look again, but not
+    # on every tick.
+    world.docker = DockerState(swarm=SwarmNode(manager=False), mesh_chain=mesh,
+                               mesh_pending=mesh)
+    world.run("swarm", "")
+    looked = world.reconciler._looked_at
+    assert not world.reconciler.mesh_changed(lambda: set(mesh), now=looked + 1)
+    assert world.reconciler.mesh_changed(lambda: set(mesh), now=looked + 10)
     world.docker = DockerState(swarm=SwarmNode(manager=True), mesh_chain=None)
     world.run("swarm", "")
     assert not world.reconciler.mesh_changed(lambda: {("tcp", 1)}), "managers get events"

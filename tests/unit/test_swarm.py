@@ -16,6 +16,7 @@ from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
 from fwsync.core.report import exposure_report
 from fwsync.observe.docker import ports_of, ports_of_listed
 from fwsync.observe.swarm import (
+    claimed_ports,
     ingress_chain_ports,
     ingress_network,
     service_ports,
@@ -119,6 +120,11 @@ def test_a_worker_pairs_the_ingress_network_with_the_chain() -> None:
         PublishedPort("0.0.0.0", 7778, "udp", "", 81, service="web", mode="ingress")])
     # Two services on port 53, one per protocol: the worker can't tell which is whose.
     assert len(notes) == 1 and "services dns-a, dns-b publish it" in notes[0]
+
+
+def test_a_port_in_the_chain_no_service_claims_is_pending() -> None:
+    """The ingress network's gossip can lag the chain: the daemon looks again for those."""
+    assert sorted(claimed_ports(VERBOSE_INGRESS)) == [53, 53, 7777, 7778]
 
 
 def test_a_worker_that_cannot_read_the_chain_resolves_nothing() -> None:

@@ -178,12 +178,10 @@ class Reconciler:
     def _backend_for(self, batch: Batch) -> str | Backend:
         """`auto` chooses a backend from Docker's firewall and the kernel (and plans the other
         one's leftovers out): that is redone whenever Docker may have changed its firewall — at
-        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error,
-        and when the node joins or leaves a swarm or a service changes (a Swarm node on Docker
-        before 28.0.1 needs the nftables backend: reconcile.choose_backend).
+        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error.
         A container event, a rules edit or drift reuses the backend chosen last, which saves
         reading the other backend's kernel objects on the hot path (~15 ms)."""
-        rechoose = {"startup", "reconnect", "resync", "signal", "retry", "swarm"}
+        rechoose = {"startup", "reconnect", "resync", "signal", "retry"}
         if self.enforced is None or rechoose.intersection(batch.sources) \
                 or not isinstance(self.backend, str):
             return self.backend

@@ -14,7 +14,6 @@ Nothing here widens access: a port whose service or protocol this node cannot te
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from collections.abc import Iterable
@@ -124,23 +123,6 @@ def worker_service_ports(ingress: dict[str, Any], mesh: set[tuple[L4Proto, int]]
                     host_ip="0.0.0.0", host_port=published, proto=proto, container="",
                     container_port=target, service=name, mode="ingress"))
     return sorted(found), notes
-
-
-DOCKER_CONFIG = Path("/etc/docker/daemon.json")
-
-
-def swarm_member_on_disk(config: Path = DOCKER_CONFIG) -> bool:
-    """With Docker not answering (at boot, before dockerd): whether this node was in a swarm
-    when dockerd last ran. Docker keeps its swarm state in DATA_ROOT/swarm/docker-state.json
-    and removes it when the node leaves."""
-    root = Path("/var/lib/docker")
-    try:
-        data_root = json.loads(config.read_text()).get("data-root")
-        if isinstance(data_root, str) and data_root:
-            root = Path(data_root)
-    except (OSError, ValueError, AttributeError):
-        pass  # no daemon.json (or not ours to judge): Docker's default data root
-    return (root / "swarm" / "docker-state.json").exists()
 
 
 def read_ingress_chain() -> set[tuple[L4Proto, int]] | None:

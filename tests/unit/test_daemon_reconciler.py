@@ -14,7 +14,7 @@ from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
 from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
-from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced
+from fwsync.daemon.drift import FULL_CHECK_EVERY
 from fwsync.daemon.loop import Reconciler
 
 pytestmark = pytest.mark.unit
@@ -211,19 +211,6 @@ def test_rules_fingerprint_notices_edits(world: World) -> None:
     world.run("rules", "")
     (world.rules / ".20.rules.swp").write_text("xy")
     assert not world.reconciler.rules_changed(), "editor files are not rules"
-
-
-def test_a_swarm_event_chooses_the_backend_again(tmp_path: Path) -> None:
-    """(A Swarm node of Docker before 28.0.1 needs the nftables backend.) Choosing has Docker
-    asked in full (GET /info: this node's place in the swarm)."""
-    auto = Reconciler(tmp_path, "auto", lock_path=tmp_path / "lock")
-    held = MemoryBackend()
-    auto.enforced = Enforced(held, {}, None)
-
-    def batch(source: Source) -> Batch:
-        return Batch((Trigger(source=source, reason="", at=0.0),))
-    assert auto._backend_for(batch("swarm")) == "auto"
-    assert auto._backend_for(batch("docker")) is held
 
 
 def test_a_worker_notices_a_new_mesh_port_in_its_ingress_chain(world: World) -> None:

@@ -5,9 +5,6 @@ container in GET /containers/json) and of the nat DOCKER-INGRESS chain libnetwor
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from fwsync.core.build import build_ruleset, named_by
@@ -20,12 +17,10 @@ from fwsync.observe.swarm import (
     ingress_chain_ports,
     ingress_network,
     service_ports,
-    swarm_member_on_disk,
     swarm_node,
     worker_service_ports,
 )
 from fwsync.present_report import explain_json, explain_text
-from fwsync.reconcile import choose_backend, mesh_jumps_first, nftables_available
 from fwsync.rules.model import Endpoint
 
 from .helpers import aset, policy, ports, rule
@@ -202,40 +197,7 @@ def test_status_and_explain_show_service_ports_through_the_one_matcher() -> None
     assert denied.outcome == "deny"
 
 
-@pytest.mark.parametrize(("version", "old"), [
-    ("20.10.24+dfsg1", True), ("26.1.5+dfsg1", True), ("28.0.0", True), ("28.0.1", False),
-    ("28.5.2+dfsg1", False), ("29.0.0", False), ("", True), ("weird", True)])
-def test_docker_before_28_0_1_puts_the_mesh_jump_above_docker_user(version: str,
-                                                                   old: bool) -> None:
-    assert mesh_jumps_first(version) is old
-
-
-def test_auto_picks_nftables_on_a_swarm_node_whose_docker_jumps_the_mesh_first() -> None:
-    backend, why = choose_backend("auto", DockerState(swarm=MANAGER, version="20.10.24"))
-    if nftables_available():
-        assert backend.name == "nftables" and "a Swarm node" in why
-    else:
-        assert backend.name == "iptables" and "python3-nftables" in why
-    assert choose_backend("auto", DockerState(swarm=MANAGER, version="28.5.2",
-                                              firewall_backend="iptables"))[0].name == "iptables"
-    assert choose_backend("auto", DockerState(version="20.10.24"))[0].name == "iptables"
-    assert choose_backend("iptables", DockerState(swarm=MANAGER))[0].name == "iptables"
-
-
 def test_a_node_rejoining_after_a_reboot_is_still_a_swarm_node() -> None:
     assert swarm_node({"Swarm": {"LocalNodeState": "pending", "ControlAvailable": False}}) \
         == SwarmNode(manager=False)
     assert swarm_node({"Swarm": {"LocalNodeState": "error"}}) is None
-
-
-def test_with_docker_down_the_swarm_state_on_disk_says_it_was_a_swarm_node(tmp_path) -> None:
-    root = tmp_path / "docker"
-    config = tmp_path / "daemon.json"
-    config.write_text(json.dumps({"data-root": str(root)}))
-    assert not swarm_member_on_disk(config)
-    (root / "swarm").mkdir(parents=True)
-    (root / "swarm" / "docker-state.json").write_text("{}")
-    assert swarm_member_on_disk(config)
-    config.write_text("not json")  # Docker's default data root then: not this test's
-    assert swarm_member_on_disk(config) is (Path("/var/lib/docker/swarm/docker-state.json")
-                                            .exists())

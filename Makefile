@@ -28,10 +28,13 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The e2e and scenario layers run once per Docker engine (ENGINES: all, or e.g. 28.5 or
-# 20.10,28.5); the unit, kernel and packaging layers once.
+# 20.10,28.5); the unit, kernel and packaging layers once. Two pytest-xdist workers: each
+# engine's tests stay on one worker, in order (tests/conftest.py groups them), so at most two
+# dockerds run at a time; the other layers fill the gaps.
 ENGINES ?= all
+TEST_WORKERS ?= 2
 test: install engines
-	$(PY) -m pytest tests --engine $(ENGINES)
+	$(PY) -m pytest tests --engine $(ENGINES) -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install
 	$(PY) -m pytest tests -m unit

@@ -11,7 +11,6 @@ then the old ones come out.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,22 +66,10 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     """The backend to use and why. `auto` follows Docker's own firewall."""
     if name != "auto":
         return _new(name), f"--backend {name}"
-    if docker.firewall_backend and "nftables" in docker.firewall_backend:
-        return _new("nftables"), f"auto: Docker reports its firewall backend is " \
-                                 f"{docker.firewall_backend}"
-    if docker.swarm is not None and mesh_jumps_first(docker.version):
-        why = (f"auto: a Swarm node, and Docker {docker.version or '(version unknown)'} (before "
-               f"{'.'.join(map(str, MESH_JUMP_FIXED))}) puts its routing mesh's jump above "
-               "DOCKER-USER; fwsync's nftables table runs before every iptables chain")
-        if nftables_available():
-            return _new("nftables"), why
-        return _new("iptables"), (f"{why}, but this Python cannot import libnftables' bindings "
-                                  "(python3-nftables): iptables, which a port Docker publishes "
-                                  "on the mesh passes until fwsync jumps first again (the "
-                                  "daemon: within a drift tick)")
     if docker.firewall_backend:
-        return _new("iptables"), f"auto: Docker reports its firewall backend is " \
-                                 f"{docker.firewall_backend}"
+        chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
+        return _new(chosen), f"auto: Docker reports its firewall backend is " \
+                             f"{docker.firewall_backend}"
     if docker.error is None:
         return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
                                   "(it reports no firewall backend)").replace("  ", " ")
@@ -90,31 +77,6 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     if _holds_objects(nft):
         return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"
     return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
-
-
-# Docker 28.0.1 moved the jump to DOCKER-INGRESS (Swarm's routing mesh) from the top of FORWARD
-# into DOCKER-FORWARD, behind DOCKER-USER. Before, it inserted it on top of FORWARD (20.10: when
-# it first publishes a mesh port on the node; later releases: at every mesh publish), where its
-# ACCEPT for the port comes before DOCKER-USER and any filter kept there.
-MESH_JUMP_FIXED = (28, 0, 1)
-
-
-def mesh_jumps_first(version: str) -> bool:
-    """Docker `version` (e.g. 20.10.24+dfsg1) inserts its mesh jump above DOCKER-USER. An
-    unknown version is taken to be old: the nftables backend is right for both."""
-    parts = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?", version)
-    if parts is None:
-        return True
-    release = tuple(int(x or 0) for x in parts.groups())
-    return release < MESH_JUMP_FIXED
-
-
-def nftables_available() -> bool:
-    try:
-        import nftables  # noqa: F401  # Debian's python3-nftables
-    except ImportError:
-        return False
-    return True
 
 
 def select_backend(name: str) -> Backend:

@@ -49,6 +49,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              indirect=True, scope="module")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (make test: -n 2 --dist loadgroup) each engine's tests stay together on
+    # one worker, in order: its module-scoped dockerds are made once, and at most one test per
+    # worker runs a dockerd at a time.
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        eng = callspec.params.get("engine") if callspec is not None else None
+        if isinstance(eng, Engine):
+            item.add_marker(pytest.mark.xdist_group(eng.test_id))
+
+
 @pytest.fixture(scope="module")
 def engine(request: pytest.FixtureRequest) -> Engine:
     """The Docker engine this test runs against (parametrized by pytest_generate_tests)."""

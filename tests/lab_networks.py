@@ -21,10 +21,10 @@ from typing import Literal
 
 from tests.lab import KernelLab, Netns, Proto, add_addr, default_route, veth
 
-# Where Docker (before 28.0.1) puts the jump to filter DOCKER-INGRESS: on top of FORWARD when it
-# first publishes a mesh port on the node ("top", above DOCKER-USER), or just below DOCKER-USER
-# once it has re-arranged FORWARD (a network created, dockerd restarted) — and 28.0.1+ jumps
-# from DOCKER-FORWARD, after DOCKER-USER, too ("below-user").
+# Where the jump to filter DOCKER-INGRESS ends up: just below DOCKER-USER ("below-user": Docker
+# inserts it on top of FORWARD when it first publishes a mesh port on the node, then moves
+# DOCKER-USER back above it; 28.0.1+ jumps from DOCKER-FORWARD, behind DOCKER-USER, too), or
+# on top, above DOCKER-USER ("top": Docker 17.06 left it there), where its ACCEPT comes first.
 IngressJump = Literal["top", "below-user"]
 
 

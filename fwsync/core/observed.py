@@ -96,6 +96,10 @@ class DockerState:
     # The Swarm services this node knows of (a manager: all; a worker: the ones on its ingress).
     services: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what could be observed only in part, for plan and status
+    # A worker's reading of the nat DOCKER-INGRESS chain, (proto, port) pairs: how it learns of
+    # a mesh port with no event to say so (the daemon compares it on its drift tick).
+    mesh_chain: frozenset[tuple[L4Proto, int]] | None = None
+    mesh_pending: frozenset[tuple[L4Proto, int]] = frozenset()  # in it, but no service named
     seen_at: float | None = None
     stale: str | None = None
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # "swarm": a Docker event about the swarm (a service created, updated or removed; the ingress or
-# docker_gwbridge network made or gone): served like any Docker event, and it has Docker asked in
-# full (GET /info: this node's place in the swarm) and the backend chosen again.
+# docker_gwbridge network made or gone), or a worker's mesh ports changed: served like any Docker
+# event, and named apart in the log.
 Source = Literal["startup", "docker", "reconnect", "rules", "signal", "drift", "resync", "retry",
                  "swarm"]
 

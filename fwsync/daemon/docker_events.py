@@ -24,8 +24,8 @@ URGENT = {
     ("container", "start"), ("container", "die"), ("container", "rename"),
     ("network", "create"),
     # A Swarm manager's services: a port published on the routing mesh is every node's port.
-    # (Workers get no service events: their next look, a resync or a container event, sees it;
-    # until then fwsync's default covers the port, as every DNATed connection.)
+    # (Workers get no service events: the drift tick notices the port in their nat
+    # DOCKER-INGRESS chain; until then fwsync's default covers it, as every DNATed connection.)
     ("service", "create"), ("service", "update"), ("service", "remove"),
 }
 # ...and what only might, or comes along with one of the above (`connect` precedes every

@@ -22,13 +22,14 @@ from typing import Any, Literal
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, State, diff
-from fwsync.core.observed import DockerState, as_remembered
+from fwsync.core.observed import DockerState, L4Proto, as_remembered
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.observe.memory import recall
+from fwsync.observe.swarm import read_ingress_chain
 from fwsync.reconcile import (
     RulesInvalid,
     apply_planned,
@@ -43,6 +44,7 @@ log = logging.getLogger("fwsync.daemon")
 
 Result = Literal["applied", "unchanged", "invalid-rules", "error"]
 STARTUP_TIMEOUT = 2
+MESH_RELOOK = 10.0  # seconds between looks while a worker's mesh has a port no service claims
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Reconciler:
         self._observe_docker: Observe = observe or self._ask_docker
         self._client: Any = None  # one DockerClient kept for observing (the worker's own)
         self.docker: DockerState | None = None  # the last *successful* look at Docker
+        self._looked_at = 0.0  # time.monotonic() of that look
         self.docker_error: str | None = None
         self.enforced: Enforced | None = None
         self.rules_valid: bool | None = None
@@ -136,6 +139,7 @@ class Reconciler:
                 state = replace(state, firewall_backend=self.docker.firewall_backend,
                                 version=self.docker.version)
             self.docker = state
+            self._looked_at = time.monotonic()
             return state
         # Unreachable: as last seen by this daemon, else as kept on disk by the last apply
         # (a daemon started while Docker is down), else known to be unknown.
@@ -174,12 +178,10 @@ class Reconciler:
     def _backend_for(self, batch: Batch) -> str | Backend:
         """`auto` chooses a backend from Docker's firewall and the kernel (and plans the other
         one's leftovers out): that is redone whenever Docker may have changed its firewall — at
-        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error,
-        and when the node joins or leaves a swarm or a service changes (a Swarm node on Docker
-        before 28.0.1 needs the nftables backend: reconcile.choose_backend).
+        start, on reconnecting (a restarted dockerd), on SIGHUP, every resync, after an error.
         A container event, a rules edit or drift reuses the backend chosen last, which saves
         reading the other backend's kernel objects on the hot path (~15 ms)."""
-        rechoose = {"startup", "reconnect", "resync", "signal", "retry", "swarm"}
+        rechoose = {"startup", "reconnect", "resync", "signal", "retry"}
         if self.enforced is None or rechoose.intersection(batch.sources) \
                 or not isinstance(self.backend, str):
             return self.backend
@@ -188,6 +190,25 @@ class Reconciler:
     def rules_changed(self) -> bool:
         """The safety net under file watching: checked on every drift tick."""
         return fingerprint(self.rules, self.list_files) != self.rules_print
+
+    def mesh_changed(self, read: Callable[[], set[tuple[L4Proto, int]] | None]
+                     = read_ingress_chain, now: float | None = None) -> bool:
+        """On a Swarm worker, checked on every drift tick: the mesh ports in the nat
+        DOCKER-INGRESS chain are not those of the last look at Docker, or that look found a
+        port there with no service named for it yet and is MESH_RELOOK seconds old (the ingress
+        network's gossip can lag the chain). A worker gets no event for a service published on
+        the mesh (managers do); until its next look, fwsync's default covers the new port, and
+        that look resolves the `service` rules that name it."""
+        docker = self.docker
+        if docker is None or docker.swarm is None or docker.swarm.manager:
+            return False
+        chain = read()
+        if chain is None:
+            return False
+        if frozenset(chain) != docker.mesh_chain:
+            return True
+        age = (time.monotonic() if now is None else now) - self._looked_at
+        return bool(docker.mesh_pending) and age >= MESH_RELOOK
 
     # -- the step -------------------------------------------------------------------------
 

@@ -236,6 +236,8 @@ class Daemon:
             try:
                 if self.reconciler.rules_changed():
                     self._now("rules", "changed (seen by the drift tick)")
+                if await self._in_worker(self.reconciler.mesh_changed):
+                    self._now("swarm", "the mesh's DOCKER-INGRESS chain changed")
                 keys = await self._in_worker(self.reconciler.check_drift)
             except Exception:  # a bug: say so, and keep checking
                 log.exception("drift check failed unexpectedly")

@@ -153,7 +153,7 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
             # Without /info, the swarm as last seen, while the networks still show its mesh.
             node = swarm_node(details) if info else \
                 swarm if ingress_network(networks) is not None else None
-            node, service_ports, services, notes = observe_swarm(client, node, networks)
+            swarm_view = observe_swarm(client, node, networks)
         finally:
             if own:
                 client.close()
@@ -161,13 +161,15 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         where = os.environ.get("DOCKER_HOST") or "the local socket"
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     listed = [ports_of_listed(summary) for summary in containers]
-    ports = sorted([p for found in listed for p in found] + service_ports)
+    ports = sorted([p for found in listed for p in found] + list(swarm_view.ports))
     names = tuple(sorted(_listed_name(summary) for summary in containers))
     firewall = (details.get("FirewallBackend") or {}).get("Driver") or None
     return DockerState(ports=tuple(ports), extra_bridges=extra_bridges(networks),
                        containers=names, firewall_backend=firewall,
-                       version=str(details.get("ServerVersion", "")), swarm=node,
-                       services=services, notes=tuple(notes), seen_at=time.time())
+                       version=str(details.get("ServerVersion", "")), swarm=swarm_view.node,
+                       services=swarm_view.services, notes=swarm_view.notes,
+                       mesh_chain=swarm_view.mesh_chain,
+                       mesh_pending=swarm_view.mesh_pending, seen_at=time.time())
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

@@ -229,8 +229,8 @@ def swarm_facts(client: Any, ufw_dir: Path = UFW_DIR, default_file: Path = UFW_D
     node = swarm_node(info)
     if node is None:
         return None
-    node, mesh, services, _notes = observe_swarm(client, node, client.api.networks())
-    assert node is not None
+    view = observe_swarm(client, node, client.api.networks())
+    node = view.node or node
     if node.manager:
         addrs = [str((n.get("Status") or {}).get("Addr") or "") for n in client.api.nodes()]
     else:
@@ -240,7 +240,7 @@ def swarm_facts(client: Any, ufw_dir: Path = UFW_DIR, default_file: Path = UFW_D
                          - {"", "0.0.0.0", "::", node.node_addr}))
     ufw, note = ufw_policy(ufw_dir, default_file)
     return SwarmFacts(manager=node.manager, node_addr=node.node_addr, peers=peers,
-                      mesh=tuple(mesh), services=services, ufw=ufw, ufw_note=note)
+                      mesh=view.ports, services=view.services, ufw=ufw, ufw_note=note)
 
 
 # --------------------------------------------------------------------------- together

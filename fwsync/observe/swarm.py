@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,15 @@ _INGRESS_DNAT = re.compile(r"^-A DOCKER-INGRESS -p (tcp|udp)(?: -m (?:tcp|udp))?
 _VERBOSE_PORT = re.compile(r"^Target: (\d+), Publish: (\d+)$")
 
 
+# A node in these states belongs to a swarm (pending: (re)joining, as after a reboot; locked:
+# autolock waits for its key), even if it can't list anything yet.
+MEMBER_STATES = ("active", "pending", "locked")
+
+
 def swarm_node(info: dict[str, Any]) -> SwarmNode | None:
     """GET /info's Swarm section → this node's place, or None when it is in no swarm."""
     swarm = info.get("Swarm") or {}
-    if swarm.get("LocalNodeState") != "active":
+    if swarm.get("LocalNodeState") not in MEMBER_STATES:
         return None
     return SwarmNode(manager=bool(swarm.get("ControlAvailable")),
                      node_addr=str(swarm.get("NodeAddr") or ""))
@@ -140,31 +146,61 @@ def read_ingress_chain() -> set[tuple[L4Proto, int]] | None:
     return found if read else None
 
 
+@dataclass(frozen=True)
+class SwarmView:
+    """What this node sees of its swarm."""
+
+    node: SwarmNode | None = None  # None: in no swarm
+    ports: tuple[PublishedPort, ...] = ()  # the services' ingress ports
+    services: tuple[str, ...] = ()  # the services' names
+    notes: tuple[str, ...] = ()
+    mesh_chain: frozenset[tuple[L4Proto, int]] | None = None  # a worker's DOCKER-INGRESS read
+    # Ports in that chain that the ingress network named no service for (yet: the network's
+    # gossip can lag the chain by seconds).
+    mesh_pending: frozenset[tuple[L4Proto, int]] = frozenset()
+
+
 def observe_swarm(client: Any, node: SwarmNode | None, networks: list[dict[str, Any]]
-                  ) -> tuple[SwarmNode | None, list[PublishedPort], tuple[str, ...], list[str]]:
-    """(this node's place, the services' ingress ports, the services' names, notes). `node` is
-    what GET /info said, when it was asked; else the networks tell whether this is a swarm node
-    and asking for the services tells a manager from a worker. Raises what the SDK raises when
-    Docker stops answering (the caller treats it as Docker unreachable)."""
+                  ) -> SwarmView:
+    """`node` is what GET /info said, when it was asked; else the networks tell whether this is
+    a swarm node and asking for the services tells a manager from a worker. Raises what the SDK
+    raises when Docker stops answering (the caller treats it as Docker unreachable)."""
     from docker.errors import APIError
 
     mesh_net = ingress_network(networks)
     if node is None and mesh_net is None:
-        return None, [], (), []
+        return SwarmView()
     if node is None or node.manager:
         try:
             services = client.api.services()
-            node = node or SwarmNode(manager=True)
-            ports = service_ports(services)
             names = tuple(sorted(str((s.get("Spec") or {}).get("Name", "")) for s in services))
-            return node, ports, names, []
-        except APIError as exc:
-            if exc.status_code != 503:  # 503: "This node is not a swarm manager"
-                raise
-            node = SwarmNode(manager=False)
-    if mesh_net is None:  # a swarm node whose ingress network was removed: no mesh ports
-        return node, [], (), []
-    ingress = client.api.inspect_network(mesh_net, verbose=True)
-    ports, notes = worker_service_ports(ingress, read_ingress_chain())
+            return SwarmView(node or SwarmNode(manager=True), tuple(service_ports(services)),
+                             names)
+        except APIError:
+            # 503 "This node is not a swarm manager", or a manager without a leader (quorum
+            # lost, or still (re)joining): what the node sees itself is all there is.
+            node = node or SwarmNode(manager=False)
+    if mesh_net is None:  # joining, or its ingress network was removed: no mesh ports yet
+        return SwarmView(node)
+    try:
+        ingress = client.api.inspect_network(mesh_net, verbose=True)
+    except APIError as exc:
+        return SwarmView(node, notes=(f"Swarm's ingress network could not be inspected "
+                                      f"({exc.explanation or exc}): `service` rules match "
+                                      "nothing here for now (the default covers the mesh)",))
+    chain = read_ingress_chain()
+    ports, notes = worker_service_ports(ingress, chain)
     names = tuple(sorted(str(n) for n in (ingress.get("Services") or {}) if n))
-    return node, ports, names, notes
+    claimed = set(claimed_ports(ingress))
+    pending = frozenset(pair for pair in chain or () if pair[1] not in claimed)
+    return SwarmView(node, tuple(ports), names, tuple(notes),
+                     frozenset(chain) if chain is not None else None, pending)
+
+
+def claimed_ports(ingress: dict[str, Any]) -> Iterable[int]:
+    """The published ports the verbose ingress network names a service for."""
+    for name, info in (ingress.get("Services") or {}).items():
+        for text in (info or {}).get("Ports") or [] if name else []:
+            m = _VERBOSE_PORT.match(str(text).strip())
+            if m is not None:
+                yield int(m.group(2))

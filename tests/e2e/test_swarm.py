@@ -1,7 +1,6 @@
-"""A real dockerd 20.10 as a one-node Swarm manager in a namespace: services observed, `to service`
-rules resolved, a host-mode publish governed on the normal bridge path (docker_gwbridge) with
-real packets, `auto` choosing the backend whose table Docker's mesh jump cannot pass, and
-doctor's swarm-ports check against ufw.
+"""A real dockerd as a one-node Swarm manager in a namespace: services observed, `to service` rules
+resolved, a host-mode publish governed on the normal bridge path (docker_gwbridge) with real
+packets, and doctor's swarm-ports check against ufw.
 
 This machine's kernel has no IPVS, so the routing mesh itself forwards nothing here: Docker
 still lists the services and their ingress ports (and the worker-side view), but writes no
@@ -113,21 +112,6 @@ def test_a_manager_shows_and_governs_service_ports(make_docker_lab: Any, tmp_pat
     assert lab.attacker.probe(7779) == "filtered", "nobody else does"
     fwsync_ok(lab, "remove")
     assert lab.attacker.probe(7779) == "open", "without fwsync: open to all"
-
-
-def test_auto_on_a_swarm_node_of_docker_before_28_0_1_uses_nftables(
-        make_docker_lab: Any, tmp_path: Path) -> None:
-    lab = swarm_lab(make_docker_lab)
-    rules = write_rules(tmp_path, RULES)
-    plan = fwsync_json(lab, "plan", rules=rules)
-    version = lab.client.version()["Version"]
-    old = tuple(int(x) for x in version.split("+")[0].split(".")[:3]) < (28, 0, 1)
-    assert plan["backend"] == ("nftables" if old else "iptables"), plan["backend_reason"]
-    if old:
-        assert "a Swarm node" in plan["backend_reason"]
-    fwsync_ok(lab, "apply", rules=rules)
-    assert lab.attacker.probe(7779) == "filtered"
-    assert lab.trusted.probe(7779) == "open"
 
 
 def test_doctor_checks_the_ports_swarm_needs_against_ufw(make_docker_lab: Any,

@@ -54,10 +54,12 @@ def test_swarm_mesh_port_on_docker_gwbridge_created_after_apply(
         kernel_lab: KernelLab, tmp_path: Path, backend: str, jump: IngressJump) -> None:
     """`docker swarm join` and `docker service create -p 7777:80` after `fwsync apply`: nat
     DOCKER-INGRESS DNATs host:7777 to the ingress sandbox on docker_gwbridge (port kept), and
-    filter DOCKER-INGRESS accepts it. Docker before 28.0.1 inserts that jump on top of FORWARD,
-    above DOCKER-USER: the iptables backend is then passed by until fwsync jumps from FORWARD
-    itself (drift, which the daemon repairs within a tick; `auto` picks nftables on a Swarm
-    node for this reason). fwsync's nftables table runs before every iptables chain."""
+    filter DOCKER-INGRESS accepts it. Docker inserts the jump to DOCKER-INGRESS on top of FORWARD
+    and at once moves DOCKER-USER back above it ("below-user", as Debian's 20.10.24 leaves it on
+    the Vagrant machines; 28.0.1+ jumps from DOCKER-FORWARD, behind DOCKER-USER, too). Left on
+    top ("top", as Docker 17.06 did), its ACCEPT passes the iptables backend by until fwsync
+    jumps from FORWARD itself: plan shows the drift, and apply (the daemon, within a drift tick)
+    repairs it. fwsync's nftables table runs before every iptables chain: no such window."""
     lab = kernel_lab
     rules = write_rules(tmp_path, RULES)
     fwsync_ok(lab, "apply", rules=rules)

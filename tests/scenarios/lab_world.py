@@ -15,7 +15,15 @@ from pathlib import Path
 
 from tests.daemon_helpers import DaemonProc
 from tests.lab import DockerLab, LabError, Peer, probe_many, run_fwsync
-from tests.scenarios.world import PROBE_SCRIPT, Capability, ProbeLog, Role, State, WorldError
+from tests.scenarios.world import (
+    PROBE_SCRIPT,
+    Capability,
+    Node,
+    ProbeLog,
+    Role,
+    State,
+    WorldError,
+)
 
 
 class LabWorld:
@@ -50,12 +58,21 @@ class LabWorld:
         self.lab.run_web(name, {"80/tcp": host_port},
                          restart_policy="always" if restart_always else None)
 
-    def probe(self, src: Role, ports: list[int], *, v6: bool = False) -> list[State]:
+    def probe(self, src: Role, ports: list[int], *, v6: bool = False,
+              node: Node = "dockerhost") -> list[State]:
         peer = self._peer(src)
+        self._one_host(node)
         return probe_many(peer, [(peer.host_addr(v6), p) for p in ports])
 
+    @staticmethod
+    def _one_host(node: Node) -> None:
+        if node != "dockerhost":
+            raise WorldError("the namespace test bed has one Docker host")
+
     @contextmanager
-    def probing(self, src: Role, port: int, *, v6: bool = False) -> Iterator[ProbeLog]:
+    def probing(self, src: Role, port: int, *, v6: bool = False, node: Node = "dockerhost"
+                ) -> Iterator[ProbeLog]:
+        self._one_host(node)
         peer = self._peer(src)
         log = ProbeLog(src, port, v6)
         out = self.lab.dir / f"probe-loop-{next(self._loops)}.log"
@@ -77,7 +94,8 @@ class LabWorld:
                 proc.wait()
             log.set_lines(out.read_text())
 
-    def start_fwsync(self) -> None:
+    def start_fwsync(self, node: Node = "dockerhost") -> None:
+        self._one_host(node)
         self.close()
         self.daemon = DaemonProc(self.lab, self.rules).start()
         try:
@@ -96,8 +114,12 @@ class LabWorld:
     def ufw_reload(self) -> None:
         self.lab.ufw("reload")
 
-    def reboot(self) -> None:
+    def reboot(self, node: Node = "dockerhost") -> None:
         raise WorldError("the namespace test bed has no machine to reboot")
+
+    def run_on(self, node: Node, script: str, *, check: bool = True, timeout: float = 300
+               ) -> str:
+        raise WorldError("the namespace test bed has no second Docker host (and no IPVS)")
 
     def unit_times(self, unit: str) -> tuple[float, float]:
         raise WorldError("the namespace test bed has no systemd")

@@ -5,14 +5,25 @@ repo's rules/ (the rules both worlds run with):
     5432  `allow from $office ... port 5432`         trusted only (198.51.100.0/25, 2001:db8:1::/64)
     6000  no rule                                    nobody (`default deny incoming`)
     8080  nothing published: ufw's own INPUT policy  nobody
+    8088, 8089  the swarm scenario's service `web`: `allow from $office to service web`, a rules
+          file it adds on both nodes (SWARM_RULES)
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.scenarios.world import Capability, ScenarioFailed, World, wait_state
+from tests.scenarios.world import (
+    SWARM_RULES,
+    Capability,
+    Node,
+    ScenarioFailed,
+    World,
+    wait_state,
+)
 
 WEB, DB, OTHER, HOST_ONLY = 80, 5432, 6000, 8080
 # A reboot under software emulation (TCG) takes minutes; dockerd's restart policy then needs
@@ -30,10 +41,11 @@ def expect(cond: bool, message: str) -> None:
 
 
 def expect_states(world: World, src: str, ports: list[int], want: list[str], why: str,
-                  v6: bool = False) -> None:
-    got = world.probe(src, ports, v6=v6)  # type: ignore[arg-type]
-    expect(got == want, f"{why}: {src} -> {ports}{' over IPv6' if v6 else ''}: got {got}, "
-                        f"wanted {want}")
+                  v6: bool = False, node: Node = "dockerhost") -> None:
+    got = world.probe(src, ports, v6=v6, node=node)  # type: ignore[arg-type]
+    where = "" if node == "dockerhost" else f" on {node}"
+    expect(got == want, f"{why}: {src} -> {ports}{where}{' over IPv6' if v6 else ''}: got "
+                        f"{got}, wanted {want}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,120 @@ def reboot(world: World) -> str | None:
             f"fwsync ready {fwsync_ready:.1f} s, dockerd started {docker_start:.1f} s after boot")
 
 
+NODES: tuple[Node, ...] = ("dockerhost", "dockerhost2")
+MESH, MESH_ADDED = 8088, 8089
+IMAGE = "fwsync-test/busybox:1"
+WEB_CMD = "trap 'exit 0' TERM; httpd -f -p 80 -h /bin & wait"
+SWARM_RULES_TEXT = ("# The swarm scenario's service (tests/scenarios/suite.py), on every node.\n"
+                    "allow from $office to service web\n")
+# What a Swarm administrator opens between the nodes (docs/swarm.md); the nodes share the office
+# network here.
+OPEN_SWARM_PORTS = ("ufw allow from 198.51.100.0/25 to any port 2377 proto tcp >/dev/null\n"
+                    "ufw allow from 198.51.100.0/25 to any port 7946 >/dev/null\n"
+                    "ufw allow from 198.51.100.0/25 to any port 4789 proto udp >/dev/null\n")
+MESH_TIMEOUT = 300.0  # a service's first task, and the mesh on both nodes, under TCG
+
+
+def fwsync_json(world: World, node: Node, *args: str) -> dict[str, object]:
+    # doctor exits 3 when it finds something serious; the JSON is what matters here.
+    out = world.run_on(node, f"fwsync {' '.join(args)} --format json; true")
+    doc: dict[str, object] = json.loads(out)
+    return doc
+
+
+def swarm_port_findings(world: World, node: Node) -> list[str]:
+    doc = fwsync_json(world, node, "doctor", "--sample", "0")
+    return sorted(str(f["subject"]).rsplit(" ", 1)[-1]  # type: ignore[index]
+                  for f in doc["findings"]  # type: ignore[attr-defined]
+                  if f["check"] == "swarm-ports")
+
+
+def mesh_row(world: World, node: Node, port: int) -> dict[str, object] | None:
+    doc = fwsync_json(world, node, "status")
+    return next((p for p in doc["ports"]  # type: ignore[attr-defined]
+                 if p["host_port"] == port and p["mode"] == "ingress"), None)
+
+
+def swarm(world: World) -> str | None:
+    notes: list[str] = []
+    # Every node: fwsync's daemon and the same rules (here one more file, on both).
+    world.start_fwsync("dockerhost2")
+    for node in NODES:
+        world.run_on(node, f"cat >{SWARM_RULES} <<'EOF'\n{SWARM_RULES_TEXT}EOF")
+    world.run_on("dockerhost", "docker swarm init --advertise-addr 198.51.100.2 "
+                 "--default-addr-pool 203.0.113.192/26 --default-addr-pool-mask-length 28 "
+                 ">/dev/null")
+    found = swarm_port_findings(world, "dockerhost")
+    expect(found == ["2377/tcp", "4789/udp", "7946/tcp", "7946/udp"],
+           f"doctor on the new manager: ufw (deny incoming, allow 22/tcp) lets no node reach "
+           f"what Swarm needs: {found}")
+    for node in NODES:
+        world.run_on(node, OPEN_SWARM_PORTS)
+    token = world.run_on("dockerhost", "docker swarm join-token -q worker").strip()
+    world.run_on("dockerhost2", f"docker swarm join --token {token} --advertise-addr "
+                                "198.51.100.3 198.51.100.2:2377 >/dev/null")
+    for node in NODES:
+        found = swarm_port_findings(world, node)
+        expect(found == [], f"doctor on {node} once ufw lets the nodes in: {found}")
+    # One replica, on dockerhost: dockerhost2 runs no task, and answers on the mesh all the same.
+    world.run_on("dockerhost", "docker service create --detach --no-resolve-image --name web "
+                 "--replicas 1 --constraint node.hostname==dockerhost "
+                 f"--publish {MESH}:80 {IMAGE} /bin/sh -c {shlex.quote(WEB_CMD)} >/dev/null")
+    for node in NODES:
+        took = wait_state(world, "trusted", MESH, "open", node=node, timeout=MESH_TIMEOUT)
+        notes.append(f"trusted through {node} after {took:.0f} s")
+    for node in NODES:
+        expect_states(world, "attacker", [MESH], ["filtered"],
+                      "the mesh port, allowed to the office only", node=node)
+        enforcing = str(fwsync_json(world, node, "status")["enforcing"])
+        expect(enforcing.startswith("yes, "),
+               f"{node}: fwsync's rules come first (Docker's jump to DOCKER-INGRESS is below "
+               f"DOCKER-USER): {enforcing}")
+        notes.append(f"{node}: {' '.join(enforcing.split()[1:3])}")
+        row = mesh_row(world, node, MESH)
+        expect(row is not None and row["service"] == "web"
+               and row["decisions"][0]["action"] == "allow",  # type: ignore[index]
+               f"{node}'s status shows the mesh port as service web's, allowed by the "
+               f"service rule: {row}")
+    # A port added to the service while the attacker probes it on both nodes.
+    with world.probing("attacker", MESH_ADDED) as on_1, \
+            world.probing("attacker", MESH_ADDED, node="dockerhost2") as on_2:
+        world.run_on("dockerhost", f"docker service update --detach --publish-add "
+                                   f"{MESH_ADDED}:80 web >/dev/null")
+        for node in NODES:
+            took = wait_state(world, "trusted", MESH_ADDED, "open", node=node,
+                              timeout=MESH_TIMEOUT)
+            notes.append(f"--publish-add: trusted through {node} after {took:.0f} s")
+        for log in (on_1, on_2):
+            log.more_attempts(LINGER)
+    for log in (on_1, on_2):
+        expect(log.counts()["open"] == 0, f"the attacker connected to the added port: "
+                                          f"{log.summary()}")
+        expect(len(log.attempts) >= 3, f"the probe loop ran: {log.summary()}")
+        notes.append(log.summary())
+    # The node that runs no task reboots, both clients probing it throughout.
+    with world.probing("attacker", MESH, node="dockerhost2") as attacker, \
+            world.probing("trusted", MESH, node="dockerhost2") as trusted:
+        world.reboot("dockerhost2")
+        wait_state(world, "trusted", MESH, "open", node="dockerhost2", timeout=BOOT_TIMEOUT)
+        trusted.wait(lambda log: log.outage() is not None, "the mesh lost and back",
+                     timeout=BOOT_TIMEOUT)
+        attacker.more_attempts(LINGER)
+    expect(attacker.counts()["open"] == 0,
+           f"the attacker connected during dockerhost2's reboot: {attacker.summary()}")
+    expect(len(attacker.attempts) >= 10, f"the probe loop spanned the boot: {attacker.summary()}")
+    for node in NODES:
+        expect_states(world, "attacker", [MESH, MESH_ADDED], ["filtered", "filtered"],
+                      "after the reboot", node=node)
+    notes.append(f"reboot of dockerhost2: {attacker.summary()}; {trusted.summary()}")
+    world.run_on("dockerhost", "docker service rm web >/dev/null")
+    world.run_on("dockerhost2", "docker swarm leave >/dev/null")
+    world.run_on("dockerhost", "docker swarm leave --force >/dev/null")
+    for node in NODES:
+        world.run_on(node, f"rm -f {SWARM_RULES}")
+    return "; ".join(notes)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("seed-gotcha", "the Docker port is open before fwsync and closed after",
              seed_gotcha, fwsync=False),
@@ -147,6 +273,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("ufw-reload", "`ufw reload` keeps fwsync's rules (attacker probing)", ufw_reload),
     Scenario("reboot", "reboot with restart=always containers: the attacker never connects",
              reboot, needs=frozenset({"reboot", "systemd"})),
+    Scenario("swarm", "two nodes, one service on the mesh: the attacker filtered on both nodes, "
+             "trusted through both; --publish-add and a reboot open nothing",
+             swarm, needs=frozenset({"swarm", "reboot", "systemd"})),
 )
 
 

@@ -1,6 +1,6 @@
-"""The scenarios' world on the three Vagrant machines (vagrant/Vagrantfile), driven over ssh with
-the configuration `vagrant ssh-config` prints. dockerhost runs fwsync as the systemd unit of the
-repo, so every operation here is what an administrator would type."""
+"""The scenarios' world on the Vagrant machines (vagrant/Vagrantfile), driven over ssh with the
+configuration `vagrant ssh-config` prints. dockerhost and dockerhost2 run fwsync as the systemd
+unit of the repo, so every operation here is what an administrator would type."""
 
 from __future__ import annotations
 
@@ -13,18 +13,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.scenarios.world import PROBE_SCRIPT, Capability, ProbeLog, Role, State, WorldError
+from tests.scenarios.world import (
+    PROBE_SCRIPT,
+    SWARM_RULES,
+    Capability,
+    Node,
+    ProbeLog,
+    Role,
+    State,
+    WorldError,
+)
 
-# dockerhost's address on each client's link (vagrant/Vagrantfile).
-HOST_ADDR: dict[Role, tuple[str, str]] = {
-    "trusted": ("198.51.100.2", "2001:db8:1::2"),
-    "attacker": ("203.0.113.2", "2001:db8:2::2"),
+# Each Docker host's address on each client's link (vagrant/Vagrantfile).
+HOST_ADDR: dict[Node, dict[Role, tuple[str, str]]] = {
+    "dockerhost": {"trusted": ("198.51.100.2", "2001:db8:1::2"),
+                   "attacker": ("203.0.113.2", "2001:db8:2::2")},
+    "dockerhost2": {"trusted": ("198.51.100.3", "2001:db8:1::3"),
+                    "attacker": ("203.0.113.3", "2001:db8:2::3")},
 }
 IMAGE = "fwsync-test/busybox:1"
 # Trap TERM so `docker stop` returns at once (busybox httpd as PID 1 ignores it).
 WEB_CMD = "trap 'exit 0' TERM; httpd -f -p 80 -h /bin & wait"
 REMOTE_PROBE = "/tmp/fwsync-probe.py"
-MACHINES = ("dockerhost", "trusted", "attacker")
+MACHINES = ("dockerhost", "dockerhost2", "trusted", "attacker")
 
 
 def _short(command: str, width: int = 70) -> str:
@@ -34,7 +45,7 @@ def _short(command: str, width: int = 70) -> str:
 
 class VmWorld:
     name = "vagrant"
-    capabilities: frozenset[Capability] = frozenset({"reboot", "systemd", "ipv6"})
+    capabilities: frozenset[Capability] = frozenset({"reboot", "systemd", "ipv6", "swarm"})
 
     def __init__(self, ssh_config: Path, boot_timeout: float = 900.0) -> None:
         self.ssh_config = ssh_config
@@ -61,14 +72,18 @@ class VmWorld:
                              f"{said[-1] if said else '(no output)'}")
         return res
 
-    def sudo(self, script: str, *, timeout: float = 300, check: bool = True
-             ) -> subprocess.CompletedProcess[str]:
-        """A root shell script on dockerhost, sent on stdin (no quoting through ssh)."""
+    def sudo(self, script: str, *, timeout: float = 300, check: bool = True,
+             node: Node = "dockerhost") -> subprocess.CompletedProcess[str]:
+        """A root shell script on a Docker host, sent on stdin (no quoting through ssh)."""
         try:
-            return self.ssh("dockerhost", "sudo sh -s", input="set -e\n" + script, timeout=timeout,
+            return self.ssh(node, "sudo sh -s", input="set -e\n" + script, timeout=timeout,
                             check=check)
         except WorldError as exc:
             raise WorldError(str(exc).replace("`sudo sh -s`", f"`{_short(script)}`")) from None
+
+    def run_on(self, node: Node, script: str, *, check: bool = True, timeout: float = 300
+               ) -> str:
+        return self.sudo(script, node=node, check=check, timeout=timeout).stdout
 
     def _drop_master(self, host: str) -> None:
         subprocess.run(["ssh", "-F", str(self.ssh_config), "-o",
@@ -87,6 +102,10 @@ class VmWorld:
     # ------------------------------------------------------------------ World
 
     def reset(self, *, fwsync: bool) -> None:
+        # A swarm scenario's leftovers (it cleans up itself, unless it failed half-way) first.
+        for node in ("dockerhost2", "dockerhost"):
+            self.sudo("docker swarm leave --force >/dev/null 2>&1 || true\n"
+                      f"rm -f {SWARM_RULES}", node=node)
         self.sudo('ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null\n'
                   "ufw status | grep -q '^Status: active'")
         if fwsync:
@@ -117,8 +136,9 @@ class VmWorld:
         states: list[str] = json.loads(res.stdout)
         return states
 
-    def probe(self, src: Role, ports: list[int], *, v6: bool = False) -> list[State]:
-        addr = HOST_ADDR[src][v6]
+    def probe(self, src: Role, ports: list[int], *, v6: bool = False,
+              node: Node = "dockerhost") -> list[State]:
+        addr = HOST_ADDR[node][src][v6]
         states = self._probe_from(src, [(addr, p) for p in ports], 2.0)
         bad = [s for s in states if s not in ("open", "closed", "filtered")]
         if bad:
@@ -126,11 +146,13 @@ class VmWorld:
         return states  # type: ignore[return-value]
 
     @contextmanager
-    def probing(self, src: Role, port: int, *, v6: bool = False) -> Iterator[ProbeLog]:
+    def probing(self, src: Role, port: int, *, v6: bool = False, node: Node = "dockerhost"
+                ) -> Iterator[ProbeLog]:
         log = ProbeLog(src, port, v6)
         out = f"/tmp/fwsync-loop-{next(self._loops)}.log"
-        pid = self.ssh(src, f"setsid nohup python3 {REMOTE_PROBE} loop {HOST_ADDR[src][v6]} "
-                            f"{port} 0.5 >{out} 2>&1 </dev/null & echo $!").stdout.strip()
+        pid = self.ssh(src, f"setsid nohup python3 {REMOTE_PROBE} loop "
+                            f"{HOST_ADDR[node][src][v6]} {port} 0.5 >{out} 2>&1 </dev/null & "
+                            "echo $!").stdout.strip()
         log.read = lambda: self.ssh(src, f"cat {out}").stdout
         try:
             yield log
@@ -139,9 +161,9 @@ class VmWorld:
             self.ssh(src, f"kill {pid}; sleep 1.5", check=False)
             log.set_lines(self.ssh(src, f"cat {out}").stdout)
 
-    def start_fwsync(self) -> None:
+    def start_fwsync(self, node: Node = "dockerhost") -> None:
         # Type=notify: systemctl returns once the daemon said READY=1 (rules in the kernel).
-        self.sudo("systemctl enable --now fwsync.service")
+        self.sudo("systemctl enable --now fwsync.service", node=node)
 
     def fwsync_running(self) -> bool:
         return self.sudo("systemctl is-active fwsync.service", check=False
@@ -153,21 +175,21 @@ class VmWorld:
     def ufw_reload(self) -> None:
         self.sudo("ufw reload")
 
-    def reboot(self) -> None:
-        before = self.ssh("dockerhost", "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    def reboot(self, node: Node = "dockerhost") -> None:
+        before = self.ssh(node, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
         # Detached and a second later, so this ssh session ends cleanly first.
-        self.sudo("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &")
-        self._drop_master("dockerhost")
+        self.sudo("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &", node=node)
+        self._drop_master(node)
         deadline = time.monotonic() + self.boot_timeout
         while time.monotonic() < deadline:
             time.sleep(3)
-            res = self.ssh("dockerhost", "cat /proc/sys/kernel/random/boot_id", check=False,
+            res = self.ssh(node, "cat /proc/sys/kernel/random/boot_id", check=False,
                            timeout=30)
             if res.returncode == 0 and res.stdout.strip() not in ("", before):
                 return
             if res.returncode != 0:
-                self._drop_master("dockerhost")
-        raise WorldError(f"dockerhost did not come back within {self.boot_timeout:.0f} s")
+                self._drop_master(node)
+        raise WorldError(f"{node} did not come back within {self.boot_timeout:.0f} s")
 
     def unit_times(self, unit: str) -> tuple[float, float]:
         out = self.sudo(f"systemctl show -p InactiveExitTimestampMonotonic "

@@ -16,11 +16,17 @@ from typing import Literal, Protocol
 
 Role = Literal["trusted", "attacker"]
 State = Literal["open", "closed", "filtered"]
+# The Docker hosts: every world has the first; "swarm" worlds have a second one, reachable by
+# both clients, that joins the first in a swarm.
+Node = Literal["dockerhost", "dockerhost2"]
 # Beyond the common operations: "reboot" (a whole machine that boots again), "systemd" (fwsync
-# and dockerd as units), "ipv6" (both clients have IPv6 addresses and Docker publishes over it).
-Capability = Literal["reboot", "systemd", "ipv6"]
+# and dockerd as units), "ipv6" (both clients have IPv6 addresses and Docker publishes over it),
+# "swarm" (two Docker hosts with IPVS: Swarm's routing mesh works).
+Capability = Literal["reboot", "systemd", "ipv6", "swarm"]
 
 PROBE_SCRIPT = Path(__file__).with_name("probe_loop.py")
+# The rules file the swarm scenario adds on every node (and a reset removes again).
+SWARM_RULES = "/etc/fwsync/rules/30-swarm.rules"
 
 
 class ScenarioFailed(AssertionError):
@@ -117,15 +123,20 @@ class World(Protocol):
         """Run a busybox httpd container publishing container port 80 on `host_port` (all host
         addresses, IPv4 and IPv6); return once it answers on its own address."""
 
-    def probe(self, src: Role, ports: list[int], *, v6: bool = False) -> list[State]:
+    def probe(self, src: Role, ports: list[int], *, v6: bool = False,
+              node: Node = "dockerhost") -> list[State]:
         """Connect from `src` to the Docker host's address on `src`'s link, once per port."""
 
-    def probing(self, src: Role, port: int, *, v6: bool = False
+    def probing(self, src: Role, port: int, *, v6: bool = False, node: Node = "dockerhost"
                 ) -> AbstractContextManager[ProbeLog]:
         """Probe in a loop from `src` for as long as the block runs."""
 
-    def start_fwsync(self) -> None:
+    def start_fwsync(self, node: Node = "dockerhost") -> None:
         """Start fwsync's daemon; return once it reports ready (rules in the kernel)."""
+
+    def run_on(self, node: Node, script: str, *, check: bool = True, timeout: float = 300
+               ) -> str:
+        """(capability "swarm") A root shell script on a Docker host; its standard output."""
 
     def fwsync_running(self) -> bool: ...
 
@@ -134,8 +145,8 @@ class World(Protocol):
 
     def ufw_reload(self) -> None: ...
 
-    def reboot(self) -> None:
-        """(capability "reboot") Reboot the Docker host; return once it answers again."""
+    def reboot(self, node: Node = "dockerhost") -> None:
+        """(capability "reboot") Reboot a Docker host; return once it answers again."""
 
     def unit_times(self, unit: str) -> tuple[float, float]:
         """(capability "systemd") When `unit` last left inactive (started activating) and when
@@ -143,16 +154,16 @@ class World(Protocol):
 
 
 def wait_state(world: World, src: Role, port: int, want: State, *, v6: bool = False,
-               timeout: float = 60.0) -> float:
+               timeout: float = 60.0, node: Node = "dockerhost") -> float:
     """Probe until `want`; the seconds it took. WorldError if never."""
     import time
 
     t0 = time.monotonic()
     while True:
-        got = world.probe(src, [port], v6=v6)[0]
+        got = world.probe(src, [port], v6=v6, node=node)[0]
         if got == want:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
-            raise WorldError(f"{src} -> {port}{'/v6' if v6 else ''}: still {got} after "
+            raise WorldError(f"{src} -> {node}:{port}{'/v6' if v6 else ''}: still {got} after "
                              f"{timeout:.0f} s, wanted {want}")
         time.sleep(0.5)

@@ -75,7 +75,7 @@ def test_events_that_do_not(event: dict[str, object]) -> None:
     (ev("network", "create", name="ingress", type="overlay"), "network create ingress", False),
     (ev("network", "destroy", name="ingress", type="overlay"), "network destroy ingress", True),
 ])
-def test_swarm_events_have_docker_asked_in_full(event: dict[str, object], reason: str,
+def test_swarm_events_are_served_as_docker_events(event: dict[str, object], reason: str,
                                                  lazy: bool) -> None:
     t = classify(event, 5.0, 1000.0)
     assert t is not None and t.is_event

@@ -11,7 +11,7 @@ import pytest
 
 from fwsync.backends.base import BackendError
 from fwsync.core.diff import Desired, Plan, State
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
 from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
 from fwsync.daemon.drift import FULL_CHECK_EVERY
@@ -211,3 +211,24 @@ def test_rules_fingerprint_notices_edits(world: World) -> None:
     world.run("rules", "")
     (world.rules / ".20.rules.swp").write_text("xy")
     assert not world.reconciler.rules_changed(), "editor files are not rules"
+
+
+def test_a_worker_notices_a_new_mesh_port_in_its_ingress_chain(world: World) -> None:
+    world.write(GOOD)
+    mesh = frozenset({("tcp", 8088)})
+    world.docker = DockerState(swarm=SwarmNode(manager=False), mesh_chain=mesh)
+    world.run("startup", "")
+    assert not world.reconciler.mesh_changed(lambda: set(mesh))
+    assert world.reconciler.mesh_changed(lambda: {("tcp", 8088), ("tcp", 8089)})
+    assert not world.reconciler.mesh_changed(lambda: None), "unreadable: no news"
+    # The chain has a port the ingress network names no service for yet: look again, but not
+    # on every tick.
+    world.docker = DockerState(swarm=SwarmNode(manager=False), mesh_chain=mesh,
+                               mesh_pending=mesh)
+    world.run("swarm", "")
+    looked = world.reconciler._looked_at
+    assert not world.reconciler.mesh_changed(lambda: set(mesh), now=looked + 1)
+    assert world.reconciler.mesh_changed(lambda: set(mesh), now=looked + 10)
+    world.docker = DockerState(swarm=SwarmNode(manager=True), mesh_chain=None)
+    world.run("swarm", "")
+    assert not world.reconciler.mesh_changed(lambda: {("tcp", 1)}), "managers get events"

@@ -13,6 +13,7 @@ from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
 from fwsync.core.report import exposure_report
 from fwsync.observe.docker import ports_of, ports_of_listed
 from fwsync.observe.swarm import (
+    claimed_ports,
     ingress_chain_ports,
     ingress_network,
     service_ports,
@@ -20,7 +21,6 @@ from fwsync.observe.swarm import (
     worker_service_ports,
 )
 from fwsync.present_report import explain_json, explain_text
-from fwsync.reconcile import choose_backend, mesh_jumps_first, nftables_available
 from fwsync.rules.model import Endpoint
 
 from .helpers import aset, policy, ports, rule
@@ -117,6 +117,11 @@ def test_a_worker_pairs_the_ingress_network_with_the_chain() -> None:
     assert len(notes) == 1 and "services dns-a, dns-b publish it" in notes[0]
 
 
+def test_a_port_in_the_chain_no_service_claims_is_pending() -> None:
+    """The ingress network's gossip can lag the chain: the daemon looks again for those."""
+    assert sorted(claimed_ports(VERBOSE_INGRESS)) == [53, 53, 7777, 7778]
+
+
 def test_a_worker_that_cannot_read_the_chain_resolves_nothing() -> None:
     found, notes = worker_service_ports(VERBOSE_INGRESS, None)
     assert found == [] and len(notes) == 3
@@ -192,21 +197,7 @@ def test_status_and_explain_show_service_ports_through_the_one_matcher() -> None
     assert denied.outcome == "deny"
 
 
-@pytest.mark.parametrize(("version", "old"), [
-    ("20.10.24+dfsg1", True), ("26.1.5+dfsg1", True), ("28.0.0", True), ("28.0.1", False),
-    ("28.5.2+dfsg1", False), ("29.0.0", False), ("", True), ("weird", True)])
-def test_docker_before_28_0_1_puts_the_mesh_jump_above_docker_user(version: str,
-                                                                   old: bool) -> None:
-    assert mesh_jumps_first(version) is old
-
-
-def test_auto_picks_nftables_on_a_swarm_node_whose_docker_jumps_the_mesh_first() -> None:
-    backend, why = choose_backend("auto", DockerState(swarm=MANAGER, version="20.10.24"))
-    if nftables_available():
-        assert backend.name == "nftables" and "a Swarm node" in why
-    else:
-        assert backend.name == "iptables" and "python3-nftables" in why
-    assert choose_backend("auto", DockerState(swarm=MANAGER, version="28.5.2",
-                                              firewall_backend="iptables"))[0].name == "iptables"
-    assert choose_backend("auto", DockerState(version="20.10.24"))[0].name == "iptables"
-    assert choose_backend("iptables", DockerState(swarm=MANAGER))[0].name == "iptables"
+def test_a_node_rejoining_after_a_reboot_is_still_a_swarm_node() -> None:
+    assert swarm_node({"Swarm": {"LocalNodeState": "pending", "ControlAvailable": False}}) \
+        == SwarmNode(manager=False)
+    assert swarm_node({"Swarm": {"LocalNodeState": "error"}}) is None

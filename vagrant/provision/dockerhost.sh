@@ -1,5 +1,5 @@
 #!/bin/sh
-# dockerhost: ufw as a distribution enables it, dockerd as a service, fwsync from the repo
+# dockerhost, dockerhost2: ufw as a distribution enables it, dockerd as a service, fwsync from the repo
 # (/opt/fwsync-src, wheels in /opt/fwsync-wheels) with its systemd unit and the repo's rules/.
 # fwsync's unit is installed but not enabled: the suite's first scenario shows the gotcha
 # before it starts fwsync.
@@ -14,10 +14,12 @@ if [ -n "$missing" ]; then  # public boxes; the local box has them all
 fi
 
 # Docker's networks in documentation ranges, IPv6 published through ip6tables (as tests/lab.py).
+# Local networks (docker_gwbridge among them) take /28s of 203.0.113.128/26; a swarm's overlay
+# networks get 203.0.113.192/26 (`docker swarm init --default-addr-pool`, tests/scenarios).
 mkdir -p /etc/docker
 cat >/etc/docker/daemon.json <<'JSON'
 {"bip": "198.51.100.129/25",
- "default-address-pools": [{"base": "203.0.113.128/25", "size": 28}],
+ "default-address-pools": [{"base": "203.0.113.128/26", "size": 28}],
  "ipv6": true, "fixed-cidr-v6": "2001:db8:d0c::/64", "experimental": true, "ip6tables": true}
 JSON
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -187,7 +188,7 @@ def apply(
             kept = remember_enforced(planned.docker)
             after = diff(chosen.name, planned.plan.desired,
                          chosen.read(planned.plan.desired))
-    except lock.LockTimeout as exc:
+    except lock.LockError as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
@@ -288,7 +289,10 @@ def explain(
     except RulesInvalid as exc:
         _print_diagnostics(exc)
     docker = observe_now()  # what apply builds from, Docker's last answer included
-    result = explain_connection(build_ruleset(policy, docker).ruleset, docker, conn)
+    built = build_ruleset(policy, docker)
+    if built.problems:
+        _print_diagnostics(RulesInvalid(built.problems))
+    result = explain_connection(built.ruleset, docker, conn)
     if fmt is Format.json:
         _emit_json(explain_json(result))
     else:
@@ -314,7 +318,7 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
                         raise  # asked for by name: say what is missing
                     continue  # its tools are not installed: it cannot have written anything
                 removed.update(chosen.remove())
-    except lock.LockTimeout as exc:
+    except lock.LockError as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
@@ -322,7 +326,8 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
         typer.echo("Nothing to remove: fwsync has nothing in the kernel.")
         return
     for key in sorted(removed):
-        typer.echo(_style(f"  - {key}", "red") + f"  ({len(removed[key])} lines)")
+        lines = len(removed[key])  # nftables' remove lists no rule or element (slow): none
+        typer.echo(_style(f"  - {key}", "red") + (f"  ({lines} lines)" if lines else ""))
     typer.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
 
 
@@ -351,15 +356,22 @@ def daemon(
 
     Runs until SIGTERM, then exits 0 and leaves the rules enforced (`fwsync remove` takes them
     out). SIGHUP reloads the rules."""
+    from fwsync import lock
     from fwsync.daemon.logs import setup_logging
     from fwsync.daemon.metrics import parse_address
     from fwsync.daemon.service import DaemonConfig, run_daemon
 
+    if not math.isfinite(drift_interval):  # nan and inf pass typer's min=0.1
+        _fail(f"--drift-interval {drift_interval}: expected a number of seconds, 0.1 or more")
     if metrics_address:
         try:
             parse_address(metrics_address)
         except ValueError as exc:
             _fail(f"--metrics-address {exc}")
+    try:
+        lock.lock_timeout()  # refused now, not at the first reconcile
+    except lock.LockError as exc:
+        _fail(str(exc))
     setup_logging(log_format.value)
     config = DaemonConfig(rules=rules.absolute(), backend=backend.value,
                           drift_interval=drift_interval, metrics_address=metrics_address)
@@ -400,6 +412,8 @@ def doctor(
     from fwsync.doctor.run import doctor_report
     from fwsync.observe.host_facts import DockerUnreachable
 
+    if not math.isfinite(sample):
+        _fail(f"--sample {sample}: expected a number of seconds, 0 or more")
     unknown = sorted(set(ignore or ()) - CHECKS.keys())
     if unknown:
         raise typer.BadParameter(f"no check named {', '.join(unknown)}; "
@@ -463,4 +477,20 @@ def import_ufw(
 
 
 def main() -> None:
-    app()
+    """Bad input gets one line and exit status 1, everywhere: click's usage errors (an unknown
+    option, a value out of range) exited 2 with a framed message, and 2 is what `plan
+    --detailed-exitcode` answers for "there are changes"."""
+    from typer.exceptions import TyperException  # typer's own click raises these
+
+    if len(sys.argv) <= 1:
+        app()  # no command: the help, as typer shows it
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as exc:
+        message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.echo("error: aborted; nothing was changed", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -143,6 +143,8 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
         chosen, why, others = backend, backend.name, ()
     detail = chosen.detect()
     built = build_ruleset(policy, observed)
+    if built.problems:  # too big: refused before the kernel is even read
+        raise RulesInvalid(built.problems)
     desired = chosen.render(built.ruleset)
     current = dict(chosen.read(None if full else desired.state))
     for other in others:

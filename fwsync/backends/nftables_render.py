@@ -554,7 +554,7 @@ def rule_line(rule: dict[str, Any]) -> str:
     return text + (f' comment "{rule["comment"]}"' if rule.get("comment") else "")
 
 
-DORMANT_KEY = f"{FAMILY} {TABLE} table"
+TABLE_KEY = f"{FAMILY} {TABLE} table"
 
 
 def objects_state(objects: Batch) -> dict[str, tuple[str, ...]]:
@@ -562,7 +562,7 @@ def objects_state(objects: Batch) -> dict[str, tuple[str, ...]]:
     state: dict[str, list[str]] = {}
     for obj in objects:
         if "dormant" in obj:  # the backend's marker: no such object is ever rendered
-            state[DORMANT_KEY] = ["flags dormant: the kernel runs none of the table's rules"]
+            state[TABLE_KEY] = ["flags dormant: the kernel runs none of the table's rules"]
         elif "chain" in obj:
             c = obj["chain"]
             head = (f"hook {c['hook']} priority {c.get('prio')} policy {c.get('policy')}"

@@ -12,7 +12,16 @@ from fwsync.core.kernel_text import literal_problem, shown
 from fwsync.core.observed import Bridge, DockerState, PublishedPort
 from fwsync.core.ruleset import L4, AddrSet, Family, KernelRule, Match, Ruleset
 from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry
-from fwsync.rules.model import AddressSet, Endpoint, Network, Policy, PortRange, Rule
+from fwsync.rules.limits import MAX_KERNEL_RULES, count
+from fwsync.rules.model import (
+    AddressSet,
+    Diagnostic,
+    Endpoint,
+    Network,
+    Policy,
+    PortRange,
+    Rule,
+)
 
 # Docker names the default bridge docker0, every user-defined bridge network br-<id> and Swarm's
 # gateway bridge docker_gwbridge; matching those names (not today's list) keeps networks created
@@ -27,6 +36,9 @@ FAMILIES: tuple[Family, ...] = (4, 6)
 class BuildResult:
     ruleset: Ruleset
     notes: tuple[str, ...]  # things the user should know (unresolved containers, Docker down)
+    # Errors that refuse the policy before any kernel call: the rules expand to more kernel
+    # rules than fwsync's limit (limits.MAX_KERNEL_RULES). The ruleset is then incomplete.
+    problems: tuple[Diagnostic, ...] = ()
 
 
 def container_matches(pattern: str, name: str) -> bool:
@@ -101,11 +113,24 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     used_sets: set[tuple[str, Family]] = set()
     rules: list[KernelRule] = []
     seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
+    problems: list[Diagnostic] = []
     for index, rule in enumerate(policy.rules):
+        if problems:
+            break
         if (why := unresolved(rule.dst, docker)) is not None:
             notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
                          "access).")
         for match in expand(rule, docker.ports, set_families):
+            if len(rules) >= MAX_KERNEL_RULES:
+                # Stop here: expanding on (port lists times source ports times bindings) is
+                # what took gigabytes.
+                problems.append(Diagnostic(
+                    file=rule.origin.file, line=rule.origin.line, col=1, severity="error",
+                    message=f"with this rule the rules expand to more than "
+                            f"{count(MAX_KERNEL_RULES)} kernel rules (one per family, protocol, "
+                            "port list item, source port and container binding): fwsync's "
+                            "limit; use fewer ports or a set"))
+                break
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
             kernel_rule = KernelRule(
@@ -126,7 +151,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         bridges=DEFAULT_BRIDGES + named,
         bridge_subnets=subnets,
     )
-    return BuildResult(ruleset=ruleset, notes=tuple(notes))
+    return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
 
 
 def _bridges(bridges: Iterable[Bridge], notes: list[str]

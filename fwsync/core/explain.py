@@ -14,9 +14,11 @@ first rule that matches whatever the open parts are.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Literal
 
+from fwsync.core.kernel_text import shown
 from fwsync.core.matching import IPAddress, Question, candidates, localhost_protected
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.report import through_docker_proxy
@@ -51,12 +53,24 @@ class Connection:
         return f"{self.source}{to} port {self.port}/{self.proto}"
 
 
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit takes Arabic-Indic and ²
+
+
+def _said(text: str) -> str:
+    """What the user wrote, for a one-line message: escaped, and cut when long."""
+    text = shown(text)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
 def _address(text: str, what: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(text.strip("[]"))
+        address = ipaddress.ip_address(text.strip("[]")) if len(text) <= 64 else None
     except ValueError:
-        raise BadQuestion(f"{what} {text!r} is not an IP address (one address, e.g. "
-                          f"198.51.100.7 or 2001:db8::7)") from None
+        address = None
+    if address is None or getattr(address, "scope_id", None):  # fe80::1%eth0: not one address
+        raise BadQuestion(f"{what} {_said(text)} is not an IP address (one address, e.g. "
+                          f"198.51.100.7 or 2001:db8::7)")
+    return address
 
 
 def parse_connection(source: str, hostport: str, to: str | None = None) -> Connection:
@@ -65,13 +79,14 @@ def parse_connection(source: str, hostport: str, to: str | None = None) -> Conne
     number, _, proto = hostport.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in ("tcp", "udp"):
-        raise BadQuestion(f"HOSTPORT {hostport!r}: protocol must be tcp or udp (e.g. 5432/tcp)")
-    if not number.isdigit() or not 1 <= int(number) <= 65535:
-        raise BadQuestion(f"HOSTPORT {hostport!r}: the port must be a number from 1 to 65535 "
+        raise BadQuestion(f"HOSTPORT {_said(hostport)}: protocol must be tcp or udp "
                           "(e.g. 5432/tcp)")
+    if not _PORT.fullmatch(number) or not 1 <= int(number) <= 65535:
+        raise BadQuestion(f"HOSTPORT {_said(hostport)}: the port must be a number from 1 to "
+                          "65535 (e.g. 5432/tcp)")
     dst = _address(to, "--to") if to is not None else None
     if dst is not None and dst.version != src.version:
-        raise BadQuestion(f"--to {to} and SOURCE {source} are of different address families")
+        raise BadQuestion(f"--to {dst} and SOURCE {src} are of different address families")
     l4: L4 = "udp" if proto == "udp" else "tcp"
     return Connection(source=src, port=int(number), proto=l4, to=dst)
 

@@ -241,7 +241,7 @@ class Reconciler:
                 done = steps["apply_ms"] = time.monotonic()
                 desired = self._read_back(planned.backend, plan)
             self.enforced = Enforced(planned.backend, desired, planned.policy)
-        except (BackendError, lock.LockTimeout) as exc:
+        except (BackendError, lock.LockError) as exc:
             return Outcome(result="error", duration=time.monotonic() - t0, error=str(exc),
                            docker_error=self.docker_error, **base)
         out = self._outcome(batch, plan, planned.backend.name, docker, "rules",

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fwsync.readfile import read_limited
+
 DEFAULT_STATE = Path("/run/fwsync/daemon.json")
 FORMAT_VERSION = 1
 
@@ -32,7 +34,7 @@ def write_state(data: dict[str, Any], path: Path | None = None) -> None:
 def read_state(path: Path | None = None) -> dict[str, Any] | None:
     path = path or state_path()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_limited(path, 1 << 20, "the daemon's state file"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from fwsync.importers.ufw import UfwFiles
+from fwsync.readfile import read_limited
 
 USER_RULES, USER6_RULES, UFW_CONF = "user.rules", "user6.rules", "ufw.conf"
 
@@ -27,9 +28,12 @@ def read_ufw_files(ufw_dir: Path, default_file: Path) -> UfwFiles:
         ufw_conf=_read(ufw_dir / UFW_CONF), ufw_conf_name=str(ufw_dir / UFW_CONF))
 
 
+MAX_UFW_FILE_BYTES = 16 << 20  # ufw's own files; a real user.rules is a few kB
+
+
 def _read(path: Path, required: bool = False) -> str | None:
     try:
-        return path.read_bytes().decode("utf-8", "replace")
+        return read_limited(path, MAX_UFW_FILE_BYTES, "a ufw file").decode("utf-8", "replace")
     except FileNotFoundError:
         if not required:
             return None

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from fwsync.core.kernel_text import shown
 from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort, SwarmNode
 from fwsync.observe.swarm import SERVICE_LABEL, ingress_network, observe_swarm, swarm_node
 
@@ -138,7 +139,7 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
     place in a swarm as last seen (the networks show whether it still is in one)."""
     if client is None and (missing := _missing_socket()) is not None:
         # Nothing listens there: say so without importing the SDK (~70 ms of requests & co).
-        return DockerState(error=f"cannot reach Docker at {missing}: no such socket")
+        return DockerState(error=f"cannot reach Docker at {shown(missing)}: no such socket")
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
@@ -157,8 +158,9 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         finally:
             if own:
                 client.close()
-    except (DockerException, RequestException, OSError) as exc:
-        where = os.environ.get("DOCKER_HOST") or "the local socket"
+    except (DockerException, RequestException, OSError, ValueError) as exc:
+        # ValueError: a DOCKER_HOST the SDK cannot even parse (`tcp://[::1`) is unreachable too.
+        where = shown(os.environ.get("DOCKER_HOST") or "the local socket")
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     listed = [ports_of_listed(summary) for summary in containers]
     ports = sorted([p for found in listed for p in found] + list(swarm_view.ports))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fwsync.core.observed import Bridge, DockerState, PublishedPort, SwarmNode
+from fwsync.readfile import read_limited
 
 DEFAULT_MEMORY = Path("/var/lib/fwsync/docker.json")
 FORMAT_VERSION = 1
@@ -60,11 +61,7 @@ def recall(path: Path | None = None) -> DockerState | None:
     format): then fwsync knows nothing of Docker, and says so."""
     path = path or memory_path()
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
-            return None
-        return _state(json.loads(raw))
+        return _state(json.loads(read_limited(path, MAX_BYTES, "fwsync's Docker memory")))
     except (OSError, ValueError, TypeError, KeyError, IndexError):
         return None
 

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
+from fwsync.readfile import read_limited
+from fwsync.rules.limits import (
+    MAX_LIST_FILE_BYTES,
+    MAX_RULES_FILE_BYTES,
+    MAX_TOTAL_BYTES,
+    count,
+)
 from fwsync.rules.model import Diagnostic
 from fwsync.rules.shadow import shadowed
 from fwsync.rules.syntax import ParseResult, parse_sources, quoted
 
 SUFFIX = ".rules"
+
+
+class _Budget:
+    """What the files of one rule set may add up to (limits.MAX_TOTAL_BYTES)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_TOTAL_BYTES
+
+    def take(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise OSError(errno.EFBIG, f"the rule set's files add up to more than "
+                                       f"{count(MAX_TOTAL_BYTES)} bytes, fwsync's limit")
 
 
 def load_rules(path: Path) -> ParseResult:
@@ -17,10 +38,11 @@ def load_rules(path: Path) -> ParseResult:
     files = _rules_files(path)
     if isinstance(files, Diagnostic):
         return ParseResult(policy=None, diagnostics=(files,))
+    budget = _Budget()
     sources: list[tuple[str, str]] = []
     problems: list[Diagnostic] = []
     for display, file in files:
-        text = _read_text(display, file)
+        text = _read_text(display, file, budget)
         if isinstance(text, Diagnostic):
             problems.append(text)
         else:
@@ -28,7 +50,11 @@ def load_rules(path: Path) -> ParseResult:
     if problems:
         # Parsing the others would report every `$NAME` of a set the unread file defines.
         return ParseResult(policy=None, diagnostics=tuple(problems))
-    result = parse_sources(sources, read_list)
+
+    def read_list_counted(list_path: str) -> str:
+        return read_list(list_path, budget)
+
+    result = parse_sources(sources, read_list_counted)
     if not result.ok or result.policy is None:
         return result
     order = {display: index for index, (display, _) in enumerate(sources)}
@@ -37,9 +63,12 @@ def load_rules(path: Path) -> ParseResult:
     return ParseResult(policy=result.policy, diagnostics=tuple(diagnostics))
 
 
-def read_list(path: str) -> str:
+def read_list(path: str, budget: _Budget | None = None) -> str:
     """The callback for `define NAME file PATH`: the parser reports OSError and decode errors."""
-    return Path(path).read_bytes().decode("utf-8")
+    data = read_limited(Path(path), MAX_LIST_FILE_BYTES, "an address list")
+    if budget is not None:
+        budget.take(len(data))
+    return data.decode("utf-8")
 
 
 def _rules_files(path: Path) -> list[tuple[str, Path]] | Diagnostic:
@@ -58,9 +87,10 @@ def _rules_files(path: Path) -> list[tuple[str, Path]] | Diagnostic:
     return [(str(path / name), path / name) for name in names]
 
 
-def _read_text(display: str, file: Path) -> str | Diagnostic:
+def _read_text(display: str, file: Path, budget: _Budget) -> str | Diagnostic:
     try:
-        data = file.read_bytes()
+        data = read_limited(file, MAX_RULES_FILE_BYTES, "a rules file")
+        budget.take(len(data))
     except OSError as e:
         return _problem(display, f"cannot read {quoted(file.name)}: {e.strerror or e}")
     try:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal, cast
 
 from fwsync.core.kernel_text import forbidden_char, rule_iface_problem
 from fwsync.rules.addresses import entry_of, fast_entry
+from fwsync.rules.limits import MAX_ENTRIES, MAX_RULES, MAX_SET_ENTRIES, count
 from fwsync.rules.model import (
     Action,
     AddressSet,
@@ -109,9 +110,17 @@ def tokenize(text: str, line: int) -> Line:
     return Line(tuple(tokens), text[:code_end].strip())
 
 
-def lines(text: str) -> list[str]:
-    """Split on \\n only, so line numbers agree with editors (str.splitlines splits on more)."""
-    return [ln.removesuffix("\r") for ln in text.removeprefix("\ufeff").split("\n")]
+def lines(text: str) -> Iterator[str]:
+    """Split on \\n only, so line numbers agree with editors (str.splitlines splits on more).
+    One line at a time: a 100k-line list is not held a second time as a list of lines."""
+    start = 1 if text.startswith("\ufeff") else 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:].removesuffix("\r")
+            return
+        yield text[start:end].removesuffix("\r")
+        start = end + 1
 
 
 def quoted(text: str) -> str:
@@ -159,6 +168,8 @@ class _State:
     default: tuple[DefaultAction, Origin] | None = None
     protect: dict[str, tuple[bool, Origin]] = field(default_factory=dict)
     lists_read: list[str] = field(default_factory=list)  # `define NAME file PATH`'s paths
+    entry_count: int = 0  # addresses and networks in all sets so far (limits.MAX_ENTRIES)
+    too_many_rules: bool = False  # reported once, at the first rule past limits.MAX_RULES
 
 
 class _Stop(Exception):
@@ -261,6 +272,8 @@ def _define(s: _Statement) -> None:
     else:
         s.state.set_origins[name] = s.origin
     found = _address_file(s) if s.accept("file") is not None else _address_items(s)
+    if found is not None and not _within_limits(s, name_tok, len(found[0])):
+        found = None
     if valid and found is not None:
         entries, spans = found
         s.state.sets[name] = AddressSet(name=name, entries=tuple(entries), origin=s.origin,
@@ -269,6 +282,21 @@ def _define(s: _Statement) -> None:
 
 
 Entries = tuple[list[str], list[Span]]  # canonical CIDR texts, and the same as integers
+
+
+def _within_limits(s: _Statement, at: Token, size: int) -> bool:
+    """A set's size against limits.MAX_SET_ENTRIES and, with the sets before it, MAX_ENTRIES.
+    (A list file stops being read at the line that crosses either: _address_list.)"""
+    s.state.entry_count += size
+    if size > MAX_SET_ENTRIES:
+        s.error(at, f"{count(size)} entries in one set: fwsync's limit is "
+                    f"{count(MAX_SET_ENTRIES)}")
+    elif s.state.entry_count > MAX_ENTRIES:
+        s.error(at, f"the sets so far hold {count(s.state.entry_count)} entries: fwsync's "
+                    f"limit is {count(MAX_ENTRIES)} in all sets together")
+    else:
+        return True
+    return False
 
 
 def _address_items(s: _Statement) -> Entries | None:
@@ -328,6 +356,7 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> Entrie
                 file=display, line=number, col=col, severity="error", message=message)))
 
     clean = forbidden_char(text) is None  # one scan of the whole list, not one per line
+    room = min(MAX_SET_ENTRIES, MAX_ENTRIES - s.state.entry_count)
     for number, raw in enumerate(lines(text), 1):
         if not clean and (bad := forbidden_char(raw)) is not None:
             problem(number, bad[0] + 1, f"{bad[1]} is not allowed in an address list")
@@ -345,6 +374,13 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> Entrie
             else:
                 fast = entry_of(network)
         if fast is not None:
+            if len(entries) >= room:
+                # Reading on would only hold more of what is refused anyway.
+                limit = (f"{count(MAX_SET_ENTRIES)} entries in one set" if room == MAX_SET_ENTRIES
+                         else f"{count(MAX_ENTRIES)} entries in all sets together")
+                problem(number, col, f"entry {count(len(entries) + 1)} of this list is one too "
+                                     f"many: fwsync's limit is {limit}")
+                break
             entries.append(fast[0])
             spans.append(fast[1])
         if len(items) > 1:
@@ -380,6 +416,13 @@ def _rule(s: _Statement) -> None:
     # `allow in on eth0` alone is a rule, as in ufw: all traffic arriving on eth0.
     clauses = _simple(s) if _is_port(s.peek()) else _full(s, lead, has_any=on is not None)
     _check_families(s, clauses)
+    if len(s.state.rules) >= MAX_RULES:
+        if not s.state.too_many_rules:
+            s.state.too_many_rules = True
+            s.error(s.tokens[0], f"more than {count(MAX_RULES)} rules: fwsync's limit (many "
+                                 "rules that differ only in their source belong in a set: "
+                                 "'define NAME file PATH', 'from $NAME')")
+        return
     s.state.rules.append(Rule(
         action=action, iface=iface, proto=clauses.proto, src=clauses.src, dst=clauses.dst,
         comment=clauses.comment, origin=s.origin))

@@ -155,7 +155,7 @@ def test_define_file_missing_or_not_utf8(tmp_path):
     assert texts(tmp_path) == [
         f"{a}:1:15: error: cannot read 'x.txt': No such file or directory",
         f"{a}:2:15: error: 'y.txt' is not UTF-8 text (byte 0xff at offset 9)",
-        f"{a}:3:15: error: cannot read '.': Is a directory",
+        f"{a}:3:15: error: cannot read '.': not a regular file (a directory)",
     ]
 
 
@@ -185,13 +185,15 @@ def test_the_repository_rules_directory_is_valid():
 
 
 def test_unreadable_file_even_as_root(tmp_path, monkeypatch):
+    import fwsync.rules.load as load
+
     f = write(tmp_path / "a.rules", "allow 80\n")
-    real = Path.read_bytes
+    real = load.read_limited
 
-    def read_bytes(self: Path) -> bytes:
-        if self == f:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def read_limited(path: Path, limit: int, what: str) -> bytes:
+        if path == f:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, limit, what)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(load, "read_limited", read_limited)
     assert texts(tmp_path) == [f"{f}:1:1: error: cannot read 'a.rules': Permission denied"]

@@ -661,3 +661,36 @@ def check_result(result: ParseResult) -> None:
         assert d.line >= 1 and d.col >= 1
     keys = [(d.line, d.col) for d in result.diagnostics if d.file == F]
     assert keys == sorted(keys)
+
+
+def test_one_rule_past_the_limit_is_one_error_at_its_line():
+    from fwsync.rules.limits import MAX_RULES
+
+    text = "".join(f"deny from 2001:db8::{i:x}\n" for i in range(MAX_RULES + 5))
+    result = parse(text)
+    assert [(d.line, d.col) for d in result.diagnostics] == [(MAX_RULES + 1, 1)]
+    assert result.diagnostics[0].message.startswith("more than 10,000 rules: fwsync's limit")
+
+
+def test_a_list_past_the_set_limit_stops_at_the_line_that_crosses_it():
+    from fwsync.rules.limits import MAX_SET_ENTRIES
+
+    listed = "# header\n" + "".join(f"2001:db8::{i >> 16:x}:{i & 0xffff:x}\n"
+                                     for i in range(MAX_SET_ENTRIES + 3))
+    result = parse_sources([(F, "define big file big.list\ndeny from $big\n")],
+                           lambda _path: listed)
+    assert [(d.file, d.line, d.col) for d in result.diagnostics] == [
+        ("big.list", MAX_SET_ENTRIES + 2, 1)]
+    assert "entry 100,001 of this list is one too many" in result.diagnostics[0].message
+
+
+def test_sets_together_have_a_limit_and_an_inline_list_counts_too():
+    from fwsync.rules.limits import MAX_ENTRIES, MAX_SET_ENTRIES
+
+    first = "".join(f"2001:db8::{i >> 16:x}:{i & 0xffff:x}\n" for i in range(MAX_SET_ENTRIES))
+    inline = ", ".join(f"2001:db9::{i >> 16:x}:{i & 0xffff:x}"
+                       for i in range(MAX_ENTRIES - MAX_SET_ENTRIES + 1))
+    result = parse_sources([(F, f"define a file a.list\ndefine b {inline}\n")],
+                           lambda _path: first)
+    assert [(d.line, d.col) for d in result.diagnostics] == [(2, 8)]
+    assert "limit is 150,000 in all sets together" in result.diagnostics[0].message

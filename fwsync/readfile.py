@@ -1,0 +1,41 @@
+"""Reading a file that a user or the environment names, safely: only a regular file, never
+blocking, never more than a limit. (A named pipe given as a rules path hung every command
+forever; /dev/zero as an address list would have filled memory.)"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, at most `limit` of them; OSError (with a strerror that says what
+    is wrong) otherwise. Opened without blocking and checked before reading: a named pipe given
+    as a rules path hung every command forever, /dev/zero would never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_kind(info.st_mode)})")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, fwsync's limit for "
+                                   f"{what}")
+    return b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a plain file"

@@ -309,11 +309,15 @@ class NftablesBackend:
         """The table goes in one transaction, without listing it first: libnftables fetches
         every set element for `list table`, `list tables` and `list sets` alike (with a
         250k-element set ~10 s each; `remove` of a million took minutes), `list chains` not."""
+        tables = inet_table_flags()
+        if tables is not None and TABLE not in tables:
+            return {}
         listed = self._cmd([{"list": {"chains": {"family": FAMILY}}}], f"list chains {FAMILY}")
         chains = [o["chain"]["name"] for o in listed.get("nftables", [])
                   if o.get("chain", {}).get("table") == TABLE]
         # Adding the table first makes the delete a no-op when there is none; a table another
         # program owns (`flags owner`) is refused by the kernel itself.
         self._cmd(delete_batch(), f"deleting table {FAMILY} {TABLE}")
-        return {key: () for key in (*(chain_key(c) for c in chains), TABLE_KEY)} \
-            if chains else {}
+        if tables is None and not chains:
+            return {}  # no netlink answer, and no chain of fwsync's: nothing was there
+        return {key: () for key in (*(chain_key(c) for c in chains), TABLE_KEY)}

@@ -66,6 +66,15 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     """The backend to use and why. `auto` follows Docker's own firewall."""
     if name != "auto":
         return _new(name), f"--backend {name}"
+    if _ipv6_preempted():
+        why = ("auto: Docker writes its IPv6 rules without a DOCKER-USER chain (20.10 with "
+               "--ip6tables) and puts them above any jump of fwsync's at every start and new "
+               "network; fwsync's nftables table runs before every iptables chain")
+        if nftables_available():
+            return _new("nftables"), why
+        return _new("iptables"), (f"{why}, but this Python cannot import libnftables' bindings "
+                                  "(python3-nftables): iptables, whose IPv6 jump Docker "
+                                  "overtakes until the next apply (the daemon: a drift tick)")
     if docker.firewall_backend:
         chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
         return _new(chosen), f"auto: Docker reports its firewall backend is " \

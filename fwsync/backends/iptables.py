@@ -234,6 +234,19 @@ class IptablesBackend:
             return "nft", "iptables-nft: Docker's (or fwsync's) chains are there"
         return "nft", "iptables-nft: no Docker chains yet; nf_tables is the system's default"
 
+    def docker_ipv6_without_user_chain(self) -> bool:
+        """Docker writes ip6tables rules (its DOCKER chain is there) but has no DOCKER-USER
+        chain there (20.10 with --ip6tables; ip6tables' DOCKER-USER came with 23.0). Then
+        fwsync can only jump from FORWARD itself, and Docker inserts its own rules above that
+        jump at every start and for every new network: a published IPv6 port is open until the
+        next apply, whatever the daemon does in between."""
+        if self.variant == "legacy":
+            names = Path("/proc/net/ip6_tables_names")  # reading a missing table creates it
+            if not (names.exists() and "filter" in names.read_text().split()):
+                return False
+        chains = parse_save(self._run([_tool(6, self.variant, "-save"), "-t", "filter"])).chains
+        return "DOCKER" in chains and DOCKER_USER not in chains
+
     @property
     def variant(self) -> str:
         self.detect()

@@ -79,9 +79,11 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
         chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
         return _new(chosen), f"auto: Docker reports its firewall backend is " \
                              f"{docker.firewall_backend}"
-    if docker.error is None:
+    if docker.error is None and not (docker.stale is not None and docker.seen_at is None):
         return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
                                   "(it reports no firewall backend)").replace("  ", " ")
+    # Docker cannot be asked and has never answered (a memory that knows nothing): what fwsync
+    # enforces now decides, as it always did.
     nft = NftablesBackend()
     if _holds_objects(nft):
         return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"

@@ -103,6 +103,10 @@ NFTABLES_EDITS: dict[str, Edit] = {
     "forward chain flushed": lambda lab: sh(lab, f"{NFT} flush chain inet fwsync forward"),
     "base chain policy drop": lambda lab: sh(
         lab, f"{NFT} add chain inet fwsync forward '{{ policy drop; }}'"),
+    "base chain re-made on the input hook": lambda lab: sh(
+        lab, f"{NFT} flush chain inet fwsync forward",
+        f"{NFT} delete chain inet fwsync forward",
+        f"{NFT} add chain inet fwsync forward '{{ type filter hook input priority 0; }}'"),
     "base chain re-made after Docker's": lambda lab: sh(
         lab, f"{NFT} flush chain inet fwsync forward",
         f"{NFT} delete chain inet fwsync forward",
@@ -200,6 +204,6 @@ def test_the_daemon_repairs_a_deleted_set_element(
         # The repair must hold: no drift found again once it is done.
         settled = len(daemon.reconciles())
         assert lab.attacker.probe(5432) == "filtered"
-        assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules,
-                          env=daemon.env).returncode == 0
+        assert run_fwsync(lab, "plan", "--detailed-exitcode", "--backend", backend,
+                          rules=rules, env=daemon.env).returncode == 0
         assert not any(r.get("drift") for r in daemon.reconciles()[settled:])

@@ -66,7 +66,11 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     """The backend to use and why. `auto` follows Docker's own firewall."""
     if name != "auto":
         return _new(name), f"--backend {name}"
-    if _ipv6_preempted():
+    if docker.firewall_backend:
+        chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
+        return _new(chosen), f"auto: Docker reports its firewall backend is " \
+                             f"{docker.firewall_backend}"
+    if _ipv6_preempted():  # Docker before 28.1 does not report its firewall backend
         why = ("auto: Docker writes its IPv6 rules without a DOCKER-USER chain (20.10 with "
                "--ip6tables) and puts them above any jump of fwsync's at every start and new "
                "network; fwsync's nftables table runs before every iptables chain")
@@ -75,10 +79,6 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
         return _new("iptables"), (f"{why}, but this Python cannot import libnftables' bindings "
                                   "(python3-nftables): iptables, whose IPv6 jump Docker "
                                   "overtakes until the next apply (the daemon: a drift tick)")
-    if docker.firewall_backend:
-        chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
-        return _new(chosen), f"auto: Docker reports its firewall backend is " \
-                             f"{docker.firewall_backend}"
     if docker.error is None and not (docker.stale is not None and docker.seen_at is None):
         return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
                                   "(it reports no firewall backend)").replace("  ", " ")
@@ -88,6 +88,21 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
     if _holds_objects(nft):
         return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"
     return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
+
+
+def _ipv6_preempted() -> bool:
+    try:
+        return IptablesBackend().docker_ipv6_without_user_chain()
+    except BackendError:
+        return False  # no iptables to read: nothing of Docker's to be overtaken by either
+
+
+def nftables_available() -> bool:
+    try:
+        import nftables  # noqa: F401  # Debian's python3-nftables
+    except ImportError:
+        return False
+    return True
 
 
 def select_backend(name: str) -> Backend:

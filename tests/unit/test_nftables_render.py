@@ -114,13 +114,24 @@ def test_listing_shapes_format_like_rendered_ones():
     }
 
 
-def test_auto_follows_what_docker_reports():
+def test_auto_follows_what_docker_reports(monkeypatch: pytest.MonkeyPatch):
+    import fwsync.reconcile
+
     backend, why = choose_backend("auto", DockerState(firewall_backend="nftables"))
     assert backend.name == "nftables" and "nftables" in why
     backend, why = choose_backend("auto", DockerState(firewall_backend="iptables"))
     assert backend.name == "iptables"
+    # What the kernel shows of Docker's IPv6 rules (read from ip6tables): no kernel here.
+    monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: False)
     backend, why = choose_backend("auto", DockerState(version="20.10.24"))
     assert backend.name == "iptables" and "20.10.24" in why
+    monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: True)
+    backend, why = choose_backend("auto", DockerState(version="20.10.24"))
+    assert backend.name == "nftables"
+    assert why.startswith("auto: Docker writes its IPv6 rules without a DOCKER-USER chain")
+    # Docker 28.1+ says which firewall it writes, and has an IPv6 DOCKER-USER: no guessing.
+    assert choose_backend("auto", DockerState(firewall_backend="iptables"))[0].name == \
+        "iptables"
     assert choose_backend("nftables", DockerState(firewall_backend="iptables"))[0].name == \
         "nftables"
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
+from functools import partial
+from itertools import repeat
 
 from fwsync.rules.model import Network, Span
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _BITS = {4: 32, 6: 128}
+_from_big = partial(int.from_bytes, byteorder="big")
 
 
 def fast_entry(text: str) -> tuple[str, Span] | None:
@@ -53,6 +56,70 @@ def fast_entry(text: str) -> tuple[str, Span] | None:
     return f"{canonical}/{plen}", (version, low, plen)
 
 
+def bulk_entries(text: str) -> tuple[list[str], list[Span]] | None:
+    """Every entry of an address list at once (what fast_entry gives for each line), when each
+    line is blank, a comment, or one plain entry with an optional comment after it; None when any
+    line is not, and the caller goes line by line, which locates each problem.
+
+    fast_entry's checks, made on whole columns by C functions (`map` over inet_pton and
+    inet_ntop) instead of a Python call per line: ~1 µs an entry instead of ~2.5."""
+    if not text.isascii():
+        return None  # a BOM, non-ASCII whitespace or letters: the line path decides
+    lines = text.split("\n")
+    if "#" in text:
+        lines = [line.partition("#")[0] for line in lines]
+    tokens = [t for t in map(str.strip, lines) if t]
+    if len(" ".join(tokens).split()) != len(tokens):
+        return None  # two words on a line (or a stray \r): the line path says where
+    six = [":" in t for t in tokens]
+    if all(six) or not any(six):
+        return _bulk_family(tokens, 6 if six[:1] == [True] else 4)
+    entries: list[str] = [""] * len(tokens)
+    spans: list[Span] = [(0, 0, 0)] * len(tokens)
+    for version in (4, 6):
+        index = [i for i, is6 in enumerate(six) if is6 == (version == 6)]
+        got = _bulk_family([tokens[i] for i in index], version)
+        if got is None:
+            return None
+        for i, entry, span in zip(index, *got, strict=True):
+            entries[i], spans[i] = entry, span
+    return entries, spans
+
+
+def _bulk_family(tokens: list[str], version: int) -> tuple[list[str], list[Span]] | None:
+    """bulk_entries for tokens of one family (by the presence of ':'), in order."""
+    parts = [t.partition("/") for t in tokens]
+    addrs = [p[0] for p in parts]
+    if version == 6 and "." in "".join(addrs):
+        return None  # ::ffff:192.0.2.1 and friends: ipaddress prints them its own way
+    family = _AF[version]
+    try:
+        packed = list(map(partial(socket.inet_pton, family), addrs))
+    except (OSError, ValueError):
+        return None
+    canonical = list(map(partial(socket.inet_ntop, family), packed))
+    if version == 4 and canonical != addrs:
+        return None  # leading zeros and the like: ipaddress's rules decide
+    lows = list(map(_from_big, packed))
+    bits = _BITS[version]
+    if version == 6 and any((low >> 32) in (0, 0xFFFF) for low in lows):
+        return None  # ::a.b.c.d / ::ffff:a.b.c.d: inet_ntop writes the IPv4 part dotted
+    plens = [bits] * len(tokens)
+    if any(p[1] for p in parts):
+        for i, (_addr, slash, plen_text) in enumerate(parts):
+            if not slash:
+                continue
+            # Plain decimal only, as fast_entry (the text is ASCII: isdigit is 0-9 here).
+            if not plen_text.isdigit() or len(plen_text) > 3 or (
+                    len(plen_text) > 1 and plen_text[0] == "0"):
+                return None
+            plen = plens[i] = int(plen_text)
+            if plen > bits or lows[i] & ((1 << (bits - plen)) - 1):
+                return None  # too long, or host bits set: ipaddress says so
+    entries = [f"{c}/{p}" for c, p in zip(canonical, plens, strict=True)]
+    return entries, list(zip(repeat(version), lows, plens, strict=False))
+
+
 def entry_of(network: Network) -> tuple[str, Span]:
     return str(network), (network.version, int(network.network_address), network.prefixlen)
 
@@ -67,12 +134,12 @@ def disjoint_entries(entries: Iterable[str], spans: Iterable[Span], family: int
                      ) -> tuple[str, ...]:
     """The entries of one family, sorted, merged so that no two overlap (an interval set in the
     kernel refuses overlaps). Canonical CIDR text, as `str(ipaddress.ip_network)` gives it."""
-    pairs = sorted(((s[1], s[2]), e) for e, s in zip(entries, spans, strict=True)
-                   if s[0] == family)
+    # Spans sort by (family, address, prefix length): one family's are in that order too.
+    pairs = sorted(p for p in zip(spans, entries, strict=True) if p[0][0] == family)
     bits = _BITS[family]
     last = -1
     disjoint = True
-    for (low, plen), _entry in pairs:
+    for (_family, low, plen), _entry in pairs:
         if low <= last:
             disjoint = False
             break
@@ -80,6 +147,6 @@ def disjoint_entries(entries: Iterable[str], spans: Iterable[Span], family: int
     if disjoint:
         # The usual case for a big list: collapsing (slow for 10k networks) would only merge
         # neighbours, and the kernel takes those as they are.
-        return tuple(e for _key, e in pairs)
-    nets = [ipaddress.ip_network(e) for _key, e in pairs]
+        return tuple(e for _span, e in pairs)
+    nets = [ipaddress.ip_network(e) for _span, e in pairs]
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets))  # type: ignore[type-var]

@@ -19,7 +19,7 @@ from pathlib import PurePath
 from typing import Literal, cast
 
 from fwsync.core.kernel_text import forbidden_char, rule_iface_problem
-from fwsync.rules.addresses import entry_of, fast_entry
+from fwsync.rules.addresses import bulk_entries, entry_of, fast_entry
 from fwsync.rules.limits import MAX_ENTRIES, MAX_RULES, MAX_SET_ENTRIES, count
 from fwsync.rules.model import (
     Action,
@@ -278,7 +278,7 @@ def _define(s: _Statement) -> None:
         entries, spans = found
         s.state.sets[name] = AddressSet(name=name, entries=tuple(entries), origin=s.origin,
                                         spans=tuple(spans))
-        s.state.set_families[name] = frozenset(span[0] for span in spans)
+        s.state.set_families[name] = frozenset({span[0] for span in spans})
 
 
 Entries = tuple[list[str], list[Span]]  # canonical CIDR texts, and the same as integers
@@ -357,6 +357,8 @@ def _address_list(s: _Statement, path: Token, display: str, text: str) -> Entrie
 
     clean = forbidden_char(text) is None  # one scan of the whole list, not one per line
     room = min(MAX_SET_ENTRIES, MAX_ENTRIES - s.state.entry_count)
+    if clean and (bulk := bulk_entries(text)) is not None and len(bulk[0]) <= room:
+        return bulk  # every line plain and within the limits: no problem to locate
     for number, raw in enumerate(lines(text), 1):
         if not clean and (bad := forbidden_char(raw)) is not None:
             problem(number, bad[0] + 1, f"{bad[1]} is not allowed in an address list")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwsync.core.build import split_cidrs
-from fwsync.rules.addresses import disjoint_entries, fast_entry
+from fwsync.rules.addresses import bulk_entries, disjoint_entries, fast_entry
 from fwsync.rules.syntax import parse_sources
 
 pytestmark = pytest.mark.unit
@@ -88,3 +88,45 @@ def test_a_list_file_parses_as_ipaddress_reads_it(nets):
         want = _split_reference(nets, family)
         assert disjoint_entries(got.entries, got.spans, family) == want
         assert split_cidrs([str(n) for n in nets], family) == want
+
+
+def _line_by_line(text: str) -> tuple[list[str], list[tuple[int, int, int]]] | None:
+    """What the parser's line path makes of a list: each line's first word through fast_entry,
+    else ipaddress; None when any line has a problem."""
+    entries, spans = [], []
+    for raw in text.split("\n"):
+        items = raw.split("#", 1)[0].split()
+        if not items:
+            continue
+        if len(items) > 1:
+            return None
+        got = fast_entry(items[0]) or _reference(items[0])
+        if got is None:
+            return None
+        entries.append(got[0])
+        spans.append(got[1])
+    return entries, spans
+
+
+_list_lines = st.one_of(
+    networks.flatmap(lambda n: st.sampled_from(_spellings(n))),
+    st.sampled_from(["", "   ", "# a comment", "\t", "1.2.3.4 # why", "2001:db8::1 5.6.7.8",
+                     "::ffff:1.2.3.4", "2001:db8::1/64", "x", "1.2.3.4/33", "٨.1.1.1"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_list_lines, max_size=40))
+def test_bulk_entries_equal_the_line_path_or_step_aside(lines):
+    text = "\n".join(lines)
+    bulk = bulk_entries(text)
+    if bulk is not None:
+        assert bulk == _line_by_line(text), text
+
+
+def test_a_plain_list_takes_the_bulk_path():
+    hosts = [f"2001:db8::{i:x}" for i in range(1, 500)] + [f"198.51.100.{i}" for i in range(99)]
+    text = "# allowlist\n" + "\n".join([*hosts, "203.0.113.0/24  # office", "", "2001:db8:1::/48"])
+    bulk = bulk_entries(text + "\n")
+    assert bulk is not None and bulk == _line_by_line(text)
+    assert bulk[0][0] == "2001:db8::1/128" and bulk[0][-1] == "2001:db8:1::/48"
+    assert bulk_entries(text + "\n10.0.0.1 10.0.0.2\n") is None, "two on a line: located"

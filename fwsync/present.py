@@ -29,13 +29,18 @@ def _change_lines(change: Change, style: Style) -> Iterable[str]:
     sign, colour = _SIGNS[change.op]
     yield style(f"  {sign} {change.key}", colour) + f"  ({change.op})"
     shown = 0
-    for mark, lines, col in (("-", change.removed, "red"), ("+", change.added, "green")):
+    removed = change.removed
+    if change.not_listed:
+        yield style("      - (its elements were not read: a set of 1,000 or more that a new set "
+                    "replaces is deleted whole; `--full` lists them)", "red")
+        removed = ()
+    for mark, lines, col in (("-", removed, "red"), ("+", change.added, "green")):
         for line in lines:
             if shown == MAX_SHOWN:
                 break
             yield style(f"      {mark} {line}", col)
             shown += 1
-    hidden = len(change.added) + len(change.removed) - shown
+    hidden = len(change.added) + len(removed) - shown
     if hidden > 0:
         yield f"      ... and {hidden} more (see --format json)"
 
@@ -65,14 +70,18 @@ def plan_json(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = ()) -> d
         "format_version": JSON_FORMAT_VERSION,
         "backend": plan.backend,
         "backend_reason": reason,
-        "changes": [
-            {"object": c.key, "action": c.op, "add": list(c.added), "remove": list(c.removed)}
-            for c in plan.changes
-        ],
+        "changes": [_change_json(c) for c in plan.changes],
         "summary": plan.counts,
         "notes": list(plan.notes),
         "warnings": [w.as_dict() for w in warnings],
     }
+
+
+def _change_json(c: Change) -> dict[str, Any]:
+    if c.not_listed:
+        return {"object": c.key, "action": c.op, "add": list(c.added), "remove": [],
+                "not_listed": True}
+    return {"object": c.key, "action": c.op, "add": list(c.added), "remove": list(c.removed)}
 
 
 def _binding(port: PublishedPort) -> str:

@@ -23,9 +23,11 @@ from fwsync.backends.nftables_render import (
     chain_heads,
     chain_key,
     cleanup_batch,
+    content_base,
     delete_batch,
     is_meter,
     objects_state,
+    replaced_by,
     set_key,
     set_key_names,
     staging_batch,
@@ -33,7 +35,7 @@ from fwsync.backends.nftables_render import (
     table_objects,
     writable_objects,
 )
-from fwsync.core.diff import Desired, Plan, State
+from fwsync.core.diff import NOT_LISTED, Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, NftBaseChain, nftables_reach
 from fwsync.core.ruleset import Ruleset
 
@@ -192,7 +194,9 @@ class NftablesBackend:
             return {}
         if desired is None:
             desired = {}  # trust nothing: every set is listed below
+        replacing = replaced_by(desired)
         trusted: list[str] = []
+        unlisted: list[str] = []
         complete: list[dict[str, Any]] = []
         for o in objects:
             key = set_key(o["set"]["name"], o["set"]["type"]) if "set" in o else None
@@ -205,11 +209,18 @@ class NftablesBackend:
                 # (desired=None) is for: nftables cannot count them without listing them.
                 trusted.append(key)
                 complete.append(o)
+            elif key not in desired and content_base(o["set"]) in replacing:
+                # A set nothing desires, of a define whose new content (LIST_BELOW elements
+                # or more) is a new set: the plan deletes it whole and apply deletes it by
+                # name. Listing it would only print its elements (~1.2 s of CPU for 100k).
+                unlisted.append(key)
+                complete.append(o)
             else:
                 complete.append(self._set(o["set"]["name"]))
         state = dict(objects_state(complete))
         state.update((key, desired[key]) for key in trusted)
-        if len(trusted) < sum(1 for o in objects if "set" in o):
+        state.update((key, (NOT_LISTED,)) for key in unlisted)
+        if len(trusted) + len(unlisted) < sum(1 for o in objects if "set" in o):
             self._release()  # some elements were listed
         return state
 

@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fwsync.backends.base import LIST_BELOW
 from fwsync.core.build import split_cidrs
 from fwsync.core.kernel_text import checked_iface, comment_text
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
@@ -388,6 +389,32 @@ def writable_objects(listed: Batch) -> Batch:
             body["flags"] = [f for f in body.get("flags", []) if f != "dynamic"]
         objects.append({kind: body})
     return objects
+
+
+def content_base(s: dict[str, Any]) -> tuple[str, str] | None:
+    """(the name without its content digest, the type) of a set: what a set rendered from the
+    same define (or the same merged rule) keeps when its content changes. None for a name
+    _content_name did not make."""
+    base, sep, digest = str(s.get("name", "")).rpartition("_")
+    if not sep or len(digest) != 8 or not all(c in "0123456789abcdef" for c in digest):
+        return None
+    return base, str(s.get("type"))
+
+
+def replaced_by(desired: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
+    """content_base → element count of the big sets (LIST_BELOW or more) desired holds, from
+    their state keys: a set in the kernel with the same base but another digest is the one
+    such a set replaces."""
+    prefix = f"{FAMILY} {TABLE} set "
+    out: dict[tuple[str, str], int] = {}
+    for key, lines in desired.items():
+        if not key.startswith(prefix) or len(lines) < LIST_BELOW:
+            continue
+        name, _, kind = key[len(prefix):].partition(" (")
+        base = content_base({"name": name, "type": kind.removesuffix(")")})
+        if base is not None and "," not in base[1]:  # not a limit's per-source set
+            out[base] = len(lines)
+    return out
 
 
 def _content_name(definition: dict[str, Any]) -> str:

@@ -16,6 +16,12 @@ from typing import Literal
 State = Mapping[str, tuple[str, ...]]
 Op = Literal["create", "update", "delete"]
 
+# The one line a read gives for a set it did not list: a big set whose name is the digest of
+# content nothing desires any more, next to the set that replaces it (Backend.read). The plan
+# deletes it whole, so its elements are not needed to plan or apply, only to print. No kernel
+# line looks like it (elements and rules never start with a parenthesis).
+NOT_LISTED = "(elements not listed)"
+
 
 @dataclass(frozen=True)
 class Change:
@@ -23,6 +29,11 @@ class Change:
     op: Op
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+
+    @property
+    def not_listed(self) -> bool:
+        """A set deleted whole whose elements the read did not list (NOT_LISTED)."""
+        return self.removed == (NOT_LISTED,)
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class Plan:
     def counts(self) -> dict[str, int]:
         return {
             "add": sum(len(c.added) for c in self.changes),
-            "remove": sum(len(c.removed) for c in self.changes),
+            "remove": sum(len(c.removed) for c in self.changes if not c.not_listed),
             "objects": len(self.changes),
         }
 

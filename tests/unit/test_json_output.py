@@ -2,9 +2,9 @@
 
 import pytest
 
-from fwsync.core.diff import diff
+from fwsync.core.diff import NOT_LISTED, diff
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.present import plan_json, status_json
+from fwsync.present import plan_json, plan_text, status_json
 from fwsync.rules.model import Endpoint
 
 from .helpers import aset, policy, ports, rule
@@ -42,3 +42,18 @@ def test_status_json_shape():
     assert port["governed"] is True and [w["kind"] for w in port["warnings"]] == ["wide-binding"]
     assert port["service"] is None and port["mode"] is None, "a container's own -p"
     assert doc["warnings"] == []
+
+
+def test_a_set_deleted_without_being_listed_says_so() -> None:
+    """A big nftables set that a new one replaces is not read (Backend.read): the plan shows
+    it deleted, says its elements were not read, and counts none of them as lines."""
+    old, new = "inet fwsync set big_v6_0000aaaa (ipv6_addr)", "inet fwsync set big_v6_1111bbbb (ipv6_addr)"
+    plan = diff("nftables", {new: ("2001:db8::1", "2001:db8::2")}, {old: (NOT_LISTED,)})
+    doc = plan_json(plan, "why")
+    assert doc["changes"] == [
+        {"object": old, "action": "delete", "add": [], "remove": [], "not_listed": True},
+        {"object": new, "action": "create", "add": ["2001:db8::1", "2001:db8::2"], "remove": []}]
+    assert doc["summary"] == {"add": 2, "remove": 0, "objects": 2}
+    text = plan_text(plan, "why")
+    assert NOT_LISTED not in text and "elements were not read" in text and "--full" in text
+    assert "Plan: 2 to add, 0 to remove, in 2 object(s)." in text

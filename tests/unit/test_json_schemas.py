@@ -13,7 +13,7 @@ from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render as render_nftables
 from fwsync.cli import app
 from fwsync.core.build import build_ruleset
-from fwsync.core.diff import diff
+from fwsync.core.diff import NOT_LISTED, diff
 from fwsync.core.explain import explain, parse_connection
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.daemon.state import read_state, write_state
@@ -86,6 +86,11 @@ def test_plan_output(backend: str) -> None:
     warnings = load_rules(REPO_RULES).diagnostics
     assert_valid("plan", plan_json(diff(backend, desired, stale), "auto: ...", warnings))
     assert_valid("plan", plan_json(diff(backend, desired, desired), "auto: ..."))
+    if backend == "nftables":  # a big set replaced whole, not read
+        unread = {**desired, "inet fwsync set office_v4_0123abcd (ipv4_addr)": (NOT_LISTED,)}
+        doc = plan_json(diff(backend, desired, unread), "auto: ...")
+        assert doc["changes"][0]["not_listed"] is True
+        assert_valid("plan", doc)
 
 
 def test_status_output(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def test_status_json_shape():
 def test_a_set_deleted_without_being_listed_says_so() -> None:
     """A big nftables set that a new one replaces is not read (Backend.read): the plan shows
     it deleted, says its elements were not read, and counts none of them as lines."""
-    old, new = "inet fwsync set big_v6_0000aaaa (ipv6_addr)", "inet fwsync set big_v6_1111bbbb (ipv6_addr)"
+    old = "inet fwsync set big_v6_0000aaaa (ipv6_addr)"
+    new = "inet fwsync set big_v6_1111bbbb (ipv6_addr)"
     plan = diff("nftables", {new: ("2001:db8::1", "2001:db8::2")}, {old: (NOT_LISTED,)})
     doc = plan_json(plan, "why")
     assert doc["changes"] == [

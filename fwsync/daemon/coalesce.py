@@ -9,7 +9,11 @@ A trigger only says that something may have changed. What matters is *when* to r
   burst, not 30;
 - lazy triggers (events that never change what is published on their own, such as `network
   connect`, which precedes every `start`) wait `lazy_delay` and are usually absorbed by the
-  reconcile of the event they come with;
+  reconcile of the event they come with. When one is served alone (on a busy machine a
+  `start` can come more than `lazy_delay` after its `connect`), that reconcile is `min_interval`
+  after the last one that served events, but it does not hold back the urgent event that
+  follows it: a `start` waits only for the last reconcile that served an urgent event (a
+  `start` after a quiet spell waited up to a second behind its own `connect`);
 - triggers that are not Docker events (rules edited, SIGHUP, drift, a retry) are never held back
   by `min_interval`: they are rare and the user is waiting for them.
 """
@@ -80,14 +84,16 @@ class Coalescer:
     min_interval: float = MIN_INTERVAL
     pending: list[Trigger] = field(default_factory=list)
     last_start: float | None = None  # of the last batch that served Docker events
+    last_urgent: float | None = None  # of the last batch that served an urgent one
 
     def add(self, trigger: Trigger) -> None:
         self.pending.append(trigger)
 
     def _due_one(self, t: Trigger) -> float:
         due = t.at + (self.lazy_delay if t.lazy else self.settle)
-        if t.is_event and self.last_start is not None:
-            due = max(due, self.last_start + self.min_interval)
+        since = self.last_start if t.lazy else self.last_urgent
+        if t.is_event and since is not None:
+            due = max(due, since + self.min_interval)
         return due
 
     def due(self) -> float | None:
@@ -103,4 +109,6 @@ class Coalescer:
         self.pending.clear()
         if any(t.is_event for t in batch.triggers):
             self.last_start = now
+        if any(t.is_event and not t.lazy for t in batch.triggers):
+            self.last_urgent = now
         return batch

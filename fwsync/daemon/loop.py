@@ -68,6 +68,7 @@ class Outcome:
     event_received: float | None = None  # wall clock of the oldest Docker event served
     enforced_at: float | None = None  # wall clock when the kernel held the result
     event_latency: float | None = None  # seconds from event_received to enforced_at
+    urgent_events: int = 0  # Docker events served that are not lazy (coalesce.py)
     notes: tuple[str, ...] = ()
     steps: dict[str, float] = field(default_factory=dict)  # observe/plan/apply durations, ms
 
@@ -90,6 +91,8 @@ class Outcome:
                 out[key] = value
         if self.diagnostics:
             out["diagnostics"] = list(self.diagnostics)
+        if self.urgent_events:
+            out["urgent_events"] = self.urgent_events
         if self.event_received is not None and self.enforced_at is not None:
             out["event_received"] = round(self.event_received, 6)
             out["enforced"] = round(self.enforced_at, 6)
@@ -348,6 +351,7 @@ class Reconciler:
             event_received=first.wall if first else None,
             enforced_at=enforced_at if first else None,
             event_latency=(done - first.at) if first else None,
+            urgent_events=sum(t.is_event and not t.lazy for t in batch.triggers),
             notes=notes,
             **base,
         )

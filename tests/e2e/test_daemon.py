@@ -152,13 +152,15 @@ def test_compose_sized_burst_is_a_handful_of_reconciles(
     burst = time.monotonic() - t0
     last = d.wait_reconcile(lambda r: r.get("ports") == 60, after=before,
                             what="a reconcile that sees all 30 services (v4 + v6 bindings)")
-    served = [r for r in d.reconciles()[before:] if "docker: " in r["trigger"]]
-    # The coalescer's promise: reconciles that serve Docker events start at least
-    # MIN_INTERVAL apart. Over the burst as long as this machine took to start 30 containers,
-    # that is one per MIN_INTERVAL, plus the first served at once and one after the last
-    # event (on a machine that starts them in 3 s: at most 5, not 30). Measured against the
-    # burst's own length, so a slow machine gets a looser bound, not a failure.
-    assert len(served) <= burst / MIN_INTERVAL + 2, (burst, [r["trigger"] for r in served])
+    served = [r for r in d.reconciles()[before:] if r.get("urgent_events")]
+    # The coalescer's promise: reconciles that serve urgent Docker events (start, die, ...)
+    # start at least MIN_INTERVAL apart. Over the burst as long as this machine took to start
+    # 30 containers, that is one per MIN_INTERVAL, plus the first served at once and one after
+    # the last event (on a machine that starts them in 3 s: at most 5, not 30). Measured
+    # against the burst's own length, so a slow machine gets a looser bound, not a failure.
+    # (A reconcile of lazy events alone, `network connect`, is spaced from every other one.)
+    assert 1 <= len(served) <= burst / MIN_INTERVAL + 2, (burst, [r["trigger"] for r in served])
+    assert sum(r["urgent_events"] for r in served) >= 30, "every start served"
     assert last["result"] in ("applied", "unchanged")
     assert run_fwsync(dlab, "plan", "--detailed-exitcode", rules=d.rules,
                       env=d.env).returncode == 0, "every service is governed"

@@ -106,13 +106,22 @@ class NftablesBackend:
         """The table's objects, or None when there is no table. A dormant table (someone's
         `nft add table inet fwsync { flags dormant; }`: the kernel runs none of its rules) is
         listed with a marker object, {"dormant": True}, that read() turns into drift."""
-        tables = self._cmd([{"list": {"tables": {"family": FAMILY}}}], "list tables")
-        ours = [o["table"] for o in tables.get("nftables", [])
-                if o.get("table", {}).get("name") == TABLE]
-        if not ours:
-            return None
+        netlink = inet_table_flags()
+        if netlink is not None:
+            # Asked of the kernel directly: libnftables 1.0.6's `list tables` prints another
+            # program's owned table with flags of garbage, which broke its JSON now and then.
+            if TABLE not in netlink:
+                return None
+            has_flags = bool(netlink[TABLE])
+        else:
+            tables = self._cmd([{"list": {"tables": {"family": FAMILY}}}], "list tables")
+            ours = [o["table"] for o in tables.get("nftables", [])
+                    if o.get("table", {}).get("name") == TABLE]
+            if not ours:
+                return None
+            has_flags = bool(ours[0].get("flags"))
         dormant = False
-        if ours[0].get("flags"):
+        if has_flags:
             flags = self._table_flags()
             # fwsync makes its table without flags. One with `flags owner` (or `persist`)
             # belongs to another program, and libnftables 1.0.6 lists it as broken JSON (and

@@ -10,6 +10,7 @@ L4Proto = Literal["tcp", "udp"]
 # answers on it and hands the connection to a task, possibly on another node) or "host" (a task
 # binds it on the node it runs on, as `docker run -p` does).
 PublishMode = Literal["ingress", "host"]
+Family = Literal[4, 6]
 
 
 @dataclass(frozen=True, order=True)
@@ -49,6 +50,11 @@ class PublishedPort:
     def target_word(self) -> str:
         """What `container_port` is to the reader: a service's target port on its tasks."""
         return "target port" if self.service and not self.container else "container port"
+    # A binding on a network in `routed` gateway mode (Docker 27+): the network's name. Docker
+    # does no DNAT there and the host port does not exist: clients connect to the container's
+    # own address and port, so `host_ip` is the container's address on that network and
+    # `host_port` the container's port (what clients connect to, as for every binding).
+    routed: str = ""
 
     @property
     def family(self) -> int:
@@ -68,6 +74,32 @@ class Bridge:
     name: str
     network: str = ""  # the Docker network's own name (for messages)
     subnets: tuple[str, ...] = ()  # its IPAM subnets, both families, as Docker reports them
+
+
+GatewayMode = Literal["nat", "nat-unprotected", "routed", "isolated"]
+
+
+@dataclass(frozen=True)
+class DockerNetwork:
+    """A bridge network as Docker reports it: what fwsync needs to know of its packet path."""
+
+    name: str
+    # The host's interface for it (docker0, br-<id>, or a name of the user's): hostile input,
+    # for messages only (fwsync matches a network by its subnets).
+    bridge: str
+    # Per family (4, 6), Docker's gateway mode where it differs from plain `nat` and the engine
+    # honours it (27+: `routed`; 28+: `nat-unprotected`, `isolated`).
+    gateway_modes: tuple[tuple[Family, GatewayMode], ...] = ()
+    subnets: tuple[str, ...] = ()  # CIDRs, both families
+    # Host interfaces Docker lets reach the containers directly (28.2+ network option
+    # com.docker.network.bridge.trusted_host_interfaces).
+    trusted_host_interfaces: tuple[str, ...] = ()
+
+    def mode(self, family: Family) -> GatewayMode:
+        return dict(self.gateway_modes).get(family, "nat")
+
+    def routed_families(self) -> tuple[Family, ...]:
+        return tuple(f for f, m in self.gateway_modes if m == "routed")
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,8 @@ class DockerState:
     mesh_pending: frozenset[tuple[L4Proto, int]] = frozenset()  # in it, but no service named
     seen_at: float | None = None
     stale: str | None = None
+    # Docker's bridge networks (name, bridge, gateway modes): what routing into them looks like.
+    networks: tuple[DockerNetwork, ...] = ()
 
 
 def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from fwsync.core.kernel_text import shown
-from fwsync.core.observed import Bridge, DockerState, L4Proto, PublishedPort, SwarmNode
+from fwsync.core.observed import (
+    Bridge,
+    DockerNetwork,
+    DockerState,
+    Family,
+    GatewayMode,
+    L4Proto,
+    PublishedPort,
+    SwarmNode,
+)
 from fwsync.observe.swarm import SERVICE_LABEL, ingress_network, observe_swarm, swarm_node
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+GATEWAY_MODE_OPTION = "com.docker.network.bridge.gateway_mode_ipv{}"
+TRUSTED_HOST_INTERFACES_OPTION = "com.docker.network.bridge.trusted_host_interfaces"
+# Docker 27.0 (API 1.46) added gateway modes. Older engines keep the option in the network's
+# Options but ignore it (26.1 NATs a `routed` network like any other): believe it from 27 on.
+GATEWAY_MODES_SINCE_API = (1, 46)
+_MODES: dict[str, GatewayMode] = {m: m for m in ("nat", "nat-unprotected", "routed", "isolated")}
 
 
 def docker_client(timeout: int) -> Any:
@@ -102,6 +120,94 @@ def has_ipv6(settings: dict[str, Any]) -> bool:
                for net in (settings.get("Networks") or {}).values())
 
 
+def api_at_least(api_version: str, wanted: tuple[int, int]) -> bool:
+    try:
+        major, minor = (int(x) for x in api_version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= wanted
+
+
+def bridge_of(net: dict[str, Any]) -> str:
+    """The host interface of a bridge network: the name the user gave it, else Docker's
+    `br-` and the first 12 characters of the network's id (docker0 names itself)."""
+    named = (net.get("Options") or {}).get(BRIDGE_NAME_OPTION)
+    return str(named) if named else f"br-{str(net.get('Id', ''))[:12]}"
+
+
+def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerNetwork, ...]:
+    """Docker's bridge networks (GET /networks), with the gateway modes the engine honours."""
+    modes_known = api_at_least(api_version, GATEWAY_MODES_SINCE_API)
+    found = []
+    for net in listed:
+        if net.get("Driver") != "bridge":
+            continue
+        bridge = bridge_of(net)
+        options = net.get("Options") or {}
+        modes: list[tuple[Family, GatewayMode]] = []
+        for family in (4, 6):
+            mode = _MODES.get(str(options.get(GATEWAY_MODE_OPTION.format(family)) or ""))
+            if modes_known and mode is not None and mode != "nat":
+                modes.append((family, mode))
+        trusted = tuple(i for i in str(options.get(TRUSTED_HOST_INTERFACES_OPTION) or "")
+                        .replace(",", ":").split(":") if i)
+        subnets = tuple(n for c in (net.get("IPAM") or {}).get("Config") or []
+                        if isinstance(c, dict) and (n := _subnet(c.get("Subnet"))))
+        found.append(DockerNetwork(name=str(net.get("Name", "")), bridge=bridge,
+                                   gateway_modes=tuple(modes), subnets=subnets,
+                                   trusted_host_interfaces=trusted))
+    return tuple(sorted(found, key=lambda n: n.name))
+
+
+def routed_ports(summary: dict[str, Any], networks: Iterable[DockerNetwork]
+                 ) -> list[PublishedPort]:
+    """The container ports Docker opens on networks in `routed` gateway mode (27+). Docker
+    lists such a mapping with its address family (`IP` 0.0.0.0 or ::) but no PublicPort: no
+    host port exists. Clients connect to the container's address on that network."""
+    routed = {n.name: n for n in networks}
+    settings = summary.get("NetworkSettings") or {}
+    attached = settings.get("Networks") or {}
+    template = PublishedPort("", 0, "tcp", _listed_name(summary), 0,
+                             container_id=str(summary.get("Id", ""))[:12],
+                             image=str(summary.get("Image", "")),
+                             networks=tuple(sorted(attached)), container_ipv6=has_ipv6(settings))
+    found: list[PublishedPort] = []
+    for binding in summary.get("Ports") or []:
+        proto_text, ip = binding.get("Type"), binding.get("IP")
+        if proto_text not in ("tcp", "udp") or not ip or isinstance(binding.get("PublicPort"),
+                                                                     int):
+            continue
+        family: Family = 6 if ":" in str(ip) else 4
+        port = int(binding.get("PrivatePort") or 0)
+        for name, endpoint in sorted(attached.items()):
+            net = routed.get(name)
+            if net is None or net.mode(family) != "routed":
+                continue
+            address = (endpoint or {}).get("IPAddress" if family == 4 else "GlobalIPv6Address")
+            if not address or not _is_address(str(address)):
+                continue
+            proto: L4Proto = "udp" if proto_text == "udp" else "tcp"
+            found.append(replace(template, host_ip=str(address), host_port=port, proto=proto,
+                                 container_port=port, routed=name))
+    return found
+
+
+def _subnet(value: Any) -> str:
+    """A subnet Docker reports, as canonical CIDR text ("" if it is not one: not believed)."""
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False)) if value else ""
+    except ValueError:
+        return ""
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def extra_bridges(networks: list[dict[str, Any]]) -> tuple[Bridge, ...]:
     """Bridge networks whose interface is named by the user (`-o
     com.docker.network.bridge.name=...`), as Docker reports them: the name is not checked here
@@ -162,7 +268,10 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         # ValueError: a DOCKER_HOST the SDK cannot even parse (`tcp://[::1`) is unreachable too.
         where = shown(os.environ.get("DOCKER_HOST") or "the local socket")
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
-    listed = [ports_of_listed(summary) for summary in containers]
+    bridges = networks_of(networks, str(getattr(client.api, "api_version", "") or ""))
+    routed = [n for n in bridges if n.routed_families()]
+    listed = [ports_of_listed(summary) + (routed_ports(summary, routed) if routed else [])
+              for summary in containers]
     ports = sorted([p for found in listed for p in found] + list(swarm_view.ports))
     names = tuple(sorted(_listed_name(summary) for summary in containers))
     firewall = (details.get("FirewallBackend") or {}).get("Driver") or None
@@ -171,7 +280,8 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                        version=str(details.get("ServerVersion", "")), swarm=swarm_view.node,
                        services=swarm_view.services, notes=swarm_view.notes,
                        mesh_chain=swarm_view.mesh_chain,
-                       mesh_pending=swarm_view.mesh_pending, seen_at=time.time())
+                       mesh_pending=swarm_view.mesh_pending, seen_at=time.time(),
+                       networks=bridges)
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

@@ -19,7 +19,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fwsync.core.observed import Bridge, DockerState, PublishedPort, SwarmNode
+from fwsync.core.observed import (
+    Bridge,
+    DockerNetwork,
+    DockerState,
+    Family,
+    GatewayMode,
+    PublishedPort,
+    SwarmNode,
+)
 from fwsync.readfile import read_limited
 
 DEFAULT_MEMORY = Path("/var/lib/fwsync/docker.json")
@@ -43,6 +51,11 @@ def remember(state: DockerState, path: Path | None = None) -> str | None:
         "containers": list(state.containers), "firewall_backend": state.firewall_backend,
         "version": state.version, "services": list(state.services),
         "swarm": None if state.swarm is None else asdict(state.swarm),
+        "networks": [{"name": n.name, "bridge": n.bridge,
+                      "gateway_modes": [list(m) for m in n.gateway_modes],
+                      "subnets": list(n.subnets),
+                      "trusted_host_interfaces": list(n.trusted_host_interfaces)}
+                     for n in state.networks],
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
@@ -82,7 +95,23 @@ def _state(data: Any) -> DockerState | None:
         swarm=None if swarm is None else SwarmNode(manager=bool(swarm["manager"]),
                                                    node_addr=str(swarm["node_addr"])),
         services=tuple(str(s) for s in data["services"]),
-        seen_at=None if seen_at is None else float(seen_at))
+        seen_at=None if seen_at is None else float(seen_at),
+        # Added later within format 1: a file without them knew of no networks.
+        networks=tuple(_network(n) for n in data.get("networks", ())))
+
+
+_MODES: dict[str, GatewayMode] = {m: m for m in ("nat", "nat-unprotected", "routed", "isolated")}
+
+
+def _network(n: dict[str, Any]) -> DockerNetwork:
+    modes: list[tuple[Family, GatewayMode]] = []
+    for family, mode in n["gateway_modes"]:
+        if family in (4, 6) and str(mode) in _MODES:
+            modes.append((6 if family == 6 else 4, _MODES[str(mode)]))
+    return DockerNetwork(name=str(n["name"]), bridge=str(n["bridge"]),
+                         gateway_modes=tuple(modes), subnets=tuple(str(s) for s in n["subnets"]),
+                         trusted_host_interfaces=tuple(str(i)
+                                                       for i in n["trusted_host_interfaces"]))
 
 
 def _port(p: dict[str, Any]) -> PublishedPort:
@@ -94,7 +123,8 @@ def _port(p: dict[str, Any]) -> PublishedPort:
         container_port=int(p["container_port"]), container_id=str(p["container_id"]),
         image=str(p["image"]), networks=tuple(str(n) for n in p["networks"]),
         container_ipv6=None if ipv6 is None else bool(ipv6), service=str(p["service"]),
-        mode="ingress" if mode == "ingress" else "host" if mode == "host" else "")
+        mode="ingress" if mode == "ingress" else "host" if mode == "host" else "",
+        routed=str(p.get("routed", "")))
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import Bridge, DockerState, PublishedPort, SwarmNode, as_remembered
+from fwsync.core.observed import (
+    Bridge,
+    DockerNetwork,
+    DockerState,
+    PublishedPort,
+    SwarmNode,
+    as_remembered,
+)
 from fwsync.observe.memory import recall, remember
 from fwsync.rules.model import Endpoint
 
@@ -19,10 +26,14 @@ pytestmark = pytest.mark.unit
 SEEN = DockerState(
     ports=(PublishedPort("0.0.0.0", 5432, "tcp", "db", 80, "abc", "img", ("bridge",), True),
            PublishedPort("::", 53, "udp", "dns", 53),
-           PublishedPort("0.0.0.0", 8080, "tcp", "", 80, service="web", mode="ingress")),
+           PublishedPort("0.0.0.0", 8080, "tcp", "", 80, service="web", mode="ingress"),
+           PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",),
+                         routed="routed")),
     extra_bridges=(Bridge("lan0", "lan", ("203.0.113.128/28",)),),
     containers=("db", "dns"), firewall_backend="iptables", version="28.5.2",
-    swarm=SwarmNode(manager=True, node_addr="198.51.100.1"), services=("web",), seen_at=1e9)
+    swarm=SwarmNode(manager=True, node_addr="198.51.100.1"), services=("web",), seen_at=1e9,
+    networks=(DockerNetwork("routed", "br-2ea2169ac7f2", ((4, "routed"), (6, "nat-unprotected")),
+                            ("203.0.113.128/28",), ("eth1",)),))
 
 
 def test_what_was_remembered_is_recalled_as_it_was(tmp_path: Path) -> None:
@@ -68,5 +79,5 @@ def test_a_deny_to_container_stays_while_docker_cannot_be_asked() -> None:
     assert [(r.action, r.match.dport.low) for r in kept.ruleset.rules
             if r.match.dport is not None] == [("deny", 5432)]
     assert "lan0" in kept.ruleset.bridges
-    assert any("the rules use what it reported at 2001-09-09 01:46:40 UTC (3 published ports,"
+    assert any("the rules use what it reported at 2001-09-09 01:46:40 UTC (4 published ports,"
                " 1 bridges of its own)" in n for n in kept.notes)

@@ -3,8 +3,14 @@ them (the e2e suite checks the same against a real dockerd)."""
 
 import pytest
 
-from fwsync.core.observed import Bridge, PublishedPort
-from fwsync.observe.docker import extra_bridges, ports_of, ports_of_listed
+from fwsync.core.observed import Bridge, DockerNetwork, PublishedPort
+from fwsync.observe.docker import (
+    extra_bridges,
+    networks_of,
+    ports_of,
+    ports_of_listed,
+    routed_ports,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +82,67 @@ def test_extra_bridges_only_lists_custom_bridge_names():
     assert extra_bridges(nets) == (
         Bridge('"+"', "e", ()),
         Bridge("lan0", "l", ("203.0.113.128/28", "2001:db8:5::/64")))
+
+
+# GET /networks and GET /containers/json as dockerd 28.5.2 returned them for a network made with
+# `-o com.docker.network.bridge.gateway_mode_ipv4=routed` and a container on it run with
+# `-p 8080:80` (EXPOSE 81): the IPv4 mapping has no host port, the IPv6 one goes through
+# docker-proxy to the container's IPv4 address (the network has no IPv6).
+ROUTED_NETWORK = {
+    "Name": "routed", "Id": "2ea2169ac7f22a2298b948471296934181b17645c624c56fa4229031ac29bfee",
+    "Driver": "bridge", "EnableIPv4": True, "EnableIPv6": False,
+    "IPAM": {"Driver": "default", "Options": None,
+             "Config": [{"Subnet": "203.0.113.128/28", "Gateway": "203.0.113.129"}]},
+    "Options": {"com.docker.network.bridge.gateway_mode_ipv4": "routed"},
+}
+ROUTED_CONTAINER = {
+    "Id": "254958a1d337a0a53234066a45fdac1dd3d07ed314e38b1cfd25c6528abe9fe9",
+    "Names": ["/rweb"], "Image": "fwsync-test/busybox:1",
+    "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "Type": "tcp"},
+              {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+              {"PrivatePort": 81, "Type": "tcp"}],
+    "NetworkSettings": {"Networks": {"routed": {
+        "NetworkID": "2ea2169ac7f22a2298b948471296934181b17645c624c56fa4229031ac29bfee",
+        "Gateway": "203.0.113.129", "IPAddress": "203.0.113.130", "IPPrefixLen": 28,
+        "GlobalIPv6Address": ""}}},
+}
+
+
+def test_a_routed_network_and_its_container_ports():
+    (net,) = networks_of([ROUTED_NETWORK, {"Driver": "host", "Name": "host"}], "1.51")
+    assert net == DockerNetwork(name="routed", bridge="br-2ea2169ac7f2",
+                                gateway_modes=((4, "routed"),), subnets=("203.0.113.128/28",))
+    assert net.routed_families() == (4,)
+    routed = routed_ports(ROUTED_CONTAINER, [net])
+    assert routed == [PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, "254958a1d337",
+                                    "fwsync-test/busybox:1", ("routed",), routed="routed")]
+    # The IPv6 mapping is an ordinary binding with a host port (served by docker-proxy).
+    assert [(p.host_ip, p.host_port, p.routed) for p in ports_of_listed(ROUTED_CONTAINER)] == [
+        ("::", 8080, "")]
+
+
+def test_gateway_modes_are_believed_from_docker_27_on():
+    # Docker 26.1 keeps the option but NATs the network like any other (seen here with 26.1.5).
+    (old,) = networks_of([ROUTED_NETWORK], "1.45")
+    assert old.gateway_modes == () and old.routed_families() == ()
+    assert routed_ports(ROUTED_CONTAINER, [old]) == []
+    both = dict(ROUTED_NETWORK, Options={
+        "com.docker.network.bridge.gateway_mode_ipv4": "nat-unprotected",
+        "com.docker.network.bridge.gateway_mode_ipv6": "routed",
+        "com.docker.network.bridge.trusted_host_interfaces": "eth1:wg0"})
+    (net,) = networks_of([both], "1.51")
+    assert net.mode(4) == "nat-unprotected" and net.mode(6) == "routed"
+    assert net.trusted_host_interfaces == ("eth1", "wg0")
+
+
+def test_networks_keep_hostile_names_for_messages_and_only_real_subnets():
+    named = dict(ROUTED_NETWORK, Options={"com.docker.network.bridge.name": "lan0"})
+    default = dict(ROUTED_NETWORK, Name="bridge",
+                   Options={"com.docker.network.bridge.name": "docker0"})
+    assert [n.bridge for n in networks_of([named, default], "1.51")] == ["docker0", "lan0"]
+    # A network is matched by its subnets, never by its bridge's name, which Docker hands over.
+    hostile = dict(ROUTED_NETWORK, Options={"com.docker.network.bridge.name": 'a"+ b'},
+                   IPAM={"Config": [{"Subnet": "203.0.113.128/28"}, {"Subnet": "not a net"},
+                                    {"Subnet": "203.0.113.131/28"}, "junk"]})
+    (net,) = networks_of([hostile], "1.51")
+    assert net.bridge == 'a"+ b' and net.subnets == ("203.0.113.128/28", "203.0.113.128/28")

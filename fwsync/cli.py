@@ -252,7 +252,7 @@ def status(
         from fwsync.present_report import print_status
 
         print_status(Console(), exposure_report(planned.policy, planned.docker), planned.docker,
-                     enforced, in_sync, ["", *notes, *describe(daemon_state)])
+                     enforced, in_sync, ["", *notes, *describe(daemon_state)], planned.policy)
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),

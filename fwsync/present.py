@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fwsync import __version__
+from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Change, Plan
 from fwsync.core.exposure import Decision
 from fwsync.core.kernel_text import shown
+from fwsync.core.networks import DirectRouting, direct_routing
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import PortReport, Surprise, exposure_report
+from fwsync.core.report import PortReport, Surprise, exposure_report, through_docker_proxy
 from fwsync.rules.model import Diagnostic, Policy
 
 JSON_FORMAT_VERSION = 1
@@ -122,7 +124,42 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         out.append("Rules to look at:")
         out.extend("  " + style(f"{w.origin}: warning: {w.message}", "yellow")
                    for w in report.surprises)
+    out.extend(direct_routing_lines(policy, docker, style))
     return "\n".join(out)
+
+
+def direct_routing_rows(policy: Policy, docker: DockerState) -> tuple[DirectRouting, ...]:
+    return direct_routing(build_ruleset(policy, docker).ruleset, docker)
+
+
+def direct_routing_lines(policy: Policy, docker: DockerState, style: Style = _plain
+                         ) -> list[str]:
+    """The networks where direct routing is not simply dropped, or Docker lets it in."""
+    rows = direct_routing_rows(policy, docker)
+    if not rows and policy.protect_direct_routing:
+        return []
+    out = ["", "Direct routing (connections straight to a container's address, no published "
+           "port):"]
+    out.append("  fwsync drops it in every Docker network" + (
+        " (protect direct-routing), except where it says below." if policy.protect_direct_routing
+        else ": no — `protect direct-routing off`: your rules and the default decide."))
+    for row in rows:
+        where = f"{shown(row.network)} (IPv{row.family}, {shown(row.bridge)})"
+        docker_says = f"Docker: {row.docker}; " if row.docker else ""
+        if row.fwsync == "rules":
+            why = f"{row.origin}: {row.why}" if row.origin else row.why
+            verdict = style(f"your rules and the default decide ({why})", "green")
+        else:
+            verdict = style("fwsync drops it (protect direct-routing)", "yellow")
+        out.append(f"  {where}: {docker_says}{verdict}")
+    return out
+
+
+def direct_routing_json(policy: Policy, docker: DockerState) -> dict[str, Any]:
+    return {"protected": policy.protect_direct_routing,
+            "networks": [{"network": r.network, "bridge": r.bridge, "family": r.family,
+                          "docker": r.docker or None, "fwsync": r.fwsync, "why": r.why,
+                          "origin": r.origin} for r in direct_routing_rows(policy, docker)]}
 
 
 def surprise_json(s: Surprise) -> dict[str, Any]:
@@ -140,6 +177,7 @@ def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         "docker_error": docker.error,
         "ports": [_port_json(row) for row in report.ports],
         "warnings": [surprise_json(w) for w in report.surprises],
+        "direct_routing": direct_routing_json(policy, docker),
     }
 
 
@@ -152,5 +190,7 @@ def _port_json(row: PortReport) -> dict[str, Any]:
         "decisions": [{"action": d.action, "who": d.who, "origin": d.origin}
                       for d in row.decisions],
         "governed": row.governed,
+        "routed": p.routed or None,
+        "docker_proxy": through_docker_proxy(p),
         "warnings": [surprise_json(w) for w in row.surprises],
     }

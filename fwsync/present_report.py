@@ -14,7 +14,8 @@ from fwsync.core.explain import Decided, Explanation
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState
 from fwsync.core.report import ExposureReport, binding_text
-from fwsync.present import JSON_FORMAT_VERSION, Style
+from fwsync.present import JSON_FORMAT_VERSION, Style, direct_routing_lines
+from fwsync.rules.model import Policy
 
 
 def _plain(text: str, _colour: str) -> str:
@@ -53,7 +54,7 @@ def status_table(report: ExposureReport, warnings_column: bool = True) -> Table:
             who.append(d.who + end)
             rule.append(_short_origin(d.origin) + end)
         if not row.governed:
-            who.append("\n(IPv6: the host firewall decides)", style="yellow")
+            who.append("\n(bypasses fwsync: the host firewall decides)", style="yellow")
         container = Text(shown(p.owner))
         container.append(f"\n{p.image}" if p.image else "", style="dim")
         container.append(f"\n{'target ' if p.target_word != 'container port' else ''}"
@@ -70,7 +71,8 @@ def status_table(report: ExposureReport, warnings_column: bool = True) -> Table:
 
 
 def print_status(console: Console, report: ExposureReport, docker: DockerState, enforced: str,
-                 in_sync: bool | None, daemon_lines: Iterable[str]) -> None:
+                 in_sync: bool | None, daemon_lines: Iterable[str],
+                 policy: Policy | None = None) -> None:
     """`fwsync status` on a terminal."""
     console.print(Text.assemble(("Enforcing: ", "bold"), enforced))
     if in_sync is not None:
@@ -94,6 +96,9 @@ def print_status(console: Console, report: ExposureReport, docker: DockerState, 
         console.print(Text("Rules to look at:", style="bold"))
         for w in report.surprises:
             console.print(Text(f"  {w.origin}: warning: {w.message}", style="yellow"))
+    if policy is not None:
+        for line in direct_routing_lines(policy, docker):
+            console.print(Text(line))
     console.print(Group(*(Text(line) for line in daemon_lines)))
 
 
@@ -154,7 +159,8 @@ def explain_json(e: Explanation) -> dict[str, Any]:
              "proto": r.binding.proto, "container": r.binding.container,
              "image": r.binding.image, "container_port": r.binding.container_port,
              "service": r.binding.service or None, "mode": r.binding.mode or None,
-             "governed": r.governed, "decided": _decided_json(r.decided)}
+             "governed": r.governed, "routed": r.binding.routed or None,
+             "docker_proxy": r.docker_proxy, "decided": _decided_json(r.decided)}
             for r in e.reaches
         ],
         "if_published": _decided_json(e.if_published),

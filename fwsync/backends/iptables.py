@@ -19,6 +19,8 @@ from pathlib import Path
 from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.iptables_render import (
     FORWARD_CHAIN,
+    INPUT_CHAIN,
+    INPUT_ENTRY,
     OWN_CHAINS,
     REACH_LINE,
     SET_PREFIX,
@@ -61,11 +63,23 @@ class FamilyState:
         return found
 
     @property
+    def input_jumps(self) -> list[int]:
+        """Positions in INPUT of fwsync's jump to its INPUT-path chain."""
+        return [pos for pos, line in enumerate(self.chains.get(INPUT_ENTRY, []), start=1)
+                if line.endswith(f"-j {INPUT_CHAIN}")]
+
+    @property
+    def all_jumps(self) -> list[tuple[str, int, str]]:
+        """(chain, position, target) of every jump to fwsync's chains from others' chains."""
+        return [*((c, p, FORWARD_CHAIN) for c, p in self.jumps),
+                *((INPUT_ENTRY, p, INPUT_CHAIN) for p in self.input_jumps)]
+
+    @property
     def jump_lines(self) -> tuple[str, ...]:
         lines = tuple(jump_line(c, p) for c, p in self.jumps)
         if any(c == DOCKER_USER for c, _p in self.jumps) and self.entries == (DOCKER_USER,):
             lines += (REACH_LINE,)
-        return lines
+        return lines + tuple(jump_line(INPUT_ENTRY, p, INPUT_CHAIN) for p in self.input_jumps)
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -274,7 +288,7 @@ class IptablesBackend:
             for chain in OWN_CHAINS:
                 if chain in fs.chains:
                     state[chain_key(family, chain)] = tuple(fs.chains[chain])
-            if fs.jumps:
+            if fs.all_jumps:
                 reach = iptables_reach(family, fs.chains)
                 # Not reached is drift even where every line is in place: plan and the
                 # daemon's drift check say so, with why.
@@ -489,23 +503,23 @@ def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
         lines.extend(desired.get(chain_key(family, chain), ()))
     want_jumps = tuple(j for j in desired.get(jump_key(family), ())
                        if j != REACH_LINE and not j.startswith("not reached"))
-    have_jumps = tuple(jump_line(c, p) for c, p in current.jumps)
+    have_jumps = tuple(jump_line(c, p, t) for c, p, t in current.all_jumps)
     if want_jumps != have_jumps:
-        for chain, _pos in current.jumps:
-            lines.append(f"-D {chain} -j {FORWARD_CHAIN}")
+        for chain, _pos, target in current.all_jumps:
+            lines.append(f"-D {chain} -j {target}")
         for jump in want_jumps:
-            chain, _rule, pos, *_ = jump.split()
-            lines.append(f"-I {chain} {pos} -j {FORWARD_CHAIN}")
+            chain, _rule, pos, _j, target = jump.split()
+            lines.append(f"-I {chain} {pos} -j {target}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
 def _remove_text(current: FamilyState) -> str:
     own = [c for c in OWN_CHAINS if c in current.chains]
-    if not own and not current.jumps:
+    if not own and not current.all_jumps:
         return ""
     lines = ["*filter"]
-    lines.extend(f"-D {chain} -j {FORWARD_CHAIN}" for chain, _pos in current.jumps)
+    lines.extend(f"-D {chain} -j {target}" for chain, _pos, target in current.all_jumps)
     lines.extend(f"-F {chain}" for chain in own)
     lines.extend(f"-X {chain}" for chain in own)
     lines.append("COMMIT")

@@ -5,6 +5,10 @@ Chains fwsync owns, per family (iptables and ip6tables):
     FORWARD → DOCKER-USER → FWSYNC-FORWARD   picks out new connections from outside into Docker
                                              (into a Docker bridge, or DNATed to anywhere)
                              FWSYNC-INBOUND  the protections, the user's rules in order, the default
+                             FWSYNC-DIRECT   what was not DNATed: to the host (docker-proxy) and
+                                             into routed networks back to the rules, else dropped
+    INPUT → FWSYNC-INPUT                     new connections to the ports docker-proxy listens on
+                                             (published bindings), judged by FWSYNC-INBOUND
 
 `allow` is RETURN, not ACCEPT: the connection then goes on through the rest of DOCKER-USER and
 Docker's own chains, so fwsync only ever narrows what Docker allows and other people's rules in
@@ -26,7 +30,14 @@ from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateL
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
-OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN)
+DIRECT_CHAIN = "FWSYNC-DIRECT"
+INPUT_CHAIN = "FWSYNC-INPUT"
+OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN)
+# Where fwsync's INPUT-path chain hangs: first in INPUT, before ufw's chains (ufw appends its
+# jumps and, on reload, deletes only its own), so that fwsync's deny is seen first. Its allow
+# is RETURN: the host's own INPUT rules (ufw) still decide after it, as Docker's chains do on
+# the FORWARD path.
+INPUT_ENTRY = "INPUT"
 SET_PREFIX = "fws"
 _SET_NAME = re.compile(r"^fws([46])-(.+)-([0-9a-f]{6})$")
 _COMMENT_MAX = 255
@@ -45,8 +56,12 @@ def set_key(family: Family, display: str) -> str:
     return f"ipv{family} set {display}"
 
 
-def jump_line(chain: str, position: int) -> str:
-    return f"{chain} rule {position} -j {FORWARD_CHAIN}"
+def jump_line(chain: str, position: int, target: str = FORWARD_CHAIN) -> str:
+    return f"{chain} rule {position} -j {target}"
+
+
+def input_jump_line(position: int = 1) -> str:
+    return jump_line(INPUT_ENTRY, position, INPUT_CHAIN)
 
 
 # Part of the jump object when fwsync hangs off DOCKER-USER alone: that chain is only reached
@@ -299,9 +314,10 @@ def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
 def _inbound_lines(ruleset: Ruleset, ctx: RenderContext,
                    items: Iterable[KernelRule | _Sources]) -> Iterator[str]:
     if ruleset.protect_direct_routing:
-        # Not DNATed means not through a published port: straight to a container's own address.
+        # Not DNATed means not through a published port: straight to a container's own address
+        # (dropped in FWSYNC-DIRECT), or to this host's docker-proxy (the INPUT path).
         yield _line(INBOUND_CHAIN, "-m conntrack ! --ctstate DNAT",
-                    "fwsync protect direct-routing", "-j DROP")
+                    "fwsync protect direct-routing", f"-j {DIRECT_CHAIN}")
     if ruleset.protect_localhost_publish:
         loopback = "127.0.0.0/8" if ctx.family == 4 else "::1"
         yield _line(INBOUND_CHAIN, f"-m conntrack --ctorigdst {loopback}",
@@ -321,6 +337,34 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext,
     else:
         yield _line(INBOUND_CHAIN, "-p tcp", comment, _reject(ctx.family, "tcp"))
         yield _line(INBOUND_CHAIN, "", comment, _reject(ctx.family, None))
+
+
+def _direct_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
+    if not ruleset.protect_direct_routing:
+        return
+    # To this host, not routed: a port docker-proxy listens on, reached from FWSYNC-INPUT (on
+    # the FORWARD path the destination is never local).
+    yield _line(DIRECT_CHAIN, "-m addrtype --dst-type LOCAL",
+                "fwsync docker-proxy: the rules decide", "-j RETURN")
+    for ok in ruleset.direct_ok_for(family):
+        yield _line(DIRECT_CHAIN, f"-d {_cidr(ok.subnet)}", f"fwsync {ok.label}: the rules decide",
+                    "-j RETURN")
+    yield _line(DIRECT_CHAIN, "", "fwsync protect direct-routing", "-j DROP")
+
+
+def _input_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
+    yield _line(INPUT_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
+    # The host itself and its containers: not governed, as on the FORWARD path.
+    yield _line(INPUT_CHAIN, "-i lo", None, "-j RETURN")
+    for bridge in ruleset.bridges:
+        yield _line(INPUT_CHAIN, f"-i {checked_iface(bridge)}", None, "-j RETURN")
+    for port in ruleset.input_ports_for(family):
+        m = port.match
+        dst = f"-d {_cidr(m.daddr)} " if m.daddr is not None else ""
+        assert m.proto is not None and m.dport is not None
+        # goto: judged once, and an allow (RETURN) goes back to INPUT itself, on to ufw's rules.
+        yield _line(INPUT_CHAIN, f"{dst}-p {m.proto} -m {m.proto} --dport {m.dport}",
+                    f"fwsync docker-proxy {port.binding}", f"-g {INBOUND_CHAIN}")
 
 
 def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ...]
@@ -343,8 +387,10 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
     ctx = RenderContext(family=family, set_names=set_names, limit=ruleset.limit)
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, items))
+    objects[chain_key(family, DIRECT_CHAIN)] = tuple(_direct_lines(ruleset, family))
+    objects[chain_key(family, INPUT_CHAIN)] = tuple(_input_lines(ruleset, family))
     objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (
-        (REACH_LINE,) if entries == ("DOCKER-USER",) else ())
+        (REACH_LINE,) if entries == ("DOCKER-USER",) else ()) + (input_jump_line(),)
     return objects
 
 

@@ -253,7 +253,12 @@ class NftablesBackend:
             jumps_to_rules=any(e.get("jump", {}).get("target") == "inbound"
                                for r in rules if r["chain"] == "forward" for e in r["expr"]),
             rules_present=any(r["chain"] == "inbound" for r in rules), dormant=dormant)
-        return Enforcement(self.name, nftables_reach(chain))
+        entry = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "input"),
+                     None)
+        input_chain = None if entry is None else NftBaseChain(
+            hook=entry.get("hook"), priority=entry.get("prio"), jumps_to_rules=True,
+            rules_present=True)
+        return Enforcement(self.name, nftables_reach(chain, input_chain))
 
     def render(self, ruleset: Ruleset) -> Desired:
         # The lines are for the diff and for people; apply writes the JSON objects, which the

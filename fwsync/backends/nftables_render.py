@@ -5,7 +5,11 @@ One `table inet fwsync` holds everything, IPv4 and IPv6 together:
     chain forward   hook forward, priority -1 (before Docker's and iptables-nft's filter at 0):
                     only NEW connections from outside into a Docker bridge, or DNATed to
                     anywhere (a published port), go on to `inbound`
+    chain input     hook input, priority -1 (before ufw's and iptables-nft's filter at 0):
+                    only NEW connections to the ports docker-proxy listens on go to `inbound`
     chain inbound   the protections, the user's rules in order, the default
+    chain direct    what was not DNATed: to the host (docker-proxy) and into routed networks
+                    back to `inbound`, everything else dropped (protect direct-routing)
 
 An nftables `accept` only ends this table's say: the packet still meets Docker's chains and
 anyone else's. That is all `allow` needs (fwsync narrows, Docker still decides), while `deny`
@@ -24,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fwsync.backends.base import LIST_BELOW
-from fwsync.core.build import split_cidrs
+from fwsync.core.build import FAMILIES, split_cidrs
 from fwsync.core.kernel_text import checked_iface, comment_text
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
 from fwsync.rules.model import PortRange
@@ -34,6 +38,9 @@ FAMILY = "inet"
 # Docker's filter chains (and iptables-nft's FORWARD) hook forward at priority 0 ("filter"):
 # one less runs first, so a drop here happens before anything there can accept.
 FORWARD_PRIORITY = -1
+# ufw (through iptables-nft or -legacy) and iptables-nft's INPUT hook input at 0 as well: an
+# fwsync drop comes first; its accept is not final, so the host's INPUT rules still decide.
+INPUT_PRIORITY = -1
 _COMMENT_MAX = 120  # nftables keeps at most 128 bytes of a rule comment
 
 Expr = dict[str, Any]
@@ -315,12 +322,41 @@ def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                             {"jump": {"target": "inbound"}}])
 
 
+def _input_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+    yield _rule("input", [_match({"ct": {"key": "state"}}, "new", "!="), {"return": None}])
+    # The host itself and its containers: not governed, as on the forward path.
+    yield _rule("input", [_match(_meta("iifname"), "lo"), {"return": None}])
+    for bridge in ruleset.bridges:
+        yield _rule("input", [_match(_meta("iifname"), _iface(bridge)), {"return": None}])
+    for family in FAMILIES:
+        for port in ruleset.input_ports_for(family):
+            yield _rule("input", [*match_exprs(port.match, family_specific=True),
+                                  {"jump": {"target": "inbound"}}],
+                        f"fwsync docker-proxy {port.binding}")
+
+
+def _direct_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+    if not ruleset.protect_direct_routing:
+        return
+    # To this host, not routed: a port docker-proxy listens on, reached from `input` (on the
+    # forward path the destination is never local).
+    local = {"fib": {"result": "type", "flags": ["daddr"]}}
+    yield _rule("direct", [_match(local, "local"), {"return": None}],
+                "fwsync docker-proxy: the rules decide")
+    for ok in ruleset.direct_ok:
+        daddr = {"payload": {"protocol": "ip" if ok.family == 4 else "ip6", "field": "daddr"}}
+        yield _rule("direct", [_match(daddr, _addr(ok.subnet)), {"return": None}],
+                    f"fwsync {ok.label}: the rules decide")
+    yield _rule("direct", [{"drop": None}], "fwsync protect direct-routing")
+
+
 def _inbound_rules(ruleset: Ruleset, sets: list[dict[str, Any]]
                    ) -> Iterator[dict[str, Any]]:
     if ruleset.protect_direct_routing:
-        # Not DNATed means not through a published port: straight to a container's address.
+        # Not DNATed means not through a published port: straight to a container's address
+        # (dropped in `direct`), or to this host's docker-proxy (the input path).
         yield _rule("inbound", [_match({"&": [{"ct": {"key": "status"}}, "dnat"]}, "dnat", "!="),
-                                {"drop": None}], "fwsync protect direct-routing")
+                                {"jump": {"target": "direct"}}], "fwsync protect direct-routing")
     if ruleset.protect_localhost_publish:
         yield _rule("inbound", [_match(_ct_orig("ip daddr"), _addr("127.0.0.0/8")),
                                 {"drop": None}], "fwsync protect localhost-publish")
@@ -368,9 +404,14 @@ def table_objects(ruleset: Ruleset) -> Batch:
     objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}, *sets]
     objects.append({"chain": {**_t(), "name": "forward", "type": "filter", "hook": "forward",
                               "prio": FORWARD_PRIORITY, "policy": "accept"}})
+    objects.append({"chain": {**_t(), "name": "input", "type": "filter", "hook": "input",
+                              "prio": INPUT_PRIORITY, "policy": "accept"}})
     objects.append({"chain": {**_t(), "name": "inbound"}})
+    objects.append({"chain": {**_t(), "name": "direct"}})
     objects.extend(_forward_rules(ruleset))
+    objects.extend(_input_rules(ruleset))
     objects.extend(_rename_refs(r, names) for r in inbound)
+    objects.extend(_direct_rules(ruleset))
     return objects
 
 
@@ -553,6 +594,9 @@ def _fmt(e: Any) -> str:
         return f"ct {v['dir'] + ' ' if 'dir' in v else ''}{v['key']}"
     if kind == "payload":
         return f"{v['protocol']} {v['field']}"
+    if kind == "fib":
+        flags = v.get("flags", [])
+        return f"fib {' . '.join([flags] if isinstance(flags, str) else flags)} {v['result']}"
     if kind == "prefix":
         return f"{v['addr']}/{v['len']}"
     if kind == "range":

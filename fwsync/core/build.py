@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from fwsync.core.kernel_text import literal_problem, shown
-from fwsync.core.observed import Bridge, DockerState, PublishedPort
-from fwsync.core.ruleset import L4, AddrSet, Family, KernelRule, Match, Ruleset
+from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
+from fwsync.core.ruleset import (
+    L4,
+    AddrSet,
+    DirectOk,
+    Family,
+    InputPort,
+    KernelRule,
+    Match,
+    Ruleset,
+)
 from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry
 from fwsync.rules.limits import MAX_KERNEL_RULES, count
 from fwsync.rules.model import (
@@ -18,6 +28,7 @@ from fwsync.rules.model import (
     Diagnostic,
     Endpoint,
     Network,
+    Origin,
     Policy,
     PortRange,
     Rule,
@@ -30,6 +41,9 @@ from fwsync.rules.model import (
 # ports are still judged, since every DNATed connection is (the renderers' forward chain).
 DEFAULT_BRIDGES = ("docker0", "br-+", "docker_gwbridge")
 FAMILIES: tuple[Family, ...] = (4, 6)
+# A Docker network's name as Docker's own name rule has it: only such a name goes into a kernel
+# comment (Docker hands names over; anything else is left out, never escaped).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,11 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         if (why := unresolved(rule.dst, docker)) is not None:
             notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
                          "access).")
-        for match in expand(rule, docker.ports, set_families):
+        if rule.dst.network is not None and docker.error is None and not _networks(
+                rule.dst.network, docker.networks):
+            notes.append(f"{rule.origin}: no Docker network matches {rule.dst.network!r}: the "
+                         "rule matches nothing (it never widens access).")
+        for match in expand(rule, docker.ports, set_families, docker.networks):
             if len(rules) >= MAX_KERNEL_RULES:
                 # Stop here: expanding on (port lists times source ports times bindings) is
                 # what took gigabytes.
@@ -150,6 +168,8 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         protect_localhost_publish=policy.protect_localhost_publish,
         bridges=DEFAULT_BRIDGES + named,
         bridge_subnets=subnets,
+        direct_ok=_direct_ok(policy, docker, notes),
+        input_ports=input_ports(docker.ports),
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
 
@@ -195,6 +215,57 @@ def _network(text: str) -> Network | None:
         return None  # not an address: Docker's answer is not trusted either
 
 
+def _networks(pattern: str, networks: Iterable[DockerNetwork]) -> list[DockerNetwork]:
+    return [n for n in networks if container_matches(pattern, n.name)]
+
+
+def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[DirectOk, ...]:
+    """Where direct routing goes to the rules instead of being dropped: networks the user made
+    `routed` (Docker 27+: direct routing is their only way in), and those the rules name in
+    `protect direct-routing off to network NAME`. Everything else stays protected, including
+    what Docker itself reopens (28's nat-unprotected, allow-direct-routing, trusted host
+    interfaces, DOCKER_INSECURE_NO_IPTABLES_RAW)."""
+    if not policy.protect_direct_routing:
+        return ()
+    found: dict[tuple[Family, str], DirectOk] = {}
+
+    def add(net: DockerNetwork, families: Iterable[Family], why: str,
+            origin: Origin | None) -> None:
+        for cidr in net.subnets:
+            family: Family = 6 if ":" in cidr else 4
+            if family in families:
+                name = net.name if _PLAIN_NAME.fullmatch(net.name) else ""
+                found.setdefault((family, cidr), DirectOk(family, cidr, name, why, origin))
+
+    for net in docker.networks:
+        add(net, net.routed_families(), "routed network", None)
+    for scope in policy.direct_routing_off:
+        nets = _networks(scope.network, docker.networks)
+        if not nets and docker.error is None:
+            notes.append(f"{scope.origin}: no Docker network matches {scope.network!r}: direct "
+                         "routing stays dropped everywhere.")
+        for net in nets:
+            add(net, FAMILIES, "protect direct-routing off to network", scope.origin)
+    return tuple(found.values())
+
+
+def input_ports(ports: Iterable[PublishedPort]) -> tuple[InputPort, ...]:
+    """Every binding with a host port, for the INPUT path (docker-proxy's listening ports).
+    A DNATed connection never gets there (Docker rewrote its destination before routing), so
+    these rules only see what docker-proxy serves: fwsync does not need to know whether the
+    container has IPv6 or Docker's ip6tables is on to judge it."""
+    found: dict[Match, InputPort] = {}
+    for p in sorted(ports):
+        if p.routed:
+            continue  # no host port: clients connect to the container (FORWARD path)
+        family: Family = 6 if p.family == 6 else 4
+        daddr = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        match = Match(family=family, proto=p.proto, daddr=daddr,
+                      dport=PortRange(low=p.host_port, high=p.host_port))
+        found.setdefault(match, InputPort(match, p))
+    return tuple(found.values())
+
+
 def _sources(src: Endpoint, family: Family, set_families: set[tuple[str, Family]]
              ) -> list[tuple[str | None, str | None]]:
     """(saddr, sset) alternatives for one family; empty when the source has nothing of it."""
@@ -215,10 +286,9 @@ def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
 def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
                      ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
     """(family, proto, daddr, dport) for each published binding a `to container` or `to service`
-    rule names."""
-    assert rule.dst.selector is not None
+    rule names (for `to network`, `ports` are already the bindings it names)."""
     for p in sorted(ports):
-        if not named_by(rule.dst, p):
+        if rule.dst.selector is not None and not named_by(rule.dst, p):
             continue
         if rule.proto != "any" and rule.proto != p.proto:
             continue
@@ -230,26 +300,59 @@ def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
         yield family, p.proto, daddr, dport
 
 
-def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[str, Family]]
-           ) -> Iterator[Match]:
+def _network_targets(rule: Rule, ports: Iterable[PublishedPort],
+                     networks: Iterable[DockerNetwork]) -> tuple[list[PublishedPort],
+                                                                 list[tuple[Family, str]]]:
+    """What `to network NAME` selects: the published bindings of the containers on it (their
+    host ports, DNATed or served by docker-proxy), and its subnets — connections straight to a
+    container's address on it, which reach the rules where Docker routes without NAT
+    (`routed`) or where the direct-routing protection leaves them to the rules (elsewhere
+    they are dropped first, and a DNATed connection's original destination is a host
+    address, never in the subnet)."""
+    assert rule.dst.network is not None
+    nets = _networks(rule.dst.network, networks)
+    names = {n.name for n in nets}
+    bound = [p for p in ports if not p.routed and names.intersection(p.networks)]
+    subnets: list[tuple[Family, str]] = [(6 if ":" in cidr else 4, cidr)
+                                         for n in nets for cidr in n.subnets]
+    return bound, subnets
+
+
+def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[str, Family]],
+           networks: Iterable[DockerNetwork] = ()) -> Iterator[Match]:
     """One policy rule → the kernel matches that together select exactly its traffic."""
-    sports: list[PortRange | None] = list(rule.src.ports) or [None]
-    if rule.dst.selector is not None:
-        for family, proto, daddr, dport in _binding_targets(rule, ports):
-            for saddr, sset in _sources(rule.src, family, set_families):
-                for sport in sports:
-                    yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
-                                sset=sset, sport=sport, daddr=daddr, dport=dport)
-        return
-    dports: list[PortRange | None] = list(rule.dst.ports) or [None]
+    if rule.dst.network is not None:
+        bound, subnets = _network_targets(rule, ports, networks)
+        yield from _binding_matches(rule, bound, set_families)
+        for family, cidr in subnets:
+            yield from _address_matches(rule, family, cidr, set_families)
+    elif rule.dst.selector is not None:
+        yield from _binding_matches(rule, ports, set_families)
+    else:
+        for family in FAMILIES:
+            if rule.dst.net is None or rule.dst.net.version == family:
+                dnet = str(rule.dst.net) if rule.dst.net is not None else None
+                yield from _address_matches(rule, family, dnet, set_families)
+
+
+def _address_matches(rule: Rule, family: Family, daddr: str | None,
+                     set_families: set[tuple[str, Family]]) -> Iterator[Match]:
     has_ports = bool(rule.src.ports or rule.dst.ports)
-    for family in FAMILIES:
-        if rule.dst.net is not None and rule.dst.net.version != family:
-            continue
-        dnet = str(rule.dst.net) if rule.dst.net is not None else None
+    sports: list[PortRange | None] = list(rule.src.ports) or [None]
+    dports: list[PortRange | None] = list(rule.dst.ports) or [None]
+    for saddr, sset in _sources(rule.src, family, set_families):
+        for l4 in _protos(rule, has_ports):
+            for sport in sports:
+                for port in dports:
+                    yield Match(family=family, proto=l4, iface=rule.iface, saddr=saddr,
+                                sset=sset, sport=sport, daddr=daddr, dport=port)
+
+
+def _binding_matches(rule: Rule, ports: Iterable[PublishedPort],
+                     set_families: set[tuple[str, Family]]) -> Iterator[Match]:
+    sports: list[PortRange | None] = list(rule.src.ports) or [None]
+    for family, proto, daddr, dport in _binding_targets(rule, ports):
         for saddr, sset in _sources(rule.src, family, set_families):
-            for l4 in _protos(rule, has_ports):
-                for sport in sports:
-                    for port in dports:
-                        yield Match(family=family, proto=l4, iface=rule.iface, saddr=saddr,
-                                    sset=sset, sport=sport, daddr=dnet, dport=port)
+            for sport in sports:
+                yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
+                            sset=sset, sport=sport, daddr=daddr, dport=dport)

@@ -9,11 +9,13 @@ fwsync's first rule before anything else can accept it. `status`, `plan` (as dri
   jump, means reached; anything else that could let the packet on (ACCEPT, RETURN, a jump to
   another chain, a conditional jump to DOCKER-USER) comes first, and the answer is no. An
   ACCEPT is final within the table, so whatever accepts before fwsync's jump bypasses it.
+  INPUT is walked the same way for fwsync's jump to its INPUT-path chain (the ports
+  docker-proxy serves: IPv6 to a container without IPv6): both paths must be reached.
 - nftables: an `accept` only ends one base chain, so another table cannot let a packet past
-  fwsync's; what matters is that fwsync's base chain is registered on the forward hook before
-  the filter priority (0) at which Docker's chains and iptables run, and that it sends packets
-  on to fwsync's rules. The same holds between iptables-nft and iptables-legacy: each is a
-  hook of its own, and an ACCEPT in one does not skip the other.
+  fwsync's; what matters is that fwsync's base chains are registered on the forward and input
+  hooks before the filter priority (0) at which Docker's chains, iptables and ufw run, and that
+  the forward one sends packets on to fwsync's rules. The same holds between iptables-nft and
+  iptables-legacy: each is a hook of its own, and an ACCEPT in one does not skip the other.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fwsync.core.ruleset import Family
 
 FWSYNC_ENTRY = "FWSYNC-FORWARD"
 FWSYNC_RULES = "FWSYNC-INBOUND"
+FWSYNC_INPUT = "FWSYNC-INPUT"
 DOCKER_USER = "DOCKER-USER"
 # Targets that never let a packet on to a later rule's ACCEPT: final refusals, and those that
 # only look or mark and then continue with the next rule.
@@ -70,15 +73,15 @@ def _unconditional(line: str, chain: str, target: str) -> bool:
     return line == f"-A {chain} -j {target}"
 
 
-def _walk(chain: str, chains: Mapping[str, Sequence[str]], path: str
-          ) -> tuple[bool | None, str]:
+def _walk(chain: str, chains: Mapping[str, Sequence[str]], path: str,
+          entry: str = FWSYNC_ENTRY) -> tuple[bool | None, str]:
     """(True, path): fwsync's jump reached; (False, why): something may accept first;
     (None, ""): the chain ended without deciding (the walk goes on in the calling chain)."""
     for pos, line in enumerate(chains.get(chain, ()), start=1):
         here = f"{path}{chain} rule {pos}"
         target = _target(line)
-        if _unconditional(line, chain, FWSYNC_ENTRY):
-            return True, f"{here} → {FWSYNC_ENTRY}"
+        if _unconditional(line, chain, entry):
+            return True, f"{here} → {entry}"
         if target is None or target in _PASSIVE:
             continue
         if chain == "FORWARD" and _unconditional(line, chain, DOCKER_USER):
@@ -102,7 +105,16 @@ def iptables_reach(family: Family, chains: Mapping[str, Sequence[str]]) -> Famil
     found, why = _walk("FORWARD", chains, "")
     if found is None:
         return FamilyReach(family, False, "nothing in FORWARD leads to fwsync's chains")
-    return FamilyReach(family, found, why)
+    if not found:
+        return FamilyReach(family, False, why)
+    if FWSYNC_INPUT not in chains:
+        return FamilyReach(family, False, "fwsync's INPUT-path chain is missing: the ports "
+                                          "docker-proxy serves are not judged")
+    found_in, why_in = _walk("INPUT", chains, "", FWSYNC_INPUT)
+    if not found_in:
+        return FamilyReach(family, False, why_in or "nothing in INPUT leads to fwsync's "
+                                                    "INPUT-path chain")
+    return FamilyReach(family, True, f"{why}; {why_in}")
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,10 @@ class NftBaseChain:
     dormant: bool = False  # the table is switched off (`flags dormant`): none of it runs
 
 
-def nftables_reach(chain: NftBaseChain | None) -> tuple[FamilyReach, ...]:
-    """The inet table serves both families alike."""
+def nftables_reach(chain: NftBaseChain | None, input_chain: NftBaseChain | None = None
+                   ) -> tuple[FamilyReach, ...]:
+    """The inet table serves both families alike. `input_chain`: fwsync's input-hook base chain
+    (the ports docker-proxy serves), which must be registered before the filter priority too."""
     if chain is not None and chain.dormant:
         why = "fwsync's table is dormant: the kernel runs none of its chains"
     elif chain is None or chain.hook is None:
@@ -129,7 +143,13 @@ def nftables_reach(chain: NftBaseChain | None) -> tuple[FamilyReach, ...]:
                f"priority ({FILTER_PRIORITY}) of Docker's and iptables' chains")
     elif not chain.jumps_to_rules or not chain.rules_present:
         why = "fwsync's base chain does not send packets to its rules, or they are empty"
+    elif input_chain is None or input_chain.hook != "input" or input_chain.priority is None \
+            or input_chain.priority >= FILTER_PRIORITY:
+        why = ("fwsync's input base chain is missing or does not run before the filter priority "
+               f"({FILTER_PRIORITY}) of ufw's and iptables' INPUT: the ports docker-proxy serves "
+               "are not judged first")
     else:
-        path = f"hook forward, priority {chain.priority} → fwsync's rules"
+        path = (f"hook forward, priority {chain.priority} → fwsync's rules; hook input, "
+                f"priority {input_chain.priority}")
         return FamilyReach(4, True, path), FamilyReach(6, True, path)
     return FamilyReach(4, False, why), FamilyReach(6, False, why)

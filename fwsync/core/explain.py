@@ -21,14 +21,14 @@ from typing import Literal
 from fwsync.core.kernel_text import shown
 from fwsync.core.matching import IPAddress, Question, candidates, localhost_protected
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import through_docker_proxy
+from fwsync.core.report import governed, through_docker_proxy
 from fwsync.core.ruleset import L4, KernelRule, Ruleset
 
 Verdict = Literal["allow", "deny", "reject", "limit"]
 # allow|deny|reject|limit: fwsync's rules decide. not-published: nothing is published there, the
-# host's own firewall decides. not-governed: published, but the connection bypasses fwsync
-# (IPv6 through docker-proxy). depends: bindings reached disagree (give --to). unknown: Docker
-# could not be asked, so what is published is unknown.
+# host's own firewall decides. not-governed: published, but the connection would bypass
+# fwsync's rules. depends: bindings reached disagree (give --to). unknown: Docker could not be
+# asked, so what is published is unknown.
 Outcome = Literal["allow", "deny", "reject", "limit", "not-published", "not-governed", "depends",
                   "unknown"]
 
@@ -114,8 +114,11 @@ class Reach:
     """One published binding the connection reaches, and what decides for it."""
 
     binding: PublishedPort
-    governed: bool  # False: it bypasses fwsync (IPv6 through docker-proxy)
+    governed: bool  # False: it would bypass fwsync's rules
     decided: Decided
+    # True: served by docker-proxy on the host's INPUT path (IPv6 to a container without IPv6),
+    # where the host's own INPUT firewall (ufw) decides after fwsync.
+    docker_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,16 +190,23 @@ def explain(ruleset: Ruleset, docker: DockerState, conn: Connection) -> Explanat
         notes.append(f"Docker could not be asked ({docker.stale}): answered from what it "
                      "reported when the rules were last applied, which is what the kernel holds")
     reaches = []
+    judged = governed(ruleset, docker.ports)
     for binding in reached(docker, conn):
         # A binding on one address fixes the original destination; 0.0.0.0 / :: leaves it open.
         daddr = conn.to if conn.to is not None or binding.all_addresses else \
             ipaddress.ip_address(binding.host_ip)
-        governed = not through_docker_proxy(binding)
-        reaches.append(Reach(binding, governed, decide(ruleset, conn, daddr)))
-        if not governed:
+        proxy = through_docker_proxy(binding)
+        reach = Reach(binding, binding in judged, decide(ruleset, conn, daddr), proxy)
+        reaches.append(reach)
+        if proxy and reach.decided.action in ("allow", "limit"):
             notes.append(f"IPv6 connections to {binding.host_port}/{binding.proto} go through "
                          "docker-proxy on the host's INPUT path (the container has no IPv6 "
-                         "address): fwsync's rules don't apply, the host's own firewall decides")
+                         "address): fwsync's rules decide there too, and what they allow must "
+                         "also pass the host's own INPUT firewall (e.g. ufw)")
+        if binding.routed:
+            notes.append(f"{binding.host_ip} is {binding.container}'s address on network "
+                         f"{binding.routed}, which Docker routes without NAT (gateway mode "
+                         "routed): clients connect to it directly")
     if not reaches:
         notes.append(f"nothing is published on {conn.port}/{conn.proto} for IPv{conn.family}: "
                      "the connection is the host's own business (its INPUT firewall, e.g. ufw)")

@@ -16,7 +16,7 @@ from fwsync.rules.model import Network, Policy, PortRange, Rule
 
 SurpriseKind = Literal[
     "wide-binding",            # published on every address, allowed only to/from one place
-    "ipv6-docker-proxy",       # IPv6 reaches it through docker-proxy (INPUT): fwsync can't govern
+    "ipv6-docker-proxy",       # IPv6 reaches it through docker-proxy (INPUT): ufw decides too
     "localhost-publish-off",   # a 127.0.0.1 binding other hosts can reach (protection switched off)
     "container-port-rule",     # a rule names the container's own port, not the published one
     "other-protocol-rule",     # a rule allows the port, but for the other protocol
@@ -38,7 +38,7 @@ class Surprise:
 class PortReport:
     port: PublishedPort
     decisions: tuple[Decision, ...]
-    # False when connections to this binding bypass fwsync (IPv6 through docker-proxy).
+    # False when connections to this binding would bypass fwsync's rules.
     governed: bool
     surprises: tuple[Surprise, ...]
 
@@ -57,8 +57,17 @@ def binding_text(port: PublishedPort) -> str:
 def through_docker_proxy(port: PublishedPort) -> bool:
     """IPv6 to a container without an IPv6 address: Docker can't DNAT it, so its userland proxy
     accepts the connection on the host (INPUT) and opens a new one to the container's IPv4
-    address. fwsync's chains hang off FORWARD (both backends), so they never see it."""
+    address. fwsync judges it there with the same rules (its INPUT-path chain); the host's own
+    INPUT firewall (ufw) still decides after fwsync's allow."""
     return port.family == 6 and port.container_ipv6 is False
+
+
+def governed(ruleset: Ruleset, ports: tuple[PublishedPort, ...]) -> frozenset[PublishedPort]:
+    """The bindings no connection can reach past fwsync's rules: every DNATed one (FORWARD
+    path), and one served by docker-proxy only if the ruleset judges its port on the INPUT
+    path too."""
+    on_input = {p.port for p in ruleset.input_ports}
+    return frozenset(p for p in ports if not through_docker_proxy(p) or p in on_input)
 
 
 def _loopback(port: PublishedPort) -> bool:
@@ -167,19 +176,15 @@ def _port_surprises(policy: Policy, ruleset: Ruleset, port: PublishedPort
                            "off: a neighbour that routes 127.0.0.1 / ::1 to this host reaches it")
         return
     allowing, default_allows = _allowing(policy, ruleset, port)
-    if through_docker_proxy(port):
-        found = rules_for(policy, ruleset, port)
-        catch_all = [] if found and found[-1][1] else [policy.default]
-        # Only a binding the rules leave open to everyone loses nothing by bypassing them.
-        if any(a != "allow" for a in [*(r.action for r, _ in found), *catch_all]):
-            yield Surprise(
-                "ipv6-docker-proxy",
-                "IPv6 connections reach it through docker-proxy on the host's INPUT path (the "
-                "container has no IPv6 address), where fwsync's rules do not apply: the host's "
-                "own firewall (ufw) decides who gets in over IPv6")
+    if through_docker_proxy(port) and (allowing or default_allows):
+        # Whom fwsync lets in there still has to pass the host's INPUT rules.
+        yield Surprise(
+            "ipv6-docker-proxy",
+            "IPv6 connections reach it through docker-proxy on the host's INPUT path (the "
+            "container has no IPv6 address): fwsync's rules decide there too, but what they "
+            "allow must also pass the host's own INPUT firewall (with ufw's `default deny "
+            f"incoming`, `ufw allow {port.host_port}/{port.proto}` as well)")
     if not allowing and not default_allows:
-        if through_docker_proxy(port):
-            return  # "nobody may connect" is fwsync's say, and fwsync has none here
         nobody = Surprise(
             "nobody-allowed",
             f"no rule allows {port.host_port}/{port.proto} and the default is "
@@ -229,9 +234,10 @@ def _rule_surprises(policy: Policy, docker: DockerState) -> Iterator[Surprise]:
 def exposure_report(policy: Policy, docker: DockerState) -> ExposureReport:
     # The ruleset apply writes and explain walks: every binding is judged by the same matcher.
     ruleset = build_ruleset(policy, docker).ruleset
+    judged = governed(ruleset, docker.ports)
     ports = tuple(
         PortReport(port=p, decisions=tuple(decisions_for(policy, ruleset, p)),
-                   governed=not through_docker_proxy(p),
+                   governed=p in judged,
                    surprises=tuple(_port_surprises(policy, ruleset, p)))
         # The IPv4 and IPv6 bindings of one port side by side.
         for p in sorted(docker.ports, key=lambda p: (p.host_port, p.proto, p.family, p.host_ip))

@@ -1,8 +1,15 @@
 """The desired ruleset, backend-neutral: what to match and what to do, already split per family.
 
 Every match is on the connection's *original* direction as conntrack saw it before Docker's DNAT:
-`daddr`/`dport` are the host address and published host port the client connected to, never a
-container address (those change on restart).
+`daddr`/`dport` are the address and port the client connected to — the host address and the
+published host port, or on a network in `routed` gateway mode (no DNAT), a container's address
+and port.
+
+Two paths lead to the same rules: FORWARD (connections into a Docker bridge: DNATed through a
+published port, or routed straight to a container's address), and INPUT (connections to a port
+docker-proxy listens on: IPv6 to a container without IPv6, every IPv6 publish where Docker's
+ip6tables is off). On the FORWARD path the direct-routing protection drops what was not DNATed,
+except to the subnets `direct_ok` names.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from fwsync.core.observed import PublishedPort
 from fwsync.rules.model import Action, DefaultAction, Origin, PortRange
 
 Family = Literal[4, 6]
@@ -83,6 +91,43 @@ LIMIT = RateLimit(burst=5, per_minute=10, forget_after=30)
 
 
 @dataclass(frozen=True)
+class DirectOk:
+    """Connections routed straight to container addresses (no DNAT) that go to the rules
+    instead of being dropped by the direct-routing protection: to one subnet of a Docker
+    network. Matched by the subnet, not the bridge's name: Docker hands over that name, and a
+    hostile one must never reach the kernel (core/kernel_text)."""
+
+    family: Family
+    subnet: str  # CIDR
+    network: str  # the Docker network's name, "" when it is not plain text (comments only)
+    why: str  # "routed network", or "protect direct-routing off to network"
+    origin: Origin | None = None
+
+    @property
+    def label(self) -> str:
+        """For the kernel comment: where it comes from, in a few words."""
+        where = f"{self.origin.short} " if self.origin else ""
+        return f"{where}{self.why} {self.network}".rstrip()
+
+
+@dataclass(frozen=True)
+class InputPort:
+    """A published binding judged on the INPUT path too: docker-proxy listens there, and a
+    connection Docker does not DNAT (IPv6 to an IPv4-only container; ip6tables off) reaches it
+    as the host's own. The same rules decide as on the FORWARD path."""
+
+    match: Match  # family, proto, daddr (None: every host address), dport
+    port: PublishedPort
+
+    @property
+    def binding(self) -> str:
+        """e.g. "[::]:8080/tcp rweb", for the kernel comment."""
+        p = self.port
+        host = f"[{p.host_ip}]" if p.family == 6 else p.host_ip
+        return f"{host}:{p.host_port}/{p.proto} {p.container}"
+
+
+@dataclass(frozen=True)
 class Ruleset:
     rules: tuple[KernelRule, ...]
     sets: tuple[AddrSet, ...]
@@ -97,6 +142,8 @@ class Ruleset:
     # (Every DNATed new connection that comes from no Docker bridge is judged anyway, whatever it
     # leaves by: the renderers' forward chain. That covers a bridge known by neither.)
     limit: RateLimit = LIMIT  # what every `limit` rule means
+    direct_ok: tuple[DirectOk, ...] = ()
+    input_ports: tuple[InputPort, ...] = ()
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
         return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))
@@ -106,3 +153,9 @@ class Ruleset:
 
     def sets_for(self, family: Family) -> tuple[AddrSet, ...]:
         return tuple(s for s in self.sets if s.family == family)
+
+    def direct_ok_for(self, family: Family) -> tuple[DirectOk, ...]:
+        return tuple(d for d in self.direct_ok if d.family == family)
+
+    def input_ports_for(self, family: Family) -> tuple[InputPort, ...]:
+        return tuple(p for p in self.input_ports if p.match.family == family)

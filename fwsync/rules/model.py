@@ -72,8 +72,8 @@ class PortRange:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One side of a rule. At most one of net / set / container / service is given; none means
-    `any`."""
+    """One side of a rule. At most one of net / set / container / service / network is given;
+    none means `any`."""
 
     net: Network | None = None
     set: str | None = None
@@ -82,15 +82,18 @@ class Endpoint:
     ports: tuple[PortRange, ...] = ()
     # A Swarm service's name, or a prefix pattern ending in `*` (only on the destination side).
     service: str | None = None
+    # A Docker network's name, or a prefix pattern ending in `*` (only on the destination side).
+    network: str | None = None
 
     @property
     def is_any_address(self) -> bool:
         return self.net is None and self.set is None and self.container is None \
-            and self.service is None
+            and self.service is None and self.network is None
 
     @property
     def selector(self) -> tuple[str, str] | None:
-        """("container" | "service", NAME) when the destination is named by Docker, else None."""
+        """("container" | "service", NAME) when the destination is named by Docker, else None.
+        (A `network` destination selects more than bindings: core/build expands it.)"""
         if self.container is not None:
             return "container", self.container
         if self.service is not None:
@@ -135,6 +138,15 @@ class AddressSet:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkScope:
+    """`protect direct-routing off to network NAME`: one network (or prefix pattern) the
+    protection leaves to the rules."""
+
+    network: str
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     default: DefaultAction = "deny"
     default_origin: Origin | None = None
@@ -142,6 +154,8 @@ class Policy:
     sets: dict[str, AddressSet] = field(default_factory=dict)
     protect_direct_routing: bool = True
     protect_localhost_publish: bool = True
+    # Networks whose direct routing is left to the rules while the protection is on elsewhere.
+    direct_routing_off: tuple[NetworkScope, ...] = ()
     # The files `define NAME file PATH` read, so that whoever enforces the policy can notice
     # when they change (the daemon fingerprints them on every drift tick).
     list_files: tuple[str, ...] = ()

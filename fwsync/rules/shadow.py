@@ -70,8 +70,9 @@ class Space:
     protos: frozenset[str]  # "tcp", "udp", "other"
     src: dict[int, Blocks]  # by family; only families the rule can match at all
     sport: Blocks | None
-    dst: dict[int, Blocks] | None  # None for a container or service destination
-    named: tuple[str, str] | None  # ("container" | "service", NAME): named by Docker
+    dst: dict[int, Blocks] | None  # None for a destination Docker names
+    # ("container" | "service" | "network", NAME): named by Docker
+    named: tuple[str, str] | None
     dst_any: bool
     dport: Blocks | None
 
@@ -85,8 +86,8 @@ class Space:
 
     def _dst_covers(self, b: Space) -> bool:
         if b.named is not None:
-            # Any destination takes in a container's (or service's) published ports; an address
-            # may not (the container may be published on another one).
+            # Any destination takes in a container's (service's, network's) published ports; an
+            # address may not (the container may be published on another one).
             return self.dst_any or (self.named is not None and self.named[0] == b.named[0]
                                     and container_covers(self.named[1], b.named[1]))
         return self.dst is not None and b.dst is not None and _nets_cover(self.dst, b.dst)
@@ -129,13 +130,15 @@ def space(rule: Rule, sets: Mapping[str, dict[int, Blocks]]) -> Space | None:
         return None
     has_ports = bool(rule.src.ports or rule.dst.ports or rule.dst.selector)
     protos = {"tcp", "udp"} | (set() if has_ports else {"other"})
+    named = rule.dst.selector or (("network", rule.dst.network)
+                                  if rule.dst.network is not None else None)
     return Space(
         iface=rule.iface,
         protos=frozenset(protos if rule.proto == "any" else {rule.proto}),
         src={f: src[f] for f in families},
         sport=_ports(rule.src.ports),
-        dst=None if rule.dst.selector is not None else {f: dst[f] for f in families},
-        named=rule.dst.selector,
+        dst=None if named is not None else {f: dst[f] for f in families},
+        named=named,
         dst_any=rule.dst.is_any_address,
         dport=_ports(rule.dst.ports),
     )

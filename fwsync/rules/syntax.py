@@ -28,6 +28,7 @@ from fwsync.rules.model import (
     Diagnostic,
     Endpoint,
     Network,
+    NetworkScope,
     Origin,
     Policy,
     PortRange,
@@ -167,6 +168,7 @@ class _State:
     set_origins: dict[str, Origin] = field(default_factory=dict)
     default: tuple[DefaultAction, Origin] | None = None
     protect: dict[str, tuple[bool, Origin]] = field(default_factory=dict)
+    protect_off: dict[str, NetworkScope] = field(default_factory=dict)  # network → its line
     lists_read: list[str] = field(default_factory=list)  # `define NAME file PATH`'s paths
     entry_count: int = 0  # addresses and networks in all sets so far (limits.MAX_ENTRIES)
     too_many_rules: bool = False  # reported once, at the first rule past limits.MAX_RULES
@@ -249,12 +251,49 @@ def _protect(s: _Statement) -> None:
     value = s.take_word(keywords("on", "off"))
     if value.text not in ("on", "off"):
         raise s.unexpected(value, keywords("on", "off"))
-    s.end([END])
+    if (to := s.accept("to")) is not None:
+        _protect_scope(s, what, value, to)
+        return
+    s.end([*keywords("to"), END] if what.text == "direct-routing" and value.text == "off"
+          else [END])
     if (first := s.state.protect.get(what.text)) is not None:
         s.error(what, f"duplicate 'protect {what.text}': already set at {first[1]} "
                       f"({quoted(first[1].text)})")
         return
     s.state.protect[what.text] = (value.text == "on", s.origin)
+
+
+def _protect_scope(s: _Statement, what: Token, value: Token, to: Token) -> None:
+    """`protect direct-routing off to network NAME`: only that network's direct routing goes to
+    the rules (Docker 28's nat-unprotected networks, trusted host interfaces, ...)."""
+    if what.text != "direct-routing" or value.text != "off":
+        raise s.fail(to, f"unexpected 'to': only 'protect direct-routing off' can name a "
+                         f"network ('protect direct-routing off to network NAME'); "
+                         f"'protect {what.text} {value.text}' is for every network")
+    kind = s.take_word(keywords("network"))
+    if kind.text != "network":
+        raise s.unexpected(kind, keywords("network"))
+    at = s.peek()
+    name = _network_name(s)
+    s.end([END])
+    if name is None or at is None:
+        return
+    if (first := s.state.protect_off.get(name)) is not None:
+        s.error(at, f"duplicate 'protect direct-routing off to network {name}': already set "
+                      f"at {first.origin} ({quoted(first.origin.text)})")
+        return
+    s.state.protect_off[name] = NetworkScope(network=name, origin=s.origin)
+
+
+def _network_name(s: _Statement) -> str | None:
+    name = s.take_word(["NAME"])
+    if name.text in RULE_KEYWORDS:
+        raise s.unexpected(name, ["NAME"])
+    if _CONTAINER.fullmatch(name.text) and name.text:
+        return name.text
+    s.error(name, f"{quoted(name.text)} is not a network name (letters, digits, '_', '.', "
+                  "'-'), optionally ending in '*' to match a prefix")
+    return None
 
 
 def _define(s: _Statement) -> None:
@@ -492,9 +531,9 @@ _CLAUSES: dict[str, Callable[[_Statement, _Clauses], None]] = {
     "proto": _proto_clause, "from": _from_clause, "to": _to_clause,
 }
 _SRC_EXPECTED = ("'any'", "ADDRESS", "CIDR", "$SET")
-_DST_EXPECTED = ("'any'", "ADDRESS", "CIDR", "'container'", "'service'")
+_DST_EXPECTED = ("'any'", "ADDRESS", "CIDR", "'container'", "'service'", "'network'")
 # What names a destination by a name from Docker, and what that name is in words.
-_SELECTORS = {"container": "container", "service": "Swarm service"}
+_SELECTORS = {"container": "container", "service": "Swarm service", "network": "network"}
 
 
 def _source(s: _Statement) -> tuple[Token, Endpoint]:
@@ -521,12 +560,14 @@ def _destination(s: _Statement) -> tuple[Token, Endpoint]:
     if tok.text.startswith("$"):
         raise s.fail(tok, f"unexpected {quoted(tok.text)} after 'to': a set can only be a "
                           "source ('from $NAME'); a destination is 'any', an address, a CIDR, "
-                          "'container NAME' or 'service NAME'")
+                          "'container NAME', 'service NAME' or 'network NAME'")
     net: Network | None = None
     names: dict[str, str | None] = dict.fromkeys(_SELECTORS)
     if tok.text in _SELECTORS:
         name = s.take_word(["NAME"])
-        # Docker's rule for container names; Swarm's for service names is narrower still.
+        if name.text in RULE_KEYWORDS:  # `to container port 80`: the NAME is missing
+            raise s.unexpected(name, ["NAME"])
+        # Docker's rule for container (and network) names; Swarm's for services is narrower.
         if _CONTAINER.fullmatch(name.text) and name.text:
             names[tok.text] = name.text
         else:
@@ -535,6 +576,7 @@ def _destination(s: _Statement) -> tuple[Token, Endpoint]:
     elif tok.text != "any":
         net = _network(s, tok)
     return tok, Endpoint(net=net, container=names["container"], service=names["service"],
+                         network=names["network"],
                          ports=_port_clause(s))
 
 
@@ -715,6 +757,7 @@ def parse_sources(sources: Sequence[tuple[str, str]],
         sets=state.sets,
         protect_direct_routing=state.protect.get("direct-routing", (True, None))[0],
         protect_localhost_publish=state.protect.get("localhost-publish", (True, None))[0],
+        direct_routing_off=tuple(state.protect_off.values()),
         list_files=tuple(dict.fromkeys(state.lists_read)),
     )
     return ParseResult(policy=policy, diagnostics=diagnostics)

@@ -1,11 +1,11 @@
 import pytest
 
 from fwsync.core.build import build_ruleset, expand
-from fwsync.core.observed import Bridge, DockerState, PublishedPort
-from fwsync.core.ruleset import Match
-from fwsync.rules.model import Endpoint, PortRange
+from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
+from fwsync.core.ruleset import DirectOk, Match
+from fwsync.rules.model import Endpoint, NetworkScope, PortRange
 
-from .helpers import aset, net, policy, ports, rule
+from .helpers import aset, net, origin, policy, ports, rule
 
 pytestmark = pytest.mark.unit
 
@@ -138,3 +138,70 @@ def test_a_bridge_that_can_be_named_neither_way_is_left_to_the_dnat_catch_all():
     assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge", "ok0")
     assert built.ruleset.bridge_subnets == ()
     assert "every DNATed connection is judged" in built.notes[0]
+
+
+# A routed network (Docker 27+, IPv4 routed, no IPv6), a NAT network whose IPv4 Docker leaves
+# open to direct routing (28's nat-unprotected), and containers on them.
+NETWORKS = (
+    DockerNetwork("routed", "br-2ea2169ac7f2", ((4, "routed"),), ("203.0.113.128/28",)),
+    DockerNetwork("lan", "br-1a2b3c4d5e6f", ((4, "nat-unprotected"),),
+                  ("203.0.113.144/28", "2001:db8:d0c::/64")),
+)
+ON_NETWORKS = (
+    PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",), routed="routed"),
+    PublishedPort("::", 8080, "tcp", "rweb", 80, networks=("routed",), container_ipv6=False),
+    PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432, networks=("lan",)),
+)
+P80 = PortRange(low=80, high=80)
+
+
+def test_routed_networks_go_to_the_rules_and_docker_reopened_ones_stay_protected():
+    built = build_ruleset(policy(), DockerState(ports=ON_NETWORKS, networks=NETWORKS)).ruleset
+    assert built.direct_ok == (DirectOk(4, "203.0.113.128/28", "routed", "routed network"),)
+    scoped = policy(direct_routing_off=(NetworkScope(network="la*", origin=origin(3)),))
+    built = build_ruleset(scoped, DockerState(ports=ON_NETWORKS, networks=NETWORKS)).ruleset
+    assert [(d.family, d.subnet, d.origin) for d in built.direct_ok] == [
+        (4, "203.0.113.128/28", None), (4, "203.0.113.144/28", origin(3)),
+        (6, "2001:db8:d0c::/64", origin(3))]
+    assert built.direct_ok[1].label == "10-test.rules:3 protect direct-routing off to network lan"
+    hostile = DockerNetwork('a"b\x1b', "br-x", ((4, "routed"),), ("203.0.113.128/28",))
+    (ok,) = build_ruleset(policy(), DockerState(networks=(hostile,))).ruleset.direct_ok
+    assert ok.label == "routed network", "a name that is not plain text stays out of comments"
+    off = build_ruleset(policy(protect_direct_routing=False),
+                        DockerState(networks=NETWORKS)).ruleset
+    assert off.direct_ok == (), "nothing is dropped: nothing needs an exception"
+
+
+def test_a_container_rule_on_a_routed_network_matches_its_address_and_port():
+    got = matches(policy(rule(2, dst=Endpoint(container="rweb"), proto="tcp")),
+                  DockerState(ports=ON_NETWORKS, networks=NETWORKS))
+    assert got == [Match(family=4, proto="tcp", daddr="203.0.113.130/32", dport=P80),
+                   Match(family=6, proto="tcp", dport=PortRange(low=8080, high=8080))]
+
+
+def test_a_network_rule_matches_its_bindings_and_its_subnets():
+    got = matches(policy(rule(2, dst=Endpoint(network="lan", ports=ports(5432)), proto="tcp"),
+                         rule(3, dst=Endpoint(network="routed"), proto="tcp")),
+                  DockerState(ports=ON_NETWORKS, networks=NETWORKS))
+    assert got == [
+        Match(family=4, proto="tcp", dport=P5432),
+        Match(family=4, proto="tcp", daddr="203.0.113.144/28", dport=P5432),
+        Match(family=6, proto="tcp", daddr="2001:db8:d0c::/64", dport=P5432),
+        Match(family=6, proto="tcp", dport=PortRange(low=8080, high=8080)),
+        Match(family=4, proto="tcp", daddr="203.0.113.128/28"),
+    ]
+    ghost = build_ruleset(policy(rule(4, dst=Endpoint(network="ghost"))),
+                          DockerState(networks=NETWORKS))
+    assert ghost.ruleset.rules == () and any("'ghost'" in n for n in ghost.notes)
+
+
+def test_every_binding_with_a_host_port_is_judged_on_the_input_path():
+    built = build_ruleset(policy(), DockerState(ports=ON_NETWORKS, networks=NETWORKS)).ruleset
+    assert [(p.match, p.binding) for p in built.input_ports] == [
+        (Match(family=4, proto="tcp", dport=P5432), "0.0.0.0:5432/tcp db"),
+        (Match(family=6, proto="tcp", dport=PortRange(low=8080, high=8080)),
+         "[::]:8080/tcp rweb"),
+    ], "not the routed binding: it has no host port"
+    local = build_ruleset(policy(), DockerState(ports=(
+        PublishedPort("127.0.0.1", 6379, "tcp", "cache", 6379),))).ruleset
+    assert local.input_ports[0].match.daddr == "127.0.0.1/32"

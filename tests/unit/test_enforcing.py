@@ -9,7 +9,9 @@ from fwsync.core.enforcing import NftBaseChain, iptables_reach, nftables_reach
 pytestmark = pytest.mark.unit
 
 OWN = {"FWSYNC-FORWARD": ["-A FWSYNC-FORWARD -o docker0 -j FWSYNC-INBOUND"],
-       "FWSYNC-INBOUND": ["-A FWSYNC-INBOUND -j DROP"]}
+       "FWSYNC-INBOUND": ["-A FWSYNC-INBOUND -j DROP"],
+       "FWSYNC-INPUT": [], "INPUT": ["-A INPUT -j FWSYNC-INPUT"]}
+INPUT_PATH = "; INPUT rule 1 → FWSYNC-INPUT"
 
 
 def reach(forward: list[str], docker_user: list[str] | None = None) -> tuple[bool, str]:
@@ -23,7 +25,7 @@ def reach(forward: list[str], docker_user: list[str] | None = None) -> tuple[boo
 def test_fwsync_first_in_docker_user_behind_forwards_jump_is_reached() -> None:
     ok, why = reach(["-A FORWARD -j DOCKER-USER", "-A FORWARD -o docker0 -j ACCEPT"],
                     ["-A DOCKER-USER -j FWSYNC-FORWARD", "-A DOCKER-USER -j RETURN"])
-    assert ok and why == "FORWARD rule 1 → DOCKER-USER rule 1 → FWSYNC-FORWARD"
+    assert ok and why == "FORWARD rule 1 → DOCKER-USER rule 1 → FWSYNC-FORWARD" + INPUT_PATH
 
 
 @pytest.mark.parametrize(("forward", "docker_user", "first"), [
@@ -46,7 +48,7 @@ def test_whatever_may_accept_before_fwsyncs_jump_is_a_bypass(
 def test_rules_that_cannot_accept_are_passed_and_an_empty_docker_user_returns() -> None:
     ok, why = reach(["-A FORWARD -s 192.0.2.1/32 -j DROP", "-A FORWARD -j LOG",
                      "-A FORWARD -j DOCKER-USER", "-A FORWARD -j FWSYNC-FORWARD"], [])
-    assert ok and why == "FORWARD rule 4 → FWSYNC-FORWARD"
+    assert ok and why == "FORWARD rule 4 → FWSYNC-FORWARD" + INPUT_PATH
 
 
 def test_no_path_or_no_chains_is_not_reached() -> None:
@@ -55,6 +57,25 @@ def test_no_path_or_no_chains_is_not_reached() -> None:
     assert not iptables_reach(6, {"FORWARD": ["-A FORWARD -j FWSYNC-FORWARD"]}).reached
     emptied = {**OWN, "FWSYNC-INBOUND": [], "FORWARD": ["-A FORWARD -j FWSYNC-FORWARD"]}
     assert not iptables_reach(4, emptied).reached
+
+
+@pytest.mark.parametrize(("input_chain", "why"), [
+    (["-A INPUT -i lo -j ACCEPT", "-A INPUT -j FWSYNC-INPUT"],
+     "`-A INPUT -i lo -j ACCEPT` (INPUT rule 1) comes before fwsync's jump and may accept"),
+    (["-A INPUT -j ufw-before-input"],
+     "`-A INPUT -j ufw-before-input` (INPUT rule 1) comes before fwsync's jump and may accept"),
+    ([], "nothing in INPUT leads to fwsync's INPUT-path chain"),
+])
+def test_the_input_path_must_be_reached_too(input_chain: list[str], why: str) -> None:
+    """docker-proxy's ports (IPv6 to a container without IPv6) arrive on INPUT: an ACCEPT or
+    another chain's jump before fwsync's lets them past fwsync's rules."""
+    chains = {**OWN, "FORWARD": ["-A FORWARD -j FWSYNC-FORWARD"], "INPUT": input_chain}
+    assert (iptables_reach(4, chains).reached, iptables_reach(4, chains).why) == (False, why)
+    passive = {**chains, "INPUT": ["-A INPUT -p tcp --dport 23 -j DROP", "-A INPUT -j FWSYNC-INPUT",
+                                   "-A INPUT -j ACCEPT"]}
+    assert iptables_reach(4, passive).reached
+    no_chain = {k: v for k, v in chains.items() if k != "FWSYNC-INPUT"}
+    assert "INPUT-path chain is missing" in iptables_reach(4, no_chain).why
 
 
 @pytest.mark.parametrize(("chain", "reached"), [
@@ -68,6 +89,17 @@ def test_no_path_or_no_chains_is_not_reached() -> None:
 ])
 def test_nftables_base_chain_must_hook_forward_before_filter_and_lead_to_the_rules(
         chain: NftBaseChain | None, reached: bool) -> None:
-    families = nftables_reach(chain)
+    families = nftables_reach(chain, INPUT_HOOK)
     assert [f.family for f in families] == [4, 6]
     assert all(f.reached == reached for f in families)
+
+
+INPUT_HOOK = NftBaseChain("input", -1, True, True)
+
+
+@pytest.mark.parametrize("input_chain", [None, NftBaseChain("input", 0, True, True),
+                                         NftBaseChain("forward", -1, True, True)])
+def test_nftables_input_base_chain_must_run_before_ufw(input_chain: NftBaseChain | None) -> None:
+    families = nftables_reach(NftBaseChain("forward", -1, True, True), input_chain)
+    assert not any(f.reached for f in families)
+    assert "input base chain" in families[0].why

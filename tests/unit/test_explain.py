@@ -122,13 +122,26 @@ def test_container_rules_follow_the_container():
         "the rule names metrics-*, not whoever publishes 9100"
 
 
-def test_ipv6_through_docker_proxy_is_not_governed():
+def test_ipv6_through_docker_proxy_is_governed_on_the_input_path():
     proxied = PublishedPort("::", 5432, "tcp", "db", 80, container_ipv6=False)
     e = ask(OFFICE, "2001:db8:2::7", "5432", None, DB, proxied)
-    assert e.outcome == "not-governed" and not e.reaches[0].governed
-    assert e.reaches[0].decided.action == "deny", "what fwsync's rules would have said"
-    assert any("docker-proxy" in n for n in e.notes)
+    assert e.outcome == "deny" and e.reaches[0].governed and e.reaches[0].docker_proxy
+    assert e.notes == (), "a deny is final: nothing more to say"
+    office = ask(OFFICE, "2001:db8:1::7", "5432", None, DB, proxied)
+    assert office.outcome == "allow"
+    assert any("docker-proxy" in n and "host's own INPUT firewall" in n for n in office.notes)
     assert ask(OFFICE, "203.0.113.7", "5432", None, DB, proxied).outcome == "deny"
+
+
+def test_a_routed_binding_is_reached_at_the_container_address():
+    routed = PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",),
+                           routed="routed")
+    to_it = policy(rule(2, proto="tcp", src=Endpoint(net=net("198.51.100.0/24")),
+                        dst=Endpoint(container="rweb", ports=ports(80))))
+    e = ask(to_it, "198.51.100.7", "80", "203.0.113.130", routed)
+    assert e.outcome == "allow" and any("without NAT" in n for n in e.notes)
+    assert ask(to_it, "203.0.113.7", "80", "203.0.113.130", routed).outcome == "deny"
+    assert ask(to_it, "198.51.100.7", "80", "203.0.113.131", routed).outcome == "not-published"
 
 
 def test_docker_unreachable_answers_from_the_rules_alone():

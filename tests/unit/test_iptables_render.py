@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fwsync.backends.iptables import _restore_text, parse_ipset_save, parse_save
+from fwsync.backends.iptables import _remove_text, _restore_text, parse_ipset_save, parse_save
 from fwsync.backends.iptables_render import (
     comment_text,
     parse_set_name,
@@ -16,10 +16,10 @@ from fwsync.backends.iptables_render import (
     set_kernel_name,
 )
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.rules.model import Endpoint
+from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
+from fwsync.rules.model import Endpoint, NetworkScope
 
-from .helpers import aset, net, policy, ports, rule
+from .helpers import aset, net, origin, policy, ports, rule
 
 pytestmark = pytest.mark.unit
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -33,12 +33,25 @@ POLICY = policy(
     rule(7, "deny", dst=Endpoint(net=net("2001:db8::1/128"))),
     rule(8, src=Endpoint(net=net("198.51.100.10/32")),
          dst=Endpoint(container="metrics-*", ports=ports(9100))),
+    rule(9, proto="tcp", src=Endpoint(set="office"),
+         dst=Endpoint(network="routed", ports=ports(80))),
     sets=(aset("office", "198.51.100.0/25", "198.51.100.10", "2001:db8:1::/64"),),
+    direct_routing_off=(NetworkScope(network="lan", origin=origin(
+        3, "protect direct-routing off to network lan")),),
 )
+# A routed network (Docker 27+), a container on it with `-p 8080:80` (its IPv6 binding goes
+# through docker-proxy), and a network the rules take out of the direct-routing protection.
 DOCKER = DockerState(ports=(
-    PublishedPort("0.0.0.0", 9100, "tcp", "metrics-1", 9100),
-    PublishedPort("198.51.100.1", 9100, "tcp", "metrics-2", 9100),
-    PublishedPort("::", 9100, "tcp", "metrics-1", 9100),
+    PublishedPort("0.0.0.0", 9100, "tcp", "metrics-1", 9100, networks=("bridge",)),
+    PublishedPort("198.51.100.1", 9100, "tcp", "metrics-2", 9100, networks=("bridge",)),
+    PublishedPort("::", 9100, "tcp", "metrics-1", 9100, networks=("bridge",)),
+    PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",),
+                  routed="routed"),
+    PublishedPort("::", 8080, "tcp", "rweb", 80, networks=("routed",)),
+), networks=(
+    DockerNetwork("bridge", "docker0", subnets=("198.51.100.128/25",)),
+    DockerNetwork("lan", "br-1a2b3c4d5e6f", ((4, "nat-unprotected"),), ("203.0.113.144/28",)),
+    DockerNetwork("routed", "br-2ea2169ac7f2", ((4, "routed"),), ("203.0.113.128/28",)),
 ))
 
 
@@ -100,6 +113,7 @@ def test_restore_text_moves_a_misplaced_jump_and_declares_own_chains():
                "ipv4 chain FWSYNC-INBOUND": ("-A FWSYNC-INBOUND -j DROP",)}
     text = _restore_text(desired, 4, current).splitlines()
     assert text == ["*filter", ":FWSYNC-FORWARD - [0:0]", ":FWSYNC-INBOUND - [0:0]",
+                    ":FWSYNC-DIRECT - [0:0]", ":FWSYNC-INPUT - [0:0]",
                     "-A FWSYNC-INBOUND -j DROP", "-D DOCKER-USER -j FWSYNC-FORWARD",
                     "-I DOCKER-USER 1 -j FWSYNC-FORWARD", "COMMIT"]
 
@@ -143,3 +157,20 @@ def test_plan_sees_the_set_the_rules_use_and_every_other_one_of_fwsyncs():
         used: "ipv4 set office",
         old: f"ipv4 set office (unused: {old})",
         temp: f"ipv4 set ~office (unused: {temp})"}
+
+
+def test_restore_text_puts_the_input_jump_first_in_input():
+    # ufw appends its INPUT jumps: fwsync's goes first, and moves back there if pushed down.
+    current = parse_save(
+        ":INPUT DROP [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -j ufw-before-logging-input\n"
+        "-A INPUT -j FWSYNC-INPUT\n-A DOCKER-USER -j FWSYNC-FORWARD\n")
+    assert current.jump_lines == ("DOCKER-USER rule 1 -j FWSYNC-FORWARD",
+                                  "INPUT rule 2 -j FWSYNC-INPUT")
+    desired = {"ipv4 jump": ("DOCKER-USER rule 1 -j FWSYNC-FORWARD",
+                             "INPUT rule 1 -j FWSYNC-INPUT")}
+    text = _restore_text(desired, 4, current).splitlines()
+    assert text[-5:] == ["-D DOCKER-USER -j FWSYNC-FORWARD", "-D INPUT -j FWSYNC-INPUT",
+                         "-I DOCKER-USER 1 -j FWSYNC-FORWARD", "-I INPUT 1 -j FWSYNC-INPUT",
+                         "COMMIT"]
+    removed = _remove_text(current).splitlines()
+    assert removed[1:3] == ["-D DOCKER-USER -j FWSYNC-FORWARD", "-D INPUT -j FWSYNC-INPUT"]

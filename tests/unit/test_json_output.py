@@ -31,9 +31,9 @@ def test_status_json_shape():
     doc = status_json(pol, docker, "yes", True)
     assert doc["format_version"] == 1 and doc["in_sync"] is True and doc["docker_error"] is None
     (port,) = doc["ports"]
-    # The keys of the first version, unchanged; later ones (governed, warnings, service, mode)
-    # only added.
-    assert {k: port[k] for k in port if k not in ("governed", "warnings", "service", "mode")} == {
+    # The keys of the first version, unchanged; later ones only added.
+    later = ("governed", "warnings", "service", "mode", "routed", "docker_proxy")
+    assert {k: port[k] for k in port if k not in later} == {
         "host_ip": "0.0.0.0", "host_port": 5432, "proto": "tcp", "container": "db",
         "image": "postgres:16", "container_port": 5432,
         "decisions": [{"action": "allow", "who": "$office", "origin": "rules/10-test.rules:5"},
@@ -41,6 +41,7 @@ def test_status_json_shape():
     }
     assert port["governed"] is True and [w["kind"] for w in port["warnings"]] == ["wide-binding"]
     assert port["service"] is None and port["mode"] is None, "a container's own -p"
+    assert port["routed"] is None and port["docker_proxy"] is False
     assert doc["warnings"] == []
 
 

@@ -123,7 +123,7 @@ def test_explain_output() -> None:
     down = DockerState(error="no socket")
     assert_valid("explain", explain_json(explain(ruleset, down,
                                                  parse_connection("198.51.100.7", "80"))))
-    assert outcomes == {"allow", "deny", "limit", "not-published", "not-governed"}
+    assert outcomes == {"allow", "deny", "limit", "not-published"}
 
 
 def test_a_document_that_breaks_the_schema_is_caught() -> None:

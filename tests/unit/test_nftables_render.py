@@ -174,7 +174,8 @@ def test_switch_remakes_chains_that_are_not_fwsyncs_own():
     deleted = [o["delete"]["chain"]["name"] for o in batch if "chain" in o.get("delete", {})]
     assert deleted == ["forward", "stray"]  # inbound is as fwsync makes it: kept
     added = [o["add"]["chain"] for o in batch if "chain" in o.get("add", {})]
-    assert {c["name"]: c.get("prio") for c in added} == {"forward": -1, "inbound": None}
+    assert {c["name"]: c.get("prio") for c in added} == {"forward": -1, "inbound": None,
+                                                         "input": -1, "direct": None}
     first_add = next(i for i, o in enumerate(batch) if "add" in o and "table" not in o["add"])
     last_delete = max(i for i, o in enumerate(batch) if "delete" in o)
     assert last_delete < first_add

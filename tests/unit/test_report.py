@@ -68,23 +68,23 @@ def test_a_binding_wider_than_the_one_network_allowed_to_connect():
     assert kinds(default_allow, db()) == [], "the default lets everyone else in too"
 
 
-def test_ipv6_through_docker_proxy_only_when_the_rules_restrict_the_port():
+def test_ipv6_through_docker_proxy_is_governed_and_ufw_decides_after_an_allow():
     pol = policy(rule(2, proto="tcp", src=Endpoint(net=net("2001:db8:1::/64")), dst=PG),
                  rule(3, proto="tcp", src=Endpoint(net=net("198.51.100.0/25")), dst=PG))
     report = exposure_report(pol, DockerState(ports=(db("::", ipv6=False),)))
     row = report.ports[0]
-    assert not row.governed
+    assert row.governed, "judged on the INPUT path, where docker-proxy listens"
     assert [s.kind for s in row.surprises] == ["ipv6-docker-proxy", "wide-binding"]
-    assert "docker-proxy" in row.surprises[0].message
-    assert "ipv6-docker-proxy" not in kinds(pol, db("::", ipv6=True)), "DNATed: governed"
+    assert "ufw allow 5432/tcp" in row.surprises[0].message
+    assert "ipv6-docker-proxy" not in kinds(pol, db("::", ipv6=True)), "DNATed"
     assert "ipv6-docker-proxy" not in kinds(pol, db("::")), "not observed: no guess"
     assert "ipv6-docker-proxy" not in kinds(pol, db("0.0.0.0", ipv6=False)), "IPv4 is DNATed"
-    assert kinds(policy(rule(2, dst=PG)), db("::", ipv6=False)) == [], "open to all anyway"
-    assert kinds(policy(default="allow"), db("::", ipv6=False)) == []
-    limited = policy(rule(2, "limit", dst=PG))
-    assert kinds(limited, db("::", ipv6=False)) == ["ipv6-docker-proxy"], "limit is bypassed"
-    assert kinds(policy(), db("::", ipv6=False)) == ["ipv6-docker-proxy"], \
-        "not also nobody-allowed: fwsync's rules have no say on that path"
+    assert kinds(policy(rule(2, dst=PG)), db("::", ipv6=False)) == ["ipv6-docker-proxy"]
+    assert kinds(policy(default="allow"), db("::", ipv6=False)) == ["ipv6-docker-proxy"]
+    assert kinds(policy(rule(2, "limit", dst=PG)), db("::", ipv6=False)) == [
+        "ipv6-docker-proxy"]
+    assert kinds(policy(), db("::", ipv6=False)) == ["nobody-allowed"], \
+        "fwsync lets nobody in: the host firewall has nothing left to decide"
 
 
 def test_observed_bindings_say_whether_the_container_has_ipv6():
@@ -161,7 +161,7 @@ def test_published_but_nobody_allowed():
 def _report() -> tuple[ExposureReport, DockerState, Policy]:
     pol = policy(rule(5, proto="tcp", src=Endpoint(set="office"), dst=PG),
                  rule(6, dst=Endpoint(container="ghost")),
-                 sets=(aset("office", "198.51.100.0/25"),))
+                 sets=(aset("office", "198.51.100.0/25", "2001:db8:1::/64"),))
     docker = DockerState(ports=(db(), db("::", ipv6=False)), containers=("db",))
     return exposure_report(pol, docker), docker, pol
 

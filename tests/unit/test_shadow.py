@@ -77,6 +77,9 @@ def test_the_first_covering_rule_is_named_and_every_shadowed_rule_reported():
     "allow proto tcp\ndeny to container web proto tcp",
     "limit 2222/tcp\nallow 2222/tcp",
     "allow 80\nallow 80",
+    "allow to network lan*\ndeny to network lan-2 port 80",
+    "allow to any port 80\ndeny to network lan port 80 proto tcp",
+    "allow from 10.0.0.0/8\ndeny from 10.1.2.3 to network lan",
 ])
 def test_shadowed(text):
     assert warned(text) == [text.count("\n") + 1]
@@ -111,6 +114,11 @@ def test_shadowed(text):
     "allow to container web port 80\ndeny to any port 80",
     "allow to 198.51.100.1\ndeny to 198.51.100.0/24",
     "allow 80\nallow 443\ndeny 80,443",  # covered only by two rules together: not reported
+    "allow to network lan\ndeny to container web",  # web may be on another network
+    "allow to container web\ndeny to network lan",
+    "allow to network lan-2\ndeny to network lan*",
+    "allow to 203.0.113.128/28\ndeny to network routed",  # its subnet may differ
+    "allow to network lan\ndeny to any",
 ])
 def test_not_shadowed(text):
     assert warned(text) == []

@@ -186,6 +186,11 @@ def test_origin_text_is_stripped_and_leading_whitespace_does_not_matter():
      {"src": Endpoint(net=ipaddress.ip_network("198.51.100.0/24")),
       "dst": Endpoint(service="web", ports=p(80)), "proto": "tcp"}),
     ("allow to service api-* port 8080", {"dst": Endpoint(service="api-*", ports=p(8080))}),
+    ("allow from 198.51.100.0/24 to network lan port 80 proto tcp",
+     {"src": Endpoint(net=ipaddress.ip_network("198.51.100.0/24")), "proto": "tcp",
+      "dst": Endpoint(network="lan", ports=p(80))}),
+    ("allow in on eth1 to network compose_*", {"iface": "eth1",
+                                               "dst": Endpoint(network="compose_*")}),
     ("allow proto any to any port 53", {"dst": Endpoint(ports=p(53))}),
     ("reject proto tcp", {"action": "reject", "proto": "tcp"}),
     ("allow in on eth0", {"iface": "eth0"}),
@@ -334,6 +339,18 @@ def test_protect_switches():
     assert not result.policy.protect_localhost_publish
 
 
+def test_protect_direct_routing_off_for_one_network():
+    result = parse("protect direct-routing off to network lan\n"
+                   "protect direct-routing off to network compose_*")
+    assert result.policy is not None and result.policy.protect_direct_routing
+    assert [(s.network, s.origin.line) for s in result.policy.direct_routing_off] == [
+        ("lan", 1), ("compose_*", 2)]
+    assert messages("protect direct-routing off to network lan\n"
+                    "protect direct-routing off to network lan") == [
+        "t.rules:2:39: error: duplicate 'protect direct-routing off to network lan': already "
+        "set at t.rules:1 ('protect direct-routing off to network lan')"]
+
+
 def test_protect_twice_is_an_error_naming_the_first():
     assert messages("protect direct-routing off\nprotect direct-routing off") == [
         "t.rules:2:9: error: duplicate 'protect direct-routing': already set at t.rules:1 "
@@ -372,7 +389,7 @@ FULL_ERRORS = [
                            "the rules that use it"),
     ("allow to $office", "1:10: error: unexpected '$office' after 'to': a set can only be a "
                          "source ('from $NAME'); a destination is 'any', an address, a CIDR, "
-                         "'container NAME' or 'service NAME'"),
+                         "'container NAME', 'service NAME' or 'network NAME'"),
     ("allow from 198.51.100.1 to 2001:db8::1",
      "1:28: error: '2001:db8::1' is IPv6 but the source '198.51.100.1' is IPv4: the rule can "
      "never match"),
@@ -424,6 +441,26 @@ FULL_ERRORS = [
     ("allow from service web port 80", "1:12: error: unexpected 'service' after 'from': a Swarm "
                                        "service can only be a destination ('to service NAME')"),
     ("allow to service", "1:17: error: unexpected end of line after 'service', expected NAME"),
+    ("allow from network lan", "1:12: error: unexpected 'network' after 'from': a network "
+                               "can only be a destination ('to network NAME')"),
+    ("allow to network lan*x", "1:18: error: 'lan*x' is not a network name (letters, digits, "
+                               "'_', '.', '-'), optionally ending in '*' to match a prefix"),
+    ("protect localhost-publish off to network lan",
+     "1:31: error: unexpected 'to': only 'protect direct-routing off' can name a network "
+     "('protect direct-routing off to network NAME'); 'protect localhost-publish off' is for "
+     "every network"),
+    ("protect direct-routing on to network lan",
+     "1:27: error: unexpected 'to': only 'protect direct-routing off' can name a network "
+     "('protect direct-routing off to network NAME'); 'protect direct-routing on' is for "
+     "every network"),
+    ("protect direct-routing off to container web", "1:31: error: unexpected 'container', "
+                                                    "expected 'network'"),
+    ("protect direct-routing off to network", "1:38: error: unexpected end of line after "
+                                              "'network', expected NAME"),
+    ("protect direct-routing off to network lan port 80", "1:43: error: unexpected 'port', "
+                                                          "expected end of line"),
+    ("protect direct-routing off now", "1:28: error: unexpected 'now', expected one of 'to', "
+                                       "end of line"),
 ]
 
 
@@ -463,6 +500,8 @@ LOCATED_ERRORS = [
     ("allow from 10.0.0.1 10.0.0.2", (1, 21)),
     ("allow to", (1, 9)),
     ("allow to container", (1, 19)),
+    ("allow to network", (1, 17)),
+    ("allow to network from any", (1, 18)),
     ("allow to container /web", (1, 20)),
     ("allow to container -web", (1, 20)),
     ("allow to any proto", (1, 19)),
@@ -638,7 +677,8 @@ def test_host_bits_error_suggests_the_network(address, prefix):
 
 vocabulary = st.sampled_from([
     "allow", "deny", "reject", "limit", "default", "define", "protect", "in", "on", "from", "to",
-    "port", "proto", "tcp", "udp", "any", "comment", "container", "file", "incoming", "$x",
+    "port", "proto", "tcp", "udp", "any", "comment", "container", "network", "file",
+    "incoming", "$x",
     "10.0.0.1", "10.0.0.0/8", "2001:db8::1", "80", "80,443", "1:2", "eth+", "'t'", '"', "'",
     ",", "#", "direct-routing", "off", "web-*", "/tcp", "x", "\t", " "])
 

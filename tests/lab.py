@@ -30,7 +30,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -361,6 +361,27 @@ def wait_for(ns: NsLike, addr: str, port: int, proto: Proto = "tcp", want: State
         if time.monotonic() > deadline:
             raise LabError(f"{proto} [{addr}]:{port} from {_ns(ns).name}: {got}, wanted {want}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serve_tcp(ns: NsLike, ports: Sequence[int]) -> Iterator[None]:
+    """TCP listeners on `ns` itself, IPv4 and IPv6 (one dual-stack socket a port), accepting and
+    closing: a host's own services (sshd) as its INPUT path sees them, or a stand-in for
+    docker-proxy's sockets. Stopped, by its pid, when the block ends."""
+    proc = _ns(ns).spawn([sys.executable, "-I", "-c", _CTR_SERVER, json.dumps([list(ports), []])],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            if not (sel.select(10) and proc.stdout.readline().strip() == "ready"):
+                raise LabError(f"listener on {ports} in {_ns(ns).name} did not start")
+        yield
+    finally:
+        _kill_wait(proc.pid, 5, proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # --------------------------------------------------------------------------- base topology
@@ -738,11 +759,14 @@ class DockerLab(_Topology):
     that version or the lab refuses to start."""
 
     def __init__(self, *, ipv6: bool = False, import_image: bool = True,
-                 extra_args: Sequence[str] = (), engine: Engine | str | None = None) -> None:
+                 extra_args: Sequence[str] = (), engine: Engine | str | None = None,
+                 dockerd_env: Mapping[str, str] | None = None) -> None:
         # Resolved before the directory is made: an unknown name raises with nothing to undo.
         self.engine = _engine(engine)
         super().__init__()
         self.ipv6, self.import_image, self.extra_args = ipv6, import_image, tuple(extra_args)
+        # Extra environment for dockerd (e.g. Docker 28's DOCKER_INSECURE_NO_IPTABLES_RAW=1).
+        self.dockerd_env = dict(dockerd_env or {})
         self.version = ""  # what the running dockerd reports (GET /version), e.g. "28.5.2"
         self.containers: list[str] = []  # names run_web created
         self._proc: subprocess.Popen[bytes] | None = None
@@ -774,8 +798,8 @@ class DockerLab(_Topology):
         """The environment dockerd runs in: the engine's programs first on PATH."""
         bin_dir = self.engine.bin_dir()
         if bin_dir is None:
-            return dict(_ENV)
-        return {**_ENV, "PATH": f"{bin_dir}:{_ENV['PATH']}"}
+            return {**_ENV, **self.dockerd_env}
+        return {**_ENV, "PATH": f"{bin_dir}:{_ENV['PATH']}", **self.dockerd_env}
 
     def start(self) -> Self:
         t0 = time.monotonic()

@@ -25,9 +25,13 @@ from fwsync.observe.swarm import SERVICE_LABEL, ingress_network, observe_swarm, 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 GATEWAY_MODE_OPTION = "com.docker.network.bridge.gateway_mode_ipv{}"
 TRUSTED_HOST_INTERFACES_OPTION = "com.docker.network.bridge.trusted_host_interfaces"
-# Docker 27.0 (API 1.46) added gateway modes. Older engines keep the option in the network's
-# Options but ignore it (26.1 NATs a `routed` network like any other): believe it from 27 on.
-GATEWAY_MODES_SINCE_API = (1, 46)
+# Docker keeps a network option it does not know in the network's Options and ignores it (26.1
+# NATs a `routed` network like any other): each is believed from the API version of the engine
+# that brought it on. Gateway modes `routed` 27.0 (API 1.46), `nat-unprotected` 28.0 (1.48),
+# `isolated` and trusted host interfaces 28.2 (1.50).
+GATEWAY_MODES_SINCE_API: dict[str, tuple[int, int]] = {
+    "routed": (1, 46), "nat-unprotected": (1, 48), "isolated": (1, 50)}
+TRUSTED_HOST_INTERFACES_SINCE_API = (1, 50)
 _MODES: dict[str, GatewayMode] = {m: m for m in ("nat", "nat-unprotected", "routed", "isolated")}
 
 
@@ -137,7 +141,6 @@ def bridge_of(net: dict[str, Any]) -> str:
 
 def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerNetwork, ...]:
     """Docker's bridge networks (GET /networks), with the gateway modes the engine honours."""
-    modes_known = api_at_least(api_version, GATEWAY_MODES_SINCE_API)
     found = []
     for net in listed:
         if net.get("Driver") != "bridge":
@@ -147,10 +150,12 @@ def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerN
         modes: list[tuple[Family, GatewayMode]] = []
         for family in (4, 6):
             mode = _MODES.get(str(options.get(GATEWAY_MODE_OPTION.format(family)) or ""))
-            if modes_known and mode is not None and mode != "nat":
+            if mode is not None and mode != "nat" and api_at_least(
+                    api_version, GATEWAY_MODES_SINCE_API[mode]):
                 modes.append((family, mode))
         trusted = tuple(i for i in str(options.get(TRUSTED_HOST_INTERFACES_OPTION) or "")
-                        .replace(",", ":").split(":") if i)
+                        .replace(",", ":").split(":") if i) if api_at_least(
+            api_version, TRUSTED_HOST_INTERFACES_SINCE_API) else ()
         subnets = tuple(n for c in (net.get("IPAM") or {}).get("Config") or []
                         if isinstance(c, dict) and (n := _subnet(c.get("Subnet"))))
         found.append(DockerNetwork(name=str(net.get("Name", "")), bridge=bridge,

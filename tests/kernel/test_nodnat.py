@@ -16,28 +16,23 @@ given as a DockerState: the e2e tests prove the same against real engines."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
 import pickle
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
 from tests.lab import (
-    _CTR_SERVER,
     BRIDGE_V4,
     CTR_NET_V4,
     CTR_NET_V6,
     CTR_V4,
     CTR_V6,
     KernelLab,
-    _kill_wait,
     probe,
     run_fwsync,
+    serve_tcp,
     wait_for,
 )
 from tests.steps import write_rules
@@ -72,22 +67,6 @@ def apply_seeing(lab: KernelLab, rules: Path, backend: str, docker: DockerState)
     return res.stdout
 
 
-@contextlib.contextmanager
-def host_listener(lab: KernelLab, *ports: int) -> Iterator[None]:
-    """TCP listeners on HOST itself (IPv4 and IPv6): docker-proxy's sockets, or the host's own
-    services (ssh), as the INPUT path sees them."""
-    proc = lab.host.spawn([sys.executable, "-I", "-c", _CTR_SERVER, json.dumps([list(ports), []])],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                          start_new_session=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield
-    finally:
-        _kill_wait(proc.pid, 5, proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 # What Docker reports for `docker run -p 8080:80` of a container without IPv6: two bindings;
 # IPv4 is DNATed (lab.publish writes that), IPv6 is served by docker-proxy on HOST.
 PROXIED = DockerState(ports=(
@@ -106,7 +85,7 @@ def test_docker_proxys_ipv6_port_is_judged_and_the_hosts_own_services_are_not(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
     lab.publish(8080, 80, host_ip="0.0.0.0")  # IPv4 only: IPv6 goes to the proxy stand-in
-    with host_listener(lab, 8080, 22, 9999):
+    with serve_tcp(lab.host, [8080, 22, 9999]):
         for peer in lab.peers:
             wait_for(peer, peer.host_v6, 8080)
         assert lab.attacker.probe(8080, v6=True) == "open", "before: IPv6 bypasses the rules"
@@ -127,7 +106,7 @@ def test_the_hosts_input_firewall_still_decides_after_an_allow(
     """fwsync narrows on the INPUT path as on FORWARD: its allow hands the connection on to the
     host's INPUT rules (ufw's deny here), its deny comes before them."""
     lab = kernel_lab
-    with host_listener(lab, 8080):
+    with serve_tcp(lab.host, [8080]):
         wait_for(lab.trusted, lab.trusted.host_v6, 8080)
         apply_seeing(lab, write_rules(tmp_path, OFFICE_RULES), backend, PROXIED)
         assert lab.trusted.probe(8080, v6=True) == "open"

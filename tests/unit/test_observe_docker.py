@@ -146,3 +146,14 @@ def test_networks_keep_hostile_names_for_messages_and_only_real_subnets():
                                     {"Subnet": "203.0.113.131/28"}, "junk"]})
     (net,) = networks_of([hostile], "1.51")
     assert net.bridge == 'a"+ b' and net.subnets == ("203.0.113.128/28", "203.0.113.128/28")
+
+
+def test_each_network_option_is_believed_from_the_engine_that_brought_it():
+    unprotected = dict(ROUTED_NETWORK, Options={
+        "com.docker.network.bridge.gateway_mode_ipv4": "nat-unprotected",
+        "com.docker.network.bridge.trusted_host_interfaces": "eth1"})
+    (on_27,) = networks_of([unprotected], "1.47")
+    assert on_27.gateway_modes == () and on_27.trusted_host_interfaces == ()
+    (on_28_0,) = networks_of([unprotected], "1.48")
+    assert on_28_0.mode(4) == "nat-unprotected" and on_28_0.trusted_host_interfaces == ()
+    assert networks_of([unprotected], "garbage")[0].gateway_modes == ()

@@ -98,9 +98,10 @@ def test_status_reports_rows_rules_and_surprises(dlab: DockerLab, tmp_path: Path
         ("allow", "$office", line[3]), ("deny", "anyone else", line[1])]
     assert kinds(db) == ["wide-binding"], "only the office's network may connect"
 
-    # This dockerd has no IPv6: Docker still publishes on ::, served by docker-proxy.
+    # This dockerd has no IPv6: Docker still publishes on ::, served by docker-proxy on the
+    # INPUT path, where fwsync judges it too (and the host's INPUT firewall after an allow).
     db6 = ports[":::5432/tcp"]
-    assert db6["governed"] is False
+    assert (db6["governed"], db6["docker_proxy"]) == (True, True)
     assert kinds(db6) == ["ipv6-docker-proxy", "wide-binding"]
 
     web = ports["0.0.0.0:8080/tcp"]
@@ -109,11 +110,11 @@ def test_status_reports_rows_rules_and_surprises(dlab: DockerLab, tmp_path: Path
     assert kinds(web) == ["wide-binding"] and "-p 198.51.100.1:8080:80" in \
         web["warnings"][0]["message"]
     assert kinds(ports["0.0.0.0:8081/tcp"]) == ["container-port-rule"]
-    assert kinds(ports[":::8081/tcp"]) == ["ipv6-docker-proxy"], "fwsync has no say there"
+    assert kinds(ports[":::8081/tcp"]) == ["container-port-rule"], "the same near miss"
     assert kinds(ports["0.0.0.0:9000/tcp"]) == [], "reject some, allow the rest: no surprise"
-    # The reject's source is IPv4: for IPv6 fwsync allows everyone on 9000, so docker-proxy
-    # going around it loses nothing, and the reject is not listed there at all.
-    assert kinds(ports[":::9000/tcp"]) == []
+    # The reject's source is IPv4: for IPv6 fwsync allows everyone on 9000 (the reject is not
+    # listed there at all), and ufw decides after that allow on docker-proxy's path.
+    assert kinds(ports[":::9000/tcp"]) == ["ipv6-docker-proxy"]
     assert [d["origin"] for d in ports[":::9000/tcp"]["decisions"]] == [line[6]]
     assert kinds(ports["0.0.0.0:2222/tcp"]) == []
     cache = ports["127.0.0.1:6379/tcp"]
@@ -196,12 +197,14 @@ def test_explain_agrees_with_real_packets(dlab: DockerLab, tmp_path: Path, backe
     assert text.splitlines()[0] == "203.0.113.7 port 9000/tcp: rejected"
     assert f"reject by {rules / RULES_FILE}:5" in text
 
-    # IPv6 to this IPv4-only dockerd goes through docker-proxy: fwsync's rules would deny the
-    # attacker, but the connection never meets them, and explain says so.
+    # IPv6 to this IPv4-only dockerd goes through docker-proxy on the INPUT path, where
+    # fwsync's rules meet it too: explain and the packets agree.
     v6 = fwsync_json(dlab, "explain", attacker.v6, "5432/tcp", rules=rules)
     assert_valid("explain", v6)
-    assert v6["verdict"] == "not-governed" and v6["reaches"][0]["decided"]["action"] == "deny"
-    assert attacker.probe(5432, v6=True) == "open"
+    assert v6["verdict"] == "deny" and v6["reaches"][0]["docker_proxy"] is True
+    assert attacker.probe(5432, v6=True) == "filtered"
+    assert explain_json(dlab, rules, trusted.v6, 5432, trusted.host_v6)["verdict"] == "allow"
+    assert trusted.probe(5432, v6=True) == "open"
 
 
 def test_bad_questions_exit_1_with_one_line(dlab: DockerLab, tmp_path: Path,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# `make vagrant-test`: build what is missing, bring the three machines up, run the scenario suite
+# `make vagrant-test`: build what is missing, bring the machines up, run the scenario suite
 # (tests/scenarios) on them, print the pass/fail table and the wall time of each phase, destroy
 # everything — also on failure or Ctrl-C.
 #
@@ -82,7 +82,7 @@ if [ "$up_rc" != 0 ]; then
     exit 1
 fi
 (cd "$here" && in_vm_net vagrant ssh-config) >"$cache/ssh_config" || exit 1
-end "three machines up and provisioned"
+end "machines up and provisioned"
 
 begin suite
 (cd "$repo" && in_vm_net "$py" -m tests.scenarios.run_vms "$cache/ssh_config")

@@ -71,6 +71,15 @@ def wait_task(lab: DockerLab, service: str, timeout: float = 90) -> Any:
     raise LabError(f"no running task of {service} after {timeout:.0f} s")
 
 
+def wait_network(lab: DockerLab, name: str, timeout: float = 30) -> None:
+    """Until Docker lists network `name` (Swarm makes docker_gwbridge when a task needs it)."""
+    deadline = time.monotonic() + timeout
+    while not lab.client.api.networks(names=[name]):
+        if time.monotonic() > deadline:
+            raise LabError(f"Docker made no network {name} in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def fwsync_json(lab: DockerLab, *args: str, rules: Path) -> Any:
     res = fwsync_ok(lab, *args, "--format", "json", rules=rules,
                     env={"FWSYNC_DAEMON_STATE": str(lab.dir / "daemon.json")})
@@ -144,7 +153,14 @@ def test_doctor_checks_the_ports_swarm_needs_against_ufw(make_docker_lab: Any,
 def test_a_service_published_after_apply_is_denied_by_the_default(
         make_docker_lab: Any, tmp_path: Path) -> None:
     """A port published on a node fwsync knows nothing of (a service created after `apply`) is
-    denied by the default: the host-mode binding is DNATed like any published port."""
+    denied by the default: the host-mode binding is DNATed like any published port.
+
+    Docker 20.10 makes docker_gwbridge ~0.1 s after the first task has started, and whenever it
+    makes a network it deletes FORWARD's jump to DOCKER-USER and inserts it again on top
+    (libnetwork's EnsureJumpRule): a connection in between passes by DOCKER-USER, and so by
+    the iptables backend's rules (seen once in CI under load: the first probe got in). That
+    window is Docker's, documented in docs/how-it-works.md; what this test holds is the state
+    Docker leaves once its set-up is done."""
     lab: DockerLab = make_docker_lab()
     rules = write_rules(tmp_path, RULES)
     fwsync_ok(lab, "apply", rules=rules)  # before the swarm, before the service
@@ -155,4 +171,6 @@ def test_a_service_published_after_apply_is_denied_by_the_default(
                                   "PublishMode": "host"}]})
     wait_task(lab, "late")
     wait_for(lab.host, HOST_TRUSTED_V4, 7780, timeout=30)
+    wait_network(lab, "docker_gwbridge")
+    wait_for(lab.trusted, HOST_TRUSTED_V4, 7780, want="filtered", timeout=30)
     assert [lab.trusted.probe(7780), lab.attacker.probe(7780)] == ["filtered", "filtered"]

@@ -13,22 +13,18 @@ Docker, and the containers come back with the ports they had); FWSYNC_DOCKER_STA
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fwsync.core.observed import (
-    Bridge,
-    DockerNetwork,
-    DockerState,
-    Family,
-    GatewayMode,
-    PublishedPort,
-    SwarmNode,
-)
+from fwsync.core.observed import DockerState
 from fwsync.readfile import read_limited
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 DEFAULT_MEMORY = Path("/var/lib/fwsync/docker.json")
 FORMAT_VERSION = 1
@@ -71,61 +67,36 @@ def remember(state: DockerState, path: Path | None = None) -> str | None:
 
 def recall(path: Path | None = None) -> DockerState | None:
     """What `remember` kept, or None when there is nothing usable (no file, not fwsync's
-    format): then fwsync knows nothing of Docker, and says so."""
+    format, a value of the wrong type): then fwsync knows nothing of Docker, and says so."""
     path = path or memory_path()
     try:
-        return _state(json.loads(read_limited(path, MAX_BYTES, "fwsync's Docker memory")))
-    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        data = json.loads(read_limited(path, MAX_BYTES, "fwsync's Docker memory"))
+    except (OSError, ValueError):
         return None
-
-
-def _state(data: Any) -> DockerState | None:
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         return None
-    seen_at = data["seen_at"]
-    swarm = data["swarm"]
-    return DockerState(
-        ports=tuple(_port(p) for p in data["ports"]),
-        extra_bridges=tuple(Bridge(name=str(b["name"]), network=str(b["network"]),
-                                   subnets=tuple(str(s) for s in b["subnets"]))
-                            for b in data["extra_bridges"]),
-        containers=tuple(str(c) for c in data["containers"]),
-        firewall_backend=_text_or_none(data["firewall_backend"]),
-        version=str(data["version"]),
-        swarm=None if swarm is None else SwarmNode(manager=bool(swarm["manager"]),
-                                                   node_addr=str(swarm["node_addr"])),
-        services=tuple(str(s) for s in data["services"]),
-        seen_at=None if seen_at is None else float(seen_at),
-        # Added later within format 1: a file without them knew of no networks.
-        networks=tuple(_network(n) for n in data.get("networks", ())))
+    # Only what `remember` writes: a key the file should not have (error, stale, notes) is not
+    # taken from it.
+    fields = {k: data[k] for k in _WRITTEN if k in data}
+    if any(k not in fields for k in _WRITTEN if k != "networks"):  # networks: added in format 1
+        return None  # cut short: a default would stand for what Docker had said
+    # pydantic (imported here only: this is read only when Docker could not be asked) checks
+    # every field against DockerState's own annotations, Literals included, so a file edited by
+    # hand or cut short is no memory rather than a wrong one.
+    from pydantic import ValidationError
+
+    try:
+        return _adapter().validate_python(fields)
+    except ValidationError:
+        return None
 
 
-_MODES: dict[str, GatewayMode] = {m: m for m in ("nat", "nat-unprotected", "routed", "isolated")}
+_WRITTEN = ("seen_at", "ports", "extra_bridges", "containers", "firewall_backend", "version",
+            "swarm", "services", "networks")
 
 
-def _network(n: dict[str, Any]) -> DockerNetwork:
-    modes: list[tuple[Family, GatewayMode]] = []
-    for family, mode in n["gateway_modes"]:
-        if family in (4, 6) and str(mode) in _MODES:
-            modes.append((6 if family == 6 else 4, _MODES[str(mode)]))
-    return DockerNetwork(name=str(n["name"]), bridge=str(n["bridge"]),
-                         gateway_modes=tuple(modes), subnets=tuple(str(s) for s in n["subnets"]),
-                         trusted_host_interfaces=tuple(str(i)
-                                                       for i in n["trusted_host_interfaces"]))
+@functools.cache
+def _adapter() -> TypeAdapter[DockerState]:
+    from pydantic import TypeAdapter
 
-
-def _port(p: dict[str, Any]) -> PublishedPort:
-    mode = str(p["mode"])
-    ipv6 = p["container_ipv6"]
-    return PublishedPort(
-        host_ip=str(p["host_ip"]), host_port=int(p["host_port"]),
-        proto="udp" if p["proto"] == "udp" else "tcp", container=str(p["container"]),
-        container_port=int(p["container_port"]), container_id=str(p["container_id"]),
-        image=str(p["image"]), networks=tuple(str(n) for n in p["networks"]),
-        container_ipv6=None if ipv6 is None else bool(ipv6), service=str(p["service"]),
-        mode="ingress" if mode == "ingress" else "host" if mode == "host" else "",
-        routed=str(p.get("routed", "")))
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return TypeAdapter(DockerState)

@@ -3,6 +3,7 @@ how the core uses it (core/observed.as_remembered, build's note)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,35 @@ def test_a_deny_to_container_stays_while_docker_cannot_be_asked() -> None:
     assert "lan0" in kept.ruleset.bridges
     assert any("the rules use what it reported at 2001-09-09 01:46:40 UTC (4 published ports,"
                " 1 bridges of its own)" in n for n in kept.notes)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("ports", [{"host_ip": "0.0.0.0", "host_port": "a lot", "proto": "tcp", "container": "db",
+                "container_port": 5432}]),
+    ("ports", [{"host_ip": "0.0.0.0", "host_port": 5432, "proto": "sctp", "container": "db",
+                "container_port": 5432}]),
+    ("networks", [{"name": "n", "bridge": "br-1", "gateway_modes": [[5, "routed"]]}]),
+    ("swarm", {"node_addr": "198.51.100.1"}),
+    ("containers", "db"),
+])
+def test_a_memory_with_a_value_of_the_wrong_type_is_no_memory(tmp_path: Path, key: str,
+                                                              value: object) -> None:
+    """Every field is checked against DockerState's own types (pydantic): a file edited by hand
+    is no memory (fwsync then knows nothing of Docker and refuses to narrow a deny), not a
+    memory of something else."""
+    path = tmp_path / "docker.json"
+    assert remember(SEEN, path) is None
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data))
+    assert recall(path) is None
+
+
+def test_a_key_the_memory_does_not_write_is_not_taken_from_it(tmp_path: Path) -> None:
+    path = tmp_path / "docker.json"
+    assert remember(SEEN, path) is None
+    data = json.loads(path.read_text())
+    data["error"] = "planted"
+    data["stale"] = "planted"
+    path.write_text(json.dumps(data))
+    assert recall(path) == SEEN

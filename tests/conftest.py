@@ -97,6 +97,14 @@ def kernel_lab(request: pytest.FixtureRequest) -> Iterator[KernelLab]:
         _cleanup_checked(lab)
 
 
+@pytest.fixture(params=["iptables", "nftables"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each backend in turn, for the tests that take this fixture: run_fwsync passes the
+    environment on, so every fwsync call in the test uses it."""
+    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def make_kernel_lab() -> Iterator[Callable[..., KernelLab]]:
     """Factory for KernelLabs with options, e.g. make_kernel_lab("legacy", v6_docker_user=False,

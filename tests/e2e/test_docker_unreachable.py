@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.e2e]
 RULES = "default allow\ndeny to container db\nreject to container api\n"
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on
-    return str(request.param)
-
 
 @contextlib.contextmanager
 def socket_gone(lab: DockerLab) -> Iterator[None]:

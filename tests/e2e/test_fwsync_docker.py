@@ -15,11 +15,6 @@ from tests.steps import REPO_RULES, fwsync_ok, write_rules
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("backend")]
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on to fwsync
-    return str(request.param)
-
 
 def assert_office_only(lab: DockerLab, port: int = 5432, v6: bool = False) -> None:
     assert lab.trusted.probe(port, v6=v6) == "open", "the office reaches postgres"

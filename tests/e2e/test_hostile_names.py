@@ -22,11 +22,6 @@ HOSTILE = ('"+"', "v*", "*", "e+", 'a"b\\c')
 RULES = "default deny\nallow from 198.51.100.10 to any port 5432,6000:6099 proto tcp\n"
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on
-    return str(request.param)
-
 
 def hostile_network(lab: DockerLab, index: int, bridge: str, port: int) -> None:
     lab.client.networks.create(f"evil{index}", driver="bridge", options={BRIDGE_NAME: bridge})

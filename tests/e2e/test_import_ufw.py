@@ -57,11 +57,6 @@ while True:
 Verdicts = dict[tuple[str, str, int], State]  # (peer, family, port) → verdict
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on to fwsync
-    return str(request.param)
-
 
 def verdicts(lab: DockerLab) -> Verdicts:
     found: Verdicts = {}

@@ -33,11 +33,6 @@ define office 198.51.100.0/25, 2001:db8:1::/64
 ROUTED_MODE = "com.docker.network.bridge.gateway_mode_ipv4"
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on to fwsync
-    return str(request.param)
-
 
 def fwsync_json(lab: DockerLab, *args: str, rules: Path) -> Any:
     return json.loads(fwsync_ok(lab, *args, "--format", "json", rules=rules).stdout)

@@ -41,11 +41,6 @@ EXPECTED_PROBE: dict[str, State] = {"allow": "open", "limit": "open", "deny": "f
                                     "reject": "closed", "not-published": "closed"}
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on to fwsync
-    return str(request.param)
-
 
 def fwsync_json(lab: DockerLab, *args: str, rules: Path) -> Any:
     # The daemon state file in the lab's directory: status must not read the machine's own.

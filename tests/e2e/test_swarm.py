@@ -33,11 +33,6 @@ allow to service ghost
 WEB_CMD = "trap 'exit 0' TERM; httpd -f -p 80 -h /bin & httpd -f -p 82 -h /bin & wait"
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
-    return str(request.param)
-
 
 def swarm_lab(make_docker_lab: Any) -> DockerLab:
     """A private dockerd (swarm mode outlives a test) as a one-node manager, running `web`:

@@ -24,11 +24,6 @@ BRIDGE = "fwsnet0"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
-    return str(request.param)
-
 
 @contextlib.contextmanager
 def named_network(lab: DockerLab, name: str) -> Iterator[str]:

@@ -30,12 +30,6 @@ from tests.steps import fwsync_ok, write_rules
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    # run_fwsync passes the environment on: every fwsync call in the test uses this backend.
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
-    return str(request.param)
-
 SEED_RULES = """\
 default deny incoming
 define office 198.51.100.0/25, 2001:db8:1::/64

@@ -13,11 +13,6 @@ from tests.steps import fwsync_ok, write_rules
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)  # run_fwsync passes it on
-    return str(request.param)
-
 
 DENY = "default allow\ndeny from 203.0.113.0/25 to any port 5432 proto tcp comment 'abuse'\n"
 

@@ -39,11 +39,6 @@ from tests.steps import write_rules
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
-    return str(request.param)
-
 
 # Runs inside HOST: plan (and apply) with a given DockerState, what observing Docker would give
 # (the lab has no dockerd). Prints the plan's changed objects, one a line.

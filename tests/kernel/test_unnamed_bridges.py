@@ -23,11 +23,6 @@ allow from $office to any port 8443,7777 proto tcp
 """
 
 
-@pytest.fixture(params=["iptables", "nftables"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FWSYNC_BACKEND", request.param)
-    return str(request.param)
-
 
 def test_network_with_a_bridge_name_of_its_own_created_after_apply_is_governed(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:

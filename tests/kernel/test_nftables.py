@@ -211,3 +211,47 @@ def _set_named(lab: KernelLab, prefix: str) -> str:
              if o.get("set", {}).get("name", "").startswith(prefix + "_")]
     assert len(names) == 1, names
     return str(names[0])
+
+
+def _verdicts(lab: KernelLab) -> dict[str, str]:
+    return {f"{who} v{v}": peer.probe(5432, v6=v == 6)
+            for who, peer in (("trusted", lab.trusted), ("attacker", lab.attacker))
+            for v in (4, 6)}
+
+
+def test_an_address_set_held_as_a_hash_and_an_interval_set_decides_with_both(
+        kernel_lab: KernelLab, tmp_path: Path) -> None:
+    """An address set's single addresses are a hash set, its networks an interval set, and a
+    rule on it is one rule per part. Real packets from a source in each part, per family, for
+    an allow and a deny, and from a source in neither."""
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    # The trusted client is a single address of the set, the attacker inside one of its
+    # networks, in both families.
+    mixed = ("define mixed 198.51.100.10, 203.0.113.0/24, 192.0.2.1, 2001:db8:1::10, "
+             "2001:db8:2::/64, 2001:db8:3::/48\n")
+    for text, want in (
+            (f"default deny incoming\n{mixed}allow from $mixed to any port 5432 proto tcp\n",
+             "open"),
+            (f"default allow incoming\n{mixed}deny from $mixed to any port 5432 proto tcp\n",
+             "filtered")):
+        rules = write_rules(tmp_path, text)
+        fwsync_ok(lab, "apply", "--backend", "nftables", rules=rules)
+        assert _verdicts(lab) == dict.fromkeys(_verdicts(lab), want), text
+        again = run_fwsync(lab, "plan", "--backend", "nftables", "--detailed-exitcode",
+                           rules=rules)
+        assert again.returncode == 0, again.stdout
+    listing = lab.host.run(["nft", "-j", "list", "sets", "inet"]).stdout
+    sets = {s["set"]["name"]: s["set"] for s in json.loads(listing)["nftables"] if "set" in s}
+    hosts = next(s for n, s in sets.items() if n.startswith("mixed_v4_h_"))
+    nets = next(s for n, s in sets.items() if n.startswith("mixed_v4_") and "_h_" not in n)
+    assert "interval" not in hosts.get("flags", []) and "interval" in nets["flags"]
+
+    # A source in neither part: the trusted client's own address is in the hosts part,
+    # the attacker in no part at all.
+    rules = write_rules(tmp_path, "default deny incoming\ndefine some 198.51.100.10, "
+                        "192.0.2.0/24, 2001:db8:1::10, 2001:db8:4::/64\n"
+                        "allow from $some to any port 5432 proto tcp\n")
+    fwsync_ok(lab, "apply", "--backend", "nftables", rules=rules)
+    assert _verdicts(lab) == {"trusted v4": "open", "trusted v6": "open",
+                              "attacker v4": "filtered", "attacker v6": "filtered"}

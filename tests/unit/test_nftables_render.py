@@ -145,13 +145,16 @@ def test_neighbours_with_one_verdict_become_one_set_lookup():
                  src(6, "allow", "192.0.2.0/24"))
     state = render(build_ruleset(pol, DockerState()).ruleset)
     inbound = [line for line in state["inet fwsync chain inbound"] if "5432" in line]
-    assert len(inbound) == 3, inbound
-    assert "saddr @src_0_0_v4_" in inbound[0]
-    assert "10-test.rules:2 to 10-test.rules:4: 3 rules" in inbound[0]
-    assert inbound[1].endswith('drop comment "10-test.rules:5 rule 5"')
-    assert "ip saddr 192.0.2.0/24 accept" in inbound[2]
-    merged = next(v for k, v in state.items() if "set src_0_0_v4_" in k)
-    assert merged == ("198.51.100.0/25", "203.0.113.9"), "overlaps collapsed, host plain"
+    assert len(inbound) == 4, inbound
+    # One merged set, held as a hash set of its single addresses and an interval set of its
+    # networks: one rule for each, side by side.
+    assert "saddr @src_0_0_v4_h_" in inbound[0] and "saddr @src_0_0_v4_" in inbound[1]
+    assert all("10-test.rules:2 to 10-test.rules:4: 3 rules" in line for line in inbound[:2])
+    assert inbound[2].endswith('drop comment "10-test.rules:5 rule 5"')
+    assert "ip saddr 192.0.2.0/24 accept" in inbound[3]
+    hosts = next(v for k, v in state.items() if "set src_0_0_v4_h_" in k)
+    nets = next(v for k, v in state.items() if "set src_0_0_v4_" in k and "_h_" not in k)
+    assert (hosts, nets) == (("203.0.113.9",), ("198.51.100.0/25",)), "overlaps collapsed"
 
 
 def test_an_allowlist_written_as_rules_for_both_protocols_is_two_lookups():
@@ -179,3 +182,29 @@ def test_switch_remakes_chains_that_are_not_fwsyncs_own():
     first_add = next(i for i, o in enumerate(batch) if "add" in o and "table" not in o["add"])
     last_delete = max(i for i, o in enumerate(batch) if "delete" in o)
     assert last_delete < first_add
+
+
+def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networks():
+    office = Endpoint(set="office")
+    pol = policy(rule(5, proto="tcp", src=office, dst=Endpoint(ports=ports(5432))),
+                 rule(6, "limit", proto="tcp", src=Endpoint(set="hosts"),
+                      dst=Endpoint(ports=ports(22))),
+                 rule(7, "deny", src=Endpoint(set="nets")),
+                 sets=(aset("office", "198.51.100.7/32", "203.0.113.0/24"),
+                       aset("hosts", "198.51.100.7/32", "198.51.100.9/32"),
+                       aset("nets", "203.0.113.0/24")))
+    objects = table_objects(build_ruleset(pol, DockerState()).ruleset)
+    sets = {o["set"]["name"].rsplit("_", 1)[0]: o["set"] for o in objects if "set" in o
+            and not o["set"]["name"].startswith("limit_")}
+    assert sets["office_v4_h"]["elem"] == ["198.51.100.7"] and "flags" not in sets["office_v4_h"]
+    assert sets["office_v4"]["elem"] == [{"prefix": {"addr": "203.0.113.0", "len": 24}}]
+    assert sets["office_v4"]["flags"] == ["interval"]
+    assert set(sets) == {"office_v4_h", "office_v4", "hosts_v4_h", "nets_v4"}, "no empty part"
+    lines = objects_state(objects)["inet fwsync chain inbound"]
+    # One rule per part, side by side, the hash part first; a limit's two rules each.
+    office_rules = [line for line in lines if "@office_v4" in line]
+    assert [line.split("@")[1].split()[0].rsplit("_", 1)[0] for line in office_rules] == \
+        ["office_v4_h", "office_v4"]
+    assert lines.index(office_rules[1]) == lines.index(office_rules[0]) + 1
+    assert len([line for line in lines if "@hosts_v4_h_" in line]) == 2  # over → reject, accept
+    assert len([line for line in lines if "@nets_v4_" in line]) == 1

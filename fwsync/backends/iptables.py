@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fwsync.backends.base import LIST_BELOW, BackendError
+from fwsync.backends.ipset_netlink import IpsetHeader, ipset_headers
 from fwsync.backends.iptables_render import (
     FORWARD_CHAIN,
     INPUT_CHAIN,
@@ -34,6 +35,7 @@ from fwsync.backends.iptables_render import (
     set_key,
     temp_set_name,
 )
+from fwsync.backends.nft_netlink import NFPROTO_IPV4, NFPROTO_IPV6, chain_names
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
@@ -154,6 +156,22 @@ def parse_ipset_terse(text: str) -> dict[str, int]:
     return counts
 
 
+def owned_counts(headers: dict[str, IpsetHeader]) -> dict[str, int]:
+    """parse_ipset_terse's answer from the kernel's set headers (ipset_netlink)."""
+    counts: dict[str, int] = {}
+    for name, h in headers.items():
+        if h.elements is not None and owned_set(f"create {name} {h.type} family {h.family}"):
+            counts[name] = h.elements
+    return counts
+
+
+def _proc_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().split()
+    except OSError:
+        return []
+
+
 def parse_ipset_save(text: str) -> dict[str, list[str]]:
     """fwsync's sets (owned_set) → their elements; every other set is left out."""
     sets: dict[str, list[str]] = {}
@@ -268,11 +286,14 @@ class IptablesBackend:
         return self._variant
 
     def _read_view(self) -> KernelView:
-        v4, v6, ipsets = self._run_all([
+        # The ipsets' names and counts over netlink (no process), else from `ipset list -terse`.
+        headers = ipset_headers()
+        out = self._run_all([
             *(([_tool(f, self.variant, "-save"), "-t", "filter"], "") for f in FAMILIES),
-            (["ipset", "list", "-terse"], "ipset list -terse")])
-        families: dict[Family, FamilyState] = {4: parse_save(v4), 6: parse_save(v6)}
-        self._view = KernelView(families=families, sets=parse_ipset_terse(ipsets))
+            *([(["ipset", "list", "-terse"], "ipset list -terse")] if headers is None else [])])
+        families: dict[Family, FamilyState] = {4: parse_save(out[0]), 6: parse_save(out[1])}
+        sets = parse_ipset_terse(out[2]) if headers is None else owned_counts(headers)
+        self._view = KernelView(families=families, sets=sets)
         return self._view
 
     # -- the Backend interface ----------------------------------------------------------------
@@ -313,9 +334,28 @@ class IptablesBackend:
         return state
 
     def holds(self) -> bool:
+        cheap = self._holds_cheaply()
+        if cheap is not None:
+            return cheap
         view = self._read_view()
         return bool(view.sets) or any(
             fs.jumps or any(c in fs.chains for c in OWN_CHAINS) for fs in view.families.values())
+
+    def _holds_cheaply(self) -> bool | None:
+        """holds() without a process (every plan of the nftables backend asks whether the
+        iptables backend left anything: that took iptables-save twice and ipset, plus the
+        variant's detection): fwsync's chains in iptables-nft's tables and fwsync's ipsets,
+        asked over netlink. None when that cannot answer: netlink unusable, or iptables-legacy
+        in use here (its tables can only be read by iptables-legacy-save)."""
+        if self._variant == "legacy" or any(
+                "filter" in _proc_lines(f"/proc/net/{t}_tables_names") for t in ("ip", "ip6")):
+            return None
+        headers = ipset_headers()
+        chains = [chain_names(f) for f in (NFPROTO_IPV4, NFPROTO_IPV6)]
+        if headers is None or any(c is None for c in chains):
+            return None
+        return bool(owned_counts(headers)) or any(
+            ("filter", own) in c for c in chains if c is not None for own in OWN_CHAINS)
 
     def enforcement(self) -> Enforcement:
         view = self._read_view()
@@ -346,9 +386,14 @@ class IptablesBackend:
         view = self._view if self._view_fresh and self._view is not None else self._read_view()
         self._view_fresh = False  # one apply per read: a later apply reads again
         wanted = _wanted_sets(plan.desired)
-        created = self._load_sets(view, wanted, {c.key for c in plan.changes})
+        changed = {c.key for c in plan.changes}
+        created = self._load_sets(view, wanted, changed)
+        # A family whose chains and jumps the plan leaves as they are is not written again:
+        # the same text would replace the same rules (a container publishing on IPv4 only, a
+        # set refilled in place). One process less on the daemon's path from event to kernel.
         done, error = self._restore_families(
-            {f: _restore_text(plan.desired, f, view.families[f]) for f in FAMILIES})
+            {f: _restore_text(plan.desired, f, view.families[f]) for f in FAMILIES
+             if jump_key(f) in changed or any(chain_key(f, c) in changed for c in OWN_CHAINS)})
         if error is not None:
             self._rollback(view, done, created)
             raise BackendError(f"{error}; nothing was changed")

@@ -5,6 +5,7 @@ count is found too."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,56 @@ def test_a_big_nftables_set_replaced_by_a_new_one_is_not_listed(kernel_lab: Kern
     assert _set_name(kernel_lab, "nftables") == new
     assert old not in kernel_lab.host.run(["nft", "list", "sets", "inet"]).stdout
     assert _plan(kernel_lab, "nftables", rules, "--full")[0] == 0
+
+
+_LOOK = """
+import json, os, sys
+from fwsync.backends.ipset_netlink import ipset_headers
+from fwsync.backends.iptables import IptablesBackend, owned_counts
+backend = IptablesBackend(os.environ.get("VARIANT") or None)
+print(json.dumps({"netlink": owned_counts(ipset_headers() or {}),
+                  "cheap": backend._holds_cheaply(), "holds": backend.holds()}))
+"""
+
+
+def _look(lab: KernelLab) -> dict[str, object]:
+    import json
+
+    res = lab.host.run([sys.executable, "-c", _LOOK], env={**os.environ, "VARIANT": ""})
+    return dict(json.loads(res.stdout))
+
+
+def test_ipsets_and_leftovers_are_read_over_netlink_as_the_tools_read_them(
+        kernel_lab: KernelLab, tmp_path: Path) -> None:
+    """ipset's names, types, families and counts over netlink equal `ipset list -terse`'s
+    (fwsync's sets only; a look-alike and a set of another type are someone else's); whether
+    the iptables backend holds anything is answered without a process where iptables-legacy
+    is not in use, and equals the full read's answer."""
+    from fwsync.backends.iptables import parse_ipset_terse
+
+    kernel_lab.publish(PORT, 80)
+    lab = kernel_lab
+    assert _look(lab) == {"netlink": {}, "cheap": None if lab.variant == "legacy" else False,
+                          "holds": False}
+    rules = _rules(tmp_path)
+    assert run_fwsync(lab, "apply", "--backend", "iptables", "--yes",
+                      rules=rules).returncode == 0
+    for create in ("fws4-office-zzzzzz hash:net family inet", "fws4-x-abcdef hash:ip",
+                   "fws6-other-123456 hash:net family inet6"):
+        lab.host.run(["ipset", "create", *create.split()])
+    lab.host.run(["ipset", "add", "fws6-other-123456", "2001:db8:9::/64"])
+    look = _look(lab)
+    terse = parse_ipset_terse(lab.host.run(["ipset", "list", "-terse"]).stdout)
+    assert look["netlink"] == terse and terse["fws6-other-123456"] == 1
+    assert sorted(terse) == sorted([*(n for n in terse if n.startswith("fws6-office-")),
+                                    "fws6-other-123456"])
+    assert look["holds"] is True and look["cheap"] in (None if lab.variant == "legacy" else True,)
+
+    # Only a set left behind (an interrupted remove): still something the backend holds.
+    assert run_fwsync(lab, "remove").returncode == 0
+    lab.host.run(["ipset", "create", "fws4-left-abcdef", "hash:net", "family", "inet"])
+    look = _look(lab)
+    assert look["holds"] is True and look["cheap"] in (None if lab.variant == "legacy" else True,)
+    lab.host.run(["ipset", "destroy", "fws4-left-abcdef"])
+    look = _look(lab)
+    assert look["holds"] is False and look["cheap"] in (None if lab.variant == "legacy" else False,)

@@ -42,6 +42,7 @@ from benchlib import (
     Timed,
     Variant,
     allowlist,
+    children_cpu,
     close_all,
     dump_json,
     fmt_seconds,
@@ -72,13 +73,14 @@ class Cell:
     reapply: list[float] = field(default_factory=list)
     plan: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)  # the kernel tools alone, same content
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # the same four, CPU seconds
     loadavg: list[str] = field(default_factory=list)  # at each first apply
     status: str = "ok"  # ok | n/a | error | slow
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"first": self.first, "reapply": self.reapply, "plan": self.plan,
-                "raw": self.raw, "loadavg": self.loadavg, "status": self.status,
+                "raw": self.raw, "cpu": self.cpu, "loadavg": self.loadavg, "status": self.status,
                 "detail": self.detail}
 
 
@@ -143,10 +145,12 @@ def raw_apply(lab: KernelLab, backend: str, rules: Path, directory: Path) -> Tim
         tool = "nft" if lab.variant == "nft" else "legacy"
         script = (f"ipset restore < {sets} && iptables-{tool}-restore --noflush < {v4} && "
                   f"ip6tables-{tool}-restore --noflush < {v6}")
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     res = subprocess.run([*lab.host.nsenter_prefix(), "sh", "-c", script], capture_output=True,
                          text=True, check=False)
-    timed = Timed(time.perf_counter() - t0, res.returncode, res.stdout, res.stderr)
+    timed = Timed(time.perf_counter() - t0, res.returncode, res.stdout, res.stderr,
+                  children_cpu() - cpu0)
     fwsync(lab, "remove", "--backend", backend)
     return timed
 
@@ -164,6 +168,7 @@ def measure_cell(lab: KernelLab, backend: str, rules_a: Path, rules_b: Path, cel
         if raw.returncode != 0:
             return _fail(cell, f"raw {backend} tools", raw)
         cell.raw.append(raw.seconds)
+        cell.cpu.setdefault("raw", []).append(raw.cpu)
     res = fwsync(lab, "remove", *b)
     if res.returncode != 0:
         return _fail(cell, "remove", res)
@@ -172,6 +177,7 @@ def measure_cell(lab: KernelLab, backend: str, rules_a: Path, rules_b: Path, cel
     if first.returncode != 0 or "Applied" not in first.stdout:
         return _fail(cell, "first apply", first)
     cell.first.append(first.seconds)
+    cell.cpu.setdefault("first", []).append(first.cpu)
     if first.seconds > slow:  # measured once; a re-apply would take as long again
         cell.status, cell.detail = "slow", f"first apply took {first.seconds:.0f} s: measured once"
         return None
@@ -179,10 +185,12 @@ def measure_cell(lab: KernelLab, backend: str, rules_a: Path, rules_b: Path, cel
     if again.returncode != 0 or "Applied" not in again.stdout:
         return _fail(cell, "re-apply", again)
     cell.reapply.append(again.seconds)
+    cell.cpu.setdefault("reapply", []).append(again.cpu)
     plan = fwsync(lab, "plan", *b, "--detailed-exitcode", rules=rules_b)
     if plan.returncode != 0:
         return _fail(cell, "plan after re-apply (expected nothing to do)", plan)
     cell.plan.append(plan.seconds)
+    cell.cpu.setdefault("plan", []).append(plan.cpu)
     if last:  # the same once more with every element read: the kernel holds exactly the list
         full = fwsync(lab, "plan", *b, "--detailed-exitcode", "--full", rules=rules_b)
         if full.returncode != 0:

@@ -9,8 +9,9 @@ dockerd), so neither sees the other's objects. For every size N, repetition and 
   1. `fwsync remove` (not timed), so the next apply starts from a host without fwsync;
   2. first apply: rules = `define big file big.txt` + `allow from $big to any port 5432 proto tcp`;
   3. re-apply: the same rules with one entry of big.txt replaced;
-  4. after the last repetition, `fwsync plan --detailed-exitcode` must answer "nothing to do"
-     (the kernel holds exactly what was asked for), timed too.
+  4. `fwsync plan --detailed-exitcode` must answer "nothing to do" (the kernel holds exactly
+     what was asked for), timed too, and so is `fwsync status` (it reads the kernel, checks that
+     it enforces and answers for every published port).
 
 The "linear" variant writes the same N entries as N rules `allow from ADDR to any port 5432`
 (what sets avoid). Times are the whole CLI as a user runs it: interpreter start-up, reading the
@@ -72,6 +73,7 @@ class Cell:
     first: list[float] = field(default_factory=list)
     reapply: list[float] = field(default_factory=list)
     plan: list[float] = field(default_factory=list)
+    show: list[float] = field(default_factory=list)  # `fwsync status` after the no-op plan
     raw: list[float] = field(default_factory=list)  # the kernel tools alone, same content
     cpu: dict[str, list[float]] = field(default_factory=dict)  # the same four, CPU seconds
     loadavg: list[str] = field(default_factory=list)  # at each first apply
@@ -80,7 +82,7 @@ class Cell:
 
     def as_dict(self) -> dict[str, Any]:
         return {"first": self.first, "reapply": self.reapply, "plan": self.plan,
-                "raw": self.raw, "cpu": self.cpu, "loadavg": self.loadavg, "status": self.status,
+                "show": self.show, "raw": self.raw, "cpu": self.cpu, "loadavg": self.loadavg, "status": self.status,
                 "detail": self.detail}
 
 
@@ -191,6 +193,11 @@ def measure_cell(lab: KernelLab, backend: str, rules_a: Path, rules_b: Path, cel
         return _fail(cell, "plan after re-apply (expected nothing to do)", plan)
     cell.plan.append(plan.seconds)
     cell.cpu.setdefault("plan", []).append(plan.cpu)
+    show = fwsync(lab, "status", *b, "--format", "json", rules=rules_b)
+    if show.returncode != 0:
+        return _fail(cell, "status after re-apply", show)
+    cell.show.append(show.seconds)
+    cell.cpu.setdefault("show", []).append(show.cpu)
     if last:  # the same once more with every element read: the kernel holds exactly the list
         full = fwsync(lab, "plan", *b, "--detailed-exitcode", "--full", rules=rules_b)
         if full.returncode != 0:
@@ -290,6 +297,10 @@ def report(result: dict[str, Any]) -> str:
                    "said nothing to do, and so did a `plan --full` after the last one, which "
                    "reads every element), median (min-max)\n\n"
                    + md_table(["N", *backends], plan_rows))
+        show_rows = [[size_label(n)] + [_cell_text(by_key[variant, n, b], "show")
+                                        for b in backends] for n in sizes]
+        out.append(f"`fwsync status --format json` right after that plan ({titles[variant]}), "
+                   "median (min-max)\n\n" + md_table(["N", *backends], show_rows))
     raw_rows = []
     for b in backends:
         c = by_key.get(("set", RAW_N, b))

@@ -50,7 +50,7 @@ def test_new_sets_are_committed_before_the_rules_that_use_them():
     table = {"table": {"family": "inet", "name": "fwsync"}}
     assert staging[:2] == [{"metainfo": {"json_schema_version": 1}}, {"add": table}]
     staged = [op["add"]["set"]["name"] for op in staging[2:]]
-    meters = [n for n in names if n.startswith("limit_")]
+    meters = [n for n in names if n.startswith("limit.")]
     assert meters and staged == [n for n in names[1:] if n not in meters], \
         "only the address and port sets that do not exist yet, and nothing else"
 
@@ -148,12 +148,12 @@ def test_neighbours_with_one_verdict_become_one_set_lookup():
     assert len(inbound) == 4, inbound
     # One merged set, held as a hash set of its single addresses and an interval set of its
     # networks: one rule for each, side by side.
-    assert "saddr @src_0_0_v4_h_" in inbound[0] and "saddr @src_0_0_v4_" in inbound[1]
+    assert "saddr @src.0.0_v4_h_" in inbound[0] and "saddr @src.0.0_v4_" in inbound[1]
     assert all("10-test.rules:2 to 10-test.rules:4: 3 rules" in line for line in inbound[:2])
     assert inbound[2].endswith('drop comment "10-test.rules:5 rule 5"')
     assert "ip saddr 192.0.2.0/24 accept" in inbound[3]
-    hosts = next(v for k, v in state.items() if "set src_0_0_v4_h_" in k)
-    nets = next(v for k, v in state.items() if "set src_0_0_v4_" in k and "_h_" not in k)
+    hosts = next(v for k, v in state.items() if "set src.0.0_v4_h_" in k)
+    nets = next(v for k, v in state.items() if "set src.0.0_v4_" in k and "_h_" not in k)
     assert (hosts, nets) == (("203.0.113.9",), ("198.51.100.0/25",)), "overlaps collapsed"
 
 
@@ -163,7 +163,7 @@ def test_an_allowlist_written_as_rules_for_both_protocols_is_two_lookups():
     rules.append(rule(300, "reject", src=Endpoint(net=net("203.0.113.0/24"))))
     state = render(build_ruleset(policy(*rules), DockerState()).ruleset)
     inbound = state["inet fwsync chain inbound"]
-    merged = [line for line in inbound if "saddr @src_" in line]
+    merged = [line for line in inbound if "saddr @src." in line]
     assert len(merged) == 2 and {"tcp", "udp"} == {line.split()[2] for line in merged}
     assert all("200 rules with one verdict" in line for line in merged)
     assert len([line for line in inbound if "203.0.113.0/24" in line]) == 1, "reject stays apart"
@@ -195,7 +195,7 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
                        aset("nets", "203.0.113.0/24")))
     objects = table_objects(build_ruleset(pol, DockerState()).ruleset)
     sets = {o["set"]["name"].rsplit("_", 1)[0]: o["set"] for o in objects if "set" in o
-            and not o["set"]["name"].startswith("limit_")}
+            and not o["set"]["name"].startswith("limit.")}
     assert sets["office_v4_h"]["elem"] == ["198.51.100.7"] and "flags" not in sets["office_v4_h"]
     assert sets["office_v4"]["elem"] == [{"prefix": {"addr": "203.0.113.0", "len": 24}}]
     assert sets["office_v4"]["flags"] == ["interval"]

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from fwsync.backends.base import BackendError
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
 from fwsync.core.merge import merge_runs
@@ -70,14 +71,22 @@ def input_jump_line(position: int = 1) -> str:
 REACH_LINE = "FORWARD rule 1 -j DOCKER-USER"
 
 
-def _short(text: str, size: int) -> str:
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return text if len(text) <= size else f"{text[: size - 5]}~{digest[:4]}"
+# A define's name as it fits into an ipset name: fws4-DISPLAY-123abc is 31 bytes at most, and
+# its temporary name (temp_set_name) one more, so DISPLAY is 18. A longer name keeps its first
+# 5 characters and 12 hex digits (48 bits) of its digest: two of a thousand names share them
+# with a chance of about 2e-9 (4 digits, before: 1 in 5 with 300 names sharing a prefix). And
+# were they ever shared, render_family refuses: one define's rule never matches another's set.
+_DISPLAY = 18
+_DIGEST = 12
 
 
 def set_display(name: str) -> str:
-    """The define's name as it fits into an ipset name (31 bytes at most)."""
-    return _short(name, 18)
+    """The define's name as it fits into an ipset name (31 bytes at most); a `~` in it (no
+    define's name has one) says it is shortened. Internal names (core/merge) are short."""
+    if len(name) <= _DISPLAY:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_DIGEST]
+    return f"{name[:_DISPLAY - _DIGEST - 1]}~{digest}"
 
 
 def set_kernel_name(family: Family, display: str, elements: tuple[str, ...]) -> str:
@@ -297,8 +306,13 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
     objects: dict[str, tuple[str, ...]] = {}
     set_names: dict[str, str] = {}
     merged = merge_runs(ruleset, (family,))
+    named: dict[str, str] = {}  # display → the set's own name
     for aset in merged.ruleset.sets_for(family):  # the defines', then the merged rules'
         display = set_display(aset.name)
+        if named.setdefault(display, aset.name) != aset.name:
+            raise BackendError(
+                f"the sets {named[display]!r} and {aset.name!r} would share the ipset name "
+                f"{display!r}: rename one of them; nothing was changed")
         elements = set_elements(aset)
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)

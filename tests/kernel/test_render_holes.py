@@ -1,9 +1,11 @@
-"""Ways the rendered rules once said something other than the rules, shown with real
+"""Three ways the rendered rules once said something other than the rules, shown with real
 packets on both backends:
 
 - a `to container` rule whose bindings exist in one family only was rendered by nftables as a
   rule of both families (its `_family_free` dedup): IPv6 clients reached a container the rule
   never named, or were dropped on the way to one it never named;
+- two long define names sharing a prefix shortened to one ipset name, and one define's rule
+  matched the other define's addresses;
 - a define named like one of fwsync's own nftables sets (`src_0_0`, `limit_2`) took the place
   of the merged rules' set (a rule matched the define's addresses) or of a limit's meter (the
   apply failed).
@@ -67,6 +69,33 @@ def test_a_rule_to_a_one_family_binding_stays_in_that_family(
     for peer in lab.peers:
         assert peer.probe(8080) == want_v4, f"{peer.name}: web over IPv4"
         assert peer.probe(8080, v6=True) == want_v6, f"{peer.name}: db over IPv6, no rule names it"
+
+
+# These two shortened alike under the old naming (13 characters and 4 hex digits of a digest:
+# office_in_the~3426), found by trying names with this prefix until two did.
+TWINS = ("office_in_the_north_wing_37", "office_in_the_north_wing_626")
+
+
+def test_two_long_define_names_keep_their_own_addresses(
+        make_kernel_lab, tmp_path: Path, backend: str) -> None:  # type: ignore[no-untyped-def]
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(8080, 80)
+    lab.publish(9090, 81)
+    a, b = TWINS
+    rules = write_rules(tmp_path, f"""\
+default deny incoming
+define {a} {lab.trusted.v4}, {lab.trusted.v6}
+define {b} {lab.attacker.v4}, {lab.attacker.v6}
+allow from ${a} to any port 8080 proto tcp
+allow from ${b} to any port 9090 proto tcp
+""")
+    fwsync_ok(lab, "apply", "--yes", rules=rules)
+    for v6 in (False, True):
+        assert lab.trusted.probe(8080, v6=v6) == "open"
+        assert lab.attacker.probe(8080, v6=v6) == "filtered"
+        assert lab.attacker.probe(9090, v6=v6) == "open"
+        assert lab.trusted.probe(9090, v6=v6) == "filtered"
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
 
 
 def test_defines_named_like_fwsyncs_own_sets_keep_their_own_addresses(

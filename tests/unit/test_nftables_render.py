@@ -17,7 +17,7 @@ from fwsync.backends.nftables_render import (
     table_objects,
 )
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState
+from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.reconcile import choose_backend
 from fwsync.rules.model import Endpoint
 
@@ -208,3 +208,20 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
     assert lines.index(office_rules[1]) == lines.index(office_rules[0]) + 1
     assert len([line for line in lines if "@hosts_v4_h_" in line]) == 2  # over → reject, accept
     assert len([line for line in lines if "@nets_v4_" in line]) == 1
+
+
+def test_a_rule_without_an_address_is_for_both_families_only_when_it_is_in_both():
+    """`to container web` with web bound on IPv4 alone is an IPv4 rule: rendered without
+    `meta nfproto`, the inet table's rule also let IPv6 through to db's binding."""
+    docker = DockerState(ports=(
+        PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, networks=("bridge",)),
+        PublishedPort("::", 8080, "tcp", "db", 80, networks=("bridge",))))
+    pol = policy(rule(2, dst=Endpoint(container="web")), rule(3, proto="tcp",
+                                                             dst=Endpoint(ports=ports(22))))
+    inbound = render(build_ruleset(pol, docker).ruleset)["inet fwsync chain inbound"]
+    web = [line for line in inbound if "rules:2" in line]
+    assert web == ['meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 accept '
+                   'comment "10-test.rules:2 rule 2"']
+    both = [line for line in inbound if "rules:3" in line]
+    assert both == ['meta l4proto tcp ct original proto-dst 22 accept '
+                    'comment "10-test.rules:3 rule 3"'], "one rule serves both families"

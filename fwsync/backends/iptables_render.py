@@ -21,11 +21,12 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from fwsync.core.build import split_cidrs
+from fwsync.backends.base import BackendError
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
+from fwsync.core.merge import merge_runs
 from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
@@ -70,14 +71,22 @@ def input_jump_line(position: int = 1) -> str:
 REACH_LINE = "FORWARD rule 1 -j DOCKER-USER"
 
 
-def _short(text: str, size: int) -> str:
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return text if len(text) <= size else f"{text[: size - 5]}~{digest[:4]}"
+# A define's name as it fits into an ipset name: fws4-DISPLAY-123abc is 31 bytes at most, and
+# its temporary name (temp_set_name) one more, so DISPLAY is 18. A longer name keeps its first
+# 5 characters and 12 hex digits (48 bits) of its digest: two of a thousand names share them
+# with a chance of about 2e-9 (4 digits, before: 1 in 5 with 300 names sharing a prefix). And
+# were they ever shared, render_family refuses: one define's rule never matches another's set.
+_DISPLAY = 18
+_DIGEST = 12
 
 
 def set_display(name: str) -> str:
-    """The define's name as it fits into an ipset name (31 bytes at most)."""
-    return _short(name, 18)
+    """The define's name as it fits into an ipset name (31 bytes at most); a `~` in it (no
+    define's name has one) says it is shortened. Internal names (core/merge) are short."""
+    if len(name) <= _DISPLAY:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_DIGEST]
+    return f"{name[:_DISPLAY - _DIGEST - 1]}~{digest}"
 
 
 def set_kernel_name(family: Family, display: str, elements: tuple[str, ...]) -> str:
@@ -217,82 +226,6 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
         yield _line(chain, match, comment, "-j RETURN")
 
 
-@dataclass
-class _Sources:
-    """Rules that differ only in their source address, within a run of one verdict: one
-    iptables rule with an ipset of those sources (merged_sets names it)."""
-
-    match: Match  # without saddr
-    rules: list[KernelRule]
-    saddrs: list[str]
-    display: str = ""
-
-
-def _verdict(rule: KernelRule) -> tuple[str, str | None]:
-    return rule.action, (rule.match.proto if rule.action == "reject" else None)  # reset or icmp
-
-
-def _merged(rules: Iterable[KernelRule]) -> Iterator[KernelRule | _Sources]:
-    """Within a run of neighbouring rules with one verdict, order does not matter (whichever
-    matches, the verdict is the same), so rules that differ only in their source address
-    become one rule matching an ipset of those sources, as the nftables backend does: an
-    allowlist written as 10k rules is one set lookup instead of a walk through 20k rules (0.15
-    of the no-firewall connection rate, docs/benchmarks.md). A rule with another verdict ends
-    the run, so `allow A, deny B, allow C` keeps its order; so does a limit (state per rule)."""
-    run: list[KernelRule | _Sources] = []
-    groups: dict[Match, _Sources] = {}
-    verdict: tuple[str, str | None] | None = None
-    for rule in rules:
-        if rule.action == "limit" or _verdict(rule) != verdict:
-            yield from _flush(run)
-            run, groups = [], {}
-            verdict = None if rule.action == "limit" else _verdict(rule)
-        if rule.action == "limit" or rule.match.saddr is None:
-            run.append(rule)  # any source, or a define's set: as it is
-            continue
-        key = replace(rule.match, saddr=None)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = group = _Sources(key, [], [])
-            run.append(group)
-        group.rules.append(rule)
-        group.saddrs.append(rule.match.saddr)
-    yield from _flush(run)
-
-
-def _flush(run: list[KernelRule | _Sources]) -> Iterator[KernelRule | _Sources]:
-    for item in run:
-        yield item.rules[0] if isinstance(item, _Sources) and len(item.rules) == 1 else item
-
-
-def merged_sets(items: Iterable[KernelRule | _Sources], family: Family
-                ) -> list[tuple[_Sources, tuple[str, ...]]]:
-    """The merged runs among `_merged`'s items, each named (`src.INDEX.K`: a `.` is in no
-    define's name) and with its ipset's elements."""
-    out = []
-    taken: dict[int, int] = {}
-    for item in items:
-        if isinstance(item, _Sources):
-            index = item.rules[0].index
-            k = taken[index] = taken.get(index, -1) + 1
-            item.display = f"src.{index}.{k}"
-            full = "/32" if family == 4 else "/128"
-            elements = tuple(sorted(e.removesuffix(full) for e in split_cidrs(item.saddrs,
-                                                                              family)))
-            out.append((item, elements))
-    return out
-
-
-def _run_lines(group: _Sources, ctx: RenderContext) -> Iterator[str]:
-    first, last = group.rules[0], group.rules[-1]
-    merged = KernelRule(match=replace(group.match, sset=group.display), action=first.action,
-                        origin=first.origin, index=first.index)
-    count = len({r.index for r in group.rules})
-    comment = (f"{first.origin.short} to {last.origin.short}: {count} rules with one verdict, "
-               "merged")
-    yield from _rule_lines(merged, ctx, comment)
-
-
 def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     # Established/related packets are Docker's business: only the first packet is judged.
     yield _line(FORWARD_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
@@ -311,8 +244,8 @@ def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     yield _line(FORWARD_CHAIN, "-m conntrack --ctstate DNAT", None, f"-g {INBOUND_CHAIN}")
 
 
-def _inbound_lines(ruleset: Ruleset, ctx: RenderContext,
-                   items: Iterable[KernelRule | _Sources]) -> Iterator[str]:
+def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[KernelRule, str]]
+                   ) -> Iterator[str]:
     if ruleset.protect_direct_routing:
         # Not DNATed means not through a published port: straight to a container's own address
         # (dropped in FWSYNC-DIRECT), or to this host's docker-proxy (the INPUT path).
@@ -322,11 +255,8 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext,
         loopback = "127.0.0.0/8" if ctx.family == 4 else "::1"
         yield _line(INBOUND_CHAIN, f"-m conntrack --ctorigdst {loopback}",
                     "fwsync protect localhost-publish", "-j DROP")
-    for item in items:
-        if isinstance(item, KernelRule):
-            yield from _rule_lines(item, ctx)
-        else:
-            yield from _run_lines(item, ctx)
+    for rule, comment in rules:
+        yield from _rule_lines(rule, ctx, comment)
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
@@ -375,18 +305,21 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
         entries = (entries,)
     objects: dict[str, tuple[str, ...]] = {}
     set_names: dict[str, str] = {}
-    for aset in ruleset.sets_for(family):
+    merged = merge_runs(ruleset, (family,))
+    named: dict[str, str] = {}  # display → the set's own name
+    for aset in merged.ruleset.sets_for(family):  # the defines', then the merged rules'
         display = set_display(aset.name)
+        if named.setdefault(display, aset.name) != aset.name:
+            raise BackendError(
+                f"the sets {named[display]!r} and {aset.name!r} would share the ipset name "
+                f"{display!r}: rename one of them; nothing was changed")
         elements = set_elements(aset)
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)
-    items = list(_merged(ruleset.for_family(family)))
-    for group, elements in merged_sets(items, family):
-        objects[set_key(family, group.display)] = elements
-        set_names[group.display] = set_kernel_name(family, group.display, elements)
     ctx = RenderContext(family=family, set_names=set_names, limit=ruleset.limit)
+    rules = [(rule, merged.comment(n)) for n, rule in enumerate(merged.ruleset.rules)]
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
-    objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, items))
+    objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules))
     objects[chain_key(family, DIRECT_CHAIN)] = tuple(_direct_lines(ruleset, family))
     objects[chain_key(family, INPUT_CHAIN)] = tuple(_input_lines(ruleset, family))
     objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (

@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fwsync.backends.base import LIST_BELOW
-from fwsync.core.build import FAMILIES, split_cidrs
+from fwsync.core.build import FAMILIES
 from fwsync.core.kernel_text import checked_iface, comment_text
+from fwsync.core.merge import MergedRules, internal_name, merge_runs
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
 from fwsync.rules.model import PortRange
 
@@ -92,7 +93,9 @@ def set_name(name: str, family: Family) -> str:
 
 
 def limit_set_name(index: int, family: Family) -> str:
-    return f"limit_{index}_v{family}"
+    """A limit's meter: in fwsync's own namespace of names (core/merge), which no define's
+    name enters, as the merged rules' source sets and the port sets are."""
+    return set_name(internal_name("limit", index), family)
 
 
 def chain_key(chain: str) -> str:
@@ -156,93 +159,61 @@ def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> dict[str
     return {"rule": rule}
 
 
-def _comment(rule: KernelRule) -> str:
-    return f"{rule.origin.short} {rule.origin.text}"
-
-
 @dataclass
 class _Spec:
-    """One nftables rule to be: a match, and the ports and sources it takes as sets."""
+    """One nftables rule to be: a match, and the ports it takes as a set."""
 
-    match: Match  # dport and saddr are unset when dports / saddrs say more than one
+    match: Match  # dport is unset when dports says more than one
     dports: list[PortRange]
-    saddrs: list[str]
     rules: list[KernelRule]
-
-    @property
-    def verdict(self) -> tuple[str, str | None]:
-        action = self.rules[0].action
-        return action, (self.match.proto if action == "reject" else None)  # reset or icmp
-
-    def merge_key(self) -> object:
-        """Specs in a run of one verdict with equal keys become one rule with a source set."""
-        if not self.saddrs:
-            return id(self)  # a source set or any source: nothing to merge with
-        return (self.match, tuple(sorted(self.dports, key=_pr)))
+    comment: str
+    both_families: bool  # no address in it, and the rule is there in both families
 
 
 def _pr(p: PortRange) -> tuple[int, int]:
     return (p.low, p.high)
 
 
-def _specs(ruleset: Ruleset) -> Iterator[_Spec | KernelRule]:
-    """The user's rules in order, as nftables rules to be (a limit stays a KernelRule). The
-    kernel rules of one user rule that differ only in the destination port become one rule with
-    a port set: within one user rule their order does not matter (one verdict)."""
-    emitted: set[tuple[int, Match]] = set()
-    for _index, group in itertools.groupby(ruleset.rules, key=lambda r: r.index):
-        by_match: dict[Match, list[KernelRule]] = {}
-        for rule in group:
+def _specs(merged: MergedRules) -> Iterator[_Spec | tuple[KernelRule, str]]:
+    """The rules in order (merged by the core), as nftables rules to be; a limit stays a
+    KernelRule, with its comment. Within one user rule order does not matter (one verdict), so
+    its kernel rules that differ only in the destination port become one rule with a port set,
+    and one that has no address and is there in both families is one rule of the inet table for
+    both. A rule of one family is always of that family only: a rule there in IPv4 alone, as a
+    `to container` rule whose bindings are all IPv4, must not match IPv6 connections."""
+    rules = list(enumerate(merged.ruleset.rules))
+    for _index, group in itertools.groupby(rules, key=lambda item: item[1].index):
+        members = list(group)
+        families: dict[Match, set[int]] = {}
+        for _pos, rule in members:
+            if rule.action != "limit" and _family_free(rule.match):
+                families.setdefault(replace(rule.match, family=4), set()).add(rule.match.family)
+        by_match: dict[tuple[Match, bool], list[tuple[int, KernelRule]]] = {}
+        for pos, rule in members:
             if rule.action == "limit":
-                yield rule
+                yield rule, merged.comment(pos)
                 continue
             m = rule.match
-            if _family_free(m):
-                # No address in it: one rule serves both families.
-                key = (rule.index, replace(m, family=4))
-                if key in emitted:
-                    continue
-                emitted.add(key)
-            by_match.setdefault(replace(m, dport=None), []).append(rule)
-        for base, rules in by_match.items():
-            dports = list(dict.fromkeys(r.match.dport for r in rules if r.match.dport))
-            saddrs = [base.saddr] if base.saddr is not None else []
-            yield _Spec(replace(base, saddr=None), dports, saddrs, rules)
-
-
-def _merged(items: Iterator[_Spec | KernelRule]) -> Iterator[_Spec | KernelRule]:
-    """Within a run of neighbouring rules with one verdict, order does not matter (whichever
-    matches, the verdict is the same), so the rules that differ only in their source address
-    become one rule with a source set: an allowlist written as 10k rules is one lookup. A rule
-    with another verdict (or a limit, which keeps state per rule) ends the run."""
-    run: dict[object, _Spec] = {}
-    verdict: tuple[str, str | None] | None = None
-    for item in items:
-        if not isinstance(item, _Spec) or item.verdict != verdict:
-            yield from run.values()
-            run, verdict = {}, None
-            if not isinstance(item, _Spec):
-                yield item
-                continue
-            verdict = item.verdict
-        into = run.setdefault(item.merge_key(), item)
-        if into is not item:
-            into.saddrs.extend(item.saddrs)
-            into.rules.extend(item.rules)
-    yield from run.values()
+            both = _family_free(m) and len(families[replace(m, family=4)]) == 2
+            if both and m.family == 6:
+                continue  # its IPv4 twin is the rule for both
+            by_match.setdefault((replace(m, dport=None), both), []).append((pos, rule))
+        for (base, both), items in by_match.items():
+            dports = list(dict.fromkeys(r.match.dport for _, r in items if r.match.dport))
+            yield _Spec(base, dports, [r for _, r in items], merged.comment(items[0][0]), both)
 
 
 Parts = dict[str, list[str]]  # an address set's name → the kernel sets that hold it
 
 
-def _user_rules(ruleset: Ruleset, sets: list[dict[str, Any]], parts: Parts
+def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]], parts: Parts
                 ) -> Iterator[dict[str, Any]]:
-    """The user's rules, in order; the sets their rules use are appended to `sets` (and their
-    parts to `parts`). A rule on an address set held in two kernel sets is two rules, one per
+    """The user's rules, in order, merged by the core; the port sets their rules use are
+    appended to `sets`. A rule on an address set held in two kernel sets is two rules, one per
     part, next to each other with the same verdict: a source is in one part or in neither."""
-    for n, item in enumerate(_merged(_specs(ruleset))):
-        rules = _limit_rules(item, ruleset.limit) if isinstance(item, KernelRule) \
-            else iter([_spec_rule(item, n, sets, parts)])
+    for n, item in enumerate(_specs(merge)):
+        rules = _limit_rules(*item, ruleset.limit) if isinstance(item, tuple) \
+            else iter([_spec_rule(item, n, sets)])
         for rule in rules:
             yield from _per_part(rule, parts)
 
@@ -288,38 +259,20 @@ def _set_parts(name: str, family: Family, elements: Iterable[str]) -> list[dict[
 HOSTS_SUFFIX = "_h"  # the part of an address set that holds single addresses
 
 
-def _spec_rule(spec: _Spec, n: int, sets: list[dict[str, Any]], parts: Parts
-               ) -> dict[str, Any]:
+def _spec_rule(spec: _Spec, n: int, sets: list[dict[str, Any]]) -> dict[str, Any]:
     first, m = spec.rules[0], spec.match
-    if len(spec.saddrs) == 1:
-        m = replace(m, saddr=spec.saddrs[0])
-    elif spec.saddrs:
-        name = f"src_{first.index}_{n}"
-        held = _set_parts(name, m.family, _disjoint(spec.saddrs, m.family))
-        sets.extend(held)
-        parts[set_name(name, m.family)] = [h["set"]["name"] for h in held]
-        m = replace(m, sset=name)
     if len(spec.dports) == 1:
         m = replace(m, dport=spec.dports[0])
-    exprs = match_exprs(m, family_specific=False)
+    exprs = match_exprs(m, family_specific=not spec.both_families)
     if len(spec.dports) > 1:
-        name = f"ports_{first.index}_{n}"
+        name = internal_name("ports", first.index, n)
         sets.append({"set": {**_t(), "name": name, "type": "inet_service",
                              "flags": ["interval"], "elem": _port_elements(spec.dports)}})
         at = 1 if m.proto is not None else 0  # after l4proto, as with a single port
         exprs.insert(at, _match(_ct_orig("proto-dst"), "@" + name))
     verdict: Expr = {"accept": None} if first.action == "allow" else (
         {"drop": None} if first.action == "deny" else _reject(m.proto))
-    comment = _comment(first)
-    if len(spec.rules) > 1 and spec.rules[-1].index != first.index:
-        last = spec.rules[-1].origin.short
-        count = len({r.index for r in spec.rules})
-        comment = f"{first.origin.short} to {last}: {count} rules with one verdict, merged"
-    return _rule("inbound", [*exprs, verdict], comment)
-
-
-def _disjoint(cidrs: list[str], family: Family) -> tuple[str, ...]:
-    return split_cidrs(cidrs, family)
+    return _rule("inbound", [*exprs, verdict], spec.comment)
 
 
 def _port_elements(ports: list[PortRange]) -> list[Any]:
@@ -333,7 +286,8 @@ def _port_elements(ports: list[PortRange]) -> list[Any]:
     return [lo if lo == hi else {"range": [lo, hi]} for lo, hi in merged]
 
 
-def _limit_rules(rule: KernelRule, limit: RateLimit) -> Iterator[dict[str, Any]]:
+def _limit_rules(rule: KernelRule, comment: str, limit: RateLimit
+                 ) -> Iterator[dict[str, Any]]:
     """The core's RateLimit: a token bucket per source, kept in a dynamic set. `update`, not
     `add`: every connection, refused ones too, keeps its source's entry from timing out (as
     hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket."""
@@ -345,9 +299,8 @@ def _limit_rules(rule: KernelRule, limit: RateLimit) -> Iterator[dict[str, Any]]
                     "set": "@" + limit_set_name(rule.index, m.family),
                     "stmt": [{"limit": {"rate": limit.per_minute, "burst": limit.burst,
                                         "per": "minute", "inv": True}}]}}
-    yield _rule("inbound", [*exprs, over, _reject(m.proto)], _comment(rule))
-    yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}],
-                _comment(rule))
+    yield _rule("inbound", [*exprs, over, _reject(m.proto)], comment)
+    yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}], comment)
 
 
 def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
@@ -398,8 +351,8 @@ def _direct_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
     yield _rule("direct", [{"drop": None}], "fwsync protect direct-routing")
 
 
-def _inbound_rules(ruleset: Ruleset, sets: list[dict[str, Any]], parts: Parts
-                   ) -> Iterator[dict[str, Any]]:
+def _inbound_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]],
+                   parts: Parts) -> Iterator[dict[str, Any]]:
     if ruleset.protect_direct_routing:
         # Not DNATed means not through a published port: straight to a container's address
         # (dropped in `direct`), or to this host's docker-proxy (the input path).
@@ -410,7 +363,7 @@ def _inbound_rules(ruleset: Ruleset, sets: list[dict[str, Any]], parts: Parts
                                 {"drop": None}], "fwsync protect localhost-publish")
         yield _rule("inbound", [_match(_ct_orig("ip6 daddr"), "::1"), {"drop": None}],
                     "fwsync protect localhost-publish")
-    yield from _user_rules(ruleset, sets, parts)
+    yield from _user_rules(ruleset, merge, sets, parts)
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
@@ -445,9 +398,11 @@ def table_objects(ruleset: Ruleset) -> Batch:
     left alone by an apply, and a changed one is a new set (see `staging_batch`)."""
     rule_sets: list[dict[str, Any]] = []
     parts: Parts = {}
-    define_sets = list(_sets(ruleset, parts))
-    inbound = list(_inbound_rules(ruleset, rule_sets, parts))
-    sets = list(_dedup(itertools.chain(define_sets, rule_sets)))
+    merge = merge_runs(ruleset)
+    # The defines' sets and the merged rules' sources: names apart (core/merge), one namespace.
+    define_sets = list(_sets(merge.ruleset, parts))
+    inbound = list(_inbound_rules(ruleset, merge, rule_sets, parts))
+    sets = list(_distinct(itertools.chain(define_sets, rule_sets)))
     names = {s["set"]["name"]: _content_name(s["set"]) for s in sets}
     for s in sets:
         s["set"]["name"] = names[s["set"]["name"]]
@@ -523,13 +478,17 @@ def _rename_refs(item: Any, names: dict[str, str]) -> Any:
     return item
 
 
-def _dedup(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _distinct(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every set under a name of its own. Two of one name once meant one was dropped and its
+    rules used the other (a define named like a merged rule's set): names are apart now
+    (core/merge), and were they ever not, nothing is applied."""
     seen: set[str] = set()
     for item in items:
         key = item["set"]["name"]
-        if key not in seen:
-            seen.add(key)
-            yield item
+        if key in seen:
+            raise ValueError(f"two sets of fwsync's table would be named {key!r}")
+        seen.add(key)
+        yield item
 
 
 def set_names(objects: Batch) -> list[str]:

@@ -113,7 +113,7 @@ def test_neighbouring_rules_with_one_verdict_keep_their_meaning(
         listing = lab.host.run(["nft", "list", "chain", "inet", "fwsync", "inbound"]).stdout
         # 3 rules → 1 set, 2 rules → 1 set; a set with single addresses and networks is
         # looked up in its two parts (a hash set and an interval set), one rule each.
-        merged = {word.split("_v4")[0] for word in listing.split() if word.startswith("@src_")}
+        merged = {word.split("_v4")[0] for word in listing.split() if word.startswith("@src.")}
         assert len(merged) == 2, listing
     assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
 

@@ -94,7 +94,7 @@ NFTABLES_EDITS: dict[str, Edit] = {
     "set flushed": lambda lab: sh(lab, f"{NFT} flush set inet fwsync "
                                        f"{nft_set(lab, 'blocked_v6_')}"),
     "port set element deleted": lambda lab: sh(
-        lab, f"{NFT} delete element inet fwsync {nft_set(lab, 'ports_')} {{ 443 }}"),
+        lab, f"{NFT} delete element inet fwsync {nft_set(lab, 'ports.')} {{ 443 }}"),
     "stray set": lambda lab: sh(lab, f"{NFT} add set inet fwsync stray '{{ type ipv4_addr; }}'"),
     "rule deleted": lambda lab: sh(
         lab, f"{NFT} delete rule inet fwsync inbound handle "

@@ -14,6 +14,7 @@ from fwsync.backends.iptables_render import (
     render_family,
     set_display,
     set_kernel_name,
+    temp_set_name,
 )
 from fwsync.core.build import build_ruleset
 from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
@@ -174,3 +175,41 @@ def test_restore_text_puts_the_input_jump_first_in_input():
                          "COMMIT"]
     removed = _remove_text(current).splitlines()
     assert removed[1:3] == ["-D DOCKER-USER -j FWSYNC-FORWARD", "-D INPUT -j FWSYNC-INPUT"]
+
+
+def _long_defines(count: int) -> tuple:
+    """`count` defines whose names share a 25-character prefix, each with its own address."""
+    return tuple(aset(f"office_in_the_north_wing_{i}", f"198.51.{i // 250}.{i % 250 + 1}")
+                 for i in range(count))
+
+
+def test_long_define_names_sharing_a_prefix_get_distinct_ipset_names():
+    """Before: 13 characters and 4 hex digits of a digest; of 700 names sharing a prefix,
+    office_in_the_north_wing_37 and _626 both became office_in_the~3426, and one define's rule
+    then matched the other's set."""
+    sets = _long_defines(700)
+    pol = policy(*(rule(10 + i, src=Endpoint(set=s.name), dst=Endpoint(ports=ports(8080)))
+                   for i, s in enumerate(sets)), sets=sets)
+    objects = render_family(build_ruleset(pol, DockerState()).ruleset, 4, "DOCKER-USER")
+    keys = [k for k in objects if k.startswith("ipv4 set ")]
+    assert len(keys) == len(sets), f"{len(sets) - len(keys)} ipset names taken twice"
+    inbound = objects["ipv4 chain FWSYNC-INBOUND"]
+    used = [ln.split("--match-set ")[1].split()[0] for ln in inbound if "--match-set" in ln]
+    assert len(set(used)) == len(sets) and all(len(n) <= 31 for n in used)
+    temp = [len(temp_set_name(n)) for n in used]
+    assert max(temp) <= 31
+
+
+def test_a_shortened_name_taken_twice_is_refused_never_shared(monkeypatch):
+    """Should two long names ever shorten alike, the render refuses (nothing reaches the
+    kernel) instead of letting one rule match the other define's addresses."""
+    from fwsync.backends import iptables_render
+    from fwsync.backends.base import BackendError
+
+    monkeypatch.setattr(iptables_render, "set_display", lambda name: name[:13] + "~0000")
+    sets = _long_defines(2)
+    pol = policy(*(rule(10 + i, src=Endpoint(set=s.name), dst=Endpoint(ports=ports(8080)))
+                   for i, s in enumerate(sets)), sets=sets)
+    with pytest.raises(BackendError, match=r"'office_in_the_north_wing_0' and "
+                                           r"'office_in_the_north_wing_1' would share"):
+        render_family(build_ruleset(pol, DockerState()).ruleset, 4, "DOCKER-USER")

@@ -17,7 +17,7 @@ from fwsync.backends.nftables_render import (
     table_objects,
 )
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState
+from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.reconcile import choose_backend
 from fwsync.rules.model import Endpoint
 
@@ -50,7 +50,7 @@ def test_new_sets_are_committed_before_the_rules_that_use_them():
     table = {"table": {"family": "inet", "name": "fwsync"}}
     assert staging[:2] == [{"metainfo": {"json_schema_version": 1}}, {"add": table}]
     staged = [op["add"]["set"]["name"] for op in staging[2:]]
-    meters = [n for n in names if n.startswith("limit_")]
+    meters = [n for n in names if n.startswith("limit.")]
     assert meters and staged == [n for n in names[1:] if n not in meters], \
         "only the address and port sets that do not exist yet, and nothing else"
 
@@ -148,12 +148,12 @@ def test_neighbours_with_one_verdict_become_one_set_lookup():
     assert len(inbound) == 4, inbound
     # One merged set, held as a hash set of its single addresses and an interval set of its
     # networks: one rule for each, side by side.
-    assert "saddr @src_0_0_v4_h_" in inbound[0] and "saddr @src_0_0_v4_" in inbound[1]
+    assert "saddr @src.0.0_v4_h_" in inbound[0] and "saddr @src.0.0_v4_" in inbound[1]
     assert all("10-test.rules:2 to 10-test.rules:4: 3 rules" in line for line in inbound[:2])
     assert inbound[2].endswith('drop comment "10-test.rules:5 rule 5"')
     assert "ip saddr 192.0.2.0/24 accept" in inbound[3]
-    hosts = next(v for k, v in state.items() if "set src_0_0_v4_h_" in k)
-    nets = next(v for k, v in state.items() if "set src_0_0_v4_" in k and "_h_" not in k)
+    hosts = next(v for k, v in state.items() if "set src.0.0_v4_h_" in k)
+    nets = next(v for k, v in state.items() if "set src.0.0_v4_" in k and "_h_" not in k)
     assert (hosts, nets) == (("203.0.113.9",), ("198.51.100.0/25",)), "overlaps collapsed"
 
 
@@ -163,7 +163,7 @@ def test_an_allowlist_written_as_rules_for_both_protocols_is_two_lookups():
     rules.append(rule(300, "reject", src=Endpoint(net=net("203.0.113.0/24"))))
     state = render(build_ruleset(policy(*rules), DockerState()).ruleset)
     inbound = state["inet fwsync chain inbound"]
-    merged = [line for line in inbound if "saddr @src_" in line]
+    merged = [line for line in inbound if "saddr @src." in line]
     assert len(merged) == 2 and {"tcp", "udp"} == {line.split()[2] for line in merged}
     assert all("200 rules with one verdict" in line for line in merged)
     assert len([line for line in inbound if "203.0.113.0/24" in line]) == 1, "reject stays apart"
@@ -195,7 +195,7 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
                        aset("nets", "203.0.113.0/24")))
     objects = table_objects(build_ruleset(pol, DockerState()).ruleset)
     sets = {o["set"]["name"].rsplit("_", 1)[0]: o["set"] for o in objects if "set" in o
-            and not o["set"]["name"].startswith("limit_")}
+            and not o["set"]["name"].startswith("limit.")}
     assert sets["office_v4_h"]["elem"] == ["198.51.100.7"] and "flags" not in sets["office_v4_h"]
     assert sets["office_v4"]["elem"] == [{"prefix": {"addr": "203.0.113.0", "len": 24}}]
     assert sets["office_v4"]["flags"] == ["interval"]
@@ -208,3 +208,20 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
     assert lines.index(office_rules[1]) == lines.index(office_rules[0]) + 1
     assert len([line for line in lines if "@hosts_v4_h_" in line]) == 2  # over → reject, accept
     assert len([line for line in lines if "@nets_v4_" in line]) == 1
+
+
+def test_a_rule_without_an_address_is_for_both_families_only_when_it_is_in_both():
+    """`to container web` with web bound on IPv4 alone is an IPv4 rule: rendered without
+    `meta nfproto`, the inet table's rule also let IPv6 through to db's binding."""
+    docker = DockerState(ports=(
+        PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, networks=("bridge",)),
+        PublishedPort("::", 8080, "tcp", "db", 80, networks=("bridge",))))
+    pol = policy(rule(2, dst=Endpoint(container="web")), rule(3, proto="tcp",
+                                                             dst=Endpoint(ports=ports(22))))
+    inbound = render(build_ruleset(pol, docker).ruleset)["inet fwsync chain inbound"]
+    web = [line for line in inbound if "rules:2" in line]
+    assert web == ['meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 accept '
+                   'comment "10-test.rules:2 rule 2"']
+    both = [line for line in inbound if "rules:3" in line]
+    assert both == ['meta l4proto tcp ct original proto-dst 22 accept '
+                    'comment "10-test.rules:3 rule 3"'], "one rule serves both families"

@@ -90,6 +90,33 @@ def unresolved(dst: Endpoint, docker: DockerState) -> str | None:
     return f"no Swarm service{where} matches {pattern!r}"
 
 
+def names_docker(dst: Endpoint) -> bool:
+    """The destination is something Docker names (a container, a service, a network): what it
+    selects is known only from Docker."""
+    return dst.selector is not None or dst.network is not None
+
+
+# What Docker last reported (observe/memory.py) may be out of date: a container removed since,
+# and its host port taken by another. Taken from it is only what narrows access.
+_NOT_FROM_MEMORY = ("Docker could not be asked, and an `allow` is not taken from what it last "
+                    "reported (the port may belong to another container now): the rule matches "
+                    "nothing until Docker answers (it never widens access).")
+_LIMIT_FROM_MEMORY = ("Docker could not be asked: this `limit` rejects every new connection to "
+                      "what Docker last reported for it, not only those above its rate (the port "
+                      "may belong to another container now), until Docker answers.")
+
+
+def unresolvable(policy: Policy, docker: DockerState) -> tuple[Rule, ...]:
+    """The rules that narrow access to something Docker names (`deny`, `reject`, `limit` to a
+    container, service or network) while fwsync knows nothing of Docker: it cannot be asked and
+    nothing is remembered (or the memory was made when it had never answered). Enforced now,
+    they would match nothing, and what they deny would stay open."""
+    blind = docker.error is not None or (docker.stale is not None and docker.seen_at is None)
+    if not blind:
+        return ()
+    return tuple(r for r in policy.rules if r.action != "allow" and names_docker(r.dst))
+
+
 def split_set(aset: AddressSet, family: Family) -> tuple[str, ...]:
     """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
     return disjoint_entries(aset.entries, aset.spans, family)
@@ -128,9 +155,20 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     rules: list[KernelRule] = []
     seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
     problems: list[Diagnostic] = []
+    from_memory = docker.stale is not None
     for index, rule in enumerate(policy.rules):
         if problems:
             break
+        action = rule.action
+        if from_memory and names_docker(rule.dst):
+            if action == "allow":
+                notes.append(f"{rule.origin}: {_NOT_FROM_MEMORY}")
+                continue
+            if action == "limit":
+                # A limit lets connections through below its rate: to the old port that another
+                # container may hold now, that would widen. Its refusing half is what narrows.
+                action = "reject"
+                notes.append(f"{rule.origin}: {_LIMIT_FROM_MEMORY}")
         if (why := unresolved(rule.dst, docker)) is not None:
             notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
                          "access).")
@@ -152,7 +190,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
             kernel_rule = KernelRule(
-                match=match, action=rule.action, origin=rule.origin, index=index,
+                match=match, action=action, origin=rule.origin, index=index,
                 comment=rule.comment,
             )
             if kernel_rule not in seen:
@@ -168,7 +206,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         protect_localhost_publish=policy.protect_localhost_publish,
         bridges=DEFAULT_BRIDGES + named,
         bridge_subnets=subnets,
-        direct_ok=_direct_ok(policy, docker, notes),
+        # Routing straight into a network Docker no longer reports could reach whatever took
+        # its subnet since: from memory, direct routing stays dropped everywhere.
+        direct_ok=() if from_memory else _direct_ok(policy, docker, notes),
         input_ports=input_ports(docker.ports),
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))

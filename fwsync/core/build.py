@@ -196,6 +196,8 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             if kernel_rule not in seen:
                 seen.add(kernel_rule)
                 rules.append(kernel_rule)
+    if any(_ipv6_through_proxy(p) for p in docker.ports):
+        notes.append(PROXY_WINDOW)
     named, subnets = _bridges(docker.extra_bridges, notes)
     ruleset = Ruleset(
         rules=tuple(rules),
@@ -287,6 +289,26 @@ def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[D
         for net in nets:
             add(net, FAMILIES, "protect direct-routing off to network", scope.origin)
     return tuple(found.values())
+
+
+# The INPUT path has no catch-all: its lines name the bindings known at apply. What would match
+# "a new connection to a socket docker-proxy serves" without a name was measured on Docker
+# 20.10, 26.1 and 28.5 (tests/e2e/test_proxy_match.py): nftables' `socket cgroupv2` on dockerd's
+# cgroup does, but libnftables 1.0.6's JSON (the nftables backend's only way in) refuses it
+# ("Invalid socket key value"); iptables' `-m cgroup` never sees the SYN on INPUT (no socket is
+# attached to it yet), and `-m socket` matches the host's own listeners too.
+PROXY_WINDOW = ("IPv6 connections to ports published through docker-proxy are judged on the "
+                "INPUT path only for the bindings listed now: a port Docker publishes after "
+                "this apply is open over IPv6 to whatever the host's INPUT firewall admits "
+                "(e.g. `ufw allow PORT`) until the next apply (the daemon: its reconcile at "
+                "Docker's start event). No name-free match for docker-proxy's sockets is usable "
+                "here (docs/how-it-works.md, \"What fwsync does not govern\").")
+
+
+def _ipv6_through_proxy(port: PublishedPort) -> bool:
+    """IPv6 to a container without IPv6: docker-proxy serves it (core/report's
+    through_docker_proxy, which imports this module)."""
+    return port.family == 6 and port.container_ipv6 is False and not port.routed
 
 
 def input_ports(ports: Iterable[PublishedPort]) -> tuple[InputPort, ...]:

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from tests.engines import Engine
-from tests.lab import DockerLab, serve_tcp, wait_for
+from tests.lab import DockerLab, run_fwsync, serve_tcp, wait_for
 from tests.steps import fwsync_ok, write_rules
 
 pytestmark = [pytest.mark.e2e]
@@ -95,7 +95,7 @@ print(json.dumps([rc, err]))
 """
 
 
-def test_what_matches_a_new_connection_to_docker_proxy(make_docker_lab: Any,
+def test_what_matches_a_new_connection_to_docker_proxy(make_docker_lab: Any, tmp_path: Path,
                                                        engine: Engine) -> None:
     lab: DockerLab = make_docker_lab()  # no --ipv6: IPv6 goes through docker-proxy
     with own_cgroup(lab) as cgroup, serve_tcp(lab.host, [2222]):
@@ -135,6 +135,15 @@ def test_what_matches_a_new_connection_to_docker_proxy(make_docker_lab: Any,
         assert rc != 0 and "Invalid socket key value" in err, \
             "libnftables' JSON takes socket cgroupv2 now: the nftables backend can use it"
         assert attacker_v6(lab, 8080, 2222) == ["open", "open"], "every probe rule is gone"
+
+    # What fwsync can do instead: say so, in doctor's findings and in plan/apply/status notes.
+    rules = write_rules(tmp_path, OFFICE)
+    doc = json.loads(run_fwsync(lab, "doctor", "--format", "json", "--sample", "0",
+                                rules=rules).stdout)
+    [found] = [f for f in doc["findings"] if f["check"] == "ipv6-proxy-later"]
+    assert found["severity"] == "warning" and "[::]:8080/tcp" in found["details"]["bindings"]
+    assert "a port Docker publishes after this apply is open over IPv6" in \
+        fwsync_ok(lab, "plan", rules=rules).stdout
 
 
 @pytest.mark.xfail(strict=True, reason="no name-free match for docker-proxy's sockets is usable "

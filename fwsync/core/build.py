@@ -170,8 +170,11 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                 action = "reject"
                 notes.append(f"{rule.origin}: {_LIMIT_FROM_MEMORY}")
         if (why := unresolved(rule.dst, docker)) is not None:
-            notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
-                         "access).")
+            # From memory, the container may have started since: said so, for a deny that
+            # is void until Docker answers.
+            when = " in what Docker last reported (it may run now)" if from_memory else ""
+            notes.append(f"{rule.origin}: {why}{when}: the rule matches nothing (it never "
+                         "widens access).")
         if rule.dst.network is not None and docker.error is None and not _networks(
                 rule.dst.network, docker.networks):
             notes.append(f"{rule.origin}: no Docker network matches {rule.dst.network!r}: the "

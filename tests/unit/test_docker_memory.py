@@ -175,3 +175,10 @@ def test_a_narrowing_container_rule_cannot_be_resolved_without_any_memory() -> N
     assert unresolvable(pol, never) == (deny, limit)
     assert unresolvable(pol, as_remembered(DOWN, SEEN)) == ()
     assert unresolvable(pol, SEEN) == ()
+
+
+def test_a_deny_for_a_container_the_memory_lacks_says_it_may_run_now() -> None:
+    pol = policy(rule(2, "deny", dst=Endpoint(container="cache")))
+    notes = build_ruleset(pol, as_remembered(DOWN, SEEN)).notes
+    assert any("no running container matches 'cache' in what Docker last reported (it may run "
+               "now): the rule matches nothing" in n for n in notes), notes

@@ -17,7 +17,7 @@ from pathlib import Path
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
-from fwsync.core.build import build_ruleset
+from fwsync.core.build import build_ruleset, unresolvable
 from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.observed import DockerState, as_remembered
 from fwsync.observe.docker import observe_docker
@@ -143,23 +143,30 @@ def remember_enforced(docker: DockerState) -> str | None:
 
 
 def make_plan(rules: Path, backend: Backend | str = "auto",
-              docker: DockerState | None = None, *, full: bool = False) -> Planned:
+              docker: DockerState | None = None, *, full: bool = False,
+              watching: bool = False) -> Planned:
     """Everything is read before anything could be written: an invalid rules file stops here.
     `backend` as a name is chosen here (and others' leftovers are planned for removal); as an
     instance it is used as it is."""
     policy, warnings = load_policy(rules)
     observed = docker if docker is not None else observe_now()
-    return plan_policy(policy, observed, backend, warnings, full=full)
+    return plan_policy(policy, observed, backend, warnings, full=full, watching=watching)
 
 
 def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
-                warnings: tuple[Diagnostic, ...] = (), *, full: bool = False) -> Planned:
+                warnings: tuple[Diagnostic, ...] = (), *, full: bool = False,
+                watching: bool = False) -> Planned:
     """A loaded policy → a Plan (build → render → read → diff). make_plan's second half, and
     what the daemon runs for the last good policy while the rules on disk are invalid.
 
     The kernel is read against what is desired: a set whose name is the digest of the content
     desired gives it is not listed element by element (Backend.read). `full` lists every
-    element, to find a hand edit inside such a set."""
+    element, to find a hand edit inside such a set.
+
+    `watching`: the caller (the daemon) reconciles again as soon as Docker answers, so a rule
+    that cannot be resolved now is enforced from then on, instead of refusing the plan: at boot
+    the daemon runs before dockerd (systemd/fwsync.service, Before=docker.service), and a
+    refusal there would keep Docker from ever starting."""
     if isinstance(backend, str):
         chosen, why = choose_backend(backend, observed)
         if backend == "auto" and observed.stale is not None:
@@ -187,6 +194,16 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    f"what it reported when the rules in the kernel were made ({memory_path()}):"
                    " applying now could drop `to container` rules and Docker's bridges and open "
                    "what they deny. Start Docker (or point DOCKER_HOST at it) and apply again")
+    blind = () if watching else unresolvable(policy, observed)
+    if refusal is None and blind:
+        # An empty kernel too: an apply would say "enforced" with these rules void.
+        first = blind[0]
+        more = f" and {len(blind) - 1} more" if len(blind) > 1 else ""
+        refusal = (f"Docker could not be asked ({observed.error or observed.stale}) and fwsync "
+                   f"has no record of what it reported ({memory_path()}): "
+                   f"{first.origin} `{first.origin.text}`{more} cannot be resolved to any "
+                   "port, and applying now would leave open what it denies. Start Docker (or "
+                   "point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
                    warnings=warnings, backend=chosen, others=others, refusal=refusal)
 

@@ -90,6 +90,33 @@ def unresolved(dst: Endpoint, docker: DockerState) -> str | None:
     return f"no Swarm service{where} matches {pattern!r}"
 
 
+def names_docker(dst: Endpoint) -> bool:
+    """The destination is something Docker names (a container, a service, a network): what it
+    selects is known only from Docker."""
+    return dst.selector is not None or dst.network is not None
+
+
+# What Docker last reported (observe/memory.py) may be out of date: a container removed since,
+# and its host port taken by another. Taken from it is only what narrows access.
+_NOT_FROM_MEMORY = ("Docker could not be asked, and an `allow` is not taken from what it last "
+                    "reported (the port may belong to another container now): the rule matches "
+                    "nothing until Docker answers (it never widens access).")
+_LIMIT_FROM_MEMORY = ("Docker could not be asked: this `limit` rejects every new connection to "
+                      "what Docker last reported for it, not only those above its rate (the port "
+                      "may belong to another container now), until Docker answers.")
+
+
+def unresolvable(policy: Policy, docker: DockerState) -> tuple[Rule, ...]:
+    """The rules that narrow access to something Docker names (`deny`, `reject`, `limit` to a
+    container, service or network) while fwsync knows nothing of Docker: it cannot be asked and
+    nothing is remembered (or the memory was made when it had never answered). Enforced now,
+    they would match nothing, and what they deny would stay open."""
+    blind = docker.error is not None or (docker.stale is not None and docker.seen_at is None)
+    if not blind:
+        return ()
+    return tuple(r for r in policy.rules if r.action != "allow" and names_docker(r.dst))
+
+
 def split_set(aset: AddressSet, family: Family) -> tuple[str, ...]:
     """The set's networks of one family, merged so that no two overlap (the kernel rejects that)."""
     return disjoint_entries(aset.entries, aset.spans, family)
@@ -128,12 +155,26 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     rules: list[KernelRule] = []
     seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
     problems: list[Diagnostic] = []
+    from_memory = docker.stale is not None
     for index, rule in enumerate(policy.rules):
         if problems:
             break
+        action = rule.action
+        if from_memory and names_docker(rule.dst):
+            if action == "allow":
+                notes.append(f"{rule.origin}: {_NOT_FROM_MEMORY}")
+                continue
+            if action == "limit":
+                # A limit lets connections through below its rate: to the old port that another
+                # container may hold now, that would widen. Its refusing half is what narrows.
+                action = "reject"
+                notes.append(f"{rule.origin}: {_LIMIT_FROM_MEMORY}")
         if (why := unresolved(rule.dst, docker)) is not None:
-            notes.append(f"{rule.origin}: {why}: the rule matches nothing (it never widens "
-                         "access).")
+            # From memory, the container may have started since: said so, for a deny that
+            # is void until Docker answers.
+            when = " in what Docker last reported (it may run now)" if from_memory else ""
+            notes.append(f"{rule.origin}: {why}{when}: the rule matches nothing (it never "
+                         "widens access).")
         if rule.dst.network is not None and docker.error is None and not _networks(
                 rule.dst.network, docker.networks):
             notes.append(f"{rule.origin}: no Docker network matches {rule.dst.network!r}: the "
@@ -152,12 +193,14 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
             kernel_rule = KernelRule(
-                match=match, action=rule.action, origin=rule.origin, index=index,
+                match=match, action=action, origin=rule.origin, index=index,
                 comment=rule.comment,
             )
             if kernel_rule not in seen:
                 seen.add(kernel_rule)
                 rules.append(kernel_rule)
+    if any(_ipv6_through_proxy(p) for p in docker.ports):
+        notes.append(PROXY_WINDOW)
     named, subnets = _bridges(docker.extra_bridges, notes)
     ruleset = Ruleset(
         rules=tuple(rules),
@@ -168,7 +211,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         protect_localhost_publish=policy.protect_localhost_publish,
         bridges=DEFAULT_BRIDGES + named,
         bridge_subnets=subnets,
-        direct_ok=_direct_ok(policy, docker, notes),
+        # Routing straight into a network Docker no longer reports could reach whatever took
+        # its subnet since: from memory, direct routing stays dropped everywhere.
+        direct_ok=() if from_memory else _direct_ok(policy, docker, notes),
         input_ports=input_ports(docker.ports),
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
@@ -247,6 +292,26 @@ def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[D
         for net in nets:
             add(net, FAMILIES, "protect direct-routing off to network", scope.origin)
     return tuple(found.values())
+
+
+# The INPUT path has no catch-all: its lines name the bindings known at apply. What would match
+# "a new connection to a socket docker-proxy serves" without a name was measured on Docker
+# 20.10, 26.1 and 28.5 (tests/e2e/test_proxy_match.py): nftables' `socket cgroupv2` on dockerd's
+# cgroup does, but libnftables 1.0.6's JSON (the nftables backend's only way in) refuses it
+# ("Invalid socket key value"); iptables' `-m cgroup` never sees the SYN on INPUT (no socket is
+# attached to it yet), and `-m socket` matches the host's own listeners too.
+PROXY_WINDOW = ("IPv6 connections to ports published through docker-proxy are judged on the "
+                "INPUT path only for the bindings listed now: a port Docker publishes after "
+                "this apply is open over IPv6 to whatever the host's INPUT firewall admits "
+                "(e.g. `ufw allow PORT`) until the next apply (the daemon: its reconcile at "
+                "Docker's start event). No name-free match for docker-proxy's sockets is usable "
+                "here (docs/how-it-works.md, \"What fwsync does not govern\").")
+
+
+def _ipv6_through_proxy(port: PublishedPort) -> bool:
+    """IPv6 to a container without IPv6: docker-proxy serves it (core/report's
+    through_docker_proxy, which imports this module)."""
+    return port.family == 6 and port.container_ipv6 is False and not port.routed
 
 
 def input_ports(ports: Iterable[PublishedPort]) -> tuple[InputPort, ...]:

@@ -130,7 +130,10 @@ class Reconciler:
         """Docker as it is now; while it cannot be asked, as it was last seen (the containers
         keep running and publishing without dockerd: their rules must stay as they were)."""
         if not batch.needs_docker and self.docker is not None:
-            return self.docker
+            # While Docker cannot be asked, a drift repair builds as the last look did (from
+            # what Docker last reported: narrowing only), not from the last good look.
+            return self.docker if self.docker_error is None else \
+                replace(self.docker, stale=self.docker_error)
         full = isinstance(self._backend_for(batch), str)  # choosing a backend needs /info
         # Until the rules are enforced, Docker gets little time: at boot, with docker.socket,
         # a request would wait for docker.service, which waits for this daemon to be ready.
@@ -229,7 +232,8 @@ class Reconciler:
             self.rules_print = fingerprint(self.rules, self.list_files)
             with lock.exclusive(self.lock_path):
                 try:
-                    planned = make_plan(self.rules, self._backend_for(batch), docker)
+                    planned = make_plan(self.rules, self._backend_for(batch), docker,
+                                        watching=True)
                 except RulesInvalid as exc:
                     return self._keep_last_good(batch, exc, docker, t0, base)
                 steps["plan_ms"] = time.monotonic()
@@ -274,7 +278,7 @@ class Reconciler:
         # The same pipeline as valid rules take (reconcile.py), fed the last good policy, or
         # what the kernel held at start when there never was one.
         if enforced.policy is not None:
-            planned = plan_policy(enforced.policy, docker, backend)
+            planned = plan_policy(enforced.policy, docker, backend, watching=True)
             if planned.refusal is not None:
                 raise BackendError(f"{planned.refusal}; nothing was changed")
             plan = planned.plan

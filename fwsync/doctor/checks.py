@@ -448,8 +448,30 @@ def check_enforcement(enforcement: Enforcement | None) -> list[Finding]:
         {"problems": list(enforcement.problems)})]
 
 
+def check_later_proxy_publishes(containers: Iterable[ContainerFacts]) -> list[Finding]:
+    """docker-proxy serves IPv6 here: fwsync judges that INPUT path only for the bindings it
+    knew at apply, having no name-free match for docker-proxy's sockets (core/build.py,
+    PROXY_WINDOW). A port published later is open over IPv6 until the next apply."""
+    proxied = [p for p in _published(containers)
+               if p.family == 6 and p.container_ipv6 is False and not p.routed]
+    if not proxied:
+        return []
+    shown = ", ".join(dict.fromkeys(binding(p) for p in proxied))
+    return [Finding(
+        "ipv6-proxy-later", "warning", "host",
+        f"docker-proxy serves IPv6 connections here ({shown}); fwsync judges them only on the "
+        "ports Docker had published at the last apply: a port published after it is open over "
+        "IPv6 to whatever the host's INPUT firewall admits (e.g. `ufw allow PORT`) until the "
+        "next apply",
+        "run `fwsync daemon` (it judges a new port at Docker's start event, within a fraction "
+        "of a second), or give the containers IPv6 addresses with Docker's ip6tables on (then "
+        "IPv6 is DNATed and every new port is judged), or turn the userland proxy off",
+        {"bindings": [binding(p) for p in proxied]})]
+
+
 CHECKS: dict[str, str] = {
     "not-enforcing": "fwsync's rules in the kernel, but not reached first",
+    "ipv6-proxy-later": "IPv6 through docker-proxy: ports published after apply are open",
     "ungoverned-port": "published ports that no fwsync rule names",
     "internal-port-exposed": "databases and caches published on all addresses",
     "no-memory-limit": "containers without a memory limit",
@@ -468,6 +490,7 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
     """Every check that is not ignored and whose facts could be gathered."""
     running: dict[str, Callable[[], list[Finding]]] = {
         "not-enforcing": lambda: check_enforcement(facts.enforcement),
+        "ipv6-proxy-later": lambda: check_later_proxy_publishes(facts.containers),
         "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules, mesh),
         "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules, mesh),
         "no-memory-limit": lambda: check_memory_limits(facts.containers),

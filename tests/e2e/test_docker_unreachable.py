@@ -93,3 +93,40 @@ def test_without_docker_the_last_known_state_is_enforced(
     fwsync_ok(lab, "apply", rules=rules)  # Docker back: it is asked again, and remembered
     assert verdicts(lab, direct) == EXPECTED
     assert (lab.dir / "docker.json").exists()
+
+
+def test_what_docker_last_reported_only_narrows(make_docker_lab, tmp_path: Path,
+                                                backend: str) -> None:
+    """Docker's socket goes away while its containers run on. What fwsync remembers of it may be
+    out of date: here web was removed and db took its port before that (no daemon). An `allow
+    ... to container web` taken from the memory opened web's old port, now db's, to the
+    attacker, and apply said the rules were enforced. And with no memory at all, an apply of
+    `deny ... to container` rules succeeded with the denies void."""
+    lab: DockerLab = make_docker_lab()
+    lab.run_web("web", {"80/tcp": 5432})
+    rules = write_rules(tmp_path, f"default deny\nallow from {lab.attacker.v4} to container web\n")
+    fwsync_ok(lab, "apply", rules=rules)
+    assert lab.attacker.probe(5432) == "open"  # web: allowed to the attacker
+    lab.client.containers.get("web").remove(force=True)
+    lab.run_web("db", {"80/tcp": 5432})  # another container on web's port, before the socket went
+
+    with socket_gone(lab):
+        out = fwsync_ok(lab, "apply", rules=rules).stdout
+        assert lab.attacker.probe(5432) == "filtered", "the attacker got into db"
+        assert "an `allow` is not taken from what it last reported" in out, out
+
+        # No memory and nothing of fwsync's in the kernel: a deny that cannot be resolved is
+        # refused, as it is where the kernel holds fwsync's rules.
+        fwsync_ok(lab, "remove")
+        (lab.dir / "docker.json").unlink()
+        (rules / "10-test.rules").write_text("default allow\ndeny to container db\n")
+        before = ruleset_snapshot(lab)
+        refused = run_fwsync(lab, "apply", rules=rules)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "10-test.rules:2 `deny to container db` cannot be resolved" in refused.stderr, \
+            refused.stderr
+        assert "nothing was changed" in refused.stderr
+        plan = run_fwsync(lab, "plan", rules=rules)
+        assert plan.returncode == 1 and "apply would refuse this plan" in plan.stderr
+        assert ruleset_snapshot(lab) == before
+        assert lab.attacker.probe(5432) == "open"  # Docker's own rules, as before: no pretence

@@ -205,3 +205,16 @@ def test_every_binding_with_a_host_port_is_judged_on_the_input_path():
     local = build_ruleset(policy(), DockerState(ports=(
         PublishedPort("127.0.0.1", 6379, "tcp", "cache", 6379),))).ruleset
     assert local.input_ports[0].match.daddr == "127.0.0.1/32"
+
+
+def test_ipv6_served_by_docker_proxy_is_said_to_be_open_to_later_publishes():
+    """The INPUT path lists the bindings known at apply (no name-free catch-all is usable there:
+    tests/e2e/test_proxy_match.py): plan, apply and status say so where docker-proxy serves
+    IPv6."""
+    from fwsync.core.build import PROXY_WINDOW
+
+    proxied = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=False)
+    dnated = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=True)
+    pol = policy(rule(2, dst=Endpoint(ports=ports(8080))))
+    assert PROXY_WINDOW in build_ruleset(pol, DockerState(ports=(proxied,))).notes
+    assert PROXY_WINDOW not in build_ruleset(pol, DockerState(ports=(dnated,))).notes

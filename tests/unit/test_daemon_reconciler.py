@@ -184,13 +184,29 @@ def test_drift_checks_read_every_element_once_every_full_check_every(world: Worl
     assert full == [FULL_CHECK_EVERY, 2 * FULL_CHECK_EVERY]
 
 
-def test_docker_away_keeps_the_last_known_containers(world: World) -> None:
-    world.write(GOOD)
+def test_docker_away_keeps_what_narrows_of_the_last_known_containers(world: World) -> None:
+    world.write("default allow\ndeny from 198.51.100.0/25 to container web-*\n")
     world.run("startup", "")
     world.docker = DockerState(error="cannot reach Docker at unix:///x: refused")
     out = world.run("rules", "changed")
-    assert out.result == "unchanged", "the container rule still matches web-1"
+    assert out.result == "unchanged", "the deny still matches web-1's port"
     assert out.docker_error and any("last observed state" in n for n in out.notes)
+
+
+def test_docker_away_withdraws_an_allow_to_a_container(world: World) -> None:
+    """web-1's port may be another container's by now: an allow for it is not kept from the
+    last look; it comes back when Docker answers. A drift repair in between builds as the
+    reconcile before it did, instead of putting the allow back from the last good look."""
+    world.write(GOOD)
+    world.run("startup", "")
+    assert "allow 198.51.100.0/25 7000" in world.backend.kernel["chain"]
+    world.docker = DockerState(error="cannot reach Docker at unix:///x: refused")
+    out = world.run("resync", "every 600 s")
+    assert out.result == "applied" and world.backend.kernel["chain"] == ("default deny",)
+    assert world.run("drift", "").result == "unchanged"
+    world.docker = DockerState(ports=(port("web-1", 7000),), containers=("web-1",))
+    world.run("reconnect", "reconnected: re-listing Docker")
+    assert "allow 198.51.100.0/25 7000" in world.backend.kernel["chain"]
 
 
 def test_a_kernel_error_is_an_outcome_not_a_crash(world: World) -> None:

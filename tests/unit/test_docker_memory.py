@@ -118,3 +118,67 @@ def test_a_key_the_memory_does_not_write_is_not_taken_from_it(tmp_path: Path) ->
     data["stale"] = "planted"
     path.write_text(json.dumps(data))
     assert recall(path) == SEEN
+
+
+# What Docker last reported may be out of date (a container removed since, its port taken by
+# another): from it, only what narrows access is taken.
+DOWN = DockerState(error="cannot reach Docker at unix:///x: no such socket")
+
+
+def _by_port(built: object) -> list[tuple[str, int]]:
+    rules = built.ruleset.rules  # type: ignore[attr-defined]
+    return sorted({(r.action, r.match.dport.low) for r in rules if r.match.dport is not None})
+
+
+def test_an_allow_to_a_container_is_not_taken_from_memory() -> None:
+    pol = policy(rule(2, "allow", dst=Endpoint(container="db")),
+                 rule(3, "allow", dst=Endpoint(service="web")),
+                 rule(4, "allow", dst=Endpoint(network="routed")))
+    fresh = build_ruleset(pol, SEEN)  # Docker answers: the allows resolve
+    assert ("allow", 5432) in _by_port(fresh) and ("allow", 8080) in _by_port(fresh)
+    stale = build_ruleset(pol, as_remembered(DOWN, SEEN))
+    assert stale.ruleset.rules == ()  # 5432 may be another container's now: default decides
+    assert sum("an `allow` is not taken from what it last reported" in n
+               for n in stale.notes) == 3
+
+
+@pytest.mark.parametrize(("action", "kernel"), [("deny", "deny"), ("reject", "reject"),
+                                                ("limit", "reject")])
+def test_what_narrows_is_taken_from_memory(action: str, kernel: str) -> None:
+    pol = policy(rule(2, action, dst=Endpoint(container="db")), default="allow")
+    stale = build_ruleset(pol, as_remembered(DOWN, SEEN))
+    assert _by_port(stale) == [(kernel, 5432)]
+    # A limit admits connections below its rate; to a port that may be another container's
+    # now, only its refusing half narrows.
+    assert any("rejects every new connection" in n for n in stale.notes) == (action == "limit")
+
+
+def test_direct_routing_stays_dropped_when_docker_is_known_from_memory() -> None:
+    from fwsync.rules.model import NetworkScope
+
+    from .helpers import origin
+
+    pol = policy(direct_routing_off=(NetworkScope("routed", origin(3)),))
+    assert build_ruleset(pol, SEEN).ruleset.direct_ok  # the routed network and the exception
+    assert build_ruleset(pol, as_remembered(DOWN, SEEN)).ruleset.direct_ok == ()
+
+
+def test_a_narrowing_container_rule_cannot_be_resolved_without_any_memory() -> None:
+    from fwsync.core.build import unresolvable
+
+    deny = rule(2, "deny", dst=Endpoint(container="db"))
+    limit = rule(3, "limit", dst=Endpoint(network="lan"))
+    allow = rule(4, "allow", dst=Endpoint(container="web"))
+    pol = policy(deny, limit, allow)
+    assert unresolvable(pol, DOWN) == (deny, limit)  # the allow only matches nothing
+    never = as_remembered(DOWN, DockerState())  # a memory made when Docker never answered
+    assert unresolvable(pol, never) == (deny, limit)
+    assert unresolvable(pol, as_remembered(DOWN, SEEN)) == ()
+    assert unresolvable(pol, SEEN) == ()
+
+
+def test_a_deny_for_a_container_the_memory_lacks_says_it_may_run_now() -> None:
+    pol = policy(rule(2, "deny", dst=Endpoint(container="cache")))
+    notes = build_ruleset(pol, as_remembered(DOWN, SEEN)).notes
+    assert any("no running container matches 'cache' in what Docker last reported (it may run "
+               "now): the rule matches nothing" in n for n in notes), notes

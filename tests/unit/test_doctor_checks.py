@@ -390,3 +390,16 @@ def test_with_no_other_node_known_it_asks_whether_anyone_may_connect(tmp_path: P
     assert diagnose(HostFacts(swarm=SwarmFacts(manager=True, ufw_note="no ufw")),
                     NO_RULES).skipped["swarm-ports"] == "no ufw"
     assert "swarm-ports" in diagnose(HostFacts(), NO_RULES).checks, "no swarm: nothing to refuse"
+
+
+def test_ipv6_served_by_docker_proxy_is_said_to_leave_later_ports_open() -> None:
+    from fwsync.doctor.checks import check_later_proxy_publishes
+
+    proxied = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=False)
+    dnated = PublishedPort("::", 8081, "tcp", "api", 80, container_ipv6=True)
+    v4 = PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, container_ipv6=False)
+    assert check_later_proxy_publishes([ContainerFacts("api", ports=(dnated,)),
+                                        ContainerFacts("web4", ports=(v4,))]) == []
+    [found] = check_later_proxy_publishes([ContainerFacts("web", ports=(v4, proxied))])
+    assert (found.check, found.severity, found.details) == (
+        "ipv6-proxy-later", "warning", {"bindings": ["[::]:8080/tcp"]})

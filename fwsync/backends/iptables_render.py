@@ -39,6 +39,8 @@ OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN)
 # the FORWARD path.
 INPUT_ENTRY = "INPUT"
 SET_PREFIX = "fws"
+# A limit's hash buckets: the kernel's own default on a host with over 1 GiB of memory.
+HASHLIMIT_BUCKETS = 8192
 _SET_NAME = re.compile(r"^fws([46])-(.+)-([0-9a-f]{6})$")
 _COMMENT_MAX = 255
 _UNQUOTED = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -209,9 +211,15 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
         yield _line(chain, match, comment, _reject(ctx.family, rule.match.proto))
     else:  # limit: the core's RateLimit, a token bucket per source (hashlimit)
         lim = ctx.limit
+        # htable-max is the capacity (the kernel raises a max below the bucket count to it,
+        # so the buckets are at most as many); a full table hot-drops a new source's packet.
         over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
                 f"{lim.burst} --hashlimit-mode srcip --hashlimit-name fwsync-{rule.index} "
+                f"--hashlimit-htable-size {min(lim.capacity, HASHLIMIT_BUCKETS)} "
+                f"--hashlimit-htable-max {lim.capacity} "
                 f"--hashlimit-htable-expire {lim.forget_after * 1000}")
+        if ctx.family == 6 and lim.ipv6_prefix != 128:
+            over += f" --hashlimit-srcmask {lim.ipv6_prefix}"  # one bucket per /64
         yield _line(chain, f"{match} {over}".strip(), comment,
                     _reject(ctx.family, rule.match.proto))
         yield _line(chain, match, comment, "-j RETURN")

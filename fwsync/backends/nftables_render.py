@@ -95,6 +95,11 @@ def limit_set_name(index: int, family: Family) -> str:
     return f"limit_{index}_v{family}"
 
 
+def limit_seen_name(index: int, family: Family) -> str:
+    """The sources a limit holds a bucket for: `capacity` of them at most."""
+    return f"limit_{index}_v{family}_seen"
+
+
 def chain_key(chain: str) -> str:
     return f"{FAMILY} {TABLE} chain {chain}"
 
@@ -336,18 +341,37 @@ def _port_elements(ports: list[PortRange]) -> list[Any]:
 def _limit_rules(rule: KernelRule, limit: RateLimit) -> Iterator[dict[str, Any]]:
     """The core's RateLimit: a token bucket per source, kept in a dynamic set. `update`, not
     `add`: every connection, refused ones too, keeps its source's entry from timing out (as
-    hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket."""
+    hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket.
+
+    At capacity: an `update` that cannot add a new source to a full set matches nothing, so
+    the source set (`seen`, `capacity` sources, no state) is updated first and a source it
+    could not take is dropped, as hashlimit hot-drops it. Only then is the bucket's set asked,
+    which has room to spare. Not one set for both: a lookup in the bucket's set would evaluate
+    (and take from) the source's bucket a second time."""
     m = rule.match
-    # The set statement's `ip saddr` already confines the first rule to one family (nftables
-    # adds, and lists without, that dependency); the accept after it must say so itself.
+    key = _limit_key(m.family, limit)
+    # The set statements' and lookup's `ip saddr` already confine a rule to one family
+    # (nftables adds, and lists without, that dependency); the accept must say so itself.
     exprs = match_exprs(m, family_specific=False)
-    over = {"set": {"op": "update", "elem": _saddr(m.family),
-                    "set": "@" + limit_set_name(rule.index, m.family),
+    seen = "@" + limit_seen_name(rule.index, m.family)
+    meter = "@" + limit_set_name(rule.index, m.family)
+    over = {"set": {"op": "update", "elem": key, "set": meter,
                     "stmt": [{"limit": {"rate": limit.per_minute, "burst": limit.burst,
                                         "per": "minute", "inv": True}}]}}
+    yield _rule("inbound", [*exprs, {"set": {"op": "update", "elem": key, "set": seen}}],
+                _comment(rule))
+    yield _rule("inbound", [*exprs, _match(key, seen, "!="), {"drop": None}], _comment(rule))
     yield _rule("inbound", [*exprs, over, _reject(m.proto)], _comment(rule))
     yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}],
                 _comment(rule))
+
+
+def _limit_key(family: Family, limit: RateLimit) -> Expr:
+    """What a limit counts by: the source address, an IPv6 one masked to its network."""
+    if family == 4:
+        return _saddr(4)
+    mask = ipaddress.IPv6Network(f"::/{limit.ipv6_prefix}").netmask
+    return {"&": [_saddr(6), str(mask)]}
 
 
 def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
@@ -428,11 +452,17 @@ def _sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:
         held = _set_parts(aset.name, aset.family, aset.elements)
         parts[set_name(aset.name, aset.family)] = [h["set"]["name"] for h in held]
         yield from held
+    limit = ruleset.limit
     for rule in ruleset.rules:
         if rule.action == "limit":
-            yield {"set": {**_t(), "name": limit_set_name(rule.index, rule.match.family),
-                           "type": _set_type(rule.match.family), "size": 65535,
-                           "flags": ["timeout"], "timeout": ruleset.limit.forget_after}}
+            family = rule.match.family
+            # The buckets' set has room for twice the sources `seen` admits: a source `seen`
+            # holds must always find room for its bucket, also while expired buckets await
+            # the kernel's garbage collection.
+            for name, size in ((limit_seen_name(rule.index, family), limit.capacity),
+                               (limit_set_name(rule.index, family), 2 * limit.capacity)):
+                yield {"set": {**_t(), "name": name, "type": _set_type(family), "size": size,
+                               "flags": ["timeout"], "timeout": limit.forget_after}}
 
 
 def _set_type(family: Family) -> str:

@@ -27,6 +27,7 @@ from fwsync.core.build import split_cidrs
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
 from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.rules.addresses import kernel_text
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
@@ -119,8 +120,8 @@ def parse_set_name(name: str) -> tuple[Family, str] | None:
 
 def ipset_element(cidr: str) -> str:
     """How `ipset save` prints an element: a whole host loses its prefix length."""
-    net = ipaddress.ip_network(cidr)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+    text = kernel_text(ipaddress.ip_network(cidr))
+    return text.removesuffix("/32") if ":" not in text else text.removesuffix("/128")
 
 
 def set_elements(aset: AddrSet) -> tuple[str, ...]:
@@ -147,7 +148,7 @@ def _addr(cidr: str) -> str:
 
 def _cidr(cidr: str) -> str:
     """-s prints a prefix length always."""
-    return str(ipaddress.ip_network(cidr))
+    return kernel_text(ipaddress.ip_network(cidr))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from fwsync.backends.base import LIST_BELOW
 from fwsync.core.build import FAMILIES, split_cidrs
 from fwsync.core.kernel_text import checked_iface, comment_text
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.rules.addresses import kernel_text
 from fwsync.rules.model import PortRange
 
 TABLE = "fwsync"
@@ -66,9 +67,10 @@ def _ct_orig(key: str) -> Expr:
 def _addr(cidr: str) -> Any:
     """An address as nftables lists it: a whole host as a plain string, else a prefix."""
     net = ipaddress.ip_network(cidr)
+    addr = kernel_text(net).partition("/")[0]  # as nft lists it: ::ffff:a.b.c.d dotted
     if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+        return addr
+    return {"prefix": {"addr": addr, "len": net.prefixlen}}
 
 
 def _set_elem(cidr: str) -> Any:

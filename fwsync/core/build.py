@@ -21,7 +21,13 @@ from fwsync.core.ruleset import (
     Match,
     Ruleset,
 )
-from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry, kernel_text
+from fwsync.rules.addresses import (
+    disjoint_entries,
+    entry_of,
+    fast_entry,
+    kernel_entries,
+    kernel_text,
+)
 from fwsync.rules.limits import MAX_KERNEL_RULES, count
 from fwsync.rules.model import (
     AddressSet,
@@ -271,8 +277,12 @@ def _sources(src: Endpoint, family: Family, set_families: set[tuple[str, Family]
     """(saddr, sset) alternatives for one family; empty when the source has nothing of it."""
     if src.net is not None:
         # A /0 is its two /1s, as in a set (disjoint_entries): what every backend takes.
-        entry, span = entry_of(src.net)
-        return [(cidr, None) for cidr in disjoint_entries([entry], [span], family)]
+        if src.net.version != family:
+            return []
+        text = str(src.net)
+        if src.net.prefixlen and not text.startswith("::"):
+            return [(text, None)]  # the usual case, 10k times at times: as it is
+        return [(cidr, None) for cidr in kernel_entries(text)]
     if src.set is not None:
         return [(None, src.set)] if (src.set, family) in set_families else []
     return [(None, None)]

@@ -136,9 +136,10 @@ def kernel_cidr(cidr: str) -> str:
     return kernel_text(ipaddress.ip_network(cidr)) if cidr.startswith("::") else cidr
 
 
-def _no_zero(cidr: str) -> tuple[str, ...]:
-    """A /0 as its two /1s: an ipset `hash:net` takes prefix lengths from 1 only (the kernel
-    refuses /0), and both halves mean every address of the family all the same."""
+def kernel_entries(cidr: str) -> tuple[str, ...]:
+    """Canonical CIDR text → what every backend takes: a /0 as its two /1s (an ipset
+    `hash:net` takes prefix lengths from 1 only; both halves mean every address of the family
+    all the same), anything else in kernel_text's spelling."""
     if cidr == "0.0.0.0/0":
         return "0.0.0.0/1", "128.0.0.0/1"
     if cidr == "::/0":
@@ -169,7 +170,7 @@ def disjoint_entries(entries: Iterable[str], spans: Iterable[Span], family: int
         head += 1
     if not head:
         return merged
-    return tuple(e for entry in merged[:head] for e in _no_zero(entry)) + merged[head:]
+    return tuple(e for entry in merged[:head] for e in kernel_entries(entry)) + merged[head:]
 
 
 def _disjoint(entries: Iterable[str], spans: Iterable[Span], family: int) -> tuple[str, ...]:

@@ -214,6 +214,9 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
         lim = ctx.limit
         # htable-max is the capacity (the kernel raises a max below the bucket count to it,
         # so the buckets are at most as many); a full table hot-drops a new source's packet.
+        # The kernel finds a table by its name and keeps the size, max and expiry it was made
+        # with while a rule uses it: a changed capacity needs a new name (seen in the kernel
+        # test, which therefore applies its small capacity to a fresh lab only).
         over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
                 f"{lim.burst} --hashlimit-mode srcip --hashlimit-name fwsync-{rule.index} "
                 f"--hashlimit-htable-size {min(lim.capacity, HASHLIMIT_BUCKETS)} "

@@ -28,6 +28,7 @@ from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
 from fwsync.core.merge import merge_runs
 from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.rules.addresses import kernel_text
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
@@ -40,6 +41,8 @@ OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN)
 # the FORWARD path.
 INPUT_ENTRY = "INPUT"
 SET_PREFIX = "fws"
+# A limit's hash buckets: the kernel's own default on a host with over 1 GiB of memory.
+HASHLIMIT_BUCKETS = 8192
 _SET_NAME = re.compile(r"^fws([46])-(.+)-([0-9a-f]{6})$")
 _COMMENT_MAX = 255
 _UNQUOTED = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -126,8 +129,8 @@ def parse_set_name(name: str) -> tuple[Family, str] | None:
 
 def ipset_element(cidr: str) -> str:
     """How `ipset save` prints an element: a whole host loses its prefix length."""
-    net = ipaddress.ip_network(cidr)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+    text = kernel_text(ipaddress.ip_network(cidr))
+    return text.removesuffix("/32") if ":" not in text else text.removesuffix("/128")
 
 
 def set_elements(aset: AddrSet) -> tuple[str, ...]:
@@ -154,7 +157,7 @@ def _addr(cidr: str) -> str:
 
 def _cidr(cidr: str) -> str:
     """-s prints a prefix length always."""
-    return str(ipaddress.ip_network(cidr))
+    return kernel_text(ipaddress.ip_network(cidr))
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,18 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
         yield _line(chain, match, comment, _reject(ctx.family, rule.match.proto))
     else:  # limit: the core's RateLimit, a token bucket per source (hashlimit)
         lim = ctx.limit
+        # htable-max is the capacity (the kernel raises a max below the bucket count to it,
+        # so the buckets are at most as many); a full table hot-drops a new source's packet.
+        # The kernel finds a table by its name and keeps the size, max and expiry it was made
+        # with while a rule uses it: a changed capacity needs a new name (seen in the kernel
+        # test, which therefore applies its small capacity to a fresh lab only).
         over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
                 f"{lim.burst} --hashlimit-mode srcip --hashlimit-name fwsync-{rule.index} "
+                f"--hashlimit-htable-size {min(lim.capacity, HASHLIMIT_BUCKETS)} "
+                f"--hashlimit-htable-max {lim.capacity} "
                 f"--hashlimit-htable-expire {lim.forget_after * 1000}")
+        if ctx.family == 6 and lim.ipv6_prefix != 128:
+            over += f" --hashlimit-srcmask {lim.ipv6_prefix}"  # one bucket per /64
         yield _line(chain, f"{match} {over}".strip(), comment,
                     _reject(ctx.family, rule.match.proto))
         yield _line(chain, match, comment, "-j RETURN")

@@ -32,6 +32,7 @@ from fwsync.core.build import FAMILIES
 from fwsync.core.kernel_text import checked_iface, comment_text
 from fwsync.core.merge import MergedRules, internal_name, merge_runs
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.rules.addresses import kernel_text
 from fwsync.rules.model import PortRange
 
 TABLE = "fwsync"
@@ -67,9 +68,10 @@ def _ct_orig(key: str) -> Expr:
 def _addr(cidr: str) -> Any:
     """An address as nftables lists it: a whole host as a plain string, else a prefix."""
     net = ipaddress.ip_network(cidr)
+    addr = kernel_text(net).partition("/")[0]  # as nft lists it: ::ffff:a.b.c.d dotted
     if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+        return addr
+    return {"prefix": {"addr": addr, "len": net.prefixlen}}
 
 
 def _set_elem(cidr: str) -> Any:
@@ -96,6 +98,12 @@ def limit_set_name(index: int, family: Family) -> str:
     """A limit's meter: in fwsync's own namespace of names (core/merge), which no define's
     name enters, as the merged rules' source sets and the port sets are."""
     return set_name(internal_name("limit", index), family)
+
+
+def limit_seen_name(index: int, family: Family) -> str:
+    """The sources a limit holds a bucket for: `capacity` of them at most (fwsync's own
+    namespace of names, as limit_set_name)."""
+    return set_name(internal_name("seen", index), family)
 
 
 def chain_key(chain: str) -> str:
@@ -290,17 +298,37 @@ def _limit_rules(rule: KernelRule, comment: str, limit: RateLimit
                  ) -> Iterator[dict[str, Any]]:
     """The core's RateLimit: a token bucket per source, kept in a dynamic set. `update`, not
     `add`: every connection, refused ones too, keeps its source's entry from timing out (as
-    hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket."""
+    hashlimit keeps it on iptables), so a steady attacker never gets a fresh bucket.
+
+    At capacity: an `update` that cannot add a new source to a full set matches nothing, so
+    the source set (`seen`, `capacity` sources, no state) is updated first and a source it
+    could not take is dropped, as hashlimit hot-drops it. Only then is the bucket's set asked,
+    which has room to spare. Not one set for both: a lookup in the bucket's set would evaluate
+    (and take from) the source's bucket a second time."""
     m = rule.match
-    # The set statement's `ip saddr` already confines the first rule to one family (nftables
-    # adds, and lists without, that dependency); the accept after it must say so itself.
+    key = _limit_key(m.family, limit)
+    # The set statements' and lookup's `ip saddr` already confine a rule to one family
+    # (nftables adds, and lists without, that dependency); the accept must say so itself.
     exprs = match_exprs(m, family_specific=False)
-    over = {"set": {"op": "update", "elem": _saddr(m.family),
-                    "set": "@" + limit_set_name(rule.index, m.family),
+    seen = "@" + limit_seen_name(rule.index, m.family)
+    meter = "@" + limit_set_name(rule.index, m.family)
+    over = {"set": {"op": "update", "elem": key, "set": meter,
                     "stmt": [{"limit": {"rate": limit.per_minute, "burst": limit.burst,
                                         "per": "minute", "inv": True}}]}}
+    yield _rule("inbound", [*exprs, {"set": {"op": "update", "elem": key, "set": seen}}],
+                comment)
+    yield _rule("inbound", [*exprs, _match(key, seen, "!="), {"drop": None}], comment)
     yield _rule("inbound", [*exprs, over, _reject(m.proto)], comment)
-    yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}], comment)
+    yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}],
+                comment)
+
+
+def _limit_key(family: Family, limit: RateLimit) -> Expr:
+    """What a limit counts by: the source address, an IPv6 one masked to its network."""
+    if family == 4:
+        return _saddr(4)
+    mask = ipaddress.IPv6Network(f"::/{limit.ipv6_prefix}").netmask
+    return {"&": [_saddr(6), str(mask)]}
 
 
 def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
@@ -381,11 +409,17 @@ def _sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:
         held = _set_parts(aset.name, aset.family, aset.elements)
         parts[set_name(aset.name, aset.family)] = [h["set"]["name"] for h in held]
         yield from held
+    limit = ruleset.limit
     for rule in ruleset.rules:
         if rule.action == "limit":
-            yield {"set": {**_t(), "name": limit_set_name(rule.index, rule.match.family),
-                           "type": _set_type(rule.match.family), "size": 65535,
-                           "flags": ["timeout"], "timeout": ruleset.limit.forget_after}}
+            family = rule.match.family
+            # The buckets' set has room for twice the sources `seen` admits: a source `seen`
+            # holds must always find room for its bucket, also while expired buckets await
+            # the kernel's garbage collection.
+            for name, size in ((limit_seen_name(rule.index, family), limit.capacity),
+                               (limit_set_name(rule.index, family), 2 * limit.capacity)):
+                yield {"set": {**_t(), "name": name, "type": _set_type(family), "size": size,
+                               "flags": ["timeout"], "timeout": limit.forget_after}}
 
 
 def _set_type(family: Family) -> str:
@@ -621,8 +655,8 @@ def _fmt(e: Any) -> str:
     if kind == "reject":
         return f"reject with {v.get('type')}" + (f" {v['expr']}" if "expr" in v else "")
     if kind == "set" and isinstance(v, dict):
-        stmts = " ".join(_fmt(s) for s in v.get("stmt", []))
-        return f"{v['op']} {v['set']} {{ {_fmt(v['elem'])} {stmts} }}"
+        inner = " ".join([_fmt(v["elem"]), *(_fmt(s) for s in v.get("stmt", []))])
+        return f"{v['op']} {v['set']} {{ {inner} }}"
     if kind == "limit":
         over = "over " if v.get("inv") else ""
         return f"limit rate {over}{v['rate']}/{v.get('per', 'second')} burst {v.get('burst', 0)}"

@@ -21,7 +21,13 @@ from fwsync.core.ruleset import (
     Match,
     Ruleset,
 )
-from fwsync.rules.addresses import disjoint_entries, entry_of, fast_entry
+from fwsync.rules.addresses import (
+    disjoint_entries,
+    entry_of,
+    fast_entry,
+    kernel_entries,
+    kernel_text,
+)
 from fwsync.rules.limits import MAX_KERNEL_RULES, count
 from fwsync.rules.model import (
     AddressSet,
@@ -324,7 +330,7 @@ def input_ports(ports: Iterable[PublishedPort]) -> tuple[InputPort, ...]:
         if p.routed:
             continue  # no host port: clients connect to the container (FORWARD path)
         family: Family = 6 if p.family == 6 else 4
-        daddr = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        daddr = None if p.all_addresses else kernel_text(ipaddress.ip_network(p.host_ip))
         match = Match(family=family, proto=p.proto, daddr=daddr,
                       dport=PortRange(low=p.host_port, high=p.host_port))
         found.setdefault(match, InputPort(match, p))
@@ -335,7 +341,13 @@ def _sources(src: Endpoint, family: Family, set_families: set[tuple[str, Family]
              ) -> list[tuple[str | None, str | None]]:
     """(saddr, sset) alternatives for one family; empty when the source has nothing of it."""
     if src.net is not None:
-        return [(str(src.net), None)] if src.net.version == family else []
+        # A /0 is its two /1s, as in a set (disjoint_entries): what every backend takes.
+        if src.net.version != family:
+            return []
+        text = str(src.net)
+        if src.net.prefixlen and not text.startswith("::"):
+            return [(text, None)]  # the usual case, 10k times at times: as it is
+        return [(cidr, None) for cidr in kernel_entries(text)]
     if src.set is not None:
         return [(None, src.set)] if (src.set, family) in set_families else []
     return [(None, None)]
@@ -361,7 +373,7 @@ def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
         if rule.dst.ports and not any(r.covers(dport) for r in rule.dst.ports):
             continue
         family: Family = 6 if p.family == 6 else 4
-        daddr = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        daddr = None if p.all_addresses else kernel_text(ipaddress.ip_network(p.host_ip))
         yield family, p.proto, daddr, dport
 
 
@@ -396,7 +408,7 @@ def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[s
     else:
         for family in FAMILIES:
             if rule.dst.net is None or rule.dst.net.version == family:
-                dnet = str(rule.dst.net) if rule.dst.net is not None else None
+                dnet = kernel_text(rule.dst.net) if rule.dst.net is not None else None
                 yield from _address_matches(rule, family, dnet, set_families)
 
 

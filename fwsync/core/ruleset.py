@@ -14,6 +14,7 @@ except to the subnets `direct_ok` names.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -55,18 +56,40 @@ class KernelRule:
     comment: str | None = None
 
 
+LimitOutcome = Literal["ok", "over", "full"]
+
+
 @dataclass(frozen=True)
 class RateLimit:
-    """What `limit` means, on every backend: per source address, a bucket of `burst` new
-    connections, refilled at `per_minute` a minute. A new connection that finds the bucket empty
-    is refused (rejected) and takes nothing from it; a source unseen for `forget_after` seconds
-    is forgotten (its bucket is full again by then). The iptables backend renders it as
-    `hashlimit`, the nftables one as a per-source `limit` in a dynamic set: both are this token
-    bucket, so one burst meets the same verdicts on either."""
+    """What `limit` means, on every backend: per source, a bucket of `burst` new connections,
+    refilled at `per_minute` a minute. A new connection that finds the bucket empty is refused
+    (rejected) and takes nothing from it; a source unseen for `forget_after` seconds is
+    forgotten (its bucket is full again by then). A source is an IPv4 address, or an IPv6 /64
+    (`ipv6_prefix`): one IPv6 host owns 2^64 addresses, and per address it would have a fresh
+    bucket for each connection.
+
+    Each `limit` rule keeps the buckets of at most `capacity` sources at once, per family. While
+    its table is full, a new source's connection is dropped (silently: no bucket, no rate), and
+    a source already in it keeps its own bucket: the limit fails closed. That is what iptables'
+    hashlimit does (xt_hashlimit.c: `dsthash_alloc_init` finds `count >= max`, and the packet is
+    hot-dropped); the nftables meter's update finds its set full and matches nothing, so a rule
+    after it drops what the meter holds no bucket for.
+
+    The iptables backend renders it as `hashlimit`, the nftables one as a per-source `limit` in
+    a dynamic set: both are this token bucket, so one burst meets the same verdicts on either."""
 
     burst: int
     per_minute: int
     forget_after: int  # seconds
+    capacity: int = 65535  # sources per rule and family (the kernel's tables are sized to it)
+    ipv6_prefix: int = 64  # an IPv6 source's bucket covers its network of this length
+
+    def bucket(self, source: str) -> str:
+        """The bucket a source address counts against: the address (IPv4), its /64 (IPv6)."""
+        if ":" not in source:
+            return source
+        net = ipaddress.ip_network(f"{source}/{self.ipv6_prefix}", strict=False)
+        return str(net)
 
     def verdicts(self, times: Sequence[float]) -> list[bool]:
         """The model: for new connections from one source at these times (seconds, ascending),
@@ -82,6 +105,25 @@ class RateLimit:
             out.append(tokens >= 1)
             if tokens >= 1:
                 tokens -= 1
+        return out
+
+    def outcomes(self, events: Sequence[tuple[float, str]]) -> list[LimitOutcome]:
+        """The model for many sources of one family: for new connections (time, source
+        address; times ascending), each one's outcome: "ok" (let through), "over" (its bucket
+        is empty: rejected) or "full" (no bucket, the table holds `capacity` sources: dropped).
+        A bucket's source is forgotten once unseen for `forget_after` seconds."""
+        seen: dict[str, list[float]] = {}
+        out: list[LimitOutcome] = []
+        for t, source in events:
+            key = self.bucket(source)
+            for other in [k for k, ts in seen.items() if t - ts[-1] > self.forget_after]:
+                del seen[other]
+            if key not in seen and len(seen) >= self.capacity:
+                out.append("full")
+                continue
+            times = [*seen.get(key, []), t]
+            seen[key] = times
+            out.append("ok" if self.verdicts(times)[-1] else "over")
         return out
 
 

@@ -120,6 +120,33 @@ def _bulk_family(tokens: list[str], version: int) -> tuple[list[str], list[Span]
     return entries, list(zip(repeat(version), lows, plens, strict=False))
 
 
+def kernel_text(network: Network) -> str:
+    """A network as the kernel's tools print it (nft, ipset, iptables-save all use inet_ntop):
+    the same as `str` except for an IPv6 address with an IPv4 tail (::ffff:a.b.c.d, ::a.b.c.d),
+    which `ipaddress` prints in hex. Written the other way, `plan` would show it as a change
+    for ever."""
+    if network.version == 4:
+        return str(network)
+    return f"{socket.inet_ntop(socket.AF_INET6, network.network_address.packed)}/" \
+           f"{network.prefixlen}"
+
+
+def kernel_cidr(cidr: str) -> str:
+    """kernel_text for CIDR text."""
+    return kernel_text(ipaddress.ip_network(cidr)) if cidr.startswith("::") else cidr
+
+
+def kernel_entries(cidr: str) -> tuple[str, ...]:
+    """Canonical CIDR text → what every backend takes: a /0 as its two /1s (an ipset
+    `hash:net` takes prefix lengths from 1 only; both halves mean every address of the family
+    all the same), anything else in kernel_text's spelling."""
+    if cidr == "0.0.0.0/0":
+        return "0.0.0.0/1", "128.0.0.0/1"
+    if cidr == "::/0":
+        return "::/1", "8000::/1"
+    return (kernel_cidr(cidr),)
+
+
 def entry_of(network: Network) -> tuple[str, Span]:
     return str(network), (network.version, int(network.network_address), network.prefixlen)
 
@@ -133,7 +160,20 @@ def span_bounds(span: Span) -> tuple[int, int]:
 def disjoint_entries(entries: Iterable[str], spans: Iterable[Span], family: int
                      ) -> tuple[str, ...]:
     """The entries of one family, sorted, merged so that no two overlap (an interval set in the
-    kernel refuses overlaps). Canonical CIDR text, as `str(ipaddress.ip_network)` gives it."""
+    kernel refuses overlaps), as elements every backend takes and lists back alike: canonical
+    CIDR text as the kernel prints it (kernel_text), and never a /0 (two /1s instead)."""
+    merged = _disjoint(entries, spans, family)
+    # Sorted by address: a /0 is alone, and what kernel_text writes otherwise (addresses
+    # below 0:0:0:1::, all starting with "::") comes first; 100k others are not looked at.
+    head = 0
+    while head < len(merged) and (merged[head].startswith("::") or merged[head] == "0.0.0.0/0"):
+        head += 1
+    if not head:
+        return merged
+    return tuple(e for entry in merged[:head] for e in kernel_entries(entry)) + merged[head:]
+
+
+def _disjoint(entries: Iterable[str], spans: Iterable[Span], family: int) -> tuple[str, ...]:
     # Spans sort by (family, address, prefix length): one family's are in that order too.
     pairs = sorted(p for p in zip(spans, entries, strict=True) if p[0][0] == family)
     bits = _BITS[family]

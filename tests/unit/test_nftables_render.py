@@ -206,7 +206,9 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
     assert [line.split("@")[1].split()[0].rsplit("_", 1)[0] for line in office_rules] == \
         ["office_v4_h", "office_v4"]
     assert lines.index(office_rules[1]) == lines.index(office_rules[0]) + 1
-    assert len([line for line in lines if "@hosts_v4_h_" in line]) == 2  # over → reject, accept
+    # A limit's four: the source taken into `seen`, dropped when it could not be (full),
+    # rejected when over its rate, accepted.
+    assert len([line for line in lines if "@hosts_v4_h_" in line]) == 4
     assert len([line for line in lines if "@nets_v4_" in line]) == 1
 
 

@@ -50,7 +50,7 @@ def test_new_sets_are_committed_before_the_rules_that_use_them():
     table = {"table": {"family": "inet", "name": "fwsync"}}
     assert staging[:2] == [{"metainfo": {"json_schema_version": 1}}, {"add": table}]
     staged = [op["add"]["set"]["name"] for op in staging[2:]]
-    meters = [n for n in names if n.startswith("limit.")]
+    meters = [n for n in names if n.startswith(("limit.", "seen."))]
     assert meters and staged == [n for n in names[1:] if n not in meters], \
         "only the address and port sets that do not exist yet, and nothing else"
 
@@ -195,7 +195,7 @@ def test_an_address_set_is_a_hash_set_of_addresses_and_an_interval_set_of_networ
                        aset("nets", "203.0.113.0/24")))
     objects = table_objects(build_ruleset(pol, DockerState()).ruleset)
     sets = {o["set"]["name"].rsplit("_", 1)[0]: o["set"] for o in objects if "set" in o
-            and not o["set"]["name"].startswith("limit.")}
+            and not o["set"]["name"].startswith(("limit.", "seen."))}
     assert sets["office_v4_h"]["elem"] == ["198.51.100.7"] and "flags" not in sets["office_v4_h"]
     assert sets["office_v4"]["elem"] == [{"prefix": {"addr": "203.0.113.0", "len": 24}}]
     assert sets["office_v4"]["flags"] == ["interval"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import KernelLab, run_fwsync
+from tests.kernel.test_nodnat import OFFICE_RULES, PROXIED, apply_seeing
+from tests.lab import KernelLab, run_fwsync, serve_tcp, wait_for
 from tests.steps import fwsync_ok, write_rules
 
 pytestmark = pytest.mark.kernel
@@ -122,3 +123,24 @@ def test_nftables_enforcing_is_what_packets_see(
         fwsync_ok(lab, "apply", rules=rules)
         assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
     lab.host.run(["nft", "delete", "table", "inet", "early"], check=False)
+
+
+def test_nftables_flushed_input_chain_is_not_enforcing(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """docker-proxy's IPv6 port (a container without IPv6) is judged in fwsync's input chain:
+    flushed, the attacker reaches it, and `status` must say so."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "nftables")
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(8080, 80, host_ip="0.0.0.0")  # IPv4 only: IPv6 goes to the proxy stand-in
+    rules = write_rules(tmp_path, OFFICE_RULES)
+    with serve_tcp(lab.host, [8080]):
+        wait_for(lab.attacker, lab.attacker.host_v6, 8080)
+        apply_seeing(lab, rules, "nftables", PROXIED)
+        assert lab.attacker.probe(8080, v6=True) == "filtered"
+        assert _status(lab, rules).startswith("yes")
+
+        lab.host.run(["nft", "flush", "chain", "inet", "fwsync", "input"])
+        assert lab.attacker.probe(8080, v6=True) == "open", "the state is not what it claims"
+        enforcing = _status(lab, rules)
+        assert enforcing.startswith("NO: packets bypass") and "input" in enforcing, enforcing

@@ -5,6 +5,7 @@ bypass must be a NO, with why, and show up in `plan` as drift that `apply` repai
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,36 @@ def test_nftables_flushed_input_chain_is_not_enforcing(
         assert lab.attacker.probe(8080, v6=True) == "open", "the state is not what it claims"
         enforcing = _status(lab, rules)
         assert enforcing.startswith("NO: packets bypass") and "input" in enforcing, enforcing
+
+
+# Runs inside HOST: what `auto` makes of the kernel when Docker answers (the lab has no dockerd)
+# as 20.10 does, without naming its firewall backend.
+_AUTO = r"""
+import sys
+from pathlib import Path
+from fwsync.core.observed import DockerState
+from fwsync.reconcile import make_plan
+planned = make_plan(Path(sys.argv[1]), "auto", docker=DockerState(version="20.10.24"))
+reach = planned.backend.enforcement()
+print(planned.backend.name, "in-sync" if planned.plan.empty else "changes", reach.enforcing)
+"""
+
+
+def test_auto_finds_fwsyncs_nftables_table(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """After `apply --backend nftables`, every command run with the default backend (`auto`)
+    must find fwsync's table where it is: not 'not applied' (and a plan to switch back to
+    iptables) because Docker writes iptables."""
+    monkeypatch.delenv("FWSYNC_BACKEND", raising=False)
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", "--backend", "nftables", rules=rules)
+    assert lab.attacker.probe(5432) == "filtered"
+    res = lab.host.run([sys.executable, "-c", _AUTO, str(rules)], check=False,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                            "PYTHONPATH": str(Path(__file__).parents[2]),
+                            "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json")})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["nftables", "in-sync", "True"], res.stdout

@@ -45,23 +45,36 @@ class FamilyReach:
     why: str  # the path when reached; what comes first (or is missing) when not
 
 
+NOTHING_HELD = "fwsync holds nothing in the kernel: no rule of its own is there to enforce"
+
+
 @dataclass(frozen=True)
 class Enforcement:
     backend: str
     families: tuple[FamilyReach, ...]
+    # Whether fwsync has any object in the kernel (Backend.holds): with none, nothing of its
+    # is enforced, whatever the chains around it say.
+    held: bool = True
 
     @property
     def enforcing(self) -> bool:
-        return bool(self.families) and all(f.reached for f in self.families)
+        return self.held and bool(self.families) and all(f.reached for f in self.families)
 
     @property
     def problems(self) -> tuple[str, ...]:
+        if not self.held:
+            return (NOTHING_HELD,)
         return tuple(f"IPv{f.family}: {f.why}" for f in self.families if not f.reached)
 
     def summary(self) -> str:
         if self.enforcing:
             return "; ".join(f"IPv{f.family}: {f.why}" for f in self.families)
         return "; ".join(self.problems)
+
+
+def nothing_held(backend: str) -> Enforcement:
+    """The answer when the backend holds none of fwsync's objects."""
+    return Enforcement(backend, (), held=False)
 
 
 def _target(line: str) -> str | None:

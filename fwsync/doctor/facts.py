@@ -108,8 +108,8 @@ class HostFacts:
     images: tuple[ImageFacts, ...] = ()
     swap_total_kb: int | None = None  # None: could not be read
     proxies: tuple[ProxyFacts, ...] | None = None  # None: not sampled
-    # Whether fwsync's rules in the kernel are reached first; None: fwsync has nothing in the
-    # kernel (or it could not be read).
+    # Whether fwsync's rules are in the kernel and reached first; None: the kernel could not
+    # be read.
     enforcement: Enforcement | None = None
     forward: ForwardFacts | None = None  # None: the kernel's firewall could not be read
     swarm: SwarmFacts | None = None  # None: not a Swarm node

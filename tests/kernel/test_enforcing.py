@@ -178,3 +178,21 @@ def test_auto_finds_fwsyncs_nftables_table(
                             "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json")})
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["nftables", "in-sync", "True"], res.stdout
+
+
+_DOCTOR = r"""
+from fwsync.doctor.checks import check_enforcement
+from fwsync.doctor.run import read_enforcement
+reach = read_enforcement()
+print(reach is not None and reach.enforcing, [f.message for f in check_enforcement(reach)])
+"""
+
+
+def test_doctor_says_fwsync_holding_nothing_is_not_enforcing(kernel_lab: KernelLab) -> None:
+    """doctor's enforcement fact, read from a kernel where fwsync holds nothing: an answer (not
+    enforcing), where it was skipped and doctor stayed silent."""
+    res = kernel_lab.host.run([sys.executable, "-c", _DOCTOR], check=False,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                   "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("False ['fwsync is not enforcing: it holds nothing"), res.stdout

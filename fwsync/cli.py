@@ -188,15 +188,29 @@ def apply(
             kept = remember_enforced(planned.docker)
             after = diff(chosen.name, planned.plan.desired,
                          chosen.read(planned.plan.desired))
+            # Whether they are enforced is the kernel's answer, read back now (under the lock:
+            # fwsync writes nothing in between), not a consequence of the write succeeding.
+            reach = chosen.enforcement()
     except lock.LockError as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
-    typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    if reach.enforcing:
+        typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    else:
+        typer.echo(_style("\nApplied.", "yellow") + " The kernel holds fwsync's rules.")
     _remember(kept)
     if not after.empty:
         typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
+    if not reach.enforcing:
+        # The write succeeded, but what the user asked for (the rules deciding) does not hold:
+        # a failure to a script or CI gating on the exit status, as a failed postcondition is
+        # to terraform apply. The changes stay: they are the rules, only not reached first.
+        _fail("fwsync's rules are NOT enforced: packets bypass them "
+              f"({'; '.join(reach.problems)}); something else changed the kernel as fwsync "
+              "wrote it (a `ufw reload`, a dockerd start): run `fwsync apply` again, or "
+              "`fwsync daemon`, which repairs this")
 
 
 def _remember(error: str | None) -> None:

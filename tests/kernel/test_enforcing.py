@@ -196,3 +196,33 @@ def test_doctor_says_fwsync_holding_nothing_is_not_enforcing(kernel_lab: KernelL
                                    "PYTHONPATH": str(Path(__file__).parents[2])})
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("False ['fwsync is not enforcing: it holds nothing"), res.stdout
+
+
+def test_apply_asks_the_kernel_before_saying_enforced(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """Another program writes the moment fwsync's transaction is in (a `ufw reload` or a dockerd
+    start racing the apply; here a wrapper around iptables-restore, so the timing is certain):
+    an ACCEPT first in FORWARD. apply must read the kernel back and say NO, with why, and exit
+    non-zero — not print "fwsync's rules are enforced"."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    restore = lab.tool("iptables-restore")
+    (shim / restore).write_text(
+        f"#!/bin/sh\n/usr/sbin/{restore} \"$@\" || exit $?\n"
+        f"exec /usr/sbin/{lab.tool('iptables')} -w -I FORWARD 1 -p tcp -j ACCEPT\n")
+    (shim / restore).chmod(0o755)
+    res = run_fwsync(lab, "apply", rules=rules,
+                     env={"PATH": f"{shim}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
+    assert "fwsync's rules are enforced" not in res.stdout, res.stdout
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "NOT enforced" in res.stderr and "-A FORWARD -p tcp -j ACCEPT" in res.stderr, \
+        res.stderr
+
+    fwsync_ok(lab, "apply", rules=rules)  # without the racing writer: repaired, and said so
+    assert lab.attacker.probe(5432) == "filtered"

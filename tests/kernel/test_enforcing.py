@@ -5,11 +5,13 @@ bypass must be a NO, with why, and show up in `plan` as drift that `apply` repai
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.daemon_helpers import DaemonProc
 from tests.kernel.test_nodnat import OFFICE_RULES, PROXIED, apply_seeing
 from tests.lab import KernelLab, run_fwsync, serve_tcp, wait_for
 from tests.steps import fwsync_ok, write_rules
@@ -209,15 +211,7 @@ def test_apply_asks_the_kernel_before_saying_enforced(
     lab: KernelLab = make_kernel_lab("nft")
     lab.publish(5432, 80)
     rules = write_rules(tmp_path, RULES)
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    restore = lab.tool("iptables-restore")
-    (shim / restore).write_text(
-        f"#!/bin/sh\n/usr/sbin/{restore} \"$@\" || exit $?\n"
-        f"exec /usr/sbin/{lab.tool('iptables')} -w -I FORWARD 1 -p tcp -j ACCEPT\n")
-    (shim / restore).chmod(0o755)
-    res = run_fwsync(lab, "apply", rules=rules,
-                     env={"PATH": f"{shim}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    res = run_fwsync(lab, "apply", rules=rules, env={"PATH": _racing_restore(lab, tmp_path)})
     assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
     assert "fwsync's rules are enforced" not in res.stdout, res.stdout
     assert res.returncode == 1, res.stdout + res.stderr
@@ -226,3 +220,45 @@ def test_apply_asks_the_kernel_before_saying_enforced(
 
     fwsync_ok(lab, "apply", rules=rules)  # without the racing writer: repaired, and said so
     assert lab.attacker.probe(5432) == "filtered"
+
+
+def _racing_restore(lab: KernelLab, tmp_path: Path) -> str:
+    """A PATH whose iptables-restore is the real one followed by another program's write: an
+    ACCEPT first in FORWARD, the moment fwsync's transaction is in (a `ufw reload` or a
+    dockerd start racing fwsync; a wrapper makes the timing certain)."""
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    restore = lab.tool("iptables-restore")
+    (shim / restore).write_text(
+        f"#!/bin/sh\n/usr/sbin/{restore} \"$@\" || exit $?\n"
+        f"exec /usr/sbin/{lab.tool('iptables')} -w -I FORWARD 1 -p tcp -j ACCEPT\n")
+    (shim / restore).chmod(0o755)
+    return f"{shim}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_the_daemons_systemd_status_is_the_kernels_answer(
+        make_kernel_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """STATUS= (what `systemctl status fwsync` shows) says enforcing only when the kernel, read
+    back after the reconcile, says so: not because the reconcile succeeded."""
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    path = lab.dir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(30)
+    env = {"NOTIFY_SOCKET": str(path), "PATH": _racing_restore(lab, tmp_path)}
+    try:
+        with DaemonProc(lab, rules, "--backend", "iptables", "--drift-interval", "0.5",
+                        env=env) as daemon:
+            daemon.wait_reconcile(lambda r: r.get("result") == "applied")
+            assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
+            statuses: list[str] = []
+            while not any("last: applied" in s for s in statuses):
+                statuses += [line for line in sock.recv(4096).decode().splitlines()
+                             if line.startswith("STATUS=")]
+    finally:
+        sock.close()
+    applied = next(s for s in statuses if "last: applied" in s)
+    assert applied.startswith("STATUS=NOT enforcing (iptables)"), statuses
+    assert "-A FORWARD -p tcp -j ACCEPT" in applied, applied

@@ -177,3 +177,25 @@ def test_the_nftables_input_chain_is_read_from_the_kernel(
     is not accept drops what fwsync's rules let on."""
     reach = _listed(edit)
     assert not reach.enforcing and why in reach.summary(), reach.summary()
+
+
+@pytest.mark.parametrize("forward", [
+    ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
+    ["-A FORWARD -s 192.0.2.1/32 -j DROP", "-A FORWARD -j LOG", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -p tcp -j ACCEPT", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -i eth0 -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
+    ["-A FORWARD -j ufw-before-forward", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -j FWSYNC-FORWARD", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -j ACCEPT"],
+])
+def test_the_iptables_backend_jumps_from_forward_exactly_when_docker_user_is_not_reached(
+        forward: list[str]) -> None:
+    """FamilyState.entries (where the iptables backend jumps from) holds no reachability rule
+    of its own: DOCKER-USER alone exactly when the predicate finds a jump first there reached."""
+    from fwsync.backends.iptables import FamilyState
+
+    state = FamilyState({**OWN, "FORWARD": forward, "DOCKER-USER": []})
+    only_docker_user = {**state.chains, "FORWARD": [
+        line for line in forward if line != "-A FORWARD -j FWSYNC-FORWARD"],
+        "DOCKER-USER": ["-A DOCKER-USER -j FWSYNC-FORWARD"]}
+    assert (state.entries == ("DOCKER-USER",)) == iptables_reach(4, only_docker_user).reached

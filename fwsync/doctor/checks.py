@@ -11,21 +11,19 @@ from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.explain import Connection, decide
 from fwsync.core.exposure import Decision, decisions_for
-from fwsync.core.kernel_text import shown
-from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.ruleset import L4, Ruleset
-from fwsync.doctor.facts import (
+from fwsync.core.facts import (
     DOCKER_NFT_TABLE,
     ContainerFacts,
-    Finding,
     ForwardFacts,
     HostFacts,
     ImageFacts,
     ProxyFacts,
-    Report,
-    Severity,
     SwarmFacts,
 )
+from fwsync.core.kernel_text import shown
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.ruleset import L4, Ruleset
+from fwsync.doctor.facts import Finding, Report, Severity
 from fwsync.rules.model import Policy
 
 # Services that belong on an internal network, by their well-known port.

@@ -8,6 +8,14 @@ from pathlib import Path
 import pytest
 
 from fwsync.core.enforcing import nothing_held
+from fwsync.core.facts import (
+    ContainerFacts,
+    ForwardFacts,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    SwarmFacts,
+)
 from fwsync.core.observed import PublishedPort
 from fwsync.doctor.checks import (
     CHECKS,
@@ -26,14 +34,6 @@ from fwsync.doctor.checks import (
     check_ungoverned_ports,
     diagnose,
     internal_service,
-)
-from fwsync.doctor.facts import (
-    ContainerFacts,
-    ForwardFacts,
-    HostFacts,
-    ImageFacts,
-    ProxyFacts,
-    SwarmFacts,
 )
 from fwsync.observe.host_facts import ufw_policy
 from fwsync.rules.model import Endpoint

@@ -30,6 +30,9 @@ def imported(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(("package", "above"), [
     ("rules", ("fwsync.core", "fwsync.backends", "fwsync.observe", "fwsync.doctor")),
+    ("core", ("fwsync.backends", "fwsync.observe", "fwsync.doctor", "fwsync.daemon",
+              "fwsync.cli", "fwsync.reconcile")),
+    ("observe", ("fwsync.doctor", "fwsync.daemon", "fwsync.cli", "fwsync.reconcile")),
 ])
 def test_a_layer_imports_nothing_above_it(package: str, above: tuple[str, ...]) -> None:
     crossing = {module: sorted(n for n in names if n.startswith(above))

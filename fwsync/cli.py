@@ -255,7 +255,7 @@ def status(
         in_sync = False
         notes.append(f"Note: apply would refuse: {planned.refusal}")
     if fmt is Format.json:
-        data = status_json(planned.policy, planned.docker, enforced, in_sync)
+        data = status_json(planned.policy, planned.docker, enforced, in_sync, planned.ruleset)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
         _emit_json(data)
@@ -265,10 +265,12 @@ def status(
         from fwsync.core.report import exposure_report
         from fwsync.present_report import print_status
 
-        print_status(Console(), exposure_report(planned.policy, planned.docker), planned.docker,
-                     enforced, in_sync, ["", *notes, *describe(daemon_state)], planned.policy)
+        print_status(Console(), exposure_report(planned.policy, planned.docker, planned.ruleset),
+                     planned.docker, enforced, in_sync, ["", *notes, *describe(daemon_state)],
+                     planned.policy, planned.ruleset)
     else:
-        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
+        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
+                               planned.ruleset))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))
 

@@ -20,6 +20,7 @@ from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.observed import DockerState, as_remembered
+from fwsync.core.ruleset import Ruleset
 from fwsync.observe.docker import observe_docker
 from fwsync.observe.memory import memory_path, recall, remember
 from fwsync.rules.load import load_rules
@@ -45,6 +46,8 @@ class Planned:
     others: tuple[Backend, ...] = ()  # other backends that still hold fwsync objects
     # Why this plan must not be applied (apply_planned raises it); None when it may be.
     refusal: str | None = None
+    # The desired ruleset the plan was rendered from (status shows it without building again).
+    ruleset: Ruleset | None = None
 
 
 def _new(name: str) -> Backend:
@@ -196,7 +199,8 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    " applying now could drop `to container` rules and Docker's bridges and open "
                    "what they deny. Start Docker (or point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
-                   warnings=warnings, backend=chosen, others=others, refusal=refusal)
+                   warnings=warnings, backend=chosen, others=others, refusal=refusal,
+                   ruleset=built.ruleset)
 
 
 def restore_plan(backend: Backend, held: Desired) -> Plan:

@@ -231,9 +231,13 @@ def _rule_surprises(policy: Policy, docker: DockerState) -> Iterator[Surprise]:
                            f"(it publishes {what}): the rule matches nothing", str(rule.origin))
 
 
-def exposure_report(policy: Policy, docker: DockerState) -> ExposureReport:
+def exposure_report(policy: Policy, docker: DockerState, ruleset: Ruleset | None = None
+                    ) -> ExposureReport:
+    """`ruleset`: build_ruleset(policy, docker)'s, when the caller has it (status: the plan's),
+    else built here."""
     # The ruleset apply writes and explain walks: every binding is judged by the same matcher.
-    ruleset = build_ruleset(policy, docker).ruleset
+    if ruleset is None:
+        ruleset = build_ruleset(policy, docker).ruleset
     judged = governed(ruleset, docker.ports)
     ports = tuple(
         PortReport(port=p, decisions=tuple(decisions_for(policy, ruleset, p)),

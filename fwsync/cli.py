@@ -262,7 +262,7 @@ def status(
     elif sys.stdout.isatty():
         from rich.console import Console
 
-        from fwsync.core.report import exposure_report
+        from fwsync.core.exposure_report import exposure_report
         from fwsync.present_report import print_status
 
         print_status(Console(), exposure_report(planned.policy, planned.docker, planned.ruleset),

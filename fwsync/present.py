@@ -8,11 +8,11 @@ from typing import Any
 from fwsync import __version__
 from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Change, Plan
-from fwsync.core.exposure import Decision
+from fwsync.core.exposure_report import PortReport, Surprise, exposure_report, through_docker_proxy
 from fwsync.core.kernel_text import shown
 from fwsync.core.networks import DirectRouting, direct_routing
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import PortReport, Surprise, exposure_report, through_docker_proxy
+from fwsync.core.port_decisions import Decision
 from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Diagnostic, Policy
 

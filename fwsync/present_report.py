@@ -11,9 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from fwsync.core.explain import Decided, Explanation
+from fwsync.core.exposure_report import ExposureReport, binding_text
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState
-from fwsync.core.report import ExposureReport, binding_text
 from fwsync.core.ruleset import Ruleset
 from fwsync.present import JSON_FORMAT_VERSION, Style, direct_routing_lines
 from fwsync.rules.model import Policy

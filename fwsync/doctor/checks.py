@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.explain import Connection, decide
-from fwsync.core.exposure import Decision, decisions_for
 from fwsync.core.facts import (
     DOCKER_NFT_TABLE,
     ContainerFacts,
@@ -22,6 +21,7 @@ from fwsync.core.facts import (
 )
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.port_decisions import Decision, decisions_for
 from fwsync.core.ruleset import L4, Ruleset
 from fwsync.doctor.facts import Finding, Report, Severity
 from fwsync.rules.model import Policy

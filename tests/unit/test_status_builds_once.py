@@ -36,7 +36,7 @@ def test_status_builds_the_ruleset_once(tmp_path: Path, monkeypatch: pytest.Monk
         return real(*args, **kwargs)
 
     for module in ("fwsync.core.build", "fwsync.reconcile", "fwsync.present",
-                   "fwsync.core.report"):
+                   "fwsync.core.exposure_report"):
         monkeypatch.setattr(f"{module}.build_ruleset", counted)
 
     def planned(rules: Path, _backend: Any, full: bool = False) -> Planned:

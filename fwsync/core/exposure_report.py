@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fwsync.core.build import build_ruleset, container_matches, named_by, unresolved
-from fwsync.core.exposure import Decision, decisions_for, rules_for
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.port_decisions import Decision, decisions_for, rules_for
 from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Network, Policy, PortRange, Rule
 

@@ -188,15 +188,29 @@ def apply(
             kept = remember_enforced(planned.docker)
             after = diff(chosen.name, planned.plan.desired,
                          chosen.read(planned.plan.desired))
+            # Whether they are enforced is the kernel's answer, read back now (under the lock:
+            # fwsync writes nothing in between), not a consequence of the write succeeding.
+            reach = chosen.enforcement()
     except lock.LockError as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
-    typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    if reach.enforcing:
+        typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    else:
+        typer.echo(_style("\nApplied.", "yellow") + " The kernel holds fwsync's rules.")
     _remember(kept)
     if not after.empty:
         typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
+    if not reach.enforcing:
+        # The write succeeded, but what the user asked for (the rules deciding) does not hold:
+        # a failure to a script or CI gating on the exit status, as a failed postcondition is
+        # to terraform apply. The changes stay: they are the rules, only not reached first.
+        _fail("fwsync's rules are NOT enforced: packets bypass them "
+              f"({'; '.join(reach.problems)}); something else changed the kernel as fwsync "
+              "wrote it (a `ufw reload`, a dockerd start): run `fwsync apply` again, or "
+              "`fwsync daemon`, which repairs this")
 
 
 def _remember(error: str | None) -> None:
@@ -241,20 +255,22 @@ def status(
         in_sync = False
         notes.append(f"Note: apply would refuse: {planned.refusal}")
     if fmt is Format.json:
-        data = status_json(planned.policy, planned.docker, enforced, in_sync)
+        data = status_json(planned.policy, planned.docker, enforced, in_sync, planned.ruleset)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
         _emit_json(data)
     elif sys.stdout.isatty():
         from rich.console import Console
 
-        from fwsync.core.report import exposure_report
+        from fwsync.core.exposure_report import exposure_report
         from fwsync.present_report import print_status
 
-        print_status(Console(), exposure_report(planned.policy, planned.docker), planned.docker,
-                     enforced, in_sync, ["", *notes, *describe(daemon_state)], planned.policy)
+        print_status(Console(), exposure_report(planned.policy, planned.docker, planned.ruleset),
+                     planned.docker, enforced, in_sync, ["", *notes, *describe(daemon_state)],
+                     planned.policy, planned.ruleset)
     else:
-        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style))
+        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
+                               planned.ruleset))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))
 

@@ -8,11 +8,12 @@ from typing import Any
 from fwsync import __version__
 from fwsync.core.build import build_ruleset
 from fwsync.core.diff import Change, Plan
-from fwsync.core.exposure import Decision
+from fwsync.core.exposure_report import PortReport, Surprise, exposure_report, through_docker_proxy
 from fwsync.core.kernel_text import shown
 from fwsync.core.networks import DirectRouting, direct_routing
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import PortReport, Surprise, exposure_report, through_docker_proxy
+from fwsync.core.port_decisions import Decision
+from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Diagnostic, Policy
 
 JSON_FORMAT_VERSION = 1
@@ -97,7 +98,9 @@ def _decision_text(d: Decision) -> str:
 
 
 def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None,
-                style: Style = _plain) -> str:
+                style: Style = _plain, ruleset: Ruleset | None = None) -> str:
+    """`ruleset`: build_ruleset(policy, docker)'s when the caller has it (the plan's): one build
+    per `status`, not one per section."""
     out = [f"Enforcing: {enforced}"]
     if in_sync is not None:
         out.append("In sync with the rules: " + (
@@ -105,7 +108,9 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
     if docker.error is not None:
         out.append(style(f"Docker could not be asked: {docker.error}", "yellow"))
         return "\n".join(out)
-    report = exposure_report(policy, docker)
+    if ruleset is None:
+        ruleset = build_ruleset(policy, docker).ruleset
+    report = exposure_report(policy, docker, ruleset)
     if not docker.ports:
         out.append("Docker publishes no ports.")
     else:
@@ -124,18 +129,21 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         out.append("Rules to look at:")
         out.extend("  " + style(f"{w.origin}: warning: {w.message}", "yellow")
                    for w in report.surprises)
-    out.extend(direct_routing_lines(policy, docker, style))
+    out.extend(direct_routing_lines(policy, docker, style, ruleset))
     return "\n".join(out)
 
 
-def direct_routing_rows(policy: Policy, docker: DockerState) -> tuple[DirectRouting, ...]:
-    return direct_routing(build_ruleset(policy, docker).ruleset, docker)
+def direct_routing_rows(policy: Policy, docker: DockerState, ruleset: Ruleset | None = None
+                        ) -> tuple[DirectRouting, ...]:
+    if ruleset is None:
+        ruleset = build_ruleset(policy, docker).ruleset
+    return direct_routing(ruleset, docker)
 
 
-def direct_routing_lines(policy: Policy, docker: DockerState, style: Style = _plain
-                         ) -> list[str]:
+def direct_routing_lines(policy: Policy, docker: DockerState, style: Style = _plain,
+                         ruleset: Ruleset | None = None) -> list[str]:
     """The networks where direct routing is not simply dropped, or Docker lets it in."""
-    rows = direct_routing_rows(policy, docker)
+    rows = direct_routing_rows(policy, docker, ruleset)
     if not rows and policy.protect_direct_routing:
         return []
     out = ["", "Direct routing (connections straight to a container's address, no published "
@@ -155,20 +163,25 @@ def direct_routing_lines(policy: Policy, docker: DockerState, style: Style = _pl
     return out
 
 
-def direct_routing_json(policy: Policy, docker: DockerState) -> dict[str, Any]:
+def direct_routing_json(policy: Policy, docker: DockerState, ruleset: Ruleset | None = None
+                        ) -> dict[str, Any]:
     return {"protected": policy.protect_direct_routing,
             "networks": [{"network": r.network, "bridge": r.bridge, "family": r.family,
                           "docker": r.docker or None, "fwsync": r.fwsync, "why": r.why,
-                          "origin": r.origin} for r in direct_routing_rows(policy, docker)]}
+                          "origin": r.origin}
+                         for r in direct_routing_rows(policy, docker, ruleset)]}
 
 
 def surprise_json(s: Surprise) -> dict[str, Any]:
     return {"kind": s.kind, "message": s.message, "origin": s.origin}
 
 
-def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None
-                ) -> dict[str, Any]:
-    report = exposure_report(policy, docker)
+def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None,
+                ruleset: Ruleset | None = None) -> dict[str, Any]:
+    """`ruleset` as for status_text."""
+    if ruleset is None:
+        ruleset = build_ruleset(policy, docker).ruleset
+    report = exposure_report(policy, docker, ruleset)
     return {
         "format_version": JSON_FORMAT_VERSION,
         "fwsync_version": __version__,
@@ -177,7 +190,7 @@ def status_json(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         "docker_error": docker.error,
         "ports": [_port_json(row) for row in report.ports],
         "warnings": [surprise_json(w) for w in report.surprises],
-        "direct_routing": direct_routing_json(policy, docker),
+        "direct_routing": direct_routing_json(policy, docker, ruleset),
     }
 
 

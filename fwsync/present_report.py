@@ -11,9 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from fwsync.core.explain import Decided, Explanation
+from fwsync.core.exposure_report import ExposureReport, binding_text
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import DockerState
-from fwsync.core.report import ExposureReport, binding_text
+from fwsync.core.ruleset import Ruleset
 from fwsync.present import JSON_FORMAT_VERSION, Style, direct_routing_lines
 from fwsync.rules.model import Policy
 
@@ -72,7 +73,7 @@ def status_table(report: ExposureReport, warnings_column: bool = True) -> Table:
 
 def print_status(console: Console, report: ExposureReport, docker: DockerState, enforced: str,
                  in_sync: bool | None, daemon_lines: Iterable[str],
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, ruleset: Ruleset | None = None) -> None:
     """`fwsync status` on a terminal."""
     console.print(Text.assemble(("Enforcing: ", "bold"), enforced))
     if in_sync is not None:
@@ -97,7 +98,7 @@ def print_status(console: Console, report: ExposureReport, docker: DockerState, 
         for w in report.surprises:
             console.print(Text(f"  {w.origin}: warning: {w.message}", style="yellow"))
     if policy is not None:
-        for line in direct_routing_lines(policy, docker):
+        for line in direct_routing_lines(policy, docker, ruleset=ruleset):
             console.print(Text(line))
     console.print(Group(*(Text(line) for line in daemon_lines)))
 

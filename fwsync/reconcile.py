@@ -20,6 +20,7 @@ from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset, unresolvable
 from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.observed import DockerState, as_remembered
+from fwsync.core.ruleset import Ruleset
 from fwsync.observe.docker import observe_docker
 from fwsync.observe.memory import memory_path, recall, remember
 from fwsync.rules.load import load_rules
@@ -45,6 +46,8 @@ class Planned:
     others: tuple[Backend, ...] = ()  # other backends that still hold fwsync objects
     # Why this plan must not be applied (apply_planned raises it); None when it may be.
     refusal: str | None = None
+    # The desired ruleset the plan was rendered from (status shows it without building again).
+    ruleset: Ruleset | None = None
 
 
 def _new(name: str) -> Backend:
@@ -63,14 +66,17 @@ def _holds_objects(backend: Backend) -> bool:
 
 
 def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
-    """The backend to use and why. `auto` follows Docker's own firewall."""
+    """The backend to use and why. `auto` takes nftables where iptables cannot work (Docker
+    writes nftables, or overtakes fwsync's IPv6 jump); otherwise where fwsync's objects are:
+    its nftables table, when the kernel holds it (an `apply --backend nftables` earlier), and
+    iptables, Docker's default firewall, when not."""
     if name != "auto":
         return _new(name), f"--backend {name}"
-    if docker.firewall_backend:
-        chosen = "nftables" if "nftables" in docker.firewall_backend else "iptables"
-        return _new(chosen), f"auto: Docker reports its firewall backend is " \
-                             f"{docker.firewall_backend}"
-    if _ipv6_preempted():  # Docker before 28.1 does not report its firewall backend
+    if docker.firewall_backend and "nftables" in docker.firewall_backend:
+        return _new("nftables"), f"auto: Docker reports its firewall backend is " \
+                                 f"{docker.firewall_backend}"
+    if not docker.firewall_backend and _ipv6_preempted():
+        # Docker before 28.1 does not report its firewall backend
         why = ("auto: Docker writes its IPv6 rules without a DOCKER-USER chain (20.10 with "
                "--ip6tables) and puts them above any jump of fwsync's at every start and new "
                "network; fwsync's nftables table runs before every iptables chain")
@@ -79,14 +85,19 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
         return _new("iptables"), (f"{why}, but this Python cannot import libnftables' bindings "
                                   "(python3-nftables): iptables, whose IPv6 jump Docker "
                                   "overtakes until the next apply (the daemon: a drift tick)")
+    # iptables would do. fwsync's nftables table, where it is in the kernel, is what is
+    # enforced now: it runs before Docker's iptables chains as well, and an earlier `apply
+    # --backend nftables` is not undone by a command run with the default.
+    nft = NftablesBackend()
+    if _holds_objects(nft):
+        return nft, "auto: fwsync's nftables table is what is enforced now"
+    if docker.firewall_backend:
+        return _new("iptables"), f"auto: Docker reports its firewall backend is " \
+                                 f"{docker.firewall_backend}"
     if docker.error is None and not (docker.stale is not None and docker.seen_at is None):
         return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
                                   "(it reports no firewall backend)").replace("  ", " ")
-    # Docker cannot be asked and has never answered (a memory that knows nothing): what fwsync
-    # enforces now decides, as it always did.
-    nft = NftablesBackend()
-    if _holds_objects(nft):
-        return nft, "auto: Docker unreachable; fwsync's nftables table is what is enforced now"
+    # Docker cannot be asked and has never answered (a memory that knows nothing).
     return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
 
 
@@ -205,7 +216,8 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    "port, and applying now would leave open what it denies. Start Docker (or "
                    "point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
-                   warnings=warnings, backend=chosen, others=others, refusal=refusal)
+                   warnings=warnings, backend=chosen, others=others, refusal=refusal,
+                   ruleset=built.ruleset)
 
 
 def restore_plan(backend: Backend, held: Desired) -> Plan:

@@ -37,7 +37,7 @@ from fwsync.backends.iptables_render import (
 )
 from fwsync.backends.nft_netlink import NFPROTO_IPV4, NFPROTO_IPV6, chain_names
 from fwsync.core.diff import Desired, Plan, State
-from fwsync.core.enforcing import Enforcement, iptables_reach
+from fwsync.core.enforcing import Enforcement, docker_user_reached, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
 
 FAMILIES: tuple[Family, ...] = (4, 6)
@@ -86,17 +86,17 @@ class FamilyState:
     @property
     def entries(self) -> tuple[str, ...]:
         """Where fwsync jumps from. DOCKER-USER alone only while FORWARD sends every packet
-        there first. Without that (Docker 20.10's IPv6, an old dockerd that found its chain
-        already there, a hand edit), or behind another rule that may accept (ufw's chains after
-        a reload), fwsync's rules would be skipped: fail-open. Then fwsync jumps from FORWARD
-        too, first. It keeps the DOCKER-USER jump meanwhile: a restarting dockerd inserts rules
-        at the top of FORWARD (above fwsync's jump) and puts its own jump to DOCKER-USER back
-        on top at the end, and then fwsync must already be there."""
-        forward = [line for line in self.chains.get("FORWARD", [])
-                   if line != own_jump("FORWARD")]
+        there before anything that may accept. Without that (Docker 20.10's IPv6, an old
+        dockerd that found its chain already there, a hand edit), or behind another rule that
+        may accept (ufw's chains after a reload), fwsync's rules would be skipped: fail-open.
+        Then fwsync jumps from FORWARD too, first. It keeps the DOCKER-USER jump meanwhile: a
+        restarting dockerd inserts rules at the top of FORWARD (above fwsync's jump) and puts
+        its own jump to DOCKER-USER back on top at the end, and then fwsync must already be
+        there."""
         if DOCKER_USER not in self.chains:
             return ("FORWARD",)
-        if forward[:1] == [f"-A FORWARD -j {DOCKER_USER}"]:
+        # Reached or not is the one predicate's answer (core/enforcing), not a rule of its own.
+        if docker_user_reached(self.chains):
             return (DOCKER_USER,)
         return ("FORWARD", DOCKER_USER)
 

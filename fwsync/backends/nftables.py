@@ -245,20 +245,24 @@ class NftablesBackend:
     def enforcement(self) -> Enforcement:
         objects = self._list_terse() or []  # chains and rules: no set elements needed
         dormant = any("dormant" in o for o in objects)
-        base = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "forward"),
-                    None)
         rules = [o["rule"] for o in objects if "rule" in o]
-        chain = None if base is None else NftBaseChain(
-            hook=base.get("hook"), priority=base.get("prio"),
-            jumps_to_rules=any(e.get("jump", {}).get("target") == "inbound"
-                               for r in rules if r["chain"] == "forward" for e in r["expr"]),
-            rules_present=any(r["chain"] == "inbound" for r in rules), dormant=dormant)
-        entry = next((o["chain"] for o in objects if o.get("chain", {}).get("name") == "input"),
-                     None)
-        input_chain = None if entry is None else NftBaseChain(
-            hook=entry.get("hook"), priority=entry.get("prio"), jumps_to_rules=True,
-            rules_present=True)
-        return Enforcement(self.name, nftables_reach(chain, input_chain))
+        rules_present = any(r["chain"] == "inbound" for r in rules)
+
+        def base(name: str) -> NftBaseChain | None:
+            # hook, priority and policy as the kernel lists them, for both base chains.
+            listed = next((o["chain"] for o in objects
+                           if o.get("chain", {}).get("name") == name), None)
+            if listed is None:
+                return None
+            own = [r for r in rules if r["chain"] == name]
+            return NftBaseChain(
+                hook=listed.get("hook"), priority=listed.get("prio"),
+                policy=listed.get("policy"),
+                jumps_to_rules=any(e.get("jump", {}).get("target") == "inbound"
+                                   for r in own for e in r["expr"]),
+                rules_present=rules_present, dormant=dormant, holds_rules=bool(own))
+
+        return Enforcement(self.name, nftables_reach(base("forward"), base("input")))
 
     def render(self, ruleset: Ruleset) -> Desired:
         # The lines are for the diff and for people; apply writes the JSON objects, which the

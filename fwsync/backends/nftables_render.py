@@ -114,11 +114,6 @@ def set_key(name: str, kind: str) -> str:
     return f"{FAMILY} {TABLE} set {name} ({kind})"
 
 
-def set_element(cidr: str) -> str:
-    net = ipaddress.ip_network(cidr)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-
-
 def _saddr(family: Family) -> Expr:
     return {"payload": {"protocol": "ip" if family == 4 else "ip6", "field": "saddr"}}
 

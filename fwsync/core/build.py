@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
-from fwsync.core.kernel_text import literal_problem, shown
+from fwsync.core.kernel_text import shown
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
     L4,
@@ -39,6 +39,7 @@ from fwsync.rules.model import (
     PortRange,
     Rule,
 )
+from fwsync.rules.text import literal_problem
 
 # Docker names the default bridge docker0, every user-defined bridge network br-<id> and Swarm's
 # gateway bridge docker_gwbridge; matching those names (not today's list) keeps networks created

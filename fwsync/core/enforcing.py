@@ -45,23 +45,36 @@ class FamilyReach:
     why: str  # the path when reached; what comes first (or is missing) when not
 
 
+NOTHING_HELD = "fwsync holds nothing in the kernel: no rule of its own is there to enforce"
+
+
 @dataclass(frozen=True)
 class Enforcement:
     backend: str
     families: tuple[FamilyReach, ...]
+    # Whether fwsync has any object in the kernel (Backend.holds): with none, nothing of its
+    # is enforced, whatever the chains around it say.
+    held: bool = True
 
     @property
     def enforcing(self) -> bool:
-        return bool(self.families) and all(f.reached for f in self.families)
+        return self.held and bool(self.families) and all(f.reached for f in self.families)
 
     @property
     def problems(self) -> tuple[str, ...]:
+        if not self.held:
+            return (NOTHING_HELD,)
         return tuple(f"IPv{f.family}: {f.why}" for f in self.families if not f.reached)
 
     def summary(self) -> str:
         if self.enforcing:
             return "; ".join(f"IPv{f.family}: {f.why}" for f in self.families)
         return "; ".join(self.problems)
+
+
+def nothing_held(backend: str) -> Enforcement:
+    """The answer when the backend holds none of fwsync's objects."""
+    return Enforcement(backend, (), held=False)
 
 
 def _target(line: str) -> str | None:
@@ -93,6 +106,19 @@ def _walk(chain: str, chains: Mapping[str, Sequence[str]], path: str,
     return None, ""
 
 
+def docker_user_reached(chains: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a jump first in DOCKER-USER is reached: FORWARD, walked as iptables_reach walks
+    it (fwsync's own FORWARD jump aside), sends every packet to DOCKER-USER before anything
+    that may accept. The iptables backend then needs no jump of its own in FORWARD."""
+    if DOCKER_USER not in chains:
+        return False
+    forward = [line for line in chains.get("FORWARD", ())
+               if not _unconditional(line, "FORWARD", FWSYNC_ENTRY)]
+    found, _why = _walk("FORWARD", {"FORWARD": forward,
+                                    DOCKER_USER: [f"-A {DOCKER_USER} -j {FWSYNC_ENTRY}"]}, "")
+    return bool(found)
+
+
 def iptables_reach(family: Family, chains: Mapping[str, Sequence[str]]) -> FamilyReach:
     """`chains`: the filter table of the variant fwsync writes, chain → its `-A` lines in
     order (as iptables-save lists them)."""
@@ -119,35 +145,55 @@ def iptables_reach(family: Family, chains: Mapping[str, Sequence[str]]) -> Famil
 
 @dataclass(frozen=True)
 class NftBaseChain:
-    """fwsync's base chain as the kernel lists it."""
+    """One of fwsync's base chains as the kernel lists it (`nft -j list`): every field is read
+    back, none is taken from what fwsync meant to write."""
 
     hook: str | None  # None: not a base chain (or missing)
     priority: int | None
+    policy: str | None
     jumps_to_rules: bool  # a rule of it sends packets on to fwsync's rule chain
     rules_present: bool  # fwsync's rule chain holds rules
     dormant: bool = False  # the table is switched off (`flags dormant`): none of it runs
+    holds_rules: bool = True  # the chain itself holds rules (False: flushed)
+
+
+def _misregistered(chain: NftBaseChain | None, hook: str) -> str | None:
+    """Why `chain` does not run on `hook` before the filter priority with fwsync's policy."""
+    if chain is None or chain.hook is None:
+        return f"fwsync's {hook} base chain is missing: no {hook} hook sends packets to its table"
+    if chain.hook != hook:
+        return f"fwsync's {hook} base chain hooks {chain.hook}, not {hook}"
+    if chain.priority is None or chain.priority >= FILTER_PRIORITY:
+        return (f"fwsync's {hook} base chain runs at priority {chain.priority}, not before the "
+                f"filter priority ({FILTER_PRIORITY}) of Docker's, ufw's and iptables' chains")
+    if chain.policy != "accept":
+        # fwsync writes `policy accept`: its rules decide, and what they let on (a `return`, an
+        # accept) goes on to Docker's and the host's chains. Any other policy drops that too.
+        return (f"fwsync's {hook} base chain has policy {chain.policy}, not accept: it drops "
+                "what fwsync's rules let on")
+    return None
 
 
 def nftables_reach(chain: NftBaseChain | None, input_chain: NftBaseChain | None = None
                    ) -> tuple[FamilyReach, ...]:
-    """The inet table serves both families alike. `input_chain`: fwsync's input-hook base chain
-    (the ports docker-proxy serves), which must be registered before the filter priority too."""
+    """The inet table serves both families alike. `chain`: fwsync's forward-hook base chain;
+    `input_chain`: its input-hook one (the ports docker-proxy serves). Both must be registered
+    before the filter priority, with policy accept. The forward chain must send packets on to
+    fwsync's rules; the input chain must not be flushed. It sends to the rules only the ports
+    docker-proxy serves, so with none of those it holds fwsync's `return`s and no jump, which
+    is still reached; a jump deleted by hand from a chain that keeps its other rules is drift
+    that `plan` shows (the chain's rules differ from the rendered ones)."""
     if chain is not None and chain.dormant:
         why = "fwsync's table is dormant: the kernel runs none of its chains"
-    elif chain is None or chain.hook is None:
-        why = "fwsync's base chain is missing: no hook sends packets to its table"
-    elif chain.hook != "forward":
-        why = f"fwsync's base chain hooks {chain.hook}, not forward"
-    elif chain.priority is None or chain.priority >= FILTER_PRIORITY:
-        why = (f"fwsync's base chain runs at priority {chain.priority}, not before the filter "
-               f"priority ({FILTER_PRIORITY}) of Docker's and iptables' chains")
-    elif not chain.jumps_to_rules or not chain.rules_present:
+    elif (bad := _misregistered(chain, "forward")) is not None:
+        why = bad
+    elif chain is None or not chain.jumps_to_rules or not chain.rules_present:
         why = "fwsync's base chain does not send packets to its rules, or they are empty"
-    elif input_chain is None or input_chain.hook != "input" or input_chain.priority is None \
-            or input_chain.priority >= FILTER_PRIORITY:
-        why = ("fwsync's input base chain is missing or does not run before the filter priority "
-               f"({FILTER_PRIORITY}) of ufw's and iptables' INPUT: the ports docker-proxy serves "
-               "are not judged first")
+    elif (bad_in := _misregistered(input_chain, "input")) is not None:
+        why = f"{bad_in}: the ports docker-proxy serves are not judged first"
+    elif input_chain is None or not input_chain.holds_rules:
+        why = ("fwsync's input base chain is flushed: nothing sends the ports docker-proxy "
+               "serves to fwsync's rules")
     else:
         path = (f"hook forward, priority {chain.priority} → fwsync's rules; hook input, "
                 f"priority {input_chain.priority}")

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from fwsync.core.exposure_report import governed, through_docker_proxy
 from fwsync.core.kernel_text import shown
 from fwsync.core.matching import IPAddress, Question, candidates, localhost_protected
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import governed, through_docker_proxy
 from fwsync.core.ruleset import L4, KernelRule, Ruleset
 
 Verdict = Literal["allow", "deny", "reject", "limit"]

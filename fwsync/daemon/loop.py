@@ -22,6 +22,7 @@ from typing import Any, Literal
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, State, diff
+from fwsync.core.enforcing import Enforcement
 from fwsync.core.observed import DockerState, L4Proto, as_remembered
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
@@ -117,6 +118,9 @@ class Reconciler:
         self._looked_at = 0.0  # time.monotonic() of that look
         self.docker_error: str | None = None
         self.enforced: Enforced | None = None
+        # The kernel's answer to "enforcing?" (core/enforcing), read back after the last
+        # reconcile; None: not asked yet, or the kernel could not be read.
+        self.enforcement: Enforcement | None = None
         self.rules_valid: bool | None = None
         self.rules_print: Fingerprint = ()
         self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
@@ -247,8 +251,11 @@ class Reconciler:
                 enforced_at = time.time()
                 done = steps["apply_ms"] = time.monotonic()
                 desired = self._read_back(planned.backend, plan)
+                self.enforcement = self._ask_kernel(planned.backend)
             self.enforced = Enforced(planned.backend, desired, planned.policy)
         except (BackendError, lock.LockError) as exc:
+            if self.enforced is not None:  # what the kernel holds now, the failure aside
+                self.enforcement = self._ask_kernel(self.enforced.backend)
             return Outcome(result="error", duration=time.monotonic() - t0, error=str(exc),
                            docker_error=self.docker_error, **base)
         out = self._outcome(batch, plan, planned.backend.name, docker, "rules",
@@ -291,6 +298,7 @@ class Reconciler:
         enforced_at, done = time.time(), time.monotonic()
         self.enforced = Enforced(backend, self._read_back(backend, plan), enforced.policy,
                                  enforced.payload)
+        self.enforcement = self._ask_kernel(backend)
         out = self._outcome(batch, plan, backend.name, docker, policy, t0, enforced_at, done,
                             base, ())
         return replace(out, result="invalid-rules", diagnostics=diagnostics)
@@ -318,6 +326,15 @@ class Reconciler:
             log.warning("%s", error)
             return
         self._kept = kept
+
+    @staticmethod
+    def _ask_kernel(backend: Backend) -> Enforcement | None:
+        """Whether fwsync's rules are reached first, as the kernel holds them now."""
+        try:
+            return backend.enforcement()
+        except BackendError as exc:
+            log.warning("cannot tell whether fwsync's rules are enforced: %s", exc)
+            return None
 
     def _read_back(self, backend: Backend, plan: Plan) -> State:
         """What the kernel holds now. It should equal plan.desired; if it does not (a kernel

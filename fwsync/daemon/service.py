@@ -202,15 +202,32 @@ class Daemon:
         if not self.ready and enforced is not None:
             self.ready = True
             sd_notify("READY=1\n" + status_line(self._status(outcome)))
-            log.info("ready", extra={"fields": {"enforcing": enforced.backend.name}})
+            reach = self.reconciler.enforcement
+            fields: dict[str, Any] = {"enforcing": enforced.backend.name} \
+                if reach is not None and reach.enforcing else \
+                {"backend": enforced.backend.name, "not_enforcing": self._why_not()}
+            log.info("ready", extra={"fields": fields})
         else:
             sd_notify(status_line(self._status(outcome)))
         self._write_state()
 
+    def _why_not(self) -> str:
+        reach = self.reconciler.enforcement
+        if reach is None:
+            return "the kernel could not be read"
+        return "; ".join(reach.problems)
+
     def _status(self, outcome: Outcome) -> str:
+        """Its head is the kernel's answer, read back after the last reconcile
+        (core/enforcing): not the reconcile's success."""
         enforced = self.reconciler.enforced
-        head = f"enforcing ({enforced.backend.name})" if enforced is not None else \
-            "NOT enforcing: no valid rules yet"
+        reach = self.reconciler.enforcement
+        if enforced is None:
+            head = "NOT enforcing: no valid rules yet"
+        elif reach is not None and reach.enforcing:
+            head = f"enforcing ({enforced.backend.name})"
+        else:
+            head = f"NOT enforcing ({enforced.backend.name}): {self._why_not()}"
         if outcome.result == "invalid-rules":
             first = outcome.diagnostics[0] if outcome.diagnostics else "invalid rules"
             head += f"; rules invalid, last good kept: {first}"

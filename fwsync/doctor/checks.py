@@ -10,22 +10,20 @@ from dataclasses import dataclass, replace
 from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.explain import Connection, decide
-from fwsync.core.exposure import Decision, decisions_for
-from fwsync.core.kernel_text import shown
-from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.ruleset import L4, Ruleset
-from fwsync.doctor.facts import (
+from fwsync.core.facts import (
     DOCKER_NFT_TABLE,
     ContainerFacts,
-    Finding,
     ForwardFacts,
     HostFacts,
     ImageFacts,
     ProxyFacts,
-    Report,
-    Severity,
     SwarmFacts,
 )
+from fwsync.core.kernel_text import shown
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.port_decisions import Decision, decisions_for
+from fwsync.core.ruleset import L4, Ruleset
+from fwsync.doctor.facts import Finding, Report, Severity
 from fwsync.rules.model import Policy
 
 # Services that belong on an internal network, by their well-known port.
@@ -434,10 +432,24 @@ def check_swarm_ports(swarm: SwarmFacts) -> list[Finding]:
 
 # --------------------------------------------------------------------------- all of them
 
-def check_enforcement(enforcement: Enforcement | None) -> list[Finding]:
-    """fwsync's rules are in the kernel, but new connections can get past them."""
+def check_enforcement(enforcement: Enforcement | None,
+                      containers: Iterable[ContainerFacts] = (),
+                      mesh: Iterable[PublishedPort] = ()) -> list[Finding]:
+    """fwsync's rules are not in the kernel, or new connections can get past them."""
     if enforcement is None or enforcement.enforcing:
         return []
+    if not enforcement.held:
+        # Nothing of fwsync's is enforced: what Docker publishes is open to whoever can route
+        # to the host, whatever the rules say. Serious when something is published beyond
+        # loopback; with nothing published there is nothing to let past yet.
+        exposed = [p for p in _published(containers, mesh) if not _is_loopback(p.host_ip)]
+        return [Finding(
+            "not-enforcing", "serious" if exposed else "info", "fwsync (not applied)",
+            "fwsync is not enforcing: it holds nothing in the kernel"
+            + (f", and {len(exposed)} published port binding(s) are open to anyone who can "
+               "route to this host, whatever the rules say" if exposed else ""),
+            "run `fwsync apply` (or start `fwsync daemon`)",
+            {"problems": list(enforcement.problems)})]
     return [Finding(
         "not-enforcing", "serious", f"fwsync ({enforcement.backend})",
         "fwsync's rules are in the kernel, but new connections to published ports can be "
@@ -470,7 +482,7 @@ def check_later_proxy_publishes(containers: Iterable[ContainerFacts]) -> list[Fi
 
 
 CHECKS: dict[str, str] = {
-    "not-enforcing": "fwsync's rules in the kernel, but not reached first",
+    "not-enforcing": "fwsync's rules not in the kernel, or not reached first",
     "ipv6-proxy-later": "IPv6 through docker-proxy: ports published after apply are open",
     "ungoverned-port": "published ports that no fwsync rule names",
     "internal-port-exposed": "databases and caches published on all addresses",
@@ -489,7 +501,7 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
              proxy_threshold: float = PROXY_CPU_SHARE) -> Report:
     """Every check that is not ignored and whose facts could be gathered."""
     running: dict[str, Callable[[], list[Finding]]] = {
-        "not-enforcing": lambda: check_enforcement(facts.enforcement),
+        "not-enforcing": lambda: check_enforcement(facts.enforcement, facts.containers, mesh),
         "ipv6-proxy-later": lambda: check_later_proxy_publishes(facts.containers),
         "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules, mesh),
         "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules, mesh),

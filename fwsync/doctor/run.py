@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fwsync.backends.base import BackendError
-from fwsync.core.enforcing import Enforcement
+from fwsync.core.enforcing import Enforcement, nothing_held
 from fwsync.doctor.checks import Rules, diagnose
 from fwsync.doctor.facts import Report
 from fwsync.observe.host_facts import PROC, gather_host_facts
@@ -37,13 +37,13 @@ def doctor_report(rules: Path, *, ignore: Collection[str] = (), sample_seconds: 
 
 
 def read_enforcement() -> Enforcement | None:
-    """The kernel's answer for the backend that holds fwsync's objects (None: there are none,
-    or the kernel could not be read: status says which)."""
+    """The kernel's answer for the backend that holds fwsync's objects (`held` False: there
+    are none), or None when the kernel could not be read."""
     from fwsync.reconcile import select_backend
 
     try:
         backend = select_backend("auto")
         backend.detect()
-        return backend.enforcement() if backend.holds() else None
+        return backend.enforcement() if backend.holds() else nothing_held(backend.name)
     except BackendError:
         return None

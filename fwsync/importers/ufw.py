@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fwsync.core.kernel_text import rule_iface_problem, shown
+from fwsync.core.kernel_text import shown
+from fwsync.rules.text import rule_iface_problem
 
 Family = Literal[4, 6]
 Kind = Literal["skipped", "partial", "setting"]

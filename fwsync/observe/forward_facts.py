@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fwsync.doctor.facts import DOCKER_NFT_TABLE, ForwardFacts
+from fwsync.core.facts import DOCKER_NFT_TABLE, ForwardFacts
 
 # /proc/net lists the legacy tables in use; reading one that does not exist would create it.
 LEGACY = {"ip": ("ip_tables_names", "iptables-legacy-save"),

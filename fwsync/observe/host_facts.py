@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fwsync.doctor.facts import (
+from fwsync.core.facts import (
     ContainerFacts,
     ForwardFacts,
     HostFacts,

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal, cast
 
-from fwsync.core.kernel_text import forbidden_char, rule_iface_problem
 from fwsync.rules.addresses import bulk_entries, entry_of, fast_entry
 from fwsync.rules.limits import MAX_ENTRIES, MAX_RULES, MAX_SET_ENTRIES, count
 from fwsync.rules.model import (
@@ -36,6 +35,7 @@ from fwsync.rules.model import (
     Rule,
     Span,
 )
+from fwsync.rules.text import forbidden_char, rule_iface_problem
 
 ACTIONS = ("allow", "deny", "reject", "limit")
 DEFAULT_ACTIONS = ("allow", "deny", "reject")

@@ -157,7 +157,7 @@ def test_internal_ports_on_all_addresses_are_found(dlab: DockerLab, tmp_path: Pa
     # The office-only rule of the example: still on all addresses, so still worth a warning.
     office = write_rules(tmp_path / "office", "define office 198.51.100.0/25\n"
                                               "allow from $office to any port 5432 proto tcp\n")
-    code, doc = doctor(dlab, office, "--ignore", "ungoverned-port")
+    code, doc = doctor(dlab, office, "--ignore", "ungoverned-port", "--ignore", "not-enforcing")
     [pg] = findings(doc, "internal-port-exposed")
     assert pg["severity"] == "warning" and code == 0
 
@@ -272,7 +272,8 @@ def test_a_busy_docker_proxy_is_found(dlab: DockerLab, tmp_path: Path) -> None:
             sel.register(sender.stdout, selectors.EVENT_READ)
             flowing = sel.select(30) and sender.stdout.readline().strip() == "flowing"
         assert flowing, "no data went through docker-proxy to the sink in 30 s"
-        code, doc = doctor(dlab, rules_allowing(tmp_path, 15001), "--sample", "2")
+        code, doc = doctor(dlab, rules_allowing(tmp_path, 15001), "--sample", "2",
+                           "--ignore", "not-enforcing")
         assert sender.poll() is None, "the sender stopped while doctor sampled"
     finally:
         sender.kill()
@@ -300,6 +301,7 @@ def test_a_well_configured_host_is_clean(dlab: DockerLab, tmp_path: Path) -> Non
         ports={"5432/tcp": ("127.0.0.1", 5432)})
     wait_for(dlab.host, "127.0.0.1", 8080)
     rules = rules_allowing(tmp_path, 8080)
+    run_fwsync(dlab, "apply", rules=rules, check=True)  # well configured: fwsync enforces
     code, doc = doctor(dlab, rules)
     assert doc["findings"] == [] and doc["worst"] is None, doc["findings"]
     assert doc["skipped"] == [] and len(doc["checks"]) == 12

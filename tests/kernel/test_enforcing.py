@@ -5,11 +5,15 @@ bypass must be a NO, with why, and show up in `plan` as drift that `apply` repai
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.lab import KernelLab, run_fwsync
+from tests.daemon_helpers import DaemonProc
+from tests.kernel.test_nodnat import OFFICE_RULES, PROXIED, apply_seeing
+from tests.lab import KernelLab, run_fwsync, serve_tcp, wait_for
 from tests.steps import fwsync_ok, write_rules
 
 pytestmark = pytest.mark.kernel
@@ -122,3 +126,139 @@ def test_nftables_enforcing_is_what_packets_see(
         fwsync_ok(lab, "apply", rules=rules)
         assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
     lab.host.run(["nft", "delete", "table", "inet", "early"], check=False)
+
+
+def test_nftables_flushed_input_chain_is_not_enforcing(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """docker-proxy's IPv6 port (a container without IPv6) is judged in fwsync's input chain:
+    flushed, the attacker reaches it, and `status` must say so."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "nftables")
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(8080, 80, host_ip="0.0.0.0")  # IPv4 only: IPv6 goes to the proxy stand-in
+    rules = write_rules(tmp_path, OFFICE_RULES)
+    with serve_tcp(lab.host, [8080]):
+        wait_for(lab.attacker, lab.attacker.host_v6, 8080)
+        apply_seeing(lab, rules, "nftables", PROXIED)
+        assert lab.attacker.probe(8080, v6=True) == "filtered"
+        assert _status(lab, rules).startswith("yes")
+
+        lab.host.run(["nft", "flush", "chain", "inet", "fwsync", "input"])
+        assert lab.attacker.probe(8080, v6=True) == "open", "the state is not what it claims"
+        enforcing = _status(lab, rules)
+        assert enforcing.startswith("NO: packets bypass") and "input" in enforcing, enforcing
+
+
+# Runs inside HOST: what `auto` makes of the kernel when Docker answers (the lab has no dockerd)
+# as 20.10 does, without naming its firewall backend.
+_AUTO = r"""
+import sys
+from pathlib import Path
+from fwsync.core.observed import DockerState
+from fwsync.reconcile import make_plan
+planned = make_plan(Path(sys.argv[1]), "auto", docker=DockerState(version="20.10.24"))
+reach = planned.backend.enforcement()
+print(planned.backend.name, "in-sync" if planned.plan.empty else "changes", reach.enforcing)
+"""
+
+
+def test_auto_finds_fwsyncs_nftables_table(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """After `apply --backend nftables`, every command run with the default backend (`auto`)
+    must find fwsync's table where it is: not 'not applied' (and a plan to switch back to
+    iptables) because Docker writes iptables."""
+    monkeypatch.delenv("FWSYNC_BACKEND", raising=False)
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", "--backend", "nftables", rules=rules)
+    assert lab.attacker.probe(5432) == "filtered"
+    res = lab.host.run([sys.executable, "-c", _AUTO, str(rules)], check=False,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                            "PYTHONPATH": str(Path(__file__).parents[2]),
+                            "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json")})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["nftables", "in-sync", "True"], res.stdout
+
+
+_DOCTOR = r"""
+from fwsync.doctor.checks import check_enforcement
+from fwsync.doctor.run import read_enforcement
+reach = read_enforcement()
+print(reach is not None and reach.enforcing, [f.message for f in check_enforcement(reach)])
+"""
+
+
+def test_doctor_says_fwsync_holding_nothing_is_not_enforcing(kernel_lab: KernelLab) -> None:
+    """doctor's enforcement fact, read from a kernel where fwsync holds nothing: an answer (not
+    enforcing), where it was skipped and doctor stayed silent."""
+    res = kernel_lab.host.run([sys.executable, "-c", _DOCTOR], check=False,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                   "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("False ['fwsync is not enforcing: it holds nothing"), res.stdout
+
+
+def test_apply_asks_the_kernel_before_saying_enforced(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        ) -> None:
+    """Another program writes the moment fwsync's transaction is in (a `ufw reload` or a dockerd
+    start racing the apply; here a wrapper around iptables-restore, so the timing is certain):
+    an ACCEPT first in FORWARD. apply must read the kernel back and say NO, with why, and exit
+    non-zero — not print "fwsync's rules are enforced"."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    res = run_fwsync(lab, "apply", rules=rules, env={"PATH": _racing_restore(lab, tmp_path)})
+    assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
+    assert "fwsync's rules are enforced" not in res.stdout, res.stdout
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "NOT enforced" in res.stderr and "-A FORWARD -p tcp -j ACCEPT" in res.stderr, \
+        res.stderr
+
+    fwsync_ok(lab, "apply", rules=rules)  # without the racing writer: repaired, and said so
+    assert lab.attacker.probe(5432) == "filtered"
+
+
+def _racing_restore(lab: KernelLab, tmp_path: Path) -> str:
+    """A PATH whose iptables-restore is the real one followed by another program's write: an
+    ACCEPT first in FORWARD, the moment fwsync's transaction is in (a `ufw reload` or a
+    dockerd start racing fwsync; a wrapper makes the timing certain)."""
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    restore = lab.tool("iptables-restore")
+    (shim / restore).write_text(
+        f"#!/bin/sh\n/usr/sbin/{restore} \"$@\" || exit $?\n"
+        f"exec /usr/sbin/{lab.tool('iptables')} -w -I FORWARD 1 -p tcp -j ACCEPT\n")
+    (shim / restore).chmod(0o755)
+    return f"{shim}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_the_daemons_systemd_status_is_the_kernels_answer(
+        make_kernel_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """STATUS= (what `systemctl status fwsync` shows) says enforcing only when the kernel, read
+    back after the reconcile, says so: not because the reconcile succeeded."""
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    path = lab.dir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(30)
+    env = {"NOTIFY_SOCKET": str(path), "PATH": _racing_restore(lab, tmp_path)}
+    try:
+        with DaemonProc(lab, rules, "--backend", "iptables", "--drift-interval", "0.5",
+                        env=env) as daemon:
+            daemon.wait_reconcile(lambda r: r.get("result") == "applied")
+            assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
+            statuses: list[str] = []
+            while not any("last: applied" in s for s in statuses):
+                statuses += [line for line in sock.recv(4096).decode().splitlines()
+                             if line.startswith("STATUS=")]
+    finally:
+        sock.close()
+    applied = next(s for s in statuses if "last: applied" in s)
+    assert applied.startswith("STATUS=NOT enforcing (iptables)"), statuses
+    assert "-A FORWARD -p tcp -j ACCEPT" in applied, applied

@@ -173,5 +173,8 @@ def test_interrupted_applies_never_leave_a_partial_set_or_mixed_families(
     # The delays follow the machine's speed (the median whole apply), so most kills land
     # inside an apply; that at least one did is all that can be asserted without a clock.
     assert left["killed mid-apply"] >= 1
+    # What the kill left, not only what the next apply made of it: a set under its content
+    # name is complete even while fwsync lies killed (a daemon restarting, or none at all).
+    assert left["a partial set under its content name"] == 0, dict(left)
     assert lab.attacker.probe(5432) == "filtered"
     assert failures == [], "\n".join(failures)

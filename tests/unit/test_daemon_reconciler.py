@@ -11,6 +11,7 @@ import pytest
 
 from fwsync.backends.base import BackendError
 from fwsync.core.diff import Desired, Plan, State
+from fwsync.core.enforcing import Enforcement, FamilyReach, nothing_held
 from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
 from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
@@ -36,12 +37,20 @@ class MemoryBackend:
         self.applies = 0
         self.fail: str | None = None
         self.reads: list[bool] = []  # per read: was it a full one (every set element)?
+        self.bypass = ""  # what another program put before the jump, if anything
 
     def detect(self) -> str:
         return "memory kernel"
 
     def holds(self) -> bool:
         return bool(self.kernel)
+
+    def enforcement(self) -> Enforcement:
+        # Reached when the jump is there and nobody put an accept before it (self.bypass).
+        if not self.kernel:
+            return nothing_held(self.name)
+        reached = "jump" in self.kernel and not self.bypass
+        return Enforcement(self.name, (FamilyReach(4, reached, self.bypass or "jump → chain"),))
 
     def read(self, desired: State | None = None) -> State:
         self.reads.append(desired is None)
@@ -108,6 +117,18 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 GOOD = "default deny incoming\nallow from 198.51.100.0/25 to container web-*\n"
+
+
+def test_enforcing_is_the_kernels_answer_after_the_reconcile(world: World) -> None:
+    """The daemon's "enforcing" (systemd STATUS) is read back from the kernel after each
+    reconcile, not taken from the reconcile's success."""
+    world.write(GOOD)
+    assert world.run("startup", "daemon started").result == "applied"
+    assert world.reconciler.enforcement is not None and world.reconciler.enforcement.enforcing
+    world.backend.bypass = "an ACCEPT comes first"
+    assert world.run().result == "unchanged"
+    reach = world.reconciler.enforcement
+    assert reach is not None and reach.problems == ("IPv4: an ACCEPT comes first",)
 
 
 def test_first_reconcile_applies_and_a_second_changes_nothing(world: World) -> None:

@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from fwsync.core.enforcing import nothing_held
+from fwsync.core.facts import (
+    ContainerFacts,
+    ForwardFacts,
+    HostFacts,
+    ImageFacts,
+    ProxyFacts,
+    SwarmFacts,
+)
 from fwsync.core.observed import PublishedPort
 from fwsync.doctor.checks import (
     CHECKS,
     Rules,
     addresses_in,
     check_dangling_images,
+    check_enforcement,
     check_env_container_ips,
     check_internal_ports,
     check_memory_limits,
@@ -24,14 +34,6 @@ from fwsync.doctor.checks import (
     check_ungoverned_ports,
     diagnose,
     internal_service,
-)
-from fwsync.doctor.facts import (
-    ContainerFacts,
-    ForwardFacts,
-    HostFacts,
-    ImageFacts,
-    ProxyFacts,
-    SwarmFacts,
 )
 from fwsync.observe.host_facts import ufw_policy
 from fwsync.rules.model import Endpoint
@@ -59,7 +61,21 @@ def allow_port(line: int, number: int) -> Rules:
     return Rules(policy(rule(line, proto="tcp", dst=Endpoint(ports=ports(number)))))
 
 
-# --------------------------------------------------------------------------- ungoverned-port
+# --------------------------------------------------------------------------- not-enforcing
+
+
+def test_fwsync_holding_nothing_is_not_enforcing() -> None:
+    """With none of fwsync's objects in the kernel, doctor says fwsync is not enforcing:
+    serious when Docker publishes beyond loopback, info when nothing is published."""
+    held_nothing = HostFacts(containers=(ctr("web", port(8080)),),
+                             enforcement=nothing_held("iptables"))
+    found = [f for f in diagnose(held_nothing, NO_RULES).findings if f.check == "not-enforcing"]
+    assert [(f.severity, f.subject) for f in found] == [("serious", "fwsync (not applied)")]
+    assert "fwsync is not enforcing: it holds nothing in the kernel" in found[0].message
+    assert [f.severity for f in check_enforcement(
+        nothing_held("nftables"), [ctr("db", port(5432, host_ip="127.0.0.1"))])] == ["info"]
+    assert check_enforcement(None) == [], "the kernel could not be read: no answer"
+
 
 
 def test_a_port_no_rule_names_is_decided_by_the_default_alone() -> None:

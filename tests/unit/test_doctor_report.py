@@ -9,17 +9,17 @@ import jsonschema
 import pytest
 
 from fwsync.core.enforcing import Enforcement, FamilyReach
-from fwsync.core.observed import PublishedPort
-from fwsync.doctor.checks import Rules, diagnose
-from fwsync.doctor.facts import (
+from fwsync.core.facts import (
     ContainerFacts,
     ForwardFacts,
     HostFacts,
     ImageFacts,
     ProxyFacts,
-    Report,
     SwarmFacts,
 )
+from fwsync.core.observed import PublishedPort
+from fwsync.doctor.checks import Rules, diagnose
+from fwsync.doctor.facts import Report
 from fwsync.doctor.report import report_json, report_text
 from tests.json_schemas import assert_valid, load_schema, schema_errors
 from tests.unit.helpers import policy

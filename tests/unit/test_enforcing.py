@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
-from fwsync.core.enforcing import NftBaseChain, iptables_reach, nftables_reach
+from fwsync.backends.nftables import NftablesBackend
+from fwsync.backends.nftables_render import table_objects
+from fwsync.core.build import build_ruleset
+from fwsync.core.enforcing import Enforcement, NftBaseChain, iptables_reach, nftables_reach
+from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
+
+from .helpers import policy, rule
 
 pytestmark = pytest.mark.unit
 
@@ -79,12 +89,12 @@ def test_the_input_path_must_be_reached_too(input_chain: list[str], why: str) ->
 
 
 @pytest.mark.parametrize(("chain", "reached"), [
-    (NftBaseChain("forward", -1, True, True), True),
-    (NftBaseChain("forward", 0, True, True), False),
-    (NftBaseChain("input", -1, True, True), False),
-    (NftBaseChain("forward", -1, False, True), False),
-    (NftBaseChain("forward", -1, True, False), False),
-    (NftBaseChain(None, None, True, True), False),
+    (NftBaseChain("forward", -1, "accept", True, True), True),
+    (NftBaseChain("forward", 0, "accept", True, True), False),
+    (NftBaseChain("input", -1, "accept", True, True), False),
+    (NftBaseChain("forward", -1, "accept", False, True), False),
+    (NftBaseChain("forward", -1, "accept", True, False), False),
+    (NftBaseChain(None, None, None, True, True), False),
     (None, False),
 ])
 def test_nftables_base_chain_must_hook_forward_before_filter_and_lead_to_the_rules(
@@ -94,12 +104,98 @@ def test_nftables_base_chain_must_hook_forward_before_filter_and_lead_to_the_rul
     assert all(f.reached == reached for f in families)
 
 
-INPUT_HOOK = NftBaseChain("input", -1, True, True)
+INPUT_HOOK = NftBaseChain("input", -1, "accept", True, True)
 
 
-@pytest.mark.parametrize("input_chain", [None, NftBaseChain("input", 0, True, True),
-                                         NftBaseChain("forward", -1, True, True)])
+@pytest.mark.parametrize("input_chain", [None, NftBaseChain("input", 0, "accept", True, True),
+                                         NftBaseChain("forward", -1, "accept", True, True),
+                                         NftBaseChain("input", -1, "drop", True, True),
+                                         NftBaseChain("input", -1, "accept", False, True,
+                                                      holds_rules=False)])
 def test_nftables_input_base_chain_must_run_before_ufw(input_chain: NftBaseChain | None) -> None:
-    families = nftables_reach(NftBaseChain("forward", -1, True, True), input_chain)
+    families = nftables_reach(NftBaseChain("forward", -1, "accept", True, True), input_chain)
     assert not any(f.reached for f in families)
     assert "input base chain" in families[0].why
+
+
+def test_nftables_input_chain_without_a_docker_proxy_port_is_reached() -> None:
+    """With no port docker-proxy serves, fwsync's input chain holds only its `return`s."""
+    quiet_input = NftBaseChain("input", -1, "accept", False, True)
+    assert all(f.reached for f in nftables_reach(NftBaseChain("forward", -1, "accept", True, True),
+                                                 quiet_input))
+
+
+# fwsync's table as `nft -j list` gives it back (what NftablesBackend.enforcement reads), with
+# a docker-proxy port on the input path (IPv6 to a container without IPv6).
+PROXIED = DockerState(ports=(
+    PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, networks=("bridge",), container_ipv6=False),
+    PublishedPort("::", 8080, "tcp", "web", 80, networks=("bridge",), container_ipv6=False),
+), networks=(DockerNetwork("bridge", "docker0", subnets=("172.17.0.0/16",)),))
+
+
+def _listed(edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Enforcement:
+    objects = [o for o in table_objects(build_ruleset(policy(rule(2)), PROXIED).ruleset)
+               if "table" not in o]
+    backend = NftablesBackend()
+    listing = edit(copy.deepcopy(objects))
+    backend._list_terse = lambda: listing  # type: ignore[method-assign]
+    return backend.enforcement()
+
+
+def _chain(name: str, **fields: object) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    def edit(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for o in objects:
+            if o.get("chain", {}).get("name") == name:
+                o["chain"].update(fields)
+        return objects
+    return edit
+
+
+def _flushed(name: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    return lambda objects: [o for o in objects if o.get("rule", {}).get("chain") != name]
+
+
+def test_fwsyncs_table_as_rendered_is_enforcing() -> None:
+    reach = _listed(lambda objects: objects)
+    assert reach.enforcing, reach.summary()
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (_flushed("input"), "input base chain"),
+    (_chain("input", prio=0), "input base chain"),
+    (_chain("input", hook="output"), "input base chain"),
+    (_chain("input", policy="drop"), "policy drop"),
+    (_chain("forward", policy="drop"), "policy drop"),
+    (lambda objects: [o for o in objects if o.get("chain", {}).get("name") != "input"],
+     "input base chain"),
+])
+def test_the_nftables_input_chain_is_read_from_the_kernel(
+        edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], why: str) -> None:
+    """The input chain's fields come from the kernel's listing, not from fwsync's constants: a
+    flushed input chain sends nothing to `inbound` (docker-proxy's ports are not judged), one
+    re-hooked or at the filter priority runs after ufw's INPUT, and a base chain whose policy
+    is not accept drops what fwsync's rules let on."""
+    reach = _listed(edit)
+    assert not reach.enforcing and why in reach.summary(), reach.summary()
+
+
+@pytest.mark.parametrize("forward", [
+    ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
+    ["-A FORWARD -s 192.0.2.1/32 -j DROP", "-A FORWARD -j LOG", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -p tcp -j ACCEPT", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -i eth0 -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
+    ["-A FORWARD -j ufw-before-forward", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -j FWSYNC-FORWARD", "-A FORWARD -j DOCKER-USER"],
+    ["-A FORWARD -j ACCEPT"],
+])
+def test_the_iptables_backend_jumps_from_forward_exactly_when_docker_user_is_not_reached(
+        forward: list[str]) -> None:
+    """FamilyState.entries (where the iptables backend jumps from) holds no reachability rule
+    of its own: DOCKER-USER alone exactly when the predicate finds a jump first there reached."""
+    from fwsync.backends.iptables import FamilyState
+
+    state = FamilyState({**OWN, "FORWARD": forward, "DOCKER-USER": []})
+    only_docker_user = {**state.chains, "FORWARD": [
+        line for line in forward if line != "-A FORWARD -j FWSYNC-FORWARD"],
+        "DOCKER-USER": ["-A DOCKER-USER -j FWSYNC-FORWARD"]}
+    assert (state.entries == ("DOCKER-USER",)) == iptables_reach(4, only_docker_user).reached

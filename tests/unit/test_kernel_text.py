@@ -8,17 +8,11 @@ import pytest
 from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render, table_objects
 from fwsync.core.build import build_ruleset
-from fwsync.core.kernel_text import (
-    comment_text,
-    forbidden_char,
-    kernel_problem,
-    literal_problem,
-    rule_iface_problem,
-    shown,
-)
+from fwsync.core.kernel_text import comment_text, shown
 from fwsync.core.observed import Bridge, DockerState
 from fwsync.core.ruleset import KernelRule, Match, Ruleset
 from fwsync.rules.model import Origin
+from fwsync.rules.text import forbidden_char, kernel_problem, literal_problem, rule_iface_problem
 
 from .helpers import policy, rule
 

@@ -115,25 +115,39 @@ def test_listing_shapes_format_like_rendered_ones():
 
 
 def test_auto_follows_what_docker_reports(monkeypatch: pytest.MonkeyPatch):
+    """What auto asks of the host (Docker's IPv6 rules, fwsync's nftables table, whether
+    libnftables' bindings import) is given here: no kernel and no python3-nftables needed."""
     import fwsync.reconcile
 
+    held: set[str] = set()
+    monkeypatch.setattr(fwsync.reconcile, "_holds_objects", lambda b: b.name in held)
+    monkeypatch.setattr(fwsync.reconcile, "nftables_available", lambda: True)
+    monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: False)
     backend, why = choose_backend("auto", DockerState(firewall_backend="nftables"))
     assert backend.name == "nftables" and "nftables" in why
     backend, why = choose_backend("auto", DockerState(firewall_backend="iptables"))
     assert backend.name == "iptables"
-    # What the kernel shows of Docker's IPv6 rules (read from ip6tables): no kernel here.
-    monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: False)
     backend, why = choose_backend("auto", DockerState(version="20.10.24"))
     assert backend.name == "iptables" and "20.10.24" in why
     monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: True)
     backend, why = choose_backend("auto", DockerState(version="20.10.24"))
     assert backend.name == "nftables"
     assert why.startswith("auto: Docker writes its IPv6 rules without a DOCKER-USER chain")
+    monkeypatch.setattr(fwsync.reconcile, "nftables_available", lambda: False)
+    backend, why = choose_backend("auto", DockerState(version="20.10.24"))
+    assert backend.name == "iptables" and "python3-nftables" in why
     # Docker 28.1+ says which firewall it writes, and has an IPv6 DOCKER-USER: no guessing.
     assert choose_backend("auto", DockerState(firewall_backend="iptables"))[0].name == \
         "iptables"
     assert choose_backend("nftables", DockerState(firewall_backend="iptables"))[0].name == \
         "nftables"
+    # fwsync's nftables table in the kernel (`apply --backend nftables`): auto finds it there.
+    monkeypatch.setattr(fwsync.reconcile, "_ipv6_preempted", lambda: False)
+    held.add("nftables")
+    for docker in (DockerState(version="20.10.24"), DockerState(firewall_backend="iptables"),
+                   DockerState(error="unreachable")):
+        backend, why = choose_backend("auto", docker)
+        assert backend.name == "nftables" and "is what is enforced now" in why, docker
 
 
 def test_neighbours_with_one_verdict_become_one_set_lookup():

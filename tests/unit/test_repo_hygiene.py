@@ -68,3 +68,16 @@ def test_this_checkout_tracks_nothing_it_ignores() -> None:
         pytest.skip("not a git checkout (an unpacked sdist)")
     res = guard(REPO)
     assert res.returncode == 0, res.stderr
+
+
+def test_ci_lints_before_it_tests() -> None:
+    """.ci/run runs `make lint` (through tools/dev, which runs `make install` first, so a clean
+    clone has ruff and mypy) before the test suite, between the two checks of the clone."""
+    commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    steps = [c for c in commands if c.startswith(("tools/dev", "tools/check-tracked", "make"))]
+    assert steps == ["tools/check-tracked .", "tools/dev lint", "tools/dev test",
+                     "tools/check-tracked . --clean"], steps
+    dev = (REPO / "tools" / "dev").read_text()
+    assert "make install\nexec make \"${1:-test}\"" in dev, "tools/dev installs, then the target"
+    assert "\nlint: install\n" in (REPO / "Makefile").read_text()

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from fwsync.core.build import build_ruleset
 from fwsync.core.explain import Connection, explain
+from fwsync.core.exposure_report import exposure_report
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import exposure_report
 from fwsync.rules.model import Policy
 from fwsync.rules.syntax import parse_sources
 

@@ -9,8 +9,8 @@ import pytest
 
 from fwsync.core.build import build_ruleset, named_by
 from fwsync.core.explain import explain, parse_connection
+from fwsync.core.exposure_report import exposure_report
 from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
-from fwsync.core.report import exposure_report
 from fwsync.observe.docker import ports_of, ports_of_listed
 from fwsync.observe.swarm import (
     claimed_ports,

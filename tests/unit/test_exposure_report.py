@@ -7,8 +7,8 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
+from fwsync.core.exposure_report import ExposureReport, exposure_report
 from fwsync.core.observed import DockerState, PublishedPort
-from fwsync.core.report import ExposureReport, exposure_report
 from fwsync.present import status_text
 from fwsync.present_report import print_status
 from fwsync.rules.model import Endpoint, Policy

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fwsync.core.build import build_ruleset, container_matches, named_by, unresolved
-from fwsync.core.exposure import Decision, decisions_for, rules_for
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.port_decisions import Decision, decisions_for, rules_for
 from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Network, Policy, PortRange, Rule
 
@@ -231,9 +231,13 @@ def _rule_surprises(policy: Policy, docker: DockerState) -> Iterator[Surprise]:
                            f"(it publishes {what}): the rule matches nothing", str(rule.origin))
 
 
-def exposure_report(policy: Policy, docker: DockerState) -> ExposureReport:
+def exposure_report(policy: Policy, docker: DockerState, ruleset: Ruleset | None = None
+                    ) -> ExposureReport:
+    """`ruleset`: build_ruleset(policy, docker)'s, when the caller has it (status: the plan's),
+    else built here."""
     # The ruleset apply writes and explain walks: every binding is judged by the same matcher.
-    ruleset = build_ruleset(policy, docker).ruleset
+    if ruleset is None:
+        ruleset = build_ruleset(policy, docker).ruleset
     judged = governed(ruleset, docker.ports)
     ports = tuple(
         PortReport(port=p, decisions=tuple(decisions_for(policy, ruleset, p)),

@@ -1,4 +1,5 @@
-"""Who may reach a published port, and which rule says so. Pure: a view of the matcher.
+"""One published binding's decisions: who may reach it, and which rule says so. Pure: a view
+of the matcher (the exposure report, core/exposure_report.py, lists them for every binding).
 
 The rules listed for a binding are the ones fwsync.core.matching finds in the built Ruleset for
 a connection from anyone to that binding (its family, protocol, port and host address): the

@@ -1,9 +1,9 @@
 import pytest
 
 from fwsync.core.build import build_ruleset
-from fwsync.core.exposure import Decision
-from fwsync.core.exposure import decisions_for as decisions_with
 from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.port_decisions import Decision
+from fwsync.core.port_decisions import decisions_for as decisions_with
 from fwsync.rules.model import Endpoint, Policy
 
 from .helpers import aset, net, policy, ports, rule

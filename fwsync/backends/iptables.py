@@ -51,6 +51,12 @@ def own_jump(chain: str) -> str:
     return f"-A {chain} -j {FORWARD_CHAIN}"
 
 
+# fwsync's jump to its INPUT-path chain, exactly as iptables-save lists it: a user's conditional
+# jump there (`-A INPUT -s 203.0.113.0/24 -j FWSYNC-INPUT`) is someone else's rule.
+OWN_INPUT_JUMP = f"-A {INPUT_ENTRY} -j {INPUT_CHAIN}"
+_JUMP_TARGET = re.compile(r"(?:^| )-[jg] (\S+)")
+
+
 @dataclass
 class FamilyState:
     chains: dict[str, list[str]] = field(default_factory=dict)  # chain → its -A lines
@@ -68,7 +74,22 @@ class FamilyState:
     def input_jumps(self) -> list[int]:
         """Positions in INPUT of fwsync's jump to its INPUT-path chain."""
         return [pos for pos, line in enumerate(self.chains.get(INPUT_ENTRY, []), start=1)
-                if line.endswith(f"-j {INPUT_CHAIN}")]
+                if line == OWN_INPUT_JUMP]
+
+    @property
+    def foreign_jumps(self) -> dict[str, str]:
+        """fwsync's chains that someone else's rule jumps to → the first such rule. remove()
+        empties such a chain but leaves it: deleting it would need their rule gone first."""
+        ours = {OWN_INPUT_JUMP, *(own_jump(c) for c in ENTRY_CANDIDATES)}
+        found: dict[str, str] = {}
+        for chain, lines in self.chains.items():
+            if chain in OWN_CHAINS:
+                continue
+            for line in lines:
+                m = _JUMP_TARGET.search(line)
+                if m and m.group(1) in OWN_CHAINS and line not in ours:
+                    found.setdefault(m.group(1), line)
+        return found
 
     @property
     def all_jumps(self) -> list[tuple[str, int, str]]:
@@ -434,13 +455,18 @@ class IptablesBackend:
         return new
 
     def remove(self) -> State:
-        before = self.read()
+        before = dict(self.read())
         view = self._view
         assert view is not None
         for family in FAMILIES:
-            text = _remove_text(view.families[family])
+            fs = view.families[family]
+            text = _remove_text(fs)
             if text:
                 self._restore(family, text)
+            for chain, line in fs.foreign_jumps.items():
+                if chain in fs.chains:  # said where the removed objects are listed
+                    before[f"{chain_key(family, chain)} kept empty: `{line}` is not fwsync's "
+                           "and jumps to it"] = ()
         if view.sets:
             self._restore_sets(f"destroy {name}" for name in view.sets)
         return before
@@ -566,7 +592,8 @@ def _remove_text(current: FamilyState) -> str:
     lines = ["*filter"]
     lines.extend(f"-D {chain} -j {target}" for chain, _pos, target in current.all_jumps)
     lines.extend(f"-F {chain}" for chain in own)
-    lines.extend(f"-X {chain}" for chain in own)
+    kept = current.foreign_jumps  # someone else's rule refers to it: emptied, not deleted
+    lines.extend(f"-X {chain}" for chain in own if chain not in kept)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

@@ -91,6 +91,13 @@ class FamilyState:
                     found.setdefault(m.group(1), line)
         return found
 
+    def left_for_others(self, chain: str) -> bool:
+        """An empty chain of fwsync's that remove() kept for someone else's jump to it, with
+        no jump of fwsync's here: nothing of fwsync's (else every plan of the other backend
+        would plan to remove it again, and every remove find it)."""
+        return not self.chains.get(chain) and chain in self.foreign_jumps \
+            and not self.all_jumps
+
     @property
     def all_jumps(self) -> list[tuple[str, int, str]]:
         """(chain, position, target) of every jump to fwsync's chains from others' chains."""
@@ -328,7 +335,7 @@ class IptablesBackend:
         state: dict[str, tuple[str, ...]] = {}
         for family, fs in view.families.items():
             for chain in OWN_CHAINS:
-                if chain in fs.chains:
+                if chain in fs.chains and not fs.left_for_others(chain):
                     state[chain_key(family, chain)] = tuple(fs.chains[chain])
             if fs.all_jumps:
                 reach = iptables_reach(family, fs.chains)
@@ -360,7 +367,8 @@ class IptablesBackend:
             return cheap
         view = self._read_view()
         return bool(view.sets) or any(
-            fs.jumps or any(c in fs.chains for c in OWN_CHAINS) for fs in view.families.values())
+            fs.all_jumps or any(c in fs.chains and not fs.left_for_others(c) for c in OWN_CHAINS)
+            for fs in view.families.values())
 
     def _holds_cheaply(self) -> bool | None:
         """holds() without a process (every plan of the nftables backend asks whether the
@@ -464,7 +472,7 @@ class IptablesBackend:
             if text:
                 self._restore(family, text)
             for chain, line in fs.foreign_jumps.items():
-                if chain in fs.chains:  # said where the removed objects are listed
+                if chain_key(family, chain) in before:  # said beside what is removed
                     before[f"{chain_key(family, chain)} kept empty: `{line}` is not fwsync's "
                            "and jumps to it"] = ()
         if view.sets:

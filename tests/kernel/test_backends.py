@@ -437,4 +437,7 @@ def test_a_foreign_conditional_jump_to_fwsync_input_chain_is_not_fwsyncs(
         assert "-A INPUT -j FWSYNC-INPUT" not in saved and "FWSYNC-FORWARD" not in saved
         assert "-A FWSYNC-INPUT" not in saved, "kept for the foreign jump, but emptied"
     assert "kept empty" in res.stdout and "FWSYNC-INPUT" in res.stdout, res.stdout
+    again = run_fwsync(lab, "remove")
+    assert again.returncode == 0 and "Nothing to remove" in again.stdout, again.stdout
+    foreign_kept()
     assert lab.attacker.probe(5432) == "open", "removed: Docker's published port as before"

@@ -51,6 +51,12 @@ def own_jump(chain: str) -> str:
     return f"-A {chain} -j {FORWARD_CHAIN}"
 
 
+# fwsync's jump to its INPUT-path chain, exactly as iptables-save lists it: a user's conditional
+# jump there (`-A INPUT -s 203.0.113.0/24 -j FWSYNC-INPUT`) is someone else's rule.
+OWN_INPUT_JUMP = f"-A {INPUT_ENTRY} -j {INPUT_CHAIN}"
+_JUMP_TARGET = re.compile(r"(?:^| )-[jg] (\S+)")
+
+
 @dataclass
 class FamilyState:
     chains: dict[str, list[str]] = field(default_factory=dict)  # chain → its -A lines
@@ -68,7 +74,29 @@ class FamilyState:
     def input_jumps(self) -> list[int]:
         """Positions in INPUT of fwsync's jump to its INPUT-path chain."""
         return [pos for pos, line in enumerate(self.chains.get(INPUT_ENTRY, []), start=1)
-                if line.endswith(f"-j {INPUT_CHAIN}")]
+                if line == OWN_INPUT_JUMP]
+
+    @property
+    def foreign_jumps(self) -> dict[str, str]:
+        """fwsync's chains that someone else's rule jumps to → the first such rule. remove()
+        empties such a chain but leaves it: deleting it would need their rule gone first."""
+        ours = {OWN_INPUT_JUMP, *(own_jump(c) for c in ENTRY_CANDIDATES)}
+        found: dict[str, str] = {}
+        for chain, lines in self.chains.items():
+            if chain in OWN_CHAINS:
+                continue
+            for line in lines:
+                m = _JUMP_TARGET.search(line)
+                if m and m.group(1) in OWN_CHAINS and line not in ours:
+                    found.setdefault(m.group(1), line)
+        return found
+
+    def left_for_others(self, chain: str) -> bool:
+        """An empty chain of fwsync's that remove() kept for someone else's jump to it, with
+        no jump of fwsync's here: nothing of fwsync's (else every plan of the other backend
+        would plan to remove it again, and every remove find it)."""
+        return not self.chains.get(chain) and chain in self.foreign_jumps \
+            and not self.all_jumps
 
     @property
     def all_jumps(self) -> list[tuple[str, int, str]]:
@@ -307,7 +335,7 @@ class IptablesBackend:
         state: dict[str, tuple[str, ...]] = {}
         for family, fs in view.families.items():
             for chain in OWN_CHAINS:
-                if chain in fs.chains:
+                if chain in fs.chains and not fs.left_for_others(chain):
                     state[chain_key(family, chain)] = tuple(fs.chains[chain])
             if fs.all_jumps:
                 reach = iptables_reach(family, fs.chains)
@@ -339,7 +367,8 @@ class IptablesBackend:
             return cheap
         view = self._read_view()
         return bool(view.sets) or any(
-            fs.jumps or any(c in fs.chains for c in OWN_CHAINS) for fs in view.families.values())
+            fs.all_jumps or any(c in fs.chains and not fs.left_for_others(c) for c in OWN_CHAINS)
+            for fs in view.families.values())
 
     def _holds_cheaply(self) -> bool | None:
         """holds() without a process (every plan of the nftables backend asks whether the
@@ -434,13 +463,18 @@ class IptablesBackend:
         return new
 
     def remove(self) -> State:
-        before = self.read()
+        before = dict(self.read())
         view = self._view
         assert view is not None
         for family in FAMILIES:
-            text = _remove_text(view.families[family])
+            fs = view.families[family]
+            text = _remove_text(fs)
             if text:
                 self._restore(family, text)
+            for chain, line in fs.foreign_jumps.items():
+                if chain_key(family, chain) in before:  # said beside what is removed
+                    before[f"{chain_key(family, chain)} kept empty: `{line}` is not fwsync's "
+                           "and jumps to it"] = ()
         if view.sets:
             self._restore_sets(f"destroy {name}" for name in view.sets)
         return before
@@ -566,7 +600,8 @@ def _remove_text(current: FamilyState) -> str:
     lines = ["*filter"]
     lines.extend(f"-D {chain} -j {target}" for chain, _pos, target in current.all_jumps)
     lines.extend(f"-F {chain}" for chain in own)
-    lines.extend(f"-X {chain}" for chain in own)
+    kept = current.foreign_jumps  # someone else's rule refers to it: emptied, not deleted
+    lines.extend(f"-X {chain}" for chain in own if chain not in kept)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

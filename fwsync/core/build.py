@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from fwsync.core.bindings import BindingRun, binding_runs, covered
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
@@ -28,8 +29,9 @@ from fwsync.rules.addresses import (
     kernel_entries,
     kernel_text,
 )
-from fwsync.rules.limits import MAX_KERNEL_RULES, count
+from fwsync.rules.limits import MAX_INPUT_RULES, MAX_KERNEL_RULES, count
 from fwsync.rules.model import (
+    Action,
     AddressSet,
     Diagnostic,
     Endpoint,
@@ -158,23 +160,26 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         if (elements := split_set(aset, family))
     )
     set_families = {(s.name, s.family) for s in sets}
-    used_sets: set[tuple[str, Family]] = set()
-    rules: list[KernelRule] = []
-    seen: set[KernelRule] = set()  # a set: a list's `in` made 10k rules quadratic
+    runs = binding_runs(docker.ports)
+    # The user's own rules first, in order: over the limit on their own, the rules are refused
+    # where they cross it. The rules that name Docker's bindings (container, service, network)
+    # get what is left after them and the INPUT path, and degrade closed when it is not enough:
+    # what Docker publishes never blocks a rule change.
+    chosen: dict[int, list[Match]] = {}
+    actions: dict[int, Action] = {}
+    docker_named: list[int] = []
+    total = 0
     problems: list[Diagnostic] = []
     from_memory = docker.stale is not None
     for index, rule in enumerate(policy.rules):
-        if problems:
-            break
-        action = rule.action
         if from_memory and names_docker(rule.dst):
-            if action == "allow":
+            if rule.action == "allow":
                 notes.append(f"{rule.origin}: {_NOT_FROM_MEMORY}")
                 continue
-            if action == "limit":
+            if rule.action == "limit":
                 # A limit lets connections through below its rate: to the old port that another
                 # container may hold now, that would widen. Its refusing half is what narrows.
-                action = "reject"
+                actions[index] = "reject"
                 notes.append(f"{rule.origin}: {_LIMIT_FROM_MEMORY}")
         if (why := unresolved(rule.dst, docker)) is not None:
             # From memory, the container may have started since: said so, for a deny that
@@ -186,26 +191,49 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                 rule.dst.network, docker.networks):
             notes.append(f"{rule.origin}: no Docker network matches {rule.dst.network!r}: the "
                          "rule matches nothing (it never widens access).")
-        for match in expand(rule, docker.ports, set_families, docker.networks):
-            if len(rules) >= MAX_KERNEL_RULES:
-                # Stop here: expanding on (port lists times source ports times bindings) is
-                # what took gigabytes.
-                problems.append(Diagnostic(
-                    file=rule.origin.file, line=rule.origin.line, col=1, severity="error",
-                    message=f"with this rule the rules expand to more than "
-                            f"{count(MAX_KERNEL_RULES)} kernel rules (one per family, protocol, "
-                            "port list item, source port and container binding): fwsync's "
-                            "limit; use fewer ports or a set"))
+        if rule.dst.selector is not None or rule.dst.network is not None:
+            docker_named.append(index)
+            continue
+        # Stop at the limit: expanding on (port lists times source ports) is what took
+        # gigabytes.
+        found = _take(expand(rule, (), set_families, docker.networks), MAX_KERNEL_RULES - total)
+        if found is None:
+            problems.append(_too_many(rule))
+            break
+        chosen[index] = found
+        total += len(found)
+    if sum(not r.first.routed for r in runs) > min(MAX_INPUT_RULES, MAX_KERNEL_RULES - total):
+        inputs = tuple(_widened_inputs(runs))
+        notes.append(_input_note(runs))
+    else:
+        inputs = input_ports(docker.ports, runs)
+    total += len(inputs)
+    for index in docker_named if not problems else ():
+        rule = policy.rules[index]
+        budget = max(MAX_KERNEL_RULES - total, 0)
+        found = None if _over(rule, runs, set_families, budget) else _take(
+            expand(rule, (), set_families, docker.networks, runs), budget)
+        if found is None:
+            action, found, note = _degraded(rule, runs, set_families, docker)
+            if len(found) > budget:  # too big even over one span: the rule's own doing
+                problems.append(_too_many(rule))
                 break
+            notes.append(note)
+            if action is None:
+                found = []
+            else:
+                actions[index] = action
+        chosen[index] = found
+        total += len(found)
+    used_sets: set[tuple[str, Family]] = set()
+    rules: list[KernelRule] = []
+    for index in sorted(chosen) if not problems else ():
+        rule = policy.rules[index]
+        for match in chosen[index]:
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
-            kernel_rule = KernelRule(
-                match=match, action=action, origin=rule.origin, index=index,
-                comment=rule.comment,
-            )
-            if kernel_rule not in seen:
-                seen.add(kernel_rule)
-                rules.append(kernel_rule)
+            rules.append(KernelRule(match=match, action=actions.get(index, rule.action),
+                                    origin=rule.origin, index=index, comment=rule.comment))
     if any(_ipv6_through_proxy(p) for p in docker.ports):
         notes.append(PROXY_WINDOW)
     named, subnets = _bridges(docker.extra_bridges, notes)
@@ -221,9 +249,125 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         # Routing straight into a network Docker no longer reports could reach whatever took
         # its subnet since: from memory, direct routing stays dropped everywhere.
         direct_ok=() if from_memory else _direct_ok(policy, docker, notes),
-        input_ports=input_ports(docker.ports),
+        input_ports=inputs,
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
+
+
+def _take(matches: Iterable[Match], limit: int) -> list[Match] | None:
+    """The distinct matches, or None as soon as there are more than `limit`."""
+    found: dict[Match, None] = {}
+    for match in matches:
+        found[match] = None
+        if len(found) > limit:
+            return None
+    return list(found)
+
+
+def _over(rule: Rule, runs: Sequence[BindingRun], set_families: set[tuple[str, Family]],
+          limit: int) -> bool:
+    """A `to container`/`to service` rule certainly expands past `limit`: counted without
+    making its matches (25k scattered bindings: 0.3 s instead of 0.8 s a build)."""
+    if rule.dst.selector is None:
+        return False
+    sports = max(len(rule.src.ports), 1)
+    per_family = {f: len(_sources(rule.src, f, set_families)) * sports for f in FAMILIES}
+    n = 0
+    for family, _proto, _daddr, _dport in _binding_targets(rule, runs):
+        n += per_family[family]
+        if n > limit:
+            return True
+    return False
+
+
+def _too_many(rule: Rule) -> Diagnostic:
+    return Diagnostic(
+        file=rule.origin.file, line=rule.origin.line, col=1, severity="error",
+        message=f"with this rule the rules expand to more than {count(MAX_KERNEL_RULES)} "
+                "kernel rules (one per family, protocol, port list item, source port and "
+                "container binding): fwsync's limit; use fewer ports or a set")
+
+
+def _owners(runs: Iterable[BindingRun]) -> str:
+    names = sorted({r.first.owner for r in runs})
+    shown_names = ", ".join(repr(n) for n in names[:3])
+    return shown_names + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _degraded(rule: Rule, runs: Sequence[BindingRun], set_families: set[tuple[str, Family]],
+              docker: DockerState) -> tuple[Action | None, list[Match], str]:
+    """A rule that names Docker's bindings, when they are too many to write one by one (ports
+    published one by one, not as a range): it must never open more than the policy. An allow
+    is dropped (what follows it and the default decide, which never opens more); a deny or
+    reject is widened to the whole span of the ports it names, per family and protocol, on
+    every host address; a limit, which dropped could let a later allow through unlimited,
+    becomes such a deny. Returns the action (None: dropped), the matches of the widened rule
+    (for a dropped one, what it would have been: too many of them means the rule is too big on
+    its own, which the user is told as before) and the note."""
+    if rule.dst.network is not None:
+        bound, subnets = _network_targets(rule, (p for r in runs for p in r.bindings),
+                                          docker.networks)
+        runs = binding_runs(bound)
+    else:
+        subnets = []
+    named = [r for r in runs if rule.dst.network is not None or named_by(rule.dst, r.first)]
+    spans: dict[tuple[Family, L4], PortRange] = {}
+    for family, proto, _daddr, dport in _binding_targets(rule, runs):
+        have = spans.get((family, proto))
+        spans[(family, proto)] = dport if have is None else PortRange(
+            min(have.low, dport.low), max(have.high, dport.high))
+    why = (f"{rule.origin}: Docker publishes more ports for {_owners(named)} than fwsync can "
+           f"write one by one ({count(len(named))} runs of ports; fwsync's limit is "
+           f"{count(MAX_KERNEL_RULES)} kernel rules)")
+    action: Action = "deny" if rule.action == "limit" else rule.action
+    sports: list[PortRange | None] = list(rule.src.ports) or [None]
+    matches = [Match(family=family, proto=proto, iface=rule.iface, saddr=saddr, sset=sset,
+                     sport=sport, dport=span)
+               for (family, proto), span in sorted(spans.items())
+               for saddr, sset in _sources(rule.src, family, set_families)
+               for sport in sports]
+    for family, cidr in subnets:
+        matches.extend(_address_matches(rule, family, cidr, set_families))
+    matches = list(dict.fromkeys(matches))
+    if rule.action == "allow":
+        return None, matches, (f"{why}: this allow is dropped, so what follows it and the "
+                               "default decide for those ports; publish them as one range to "
+                               "have it enforced.")
+    spans_text = ", ".join(f"IPv{f} {p} {s.low}-{s.high}" for (f, p), s in sorted(spans.items()))
+    what = ("this limit denies instead (dropped, it could let a later allow through "
+            "unlimited)" if rule.action == "limit" else f"this {rule.action} is widened")
+    return action, matches, (
+        f"{why}: {what} to every port from the lowest to the highest they name "
+        f"({spans_text or 'none'}), on every host address; publish them as one range to have "
+        "it enforced as written.")
+
+
+def _widened_inputs(runs: Sequence[BindingRun]) -> list[InputPort]:
+    """The INPUT path when Docker's runs of ports are too many for one rule each: per family
+    and protocol, one rule from the lowest host port to the highest, on every host address.
+    It judges more (a host service on a port between them too), never less."""
+    spans: dict[tuple[Family, L4], list[PublishedPort]] = {}
+    for run in runs:
+        if not run.first.routed:
+            spans.setdefault((6 if run.family == 6 else 4, run.first.proto), []).extend(
+                run.bindings)
+    out: list[InputPort] = []
+    for (family, proto), bound in sorted(spans.items()):
+        low, high = min(p.host_port for p in bound), max(p.host_port for p in bound)
+        match = Match(family=family, proto=proto, dport=PortRange(low, high))
+        wider = len({p.host_port for p in bound}) < high - low + 1 or any(
+            not p.all_addresses for p in bound)
+        out.append(InputPort(match, min(bound), tuple(bound),
+                             "(and every port between)" if wider else ""))
+    return out
+
+
+def _input_note(runs: Sequence[BindingRun]) -> str:
+    return (f"Docker publishes {count(len(runs))} runs of ports (for {_owners(runs)}), more "
+            f"than fwsync writes one by one on the INPUT path (docker-proxy's ports; limit "
+            f"{count(MAX_INPUT_RULES)}): fwsync's rules judge every port from the lowest to the "
+            "highest there, per family and protocol, so a host service on a port between them "
+            "is judged by them too.")
 
 
 def _bridges(bridges: Iterable[Bridge], notes: list[str]
@@ -321,20 +465,23 @@ def _ipv6_through_proxy(port: PublishedPort) -> bool:
     return port.family == 6 and port.container_ipv6 is False and not port.routed
 
 
-def input_ports(ports: Iterable[PublishedPort]) -> tuple[InputPort, ...]:
-    """Every binding with a host port, for the INPUT path (docker-proxy's listening ports).
+def input_ports(ports: Iterable[PublishedPort], runs: Sequence[BindingRun] | None = None
+                ) -> tuple[InputPort, ...]:
+    """Every binding with a host port, for the INPUT path (docker-proxy's listening ports),
+    one rule per run of consecutive host ports (`runs`: binding_runs(ports), if known).
     A DNATed connection never gets there (Docker rewrote its destination before routing), so
     these rules only see what docker-proxy serves: fwsync does not need to know whether the
     container has IPv6 or Docker's ip6tables is on to judge it."""
     found: dict[Match, InputPort] = {}
-    for p in sorted(ports):
+    for run in binding_runs(ports) if runs is None else runs:
+        p = run.first
         if p.routed:
             continue  # no host port: clients connect to the container (FORWARD path)
         family: Family = 6 if p.family == 6 else 4
         daddr = None if p.all_addresses else kernel_text(ipaddress.ip_network(p.host_ip))
-        match = Match(family=family, proto=p.proto, daddr=daddr,
-                      dport=PortRange(low=p.host_port, high=p.host_port))
-        found.setdefault(match, InputPort(match, p))
+        match = Match(family=family, proto=p.proto, daddr=daddr, dport=run.ports)
+        found.setdefault(match, InputPort(match, p, run.bindings if len(run.bindings) > 1
+                                          else ()))
     return tuple(found.values())
 
 
@@ -361,21 +508,21 @@ def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
     return ["tcp", "udp"] if has_ports else [None]
 
 
-def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
+def _binding_targets(rule: Rule, runs: Iterable[BindingRun]
                      ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
-    """(family, proto, daddr, dport) for each published binding a `to container` or `to service`
-    rule names (for `to network`, `ports` are already the bindings it names)."""
-    for p in sorted(ports):
+    """(family, proto, daddr, dport) for each run of published bindings a `to container` or
+    `to service` rule names (for `to network`, `runs` are already the bindings it names):
+    the part of the run's host ports the rule's ports cover."""
+    for run in runs:
+        p = run.first
         if rule.dst.selector is not None and not named_by(rule.dst, p):
             continue
         if rule.proto != "any" and rule.proto != p.proto:
             continue
-        dport = PortRange(low=p.host_port, high=p.host_port)
-        if rule.dst.ports and not any(r.covers(dport) for r in rule.dst.ports):
-            continue
         family: Family = 6 if p.family == 6 else 4
         daddr = None if p.all_addresses else kernel_text(ipaddress.ip_network(p.host_ip))
-        yield family, p.proto, daddr, dport
+        for dport in covered(run.ports, rule.dst.ports):
+            yield family, p.proto, daddr, dport
 
 
 def _network_targets(rule: Rule, ports: Iterable[PublishedPort],
@@ -397,15 +544,20 @@ def _network_targets(rule: Rule, ports: Iterable[PublishedPort],
 
 
 def expand(rule: Rule, ports: Iterable[PublishedPort], set_families: set[tuple[str, Family]],
-           networks: Iterable[DockerNetwork] = ()) -> Iterator[Match]:
-    """One policy rule → the kernel matches that together select exactly its traffic."""
+           networks: Iterable[DockerNetwork] = (),
+           runs: Sequence[BindingRun] | None = None) -> Iterator[Match]:
+    """One policy rule → the kernel matches that together select exactly its traffic.
+    `runs`: binding_runs(ports), when the caller has them already."""
+    if runs is None:
+        runs = binding_runs(ports)
     if rule.dst.network is not None:
-        bound, subnets = _network_targets(rule, ports, networks)
-        yield from _binding_matches(rule, bound, set_families)
+        bound, subnets = _network_targets(rule, (p for r in runs for p in r.bindings),
+                                          networks)
+        yield from _binding_matches(rule, binding_runs(bound), set_families)
         for family, cidr in subnets:
             yield from _address_matches(rule, family, cidr, set_families)
     elif rule.dst.selector is not None:
-        yield from _binding_matches(rule, ports, set_families)
+        yield from _binding_matches(rule, runs, set_families)
     else:
         for family in FAMILIES:
             if rule.dst.net is None or rule.dst.net.version == family:
@@ -426,10 +578,10 @@ def _address_matches(rule: Rule, family: Family, daddr: str | None,
                                 sset=sset, sport=sport, daddr=daddr, dport=port)
 
 
-def _binding_matches(rule: Rule, ports: Iterable[PublishedPort],
+def _binding_matches(rule: Rule, runs: Iterable[BindingRun],
                      set_families: set[tuple[str, Family]]) -> Iterator[Match]:
     sports: list[PortRange | None] = list(rule.src.ports) or [None]
-    for family, proto, daddr, dport in _binding_targets(rule, ports):
+    for family, proto, daddr, dport in _binding_targets(rule, runs):
         for saddr, sset in _sources(rule.src, family, set_families):
             for sport in sports:
                 yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,

@@ -6,8 +6,10 @@ fwsync's first rule before anything else can accept it. `status`, `plan` (as dri
 
 - iptables: FORWARD is walked from the top. A rule that cannot accept (DROP, REJECT, LOG, ...)
   is passed; fwsync's own jump, or an unconditional `-j DOCKER-USER` whose walk reaches fwsync's
-  jump, means reached; anything else that could let the packet on (ACCEPT, RETURN, a jump to
-  another chain, a conditional jump to DOCKER-USER) comes first, and the answer is no. An
+  jump, means reached; someone's conditional `-j` to fwsync's own chain is passed (fwsync's
+  rules judge what it sends, the rest comes back); anything else that could let the packet on
+  (ACCEPT, RETURN, a jump to another chain, a conditional jump to DOCKER-USER) comes first, and
+  the answer is no. An
   ACCEPT is final within the table, so whatever accepts before fwsync's jump bypasses it.
   INPUT is walked the same way for fwsync's jump to its INPUT-path chain (the ports
   docker-proxy serves: IPv6 to a container without IPv6): both paths must be reached.
@@ -96,6 +98,10 @@ def _walk(chain: str, chains: Mapping[str, Sequence[str]], path: str,
         if _unconditional(line, chain, entry):
             return True, f"{here} → {entry}"
         if target is None or target in _PASSIVE:
+            continue
+        if line.endswith(f" -j {entry}"):
+            # Someone's conditional jump to fwsync's own chain: what it sends there is judged
+            # by fwsync's rules, and what they leave comes back here, on to fwsync's own jump.
             continue
         if chain == "FORWARD" and _unconditional(line, chain, DOCKER_USER):
             found, why = _walk(DOCKER_USER, chains, f"{here} → ")

@@ -66,7 +66,7 @@ def governed(ruleset: Ruleset, ports: tuple[PublishedPort, ...]) -> frozenset[Pu
     """The bindings no connection can reach past fwsync's rules: every DNATed one (FORWARD
     path), and one served by docker-proxy only if the ruleset judges its port on the INPUT
     path too."""
-    on_input = {p.port for p in ruleset.input_ports}
+    on_input = {b for p in ruleset.input_ports for b in p.bindings}
     return frozenset(p for p in ports if not through_docker_proxy(p) or p in on_input)
 
 

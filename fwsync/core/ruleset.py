@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fwsync.core.observed import PublishedPort
@@ -159,14 +159,29 @@ class InputPort:
     as the host's own. The same rules decide as on the FORWARD path."""
 
     match: Match  # family, proto, daddr (None: every host address), dport
-    port: PublishedPort
+    port: PublishedPort  # the first binding it judges
+    # Every binding it judges: a run of consecutive host ports is one rule (core/bindings.py).
+    # Empty: `port` alone.
+    ports: tuple[PublishedPort, ...] = field(default=(), compare=False, repr=False)
+    # Said after the binding in the kernel comment: why it covers more than the bindings.
+    widened: str = ""
+
+    @property
+    def bindings(self) -> tuple[PublishedPort, ...]:
+        return self.ports or (self.port,)
 
     @property
     def binding(self) -> str:
-        """e.g. "[::]:8080/tcp rweb", for the kernel comment."""
-        p = self.port
-        host = f"[{p.host_ip}]" if p.family == 6 else p.host_ip
-        return f"{host}:{p.host_port}/{p.proto} {p.container}"
+        """e.g. "[::]:8080/tcp rweb" or "0.0.0.0:10000-40000/udp media", for the kernel
+        comment."""
+        p, dport = self.port, self.match.dport
+        host_ip = p.host_ip if self.match.daddr is not None or not self.widened \
+            else ("::" if p.family == 6 else "0.0.0.0")
+        host = f"[{host_ip}]" if p.family == 6 else host_ip
+        span = f"{dport.low}-{dport.high}" if dport is not None and dport.low != dport.high \
+            else str(p.host_port)
+        return f"{host}:{span}/{p.proto} {p.container}" + (f" {self.widened}"
+                                                          if self.widened else "")
 
 
 @dataclass(frozen=True)

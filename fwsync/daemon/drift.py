@@ -2,8 +2,9 @@
 DOCKER-USER`, `ufw reload`, `nft flush ruleset`, a dockerd restart that re-created its chains).
 
 The check is a cheap read-back through the backend — fwsync's own objects and the jump that
-makes them reachable — compared with what the last reconcile made the kernel hold. Only when they
-differ does a real reconcile run (with the Docker state already known: drift says nothing about
+makes them reachable — compared with what the last reconcile wrote (its desired state, never
+what the kernel read back after it: a bypass read back must stay drift). Only when they differ
+does a real reconcile run (with the Docker state already known: drift says nothing about
 Docker).
 """
 
@@ -23,7 +24,8 @@ FULL_CHECK_EVERY = 120
 
 @dataclass(frozen=True)
 class Enforced:
-    """What the kernel holds after the last good reconcile, and how to write it again."""
+    """What the last good reconcile wrote (what the kernel must hold), and how to write it
+    again."""
 
     backend: Backend
     desired: State

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
-from fwsync.core.diff import Desired, Plan, State, diff
+from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.observed import DockerState, L4Proto, as_remembered
 from fwsync.daemon.coalesce import Batch
@@ -250,16 +250,16 @@ class Reconciler:
                 self._remember(docker)
                 enforced_at = time.time()
                 done = steps["apply_ms"] = time.monotonic()
-                desired = self._read_back(planned.backend, plan)
+                unheld = self._read_back(planned.backend, plan)
                 self.enforcement = self._ask_kernel(planned.backend)
-            self.enforced = Enforced(planned.backend, desired, planned.policy)
+            self.enforced = Enforced(planned.backend, plan.desired, planned.policy)
         except (BackendError, lock.LockError) as exc:
             if self.enforced is not None:  # what the kernel holds now, the failure aside
                 self.enforcement = self._ask_kernel(self.enforced.backend)
             return Outcome(result="error", duration=time.monotonic() - t0, error=str(exc),
                            docker_error=self.docker_error, **base)
         out = self._outcome(batch, plan, planned.backend.name, docker, "rules",
-                            t0, enforced_at, done, base, planned.plan.notes)
+                            t0, enforced_at, done, base, planned.plan.notes + unheld)
         marks = [t0, *steps.values()]
         return replace(out, steps={k: round((b - a) * 1000, 1) for k, a, b
                                    in zip(steps, marks, marks[1:], strict=False)})
@@ -296,11 +296,11 @@ class Reconciler:
         if not plan.empty:
             backend.apply(plan)
         enforced_at, done = time.time(), time.monotonic()
-        self.enforced = Enforced(backend, self._read_back(backend, plan), enforced.policy,
-                                 enforced.payload)
+        unheld = self._read_back(backend, plan)
+        self.enforced = Enforced(backend, plan.desired, enforced.policy, enforced.payload)
         self.enforcement = self._ask_kernel(backend)
         out = self._outcome(batch, plan, backend.name, docker, policy, t0, enforced_at, done,
-                            base, ())
+                            base, unheld)
         return replace(out, result="invalid-rules", diagnostics=diagnostics)
 
     def _adopt_kernel(self) -> None:
@@ -336,19 +336,23 @@ class Reconciler:
             log.warning("cannot tell whether fwsync's rules are enforced: %s", exc)
             return None
 
-    def _read_back(self, backend: Backend, plan: Plan) -> State:
-        """What the kernel holds now. It should equal plan.desired; if it does not (a kernel
-        that prints a rule differently), drift is measured against what it holds, or every
-        drift check would 'repair' the same difference forever."""
+    def _read_back(self, backend: Backend, plan: Plan) -> tuple[str, ...]:
+        """A note when the kernel does not hold what was just written, else nothing. What is
+        enforced stays plan.desired whatever the kernel reads back: a competing writer's
+        ACCEPT above fwsync's jump (the read-back's `not reached:` line) or a hand edit made
+        between the write and the read would otherwise become the baseline, and every later
+        drift check would find the bypass in place and say nothing. As drift it is repaired
+        at the next check, and reported every time."""
         if plan.empty:
-            return plan.desired
+            return ()
         held = backend.read(plan.desired)
         after = diff(backend.name, plan.desired, held)
-        if not after.empty:
-            log.warning("the kernel reads back differently from what was written: %s",
-                        ", ".join(c.key for c in after.changes))
-            return held
-        return plan.desired
+        if after.empty:
+            return ()
+        keys = ", ".join(c.key for c in after.changes)
+        log.warning("the kernel reads back differently from what was written: %s", keys)
+        return (f"the kernel reads back differently from what was written ({keys}): drift, "
+                "repaired at the next drift check",)
 
     def _outcome(self, batch: Batch, plan: Plan, backend: str, docker: DockerState,
                  policy: str, t0: float, enforced_at: float, done: float,

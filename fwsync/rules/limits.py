@@ -20,6 +20,10 @@ MAX_RULES = 10_000  # allow/deny/reject/limit statements
 # Kernel rules after expansion (each family, protocol, port list item, source port and
 # container binding of a rule is one): what build and render hold in memory.
 MAX_KERNEL_RULES = 20_000
+# Of those, rules on the INPUT path for Docker's bindings (one per run of consecutive host
+# ports of one container, family, protocol and host address): beyond this, one per family and
+# protocol over their whole span (core/build.py), leaving room for the rules that name them.
+MAX_INPUT_RULES = 5_000
 
 
 def count(n: int) -> str:

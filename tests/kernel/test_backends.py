@@ -393,3 +393,51 @@ def test_foreign_look_alike_sets_and_chains_survive(
     assert _foreign(lab) == before, "remove"
     assert [n for n in lab.host.run(["ipset", "list", "-n"]).stdout.split()
             if n.startswith("fws")] == ["fwsblock", "fws4-office-zzzzzz", "fws6-office-abcdef"]
+
+
+FOREIGN_INPUT_JUMPS = {False: "-A INPUT -s 203.0.113.0/24 -j FWSYNC-INPUT",
+                       True: "-A INPUT -s 2001:db8:2::/48 -j FWSYNC-INPUT"}
+
+
+def test_a_foreign_conditional_jump_to_fwsync_input_chain_is_not_fwsyncs(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fwsync's INPUT jump is one exact line, `-A INPUT -j FWSYNC-INPUT`. A user's conditional
+    jump to fwsync's INPUT-path chain (after fwsync's own in IPv4, before it in IPv6) is someone
+    else's rule: `status` still finds fwsync reached (that jump only sends packets to fwsync's
+    own judgement), and apply, a re-apply that rewrites the chains, and remove leave it as it
+    was. Before, any line ending in `-j FWSYNC-INPUT` was taken as fwsync's: apply and remove
+    failed on deleting it."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, "allow from 198.51.100.0/25 to any port 5432\n")
+    apply(lab, rules)
+    lab.iptables("-A", "INPUT", "-s", "203.0.113.0/24", "-j", "FWSYNC-INPUT")
+    lab.iptables("-I", "INPUT", "1", "-s", "2001:db8:2::/48", "-j", "FWSYNC-INPUT", v6=True)
+
+    def foreign_kept() -> None:
+        for v6, line in FOREIGN_INPUT_JUMPS.items():
+            assert lab.save(v6=v6).splitlines().count(line) == 1, (v6, lab.save(v6=v6))
+
+    status = json.loads(fwsync_ok(lab, "status", "--format", "json", rules=rules).stdout)
+    assert str(status["enforcing"]).startswith("yes"), status["enforcing"]
+    write_rules(tmp_path, "allow from 198.51.100.0/26 to any port 5432\n")
+    apply(lab, rules)
+    foreign_kept()
+    for v6 in (False, True):
+        assert lab.save(v6=v6).splitlines().count("-A INPUT -j FWSYNC-INPUT") == 1
+    assert lab.attacker.probe(5432) == "filtered" and lab.trusted.probe(5432) == "open"
+    plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+    assert plan.returncode == 0, plan.stdout
+    res = run_fwsync(lab, "remove")
+    assert res.returncode == 0, res.stderr
+    foreign_kept()
+    for v6 in (False, True):
+        saved = lab.save(v6=v6)
+        assert "-A INPUT -j FWSYNC-INPUT" not in saved and "FWSYNC-FORWARD" not in saved
+        assert "-A FWSYNC-INPUT" not in saved, "kept for the foreign jump, but emptied"
+    assert "kept empty" in res.stdout and "FWSYNC-INPUT" in res.stdout, res.stdout
+    again = run_fwsync(lab, "remove")
+    assert again.returncode == 0 and "Nothing to remove" in again.stdout, again.stdout
+    foreign_kept()
+    assert lab.attacker.probe(5432) == "open", "removed: Docker's published port as before"

@@ -207,3 +207,45 @@ def test_the_daemon_repairs_a_deleted_set_element(
         assert run_fwsync(lab, "plan", "--detailed-exitcode", "--backend", backend,
                           rules=rules, env=daemon.env).returncode == 0
         assert not any(r.get("drift") for r in daemon.reconciles()[settled:])
+
+
+def test_the_daemon_never_adopts_a_bypass_it_reads_back(
+        make_kernel_lab: Callable[..., KernelLab], tmp_path: Path) -> None:
+    """A competing writer that puts an ACCEPT on top of FORWARD right after each of fwsync's
+    writes (a stand-in iptables-nft-restore on the daemon's PATH runs the real one, then
+    inserts it, while a flag file exists; everything else is real). The kernel then reads back
+    `not reached:` after every apply. The daemon must keep finding that as drift, repair and
+    report it, and enforce again once the writer stops; before, it took the read-back as what
+    it enforces and went quiet with the port open."""
+    lab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    rules = write_rules(tmp_path, RULES)
+    flag = lab.dir / "competing"
+    flag.touch()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    tool = shim / "iptables-nft-restore"
+    tool.write_text("#!/bin/sh\n/usr/sbin/iptables-nft-restore \"$@\" || exit $?\n"
+                    f"[ -e {flag} ] && iptables-nft -w -I FORWARD 1 -o {lab.bridge} -j ACCEPT\n"
+                    "exit 0\n")
+    tool.chmod(0o755)
+    path = f"{shim}:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
+    with DaemonProc(lab, rules, "--backend", "iptables", "--drift-interval", "0.2",
+                    env={"PATH": path}) as daemon:
+        daemon.wait_ready()
+        assert lab.attacker.probe(5432) == "open", "the competing writer wins each time"
+        seen = len(daemon.reconciles())
+        for _ in range(3):
+            rec = daemon.wait_reconcile(lambda r: bool(r.get("drift")), after=seen,
+                                        what="a drift repair of the bypass")
+            assert any("reads back differently" in n for n in rec.get("notes", [])), rec
+            seen = daemon.reconciles().index(rec) + 1
+        flag.unlink()
+        daemon.wait_reconcile(lambda r: bool(r.get("drift")), after=seen,
+                              what="a repair once the writer stopped")
+        settled = len(daemon.reconciles())
+        assert lab.attacker.probe(5432) == "filtered"
+        assert lab.trusted.probe(5432) == "open"
+        assert run_fwsync(lab, "plan", "--detailed-exitcode", "--backend", "iptables",
+                          rules=rules, env=daemon.env).returncode == 0
+        assert not any(r.get("drift") for r in daemon.reconciles()[settled:])

@@ -269,3 +269,33 @@ def test_a_worker_notices_a_new_mesh_port_in_its_ingress_chain(world: World) -> 
     world.docker = DockerState(swarm=SwarmNode(manager=True), mesh_chain=None)
     world.run("swarm", "")
     assert not world.reconciler.mesh_changed(lambda: {("tcp", 1)}), "managers get events"
+
+
+def test_a_kernel_that_reads_back_differently_stays_drift(world: World) -> None:
+    """A competing writer puts an ACCEPT above fwsync's jump right after each apply: the
+    read-back differs (the backend's `not reached:` line). The daemon must not take that as
+    what it enforces: the drift check keeps finding it, every reconcile repairs and reports it,
+    and once the writer stops, the repair holds."""
+    world.write(GOOD)
+    backend = world.backend
+    written = backend.apply
+    competing = True
+
+    def apply_then_bypassed(plan: Plan) -> None:
+        written(plan)
+        if competing:
+            backend.kernel["jump"] = ("entry", "not reached: `-A FORWARD -j ACCEPT` comes first")
+
+    backend.apply = apply_then_bypassed  # type: ignore[method-assign]
+    first = world.run("startup", "")
+    assert first.result == "applied"
+    assert any("reads back differently" in n and "jump" in n for n in first.notes), first.notes
+    for _ in range(3):
+        assert world.reconciler.check_drift() == ("jump",), "the bypass went quiet"
+        repaired = world.run("drift", "jump")
+        assert repaired.drift == ("jump",)
+    competing = False
+    assert world.reconciler.check_drift() == ("jump",)
+    world.run("drift", "jump")
+    assert backend.kernel["jump"] == ("entry",)
+    assert world.reconciler.check_drift() == ()

@@ -199,3 +199,19 @@ def test_the_iptables_backend_jumps_from_forward_exactly_when_docker_user_is_not
         line for line in forward if line != "-A FORWARD -j FWSYNC-FORWARD"],
         "DOCKER-USER": ["-A DOCKER-USER -j FWSYNC-FORWARD"]}
     assert (state.entries == ("DOCKER-USER",)) == iptables_reach(4, only_docker_user).reached
+
+
+def test_a_conditional_jump_to_fwsyncs_own_chain_is_judged_by_fwsync_not_a_bypass() -> None:
+    """Someone's `-s NET -j FWSYNC-INPUT` (or `-j FWSYNC-FORWARD`) sends packets to fwsync's
+    own judgement: the walk goes on past it to fwsync's own jump, which alone counts as it."""
+    chains = {**OWN, "FORWARD": ["-A FORWARD -s 203.0.113.0/24 -j FWSYNC-FORWARD",
+                                 "-A FORWARD -j FWSYNC-FORWARD"],
+              "INPUT": ["-A INPUT -s 203.0.113.0/24 -j FWSYNC-INPUT", "-A INPUT -j FWSYNC-INPUT"]}
+    r = iptables_reach(4, chains)
+    assert r.reached, r.why
+    assert r.why == "FORWARD rule 2 → FWSYNC-FORWARD; INPUT rule 2 → FWSYNC-INPUT"
+    alone = {**chains, "INPUT": ["-A INPUT -s 203.0.113.0/24 -j FWSYNC-INPUT"]}
+    assert not iptables_reach(4, alone).reached, "only fwsync's own jump reaches it for all"
+    goto = {**chains, "INPUT": ["-A INPUT -s 203.0.113.0/24 -g FWSYNC-INPUT",
+                                "-A INPUT -j FWSYNC-INPUT"]}
+    assert not iptables_reach(4, goto).reached, "a goto ends INPUT when fwsync's chain returns"

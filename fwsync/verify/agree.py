@@ -18,7 +18,7 @@ an all-address binding are the rules' `daddr`s of that family plus one address i
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fwsync.core.diff import State
@@ -27,7 +27,7 @@ from fwsync.core.explain import decide
 from fwsync.core.observed import PublishedPort
 from fwsync.core.ruleset import Family, Ruleset
 from fwsync.verify.connection import Connection, Path
-from fwsync.verify.kernel import Program, program, run
+from fwsync.verify.kernel import Reading, run
 
 SET_SAMPLE = 64  # elements of one set tried at most
 MAX_SOURCES = 400  # sources tried per family
@@ -90,21 +90,15 @@ def sources(ruleset: Ruleset, family: Family) -> list[str]:
 
 def _outside(ruleset: Ruleset, family: Family) -> str | None:
     named = [r.match.saddr for r in ruleset.for_family(family) if r.match.saddr is not None]
-    sets = [s for s in ruleset.sets_for(family)]
+    sets = ruleset.sets_for(family)
     for candidate in _OTHERS[family]:
         addr = ipaddress.ip_address(candidate)
         if any(addr in ipaddress.ip_network(n) for n in named):
             continue
-        if any(_in_elements(addr, s.elements) for s in sets):
+        if any(s.holds(addr) for s in sets):
             continue
         return candidate
     return None
-
-
-def _in_elements(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                 elements: Iterable[str]) -> bool:
-    text = str(addr)
-    return any(e == text or ("/" in e and addr in ipaddress.ip_network(e)) for e in elements)
 
 
 def _destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
@@ -143,7 +137,7 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
                   state: State) -> tuple[Disagreement, ...]:
     iif, sport = _unnamed(ruleset)
     on_input = {ip.port for ip in ruleset.input_ports}
-    programs: dict[tuple[int, str], Program] = {}
+    reading = Reading(backend, state)
     found: list[Disagreement] = []
     froms: dict[int, list[str]] = {}
     for p in ports:
@@ -154,10 +148,7 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
         if p in on_input:
             paths.append("input")
         for path in paths:
-            key = (family, path)
-            if key not in programs:
-                programs[key] = program(backend, state, family, path)
-            prog = programs[key]
+            prog = reading.program(family, path)
             for daddr in _destinations(ruleset, p):
                 to = ipaddress.ip_address(daddr)
                 for source in froms[family]:

@@ -124,12 +124,20 @@ class AddrSet:
 
     @classmethod
     def of(cls, family: int, elements: Iterable[str]) -> AddrSet:
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
         spans = []
         for e in elements:
-            f, lo, hi = _span(e)
-            if f != family:
-                raise Unreadable(f"{e} in a set of IPv{family} addresses")
-            spans.append((lo, hi))
+            if "/" in e or "-" in e:
+                f, lo, hi = _span(e)
+                if f != family:
+                    raise Unreadable(f"{e} in a set of IPv{family} addresses")
+                spans.append((lo, hi))
+                continue
+            try:  # a single address: most of a big set's elements (~0.5 µs each)
+                value = int.from_bytes(socket.inet_pton(af, e), "big")
+            except OSError as exc:
+                raise Unreadable(f"{e} in a set of IPv{family} addresses") from exc
+            spans.append((value, value))
         return cls(family, Intervals.of(spans))
 
     def has(self, addr: str) -> bool:
@@ -432,10 +440,11 @@ def _ipt_target(flag: str, name: str, chains: set[str]) -> tuple[str, str]:
     raise Unreadable(f"target {name}")
 
 
-def iptables_program(state: State, family: int, path: str) -> Program:
+def iptables_program(state: State, family: int, path: str, sets: _IptSets | None = None
+                     ) -> Program:
     prefix = f"ipv{family} chain "
     names = [key[len(prefix):] for key in state if key.startswith(prefix)]
-    sets = _IptSets(state, family)
+    sets = sets or _IptSets(state, family)
     chains = {name: [_ipt_rule(line, sets, names) for line in state[prefix + name]]
               for name in names}
     wanted = IPT_INPUT if path == "input" else IPT_FORWARD
@@ -703,14 +712,14 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
 _HEAD = re.compile(r"^hook (\S+) priority (-?[0-9]+) policy (accept|drop)$")
 
 
-def nftables_program(state: State, hook: str) -> Program:
+def nftables_program(state: State, hook: str, sets: _NftSets | None = None) -> Program:
     if NFT_TABLE_KEY in state:
         if tuple(state[NFT_TABLE_KEY]) == (NFT_DORMANT,):
             return Program({}, None, frozenset())
         return Program({}, None, frozenset(), error=" ".join(state[NFT_TABLE_KEY]))
     prefix = f"{NFT_PREFIX}chain "
     names = {key[len(prefix):] for key in state if key.startswith(prefix)}
-    sets = _NftSets(state)
+    sets = sets or _NftSets(state)
     chains: dict[str, list[Rule]] = {}
     bases: list[tuple[str, str]] = []
     for name in sorted(names):
@@ -736,16 +745,34 @@ def nftables_program(state: State, hook: str) -> Program:
 
 # -- the entry point ---------------------------------------------------------------------------
 
-def program(backend: str, state: State, family: int, path: str) -> Program:
-    """The parsed objects a connection of this family on this path meets (parse once, run
-    many: agree.py asks hundreds of connections of each)."""
-    if backend == "iptables":
-        return iptables_program(state, family, path)
-    if backend == "nftables":
-        return nftables_program(state, "input" if path == "input" else "forward")
-    return Program({}, None, frozenset(), error=f"backend {backend}")
+class Reading:
+    """A backend's listing, parsed once for any number of connections: a family's chains once
+    per path, each set once (agree.py asks hundreds of connections)."""
+
+    def __init__(self, backend: str, state: State) -> None:
+        self.backend, self.state = backend, state
+        self._programs: dict[tuple[int, str], Program] = {}
+        self._nft_sets = _NftSets(state)
+        self._ipt_sets = {family: _IptSets(state, family) for family in (4, 6)}
+
+    def program(self, family: int, path: str) -> Program:
+        if self.backend == "iptables":
+            key = (family, "input" if path == "input" else "forward")
+            if key not in self._programs:
+                self._programs[key] = iptables_program(self.state, family, path,
+                                                       self._ipt_sets[family])
+        elif self.backend == "nftables":
+            key = (0, "input" if path == "input" else "forward")
+            if key not in self._programs:
+                self._programs[key] = nftables_program(self.state, key[1], self._nft_sets)
+        else:
+            return Program({}, None, frozenset(), error=f"backend {self.backend}")
+        return self._programs[key]
+
+    def verdict(self, conn: Connection) -> KernelVerdict:
+        return run(self.program(conn.family, conn.path), conn)
 
 
 def kernel_verdict(backend: str, state: State, conn: Connection) -> KernelVerdict:
     """What fwsync's objects, as the backend's read() lists them, do to this connection."""
-    return run(program(backend, state, conn.family, conn.path), conn)
+    return Reading(backend, state).verdict(conn)

@@ -11,7 +11,8 @@ Sources tried, per family: from every CIDR in the rules' `saddr`s and in the rul
 first and last address and the addresses just outside each (so every region of overlapping
 networks is met), plus an address in none of them. Bounded: a set of more than SET_SAMPLE
 elements is sampled (every k-th element, deterministically: the same sample every time), and at
-most MAX_SOURCES sources are tried per family (again every k-th, sorted). The destinations of
+most MAX_SOURCES sources are tried per family (first and last addresses before the ones just
+outside; again every k-th of them, sorted, when there are more). The destinations of
 an all-address binding are the rules' `daddr`s of that family plus one address in none.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fwsync.core.diff import State
 from fwsync.core.explain import Connection as Question
@@ -29,8 +31,9 @@ from fwsync.core.ruleset import Family, Ruleset
 from fwsync.verify.connection import Connection, Path
 from fwsync.verify.kernel import Reading, run
 
+T = TypeVar("T")
 SET_SAMPLE = 64  # elements of one set tried at most
-MAX_SOURCES = 400  # sources tried per family
+MAX_SOURCES = 512  # sources tried per family
 # Addresses for "anyone else": the first one no rule or set names is used.
 _OTHERS = {4: ("192.0.2.77", "100.64.7.7", "10.254.3.9", "172.31.9.9", "1.2.3.4", "223.1.2.3"),
            6: ("2001:db8:ffff::77", "fd00:7::7", "2a01:7::7", "3fff::9", "2400:cb00::1", "::2")}
@@ -56,7 +59,10 @@ def binding_text(p: PublishedPort) -> str:
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _sampled(items: Sequence[str], cap: int) -> Sequence[str]:
+def _sampled(items: Sequence[T], cap: int) -> Sequence[T]:
+    """Every k-th item, at most `cap` of them: the same sample every time."""
+    if cap <= 0:
+        return []
     if len(items) <= cap:
         return items
     step = len(items) / cap
@@ -72,16 +78,21 @@ def _nets(ruleset: Ruleset, family: Family, sample: bool) -> list[Net]:
 
 
 def sources(ruleset: Ruleset, family: Family) -> list[str]:
-    """The representative sources of one family (see the module's docstring)."""
+    """The representative sources of one family (see the module's docstring): the first and
+    last address of every CIDR, then the addresses just outside them, as many as the cap
+    leaves room for; then one address in none."""
     top = (1 << (32 if family == 4 else 128)) - 1
     cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    points: set[int] = set()
-    nets = _nets(ruleset, family, sample=True)
-    for net in nets:
+    inside: set[int] = set()
+    outside: set[int] = set()
+    for net in _nets(ruleset, family, sample=True):
         lo, hi = int(net.network_address), int(net.broadcast_address)
-        points.update(p for p in (lo - 1, lo, hi, hi + 1) if 0 <= p <= top)
+        inside.update((lo, hi))
+        outside.update(p for p in (lo - 1, hi + 1) if 0 <= p <= top)
+    room = MAX_SOURCES - 1
+    points = list(_sampled(sorted(inside), room))
+    points += _sampled(sorted(outside - inside), room - len(points))
     chosen = [str(cls(p)) for p in sorted(points)]
-    chosen = list(_sampled(chosen, MAX_SOURCES - 1))
     other = _outside(ruleset, family)
     if other is not None:
         chosen.append(other)

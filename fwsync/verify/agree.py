@@ -37,6 +37,8 @@ MAX_SOURCES = 512  # sources tried per family
 # Addresses for "anyone else": the first one no rule or set names is used.
 _OTHERS = {4: ("192.0.2.77", "100.64.7.7", "10.254.3.9", "172.31.9.9", "1.2.3.4", "223.1.2.3"),
            6: ("2001:db8:ffff::77", "fd00:7::7", "2a01:7::7", "3fff::9", "2400:cb00::1", "::2")}
+_HOSTS = {4: ("203.0.113.254", "198.51.100.254", "192.0.2.254"),
+          6: ("2001:db8:fffe::1", "2001:db8:fffd::1", "fd00:fffe::1")}
 _IFACES = ("eth0", "ens3", "wan9", "vfy0x")
 _SPORTS = (40000, 1234, 65535, 1)
 
@@ -45,7 +47,7 @@ _SPORTS = (40000, 1234, 65535, 1)
 class Disagreement:
     family: Family
     binding: str  # e.g. "0.0.0.0:8080/tcp web" (the published binding, as status shows one)
-    path: str  # "dnat" or "input"
+    path: str  # "dnat" or "input" ("direct" for a binding on a routed network: no DNAT)
     source: str  # the address tried
     policy: str  # the policy's verdict (the matcher's)
     kernel: str  # kernel_verdict's answer
@@ -113,17 +115,16 @@ def _outside(ruleset: Ruleset, family: Family) -> str | None:
 
 
 def _destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
+    """The original destinations to try: the binding's own address; for an all-address one,
+    every `daddr` the rules of its family name, and one address none names."""
     if not p.all_addresses:
         return [str(ipaddress.ip_address(p.host_ip))]
     family: Family = 6 if p.family == 6 else 4
-    named = list(dict.fromkeys(r.match.daddr for r in ruleset.for_family(family)
-                               if r.match.daddr is not None))
-    out = [str(ipaddress.ip_network(n).network_address) for n in named]
-    other = next((c for c in ("203.0.113.254", "198.51.100.254", "192.0.2.254") if family == 4
-                  and not any(ipaddress.ip_address(c) in ipaddress.ip_network(n) for n in named)),
-                 None) if family == 4 else next(
-        (c for c in ("2001:db8:fffe::1", "2001:db8:fffd::1", "fd00:fffe::1")
-         if not any(ipaddress.ip_address(c) in ipaddress.ip_network(n) for n in named)), None)
+    named = [ipaddress.ip_network(n) for n in dict.fromkeys(
+        r.match.daddr for r in ruleset.for_family(family) if r.match.daddr is not None)]
+    out = [str(n.network_address) for n in named]
+    other = next((c for c in _HOSTS[family]
+                  if not any(ipaddress.ip_address(c) in n for n in named)), None)
     if other is not None:
         out.append(other)
     return out
@@ -144,10 +145,22 @@ def _unnamed(ruleset: Ruleset) -> tuple[str, int]:
     return iif, sport
 
 
+def _input_key(family: int, proto: str, port: int, daddr: str | None
+               ) -> tuple[int, str, int, str | None]:
+    return family, proto, port, daddr
+
+
 def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str,
                   state: State) -> tuple[Disagreement, ...]:
+    """Where the kernel's objects (`state`, as the backend's read() lists them) give another
+    verdict than the policy (`ruleset`, through the matcher) for a binding in `ports`: every
+    binding on the DNAT path (a routed network's: "direct", straight to the container's
+    address), and on the input path too where the ruleset judges it there. Empty: they agree
+    for every source tried (the module's docstring says which)."""
     iif, sport = _unnamed(ruleset)
-    on_input = {ip.port for ip in ruleset.input_ports}
+    on_input = {_input_key(ip.match.family, str(ip.match.proto), ip.match.dport.low,
+                           ip.match.daddr)
+                for ip in ruleset.input_ports if ip.match.dport is not None}
     reading = Reading(backend, state)
     found: list[Disagreement] = []
     froms: dict[int, list[str]] = {}
@@ -156,7 +169,8 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
         if family not in froms:
             froms[family] = sources(ruleset, family)
         paths: list[Path] = ["direct" if p.routed else "dnat"]
-        if p in on_input:
+        daddr_key = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        if _input_key(family, p.proto, p.host_port, daddr_key) in on_input:
             paths.append("input")
         for path in paths:
             prog = reading.program(family, path)
@@ -171,7 +185,6 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
                                       local=path == "input")
                     kernel = run(prog, conn)
                     if kernel != policy:
-                        found.append(Disagreement(family, binding_text(p),
-                                                  "input" if path == "input" else "dnat",
-                                                  source, policy, kernel))
+                        found.append(Disagreement(family, binding_text(p), path, source,
+                                                  policy, kernel))
     return tuple(found)

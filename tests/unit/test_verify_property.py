@@ -8,11 +8,16 @@ iptables' shortened set names then collide, issue 18 item 2) or look like fwsync
 names (`src_0_0`, `limit_1`: item 3), `/0` and overlapping networks of both families (item 5),
 every verdict, `to container` / `to any` / `to ADDR` destinations.
 
-On main this fails: it finds issue 18's rendering holes 1, 2 and 3 (see the report of the
-commit that adds it). To check that everything else agrees, FWSYNC_VERIFY_WITHOUT leaves out
-what generates the holes of the items it lists: `FWSYNC_VERIFY_WITHOUT=1,2,3,5` (or `all`)
-generates no one-family binding (1), no hundreds of long names (2), no internal-looking name
-(3) and no `/0` (5).
+On main this fails, as it should until the renderers are fixed: the examples are the same
+every run (derandomize), and the minimal counterexamples it gives are issue 18's holes
+1 (`default deny`, `allow to container web`, web on 0.0.0.0:8080 and db on [::]:8080: nftables
+lets IPv6 reach db), 2 (300 long names: two share one iptables set name, and 2001:db8:aa::1,
+allowed, is dropped) and, with item 1 left out, 3 (`define limit_0 ...` and a `limit` as the
+first rule: nftables' meter is the user's set). Item 5 (`/0` in an ipset) is an apply failure,
+not a verdict: only the kernel can show it. FWSYNC_VERIFY_WITHOUT leaves out what generates
+the holes of the items it lists: `FWSYNC_VERIFY_WITHOUT=1,2,3,5` (or `all`) generates no
+one-family binding (1), no hundreds of long names (2), no internal-looking name (3) and no
+`/0` (5); so run, everything else agrees (600 examples, ~16 s).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ pytestmark = pytest.mark.unit
 
 _WITHOUT = os.environ.get("FWSYNC_VERIFY_WITHOUT", "").replace("all", "1,2,3,5").split(",")
 ONE_FAMILY, MANY_LONG, ODD, SLASH0 = (item not in _WITHOUT for item in ("1", "2", "3", "5"))
-EXAMPLES = 150
+EXAMPLES = 600
 LONG_EXAMPLES = 8
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
@@ -67,7 +72,9 @@ def rule_group(draw: st.DrawFn, names: list[str]) -> list[str]:
     """One to three rules that differ only in their source: neighbours of one verdict, which
     both renderers merge into one rule on a set of their sources."""
     action = draw(st.sampled_from(["allow", "deny", "reject", "limit"]))
-    srcs = draw(st.lists(st.sampled_from(["", *(f"from {n} " for n in NETS + HOSTS * 2),
+    # Any source (no address: where a rule's family comes from its destination alone) as often
+    # as a CIDR.
+    srcs = draw(st.lists(st.sampled_from(["", "", "", *(f"from {n} " for n in NETS + HOSTS),
                                           *(f"from ${n} " for n in names)]),
                          min_size=1, max_size=3, unique=True))
     dst = draw(st.sampled_from(["to any ", "to container web ", "to container db ",
@@ -81,10 +88,16 @@ def rule_group(draw: st.DrawFn, names: list[str]) -> list[str]:
 @st.composite
 def bindings(draw: st.DrawFn) -> list[PublishedPort]:
     out: list[PublishedPort] = []
+    # Often one port for every container (web on 0.0.0.0:8080, db on [::]:8080: a rule on one
+    # container's bindings must not reach the other's).
+    shared = draw(st.booleans())
+    ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=2, unique=True))
+    proto = draw(st.sampled_from(["tcp", "udp"]))
     for container in draw(st.lists(st.sampled_from(CONTAINERS), min_size=1, max_size=2,
                                    unique=True)):
-        ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=2, unique=True))
-        proto = draw(st.sampled_from(["tcp", "udp"]))
+        if not shared:
+            ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=2, unique=True))
+            proto = draw(st.sampled_from(["tcp", "udp"]))
         if ONE_FAMILY:
             ips = draw(st.sampled_from([["0.0.0.0"], ["::"], ["0.0.0.0", "::"],
                                         ["198.51.100.1"], ["2001:db8::1", "0.0.0.0"],
@@ -108,7 +121,8 @@ def _policy(sets: dict[str, list[str]], lines: list[str], default: str) -> Polic
     return result.policy
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
+# derandomize: the same examples every run, so what it finds (or not) does not depend on luck.
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_kernel_objects_give_the_policys_verdicts(data: st.DataObject) -> None:

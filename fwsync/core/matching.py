@@ -40,8 +40,7 @@ def _in(addr: IPAddress, cidr: str) -> bool:
 
 
 def _in_set(ruleset: Ruleset, name: str, family: int, addr: IPAddress) -> bool:
-    return any(_in(addr, e) for s in ruleset.sets if s.name == name and s.family == family
-               for e in s.elements)
+    return any(s.holds(addr) for s in ruleset.sets if s.name == name and s.family == family)
 
 
 def conditions(m: Match, ruleset: Ruleset, q: Question) -> tuple[str, ...] | None:

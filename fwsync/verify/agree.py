@@ -1,0 +1,190 @@
+"""Do the kernel's rules give the policy's verdicts? Per published binding, per family, over
+every source set the rules name plus "anyone else".
+
+The policy's verdict comes from the one matcher fwsync has (fwsync.core.explain.decide, which
+`explain` and `status` use); the kernel's from fwsync.verify.kernel, which reads the backend's
+listing itself. Each binding is asked on the DNAT path (the forward hook; a binding on a routed
+network: straight to the container's address) and, when the ruleset judges it there, on the
+input path (docker-proxy).
+
+Sources tried, per family: from every CIDR in the rules' `saddr`s and in the ruleset's sets, its
+first and last address and the addresses just outside each (so every region of overlapping
+networks is met), plus an address in none of them. Bounded: a set of more than SET_SAMPLE
+elements is sampled (every k-th element, deterministically: the same sample every time), and at
+most MAX_SOURCES sources are tried per family (first and last addresses before the ones just
+outside; again every k-th of them, sorted, when there are more). The destinations of
+an all-address binding are the rules' `daddr`s of that family plus one address in none.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fwsync.core.diff import State
+from fwsync.core.explain import Connection as Question
+from fwsync.core.explain import decide
+from fwsync.core.observed import PublishedPort
+from fwsync.core.ruleset import Family, Ruleset
+from fwsync.verify.connection import Connection, Path
+from fwsync.verify.kernel import Reading, run
+
+T = TypeVar("T")
+SET_SAMPLE = 64  # elements of one set tried at most
+MAX_SOURCES = 512  # sources tried per family
+# Addresses for "anyone else": the first one no rule or set names is used.
+_OTHERS = {4: ("192.0.2.77", "100.64.7.7", "10.254.3.9", "172.31.9.9", "1.2.3.4", "223.1.2.3"),
+           6: ("2001:db8:ffff::77", "fd00:7::7", "2a01:7::7", "3fff::9", "2400:cb00::1", "::2")}
+_HOSTS = {4: ("203.0.113.254", "198.51.100.254", "192.0.2.254"),
+          6: ("2001:db8:fffe::1", "2001:db8:fffd::1", "fd00:fffe::1")}
+_IFACES = ("eth0", "ens3", "wan9", "vfy0x")
+_SPORTS = (40000, 1234, 65535, 1)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    family: Family
+    binding: str  # e.g. "0.0.0.0:8080/tcp web" (the published binding, as status shows one)
+    path: str  # "dnat" or "input" ("direct" for a binding on a routed network: no DNAT)
+    source: str  # the address tried
+    policy: str  # the policy's verdict (the matcher's)
+    kernel: str  # kernel_verdict's answer
+
+
+def binding_text(p: PublishedPort) -> str:
+    host = f"[{p.host_ip}]" if p.family == 6 else p.host_ip
+    return f"{host}:{p.host_port}/{p.proto} {p.container or p.owner}"
+
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _sampled(items: Sequence[T], cap: int) -> Sequence[T]:
+    """Every k-th item, at most `cap` of them: the same sample every time."""
+    if cap <= 0:
+        return []
+    if len(items) <= cap:
+        return items
+    step = len(items) / cap
+    return [items[int(k * step)] for k in range(cap)]
+
+
+def _nets(ruleset: Ruleset, family: Family, sample: bool) -> list[Net]:
+    texts: list[str] = [r.match.saddr for r in ruleset.for_family(family)
+                        if r.match.saddr is not None]
+    for s in ruleset.sets_for(family):
+        texts.extend(_sampled(s.elements, SET_SAMPLE) if sample else s.elements)
+    return [ipaddress.ip_network(t, strict=False) for t in dict.fromkeys(texts)]
+
+
+def sources(ruleset: Ruleset, family: Family) -> list[str]:
+    """The representative sources of one family (see the module's docstring): the first and
+    last address of every CIDR, then the addresses just outside them, as many as the cap
+    leaves room for; then one address in none."""
+    top = (1 << (32 if family == 4 else 128)) - 1
+    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    inside: set[int] = set()
+    outside: set[int] = set()
+    for net in _nets(ruleset, family, sample=True):
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        inside.update((lo, hi))
+        outside.update(p for p in (lo - 1, hi + 1) if 0 <= p <= top)
+    room = MAX_SOURCES - 1
+    points = list(_sampled(sorted(inside), room))
+    points += _sampled(sorted(outside - inside), room - len(points))
+    chosen = [str(cls(p)) for p in sorted(points)]
+    other = _outside(ruleset, family)
+    if other is not None:
+        chosen.append(other)
+    return chosen
+
+
+def _outside(ruleset: Ruleset, family: Family) -> str | None:
+    named = [r.match.saddr for r in ruleset.for_family(family) if r.match.saddr is not None]
+    sets = ruleset.sets_for(family)
+    for candidate in _OTHERS[family]:
+        addr = ipaddress.ip_address(candidate)
+        if any(addr in ipaddress.ip_network(n) for n in named):
+            continue
+        if any(s.holds(addr) for s in sets):
+            continue
+        return candidate
+    return None
+
+
+def _destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
+    """The original destinations to try: the binding's own address; for an all-address one,
+    every `daddr` the rules of its family name, and one address none names."""
+    if not p.all_addresses:
+        return [str(ipaddress.ip_address(p.host_ip))]
+    family: Family = 6 if p.family == 6 else 4
+    named = [ipaddress.ip_network(n) for n in dict.fromkeys(
+        r.match.daddr for r in ruleset.for_family(family) if r.match.daddr is not None)]
+    out = [str(n.network_address) for n in named]
+    other = next((c for c in _HOSTS[family]
+                  if not any(ipaddress.ip_address(c) in n for n in named)), None)
+    if other is not None:
+        out.append(other)
+    return out
+
+
+def _unnamed(ruleset: Ruleset) -> tuple[str, int]:
+    """An arriving interface and a source port no rule names, so that the matcher's answer
+    (which leaves rules on them aside as exceptions) is the answer for this connection."""
+    ifaces = [r.match.iface for r in ruleset.rules if r.match.iface is not None] + \
+        list(ruleset.bridges)
+
+    def named(name: str) -> bool:
+        return any(name == i or (i.endswith("+") and name.startswith(i[:-1])) for i in ifaces)
+    iif = next((i for i in _IFACES if not named(i)), _IFACES[-1])
+    sports = [r.match.sport for r in ruleset.rules if r.match.sport is not None]
+    sport = next((s for s in _SPORTS if not any(r.low <= s <= r.high for r in sports)),
+                 _SPORTS[0])
+    return iif, sport
+
+
+def _input_key(family: int, proto: str, port: int, daddr: str | None
+               ) -> tuple[int, str, int, str | None]:
+    return family, proto, port, daddr
+
+
+def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str,
+                  state: State) -> tuple[Disagreement, ...]:
+    """Where the kernel's objects (`state`, as the backend's read() lists them) give another
+    verdict than the policy (`ruleset`, through the matcher) for a binding in `ports`: every
+    binding on the DNAT path (a routed network's: "direct", straight to the container's
+    address), and on the input path too where the ruleset judges it there. Empty: they agree
+    for every source tried (the module's docstring says which)."""
+    iif, sport = _unnamed(ruleset)
+    on_input = {_input_key(ip.match.family, str(ip.match.proto), ip.match.dport.low,
+                           ip.match.daddr)
+                for ip in ruleset.input_ports if ip.match.dport is not None}
+    reading = Reading(backend, state)
+    found: list[Disagreement] = []
+    froms: dict[int, list[str]] = {}
+    for p in ports:
+        family: Family = 6 if p.family == 6 else 4
+        if family not in froms:
+            froms[family] = sources(ruleset, family)
+        paths: list[Path] = ["direct" if p.routed else "dnat"]
+        daddr_key = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
+        if _input_key(family, p.proto, p.host_port, daddr_key) in on_input:
+            paths.append("input")
+        for path in paths:
+            prog = reading.program(family, path)
+            for daddr in _destinations(ruleset, p):
+                to = ipaddress.ip_address(daddr)
+                for source in froms[family]:
+                    src = ipaddress.ip_address(source)
+                    policy = decide(ruleset, Question(src, p.host_port, p.proto, to), to).action
+                    conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
+                                      dport=p.host_port, sport=sport, iif=iif,
+                                      oif=None if path == "input" else "docker0", path=path,
+                                      local=path == "input")
+                    kernel = run(prog, conn)
+                    if kernel != policy:
+                        found.append(Disagreement(family, binding_text(p), path, source,
+                                                  policy, kernel))
+    return tuple(found)

@@ -1,0 +1,47 @@
+"""One connection, as the kernel's rules see it on fwsync's paths. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fwsync.core.ruleset import L4, Family
+
+Path = Literal["dnat", "direct", "input"]
+
+
+@dataclass(frozen=True)
+class Connection:
+    family: Family  # 4 | 6
+    proto: L4  # "tcp" | "udp"
+    saddr: str  # the client
+    daddr: str  # the ORIGINAL destination (what the client dialled)
+    dport: int  # the original destination port
+    sport: int = 40000
+    iif: str = "eth0"  # arriving interface
+    oif: str | None = "docker0"  # leaving interface on the forward path; None on the input path
+    # dnat: through a published port (DNATed), forward hook; direct: routed to a container
+    # address without DNAT, forward hook; input: to a host port docker-proxy serves, input hook.
+    path: Path = "dnat"
+    # Whether the destination is an address of this host (addrtype LOCAL / fib daddr type
+    # local): true on the input path.
+    local: bool = False
+    new: bool = True  # conntrack state NEW
+
+    @property
+    def packet_daddr(self) -> str | None:
+        """The destination address the packet carries where fwsync's rules see it: after
+        Docker's DNAT on the dnat path (a container's address, not known here: None)."""
+        return None if self.path == "dnat" else self.daddr
+
+    @property
+    def packet_dport(self) -> int | None:
+        return None if self.path == "dnat" else self.dport
+
+    @property
+    def ct_states(self) -> frozenset[str]:
+        """conntrack's state and status bits, as `--ctstate` names them."""
+        states = {"NEW"} if self.new else {"ESTABLISHED"}
+        if self.path == "dnat":
+            states.add("DNAT")
+        return frozenset(states)

@@ -1,0 +1,290 @@
+"""The walk through parsed chains, common to both backends, and the pieces their parsers build
+rules from (address and port intervals, tests on a connection). See kernel.py for the verdicts."""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fwsync.verify.connection import Connection
+
+KernelVerdict = str  # "allow" | "deny" | "reject" | "limit" | "unjudged" | "unreadable: ..."
+_MAX_STEPS = 10_000
+
+Tri = bool | None  # None: depends on what the connection's description leaves open
+Test = Callable[[Connection], Tri]
+
+
+class Unreadable(ValueError):
+    """A line or expression the verifier does not understand."""
+
+
+# -- addresses and ports as integer intervals -----------------------------------------------
+
+def ip_int(text: str) -> tuple[int, int]:
+    """(family, integer) of one address, without building an ipaddress object (sets hold
+    100k of them)."""
+    if ":" in text:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+
+
+def span(text: str) -> tuple[int, int, int]:
+    """(family, first, last) of an address, CIDR or `a-b` range as the kernel lists one."""
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            return net.version, int(net.network_address), int(net.broadcast_address)
+        if "-" in text:
+            lo_text, hi_text = text.split("-", 1)
+            (f1, lo), (f2, hi) = ip_int(lo_text), ip_int(hi_text)
+            if f1 != f2 or lo > hi:
+                raise Unreadable(text)
+            return f1, lo, hi
+        family, value = ip_int(text)
+        return family, value, value
+    except (OSError, ValueError) as exc:
+        raise Unreadable(text) from exc
+
+
+@dataclass
+class Intervals:
+    """Disjoint sorted [lo, hi] intervals and single values, for one membership question each."""
+
+    single: set[int] = field(default_factory=set)
+    los: list[int] = field(default_factory=list)
+    his: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, spans: Iterable[tuple[int, int]]) -> Intervals:
+        out = cls()
+        ranges: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if lo == hi:
+                out.single.add(lo)
+            else:
+                ranges.append((lo, hi))
+        ranges.sort()
+        for lo, hi in ranges:
+            if out.his and lo <= out.his[-1] + 1:
+                out.his[-1] = max(out.his[-1], hi)
+            else:
+                out.los.append(lo)
+                out.his.append(hi)
+        return out
+
+    def __contains__(self, value: int) -> bool:
+        if value in self.single:
+            return True
+        i = bisect.bisect_right(self.los, value) - 1
+        return i >= 0 and value <= self.his[i]
+
+
+@dataclass
+class AddrSet:
+    family: int
+    members: Intervals
+
+    @classmethod
+    def of(cls, family: int, elements: Iterable[str]) -> AddrSet:
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        spans = []
+        for e in elements:
+            if "/" in e or "-" in e:
+                f, lo, hi = span(e)
+                if f != family:
+                    raise Unreadable(f"{e} in a set of IPv{family} addresses")
+                spans.append((lo, hi))
+                continue
+            try:  # a single address: most of a big set's elements (~0.5 µs each)
+                value = int.from_bytes(socket.inet_pton(af, e), "big")
+            except OSError as exc:
+                raise Unreadable(f"{e} in a set of IPv{family} addresses") from exc
+            spans.append((value, value))
+        return cls(family, Intervals.of(spans))
+
+    def has(self, addr: str) -> bool:
+        family, value = ip_int(addr)
+        return family == self.family and value in self.members
+
+
+def port_span(text: str, sep: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(sep)
+    if not lo.isdigit() or (hi and not hi.isdigit()):
+        raise Unreadable(text)
+    return int(lo), int(hi or lo)
+
+
+
+@dataclass(frozen=True)
+class Rule:
+    text: str
+    tests: tuple[Test, ...] = ()
+    # kind: return | accept | drop | reject | jump | goto | none (no verdict: go on)
+    target: tuple[str, str] = ("none", "")
+    limit: bool = False  # a rate meter: over the rate the rule fires, under it does not
+    steps_aside: bool = False  # every test is on conntrack state or the arriving interface
+    error: str | None = None  # not understood
+
+
+@dataclass
+class Program:
+    """One backend's objects, parsed once, for any number of connections."""
+
+    chains: dict[str, list[Rule]]
+    entry: str | None  # the chain a connection enters; None: fwsync's chains are not reached
+    entry_chains: frozenset[str]  # where a rule that steps aside means "unjudged"
+    policy: str = "unjudged"  # what running off the end of the entry chain gives
+    error: str | None = None  # the whole listing is unreadable (why)
+
+
+Frame = tuple[str, int]
+
+
+def run(program: Program, conn: Connection) -> KernelVerdict:
+    if program.error is not None:
+        return f"unreadable: {program.error}"
+    if program.entry is None:
+        return "unjudged"
+    return _walk(program, ((program.entry, 0),), conn, [0])
+
+
+def _exit(program: Program, chain: str, rule: Rule) -> KernelVerdict:
+    return "unjudged" if chain in program.entry_chains and rule.steps_aside else "allow"
+
+
+def _fire(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
+          conn: Connection, steps: list[int]) -> KernelVerdict:
+    kind, arg = rule.target
+    if kind == "accept":
+        return _exit(program, chain, rule)
+    if kind == "drop":
+        return "deny"
+    if kind == "reject":
+        return "reject"
+    if kind == "return":
+        if len(stack) == 1:
+            return _exit(program, chain, rule) if program.policy == "unjudged" \
+                else program.policy
+        return _walk(program, stack[:-1], conn, steps)
+    if kind in ("jump", "goto"):
+        if arg not in program.chains:
+            return f"unreadable: {rule.text} (no chain {arg} is listed)"
+        base = stack if kind == "jump" else stack[:-1]
+        return _walk(program, (*base, (arg, 0)), conn, steps)
+    return _walk(program, stack, conn, steps)  # no verdict: the next rule
+
+
+def _both(line: str, yes: KernelVerdict, no: KernelVerdict, why: str) -> KernelVerdict:
+    for v in (yes, no):
+        if v.startswith("unreadable"):
+            return v
+    return yes if yes == no else f"unreadable: {line} ({why})"
+
+
+def _walk(program: Program, stack: tuple[Frame, ...], conn: Connection, steps: list[int]
+          ) -> KernelVerdict:
+    while True:
+        steps[0] += 1
+        if steps[0] > _MAX_STEPS:
+            return "unreadable: the chains loop"
+        chain, pos = stack[-1]
+        rules = program.chains[chain]
+        if pos >= len(rules):
+            if len(stack) == 1:
+                return program.policy
+            stack = stack[:-1]
+            continue
+        rule = rules[pos]
+        stack = (*stack[:-1], (chain, pos + 1))
+        if rule.error is not None:
+            return f"unreadable: {rule.text} ({rule.error})"
+        unknown = False
+        matched = True
+        for test in rule.tests:
+            answer = test(conn)
+            if answer is False:
+                matched = False
+                break
+            if answer is None:
+                unknown = True
+        if not matched:
+            continue
+        if unknown:
+            return _both(rule.text, _fired(program, stack, chain, rule, conn, steps),
+                         _walk(program, stack, conn, steps),
+                         "depends on the destination after DNAT")
+        return _fired(program, stack, chain, rule, conn, steps)
+
+
+def _fired(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
+           conn: Connection, steps: list[int]) -> KernelVerdict:
+    if not rule.limit:
+        return _fire(program, stack, chain, rule, conn, steps)
+    over = _fire(program, stack, chain, rule, conn, steps)
+    under = _walk(program, stack, conn, steps)
+    if under == "allow" and over in ("reject", "deny"):
+        return "limit"
+    return _both(rule.text, over, under, "a rate limit that does not refuse over its rate "
+                 "and let on under it")
+
+
+# -- matches, as tests on a connection --------------------------------------------------------
+
+def iface_match(pattern: str, wildcard: str) -> Callable[[str | None], bool]:
+    if pattern.endswith(wildcard):
+        prefix = pattern[:-1]
+        return lambda name: name is not None and name.startswith(prefix)
+    return lambda name: name == pattern
+
+
+def net_test(cidr: str, get: Callable[[Connection], str | None]) -> Test:
+    family, lo, hi = span(cidr)
+
+    def test(conn: Connection) -> Tri:
+        addr = get(conn)
+        if addr is None:
+            return None
+        f, value = ip_int(addr)
+        return f == family and lo <= value <= hi
+    return test
+
+
+def port_test(lo: int, hi: int, get: Callable[[Connection], int | None]) -> Test:
+    def test(conn: Connection) -> Tri:
+        port = get(conn)
+        return None if port is None else lo <= port <= hi
+    return test
+
+
+def negated(test: Test) -> Test:
+    def inverse(conn: Connection) -> Tri:
+        answer = test(conn)
+        return None if answer is None else not answer
+    return inverse
+
+
+def iface_test(match: Callable[[str | None], bool], arriving: bool) -> Test:
+    return lambda c: match(c.iif if arriving else c.oif)
+
+
+def proto_test(proto: str) -> Test:
+    return lambda c: proto == "all" or c.proto == proto
+
+
+def family_test(family: int) -> Test:
+    return lambda c: c.family == family
+
+
+def state_test(states: frozenset[str]) -> Test:
+    return lambda c: bool(states & c.ct_states)
+
+
+def source_in(aset: AddrSet) -> Test:
+    return lambda c: aset.has(c.saddr)
+
+
+CT_STATES = {"NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED", "SNAT", "DNAT"}

@@ -1,0 +1,203 @@
+"""The verifier's walk through hand-written listings of each backend (fwsync.verify.kernel), and
+the bypasses of issue 18 item 6 it must see: an early RETURN / accept in fwsync's own forward
+chain, a flushed nftables input chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from fwsync.backends import iptables_render, nftables_render
+from fwsync.core.build import build_ruleset
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.rules.syntax import parse_sources
+from fwsync.verify import kernel
+from fwsync.verify.agree import disagreements
+from fwsync.verify.connection import Connection
+from fwsync.verify.kernel import kernel_verdict
+from tests.unit.verify_helpers import rendered
+
+pytestmark = pytest.mark.unit
+
+IPT = {
+    "ipv4 jump": ("DOCKER-USER rule 1 -j FWSYNC-FORWARD", "FORWARD rule 1 -j DOCKER-USER",
+                  "INPUT rule 1 -j FWSYNC-INPUT"),
+    "ipv4 set office": ("198.51.100.0/25", "203.0.113.9"),
+    "ipv4 chain FWSYNC-FORWARD": (
+        "-A FWSYNC-FORWARD -m conntrack ! --ctstate NEW -j RETURN",
+        "-A FWSYNC-FORWARD -i br-+ -j RETURN",
+        "-A FWSYNC-FORWARD -o br-+ -g FWSYNC-INBOUND",
+        "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -g FWSYNC-INBOUND"),
+    "ipv4 chain FWSYNC-INBOUND": (
+        "-A FWSYNC-INBOUND -m conntrack ! --ctstate DNAT -j FWSYNC-DIRECT",
+        "-A FWSYNC-INBOUND -p tcp -m set --match-set fws4-office-0a1b2c src -m conntrack "
+        '--ctorigdstport 8000:8100 -m comment --comment "r:1 allow" -j RETURN',
+        "-A FWSYNC-INBOUND -s 198.51.100.0/24 -p tcp -m conntrack --ctorigdstport 8080 -m "
+        "hashlimit --hashlimit-above 10/min --hashlimit-burst 5 --hashlimit-mode srcip "
+        "--hashlimit-name fwsync-2 -j REJECT --reject-with tcp-reset",
+        "-A FWSYNC-INBOUND -s 198.51.100.0/24 -p tcp -m conntrack --ctorigdstport 8080 -j RETURN",
+        "-A FWSYNC-INBOUND -p udp -j REJECT --reject-with icmp-port-unreachable",
+        "-A FWSYNC-INBOUND -j DROP"),
+    "ipv4 chain FWSYNC-DIRECT": (
+        "-A FWSYNC-DIRECT -m addrtype --dst-type LOCAL -j RETURN",
+        "-A FWSYNC-DIRECT -j DROP"),
+    "ipv4 chain FWSYNC-INPUT": (
+        "-A FWSYNC-INPUT -i lo -j RETURN",
+        "-A FWSYNC-INPUT -p tcp -m tcp --dport 8000:8100 -g FWSYNC-INBOUND"),
+}
+
+
+def conn(saddr: str = "198.51.100.7", dport: int = 8080, **kw: object) -> Connection:
+    return Connection(4, kw.pop("proto", "tcp"), saddr, "203.0.113.1", dport,  # type: ignore[arg-type]
+                      **kw)  # type: ignore[arg-type]
+
+
+def test_names_are_the_backends() -> None:
+    assert kernel.IPT_FORWARD == iptables_render.FORWARD_CHAIN
+    assert kernel.IPT_INPUT == iptables_render.INPUT_CHAIN
+    assert kernel.NFT_PREFIX.split() == [nftables_render.FAMILY, nftables_render.TABLE]
+    assert kernel.NFT_TABLE_KEY == nftables_render.TABLE_KEY
+
+
+@pytest.mark.parametrize(("c", "verdict"), [
+    (conn("198.51.100.7", 8050), "allow"),  # in $office, port in 8000:8100
+    (conn("203.0.113.9", 8050), "allow"),  # the set's single address
+    (conn("198.51.100.200", 8050), "deny"),  # outside the set
+    (conn("198.51.100.200", 8080), "limit"),  # the hashlimit pair
+    (conn("192.0.2.1", 8080, proto="udp"), "reject"),
+    (conn(new=False), "unjudged"),  # not NEW: Docker's business
+    (conn(iif="br-0a1b"), "unjudged"),  # `br-+` wildcard: from a Docker network
+    (conn("198.51.100.7", 8050, oif="eth1"), "allow"),  # not a bridge: the DNAT rule
+    (conn("198.51.100.7", 8050, oif="br-1", path="direct"), "deny"),  # not DNATed: dropped
+    (conn("198.51.100.7", 8050, oif=None, path="input", local=True), "allow"),  # jump+return
+    (conn("198.51.100.7", 9000, oif=None, path="input", local=True), "unjudged"),  # no port
+    (conn("198.51.100.7", 8050, oif=None, path="input", iif="lo", local=True), "unjudged"),
+])
+def test_iptables_walk(c: Connection, verdict: str) -> None:
+    assert kernel_verdict("iptables", IPT, c) == verdict
+
+
+def test_iptables_unknown_line_is_unreadable_where_it_is_met() -> None:
+    odd = "-A FWSYNC-INBOUND -m statistic --mode random --probability 0.5 -j RETURN"
+    state = {**IPT, "ipv4 chain FWSYNC-INBOUND": (odd, *IPT["ipv4 chain FWSYNC-INBOUND"])}
+    assert kernel_verdict("iptables", state, conn()) == f"unreadable: {odd} (match -m statistic)"
+    assert kernel_verdict("iptables", state, conn(new=False)) == "unjudged"  # never met
+
+
+def test_iptables_missing_set_or_jump() -> None:
+    no_set = {k: v for k, v in IPT.items() if k != "ipv4 set office"}
+    assert kernel_verdict("iptables", no_set, conn(dport=8050)).startswith("unreadable: ")
+    no_jump = {k: v for k, v in IPT.items() if k != "ipv4 jump"}
+    assert kernel_verdict("iptables", no_jump, conn()) == "unjudged"
+    not_reached = {**IPT, "ipv4 jump": (*IPT["ipv4 jump"], "not reached: ACCEPT first")}
+    assert kernel_verdict("iptables", not_reached, conn()) == "unjudged"
+
+
+NFT = {
+    "inet fwsync set office_v4_0a1b2c3d (ipv4_addr)": ("198.51.100.0/25", "203.0.113.9"),
+    "inet fwsync set ports_1_0_0a1b2c3d (inet_service)": ("22", "8000-8100"),
+    "inet fwsync set limit_2_v4_0a1b2c3d (ipv4_addr, per-source limit)": (),
+    "inet fwsync chain forward": (
+        "hook forward priority -1 policy accept",
+        "ct state != new return",
+        "meta iifname br-* return",
+        "meta oifname br-* jump inbound",
+        "ct status dnat jump inbound"),
+    "inet fwsync chain input": (
+        "hook input priority -1 policy accept",
+        "meta iifname lo return",
+        "meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8000-8100 jump inbound "
+        'comment "fwsync docker-proxy 0.0.0.0:8000/tcp web"'),
+    "inet fwsync chain inbound": (
+        "regular chain",
+        'ct status & dnat != dnat jump direct comment "fwsync protect direct-routing"',
+        "ct original ip daddr 127.0.0.0/8 drop",
+        "meta l4proto tcp ct original proto-dst @ports_1_0_0a1b2c3d ip saddr "
+        '@office_v4_0a1b2c3d accept comment "r:1 allow"',
+        "meta l4proto tcp ct original proto-dst 8080 ip saddr 198.51.100.0/24 update "
+        "@limit_2_v4_0a1b2c3d { ip saddr limit rate over 10/minute burst 5 } reject with tcp "
+        "reset",
+        "meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 ip saddr "
+        "198.51.100.0/24 accept",
+        "meta l4proto udp reject with icmpx port-unreachable",
+        'drop comment "default deny"'),
+    "inet fwsync chain direct": (
+        "regular chain",
+        "fib daddr type local return",
+        "drop"),
+}
+
+
+@pytest.mark.parametrize(("c", "verdict"), [
+    (conn("198.51.100.7", 8050), "allow"),
+    (conn("203.0.113.9", 22), "allow"),
+    (conn("198.51.100.200", 8050), "deny"),
+    (conn("198.51.100.200", 8080), "limit"),
+    (conn("192.0.2.1", 8080, proto="udp"), "reject"),
+    (conn(new=False), "unjudged"),
+    (conn(iif="br-0a1b"), "unjudged"),  # `br-*` wildcard
+    (conn("198.51.100.7", 8050, oif="br-1", path="direct"), "deny"),
+    (conn("198.51.100.7", 8050, oif=None, path="input", local=True), "allow"),
+    (conn("198.51.100.7", 9000, oif=None, path="input", local=True), "unjudged"),
+    (conn("198.51.100.7", 8050, oif=None, path="input", iif="lo", local=True), "unjudged"),
+    (Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 8050), "deny"),  # `ip saddr`: IPv4
+])
+def test_nftables_walk(c: Connection, verdict: str) -> None:
+    assert kernel_verdict("nftables", NFT, c) == verdict
+
+
+def test_nftables_unknown_expression_and_dormant_table() -> None:
+    odd = "numgen random mod 2 0 accept"
+    state = {**NFT, "inet fwsync chain inbound": ("regular chain", odd)}
+    assert kernel_verdict("nftables", state, conn()) == f"unreadable: {odd} (numgen)"
+    dormant = {**NFT, kernel.NFT_TABLE_KEY: (kernel.NFT_DORMANT,)}
+    assert kernel_verdict("nftables", dormant, conn()) == "unjudged"
+
+
+POLICY = "define office 198.51.100.0/25\ndefault deny\nallow from $office to any port 8080\n"
+PORTS = (PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, container_ipv6=True),
+         PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=False))
+
+
+def _ruleset():  # type: ignore[no-untyped-def]
+    result = parse_sources([("gen.rules", POLICY)], lambda _p: "")
+    assert result.policy is not None
+    return build_ruleset(result.policy, DockerState(ports=PORTS, containers=("web",))).ruleset
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rendered_objects_agree(backend: str) -> None:
+    ruleset = _ruleset()
+    assert disagreements(ruleset, PORTS, backend, rendered(backend, ruleset)) == ()
+
+
+def test_return_first_in_fwsync_forward_allows_everyone() -> None:
+    """Issue 18 item 6: `-I FWSYNC-FORWARD 1 -j RETURN` lets every connection on."""
+    ruleset = _ruleset()
+    state = dict(rendered("iptables", ruleset))
+    key = "ipv4 chain FWSYNC-FORWARD"
+    state[key] = ("-A FWSYNC-FORWARD -j RETURN", *state[key])
+    assert kernel_verdict("iptables", state, conn("192.0.2.1")) == "allow"
+    found = disagreements(ruleset, PORTS, "iptables", state)
+    assert {(d.family, d.path, d.policy, d.kernel) for d in found} == {(4, "dnat", "deny", "allow")}
+
+
+def test_accept_first_in_nftables_forward_allows_everyone() -> None:
+    ruleset = _ruleset()
+    state = dict(rendered("nftables", ruleset))
+    key = "inet fwsync chain forward"
+    state[key] = (state[key][0], "accept", *state[key][1:])
+    assert kernel_verdict("nftables", state, conn("192.0.2.1")) == "allow"
+    found = disagreements(ruleset, PORTS, "nftables", state)
+    assert {(d.path, d.policy, d.kernel) for d in found} == {("dnat", "deny", "allow")}
+
+
+def test_flushed_nftables_input_chain_is_unjudged() -> None:
+    """Issue 18 item 6: the input chain flushed, its head still in place: nothing on the input
+    path is judged any more, which disagrees with every verdict."""
+    ruleset = _ruleset()
+    state = dict(rendered("nftables", ruleset))
+    key = "inet fwsync chain input"
+    state[key] = state[key][:1]
+    found = disagreements(ruleset, PORTS, "nftables", state)
+    assert found and {(d.path, d.kernel) for d in found} == {("input", "unjudged")}
+    assert {d.policy for d in found} == {"allow", "deny"}

@@ -405,16 +405,18 @@ def _sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:
         parts[set_name(aset.name, aset.family)] = [h["set"]["name"] for h in held]
         yield from held
     limit = ruleset.limit
-    for rule in ruleset.rules:
-        if rule.action == "limit":
-            family = rule.match.family
-            # The buckets' set has room for twice the sources `seen` admits: a source `seen`
-            # holds must always find room for its bucket, also while expired buckets await
-            # the kernel's garbage collection.
-            for name, size in ((limit_seen_name(rule.index, family), limit.capacity),
-                               (limit_set_name(rule.index, family), 2 * limit.capacity)):
-                yield {"set": {**_t(), "name": name, "type": _set_type(family), "size": size,
-                               "flags": ["timeout"], "timeout": limit.forget_after}}
+    # One meter per user rule and family, whatever protocols and ports it expands to, as
+    # hashlimit's table is one per rule (`fwsync-INDEX`) in each family's iptables.
+    meters = dict.fromkeys((r.index, r.match.family) for r in ruleset.rules
+                           if r.action == "limit")
+    for index, family in meters:
+        # The buckets' set has room for twice the sources `seen` admits: a source `seen`
+        # holds must always find room for its bucket, also while expired buckets await
+        # the kernel's garbage collection.
+        for name, size in ((limit_seen_name(index, family), limit.capacity),
+                           (limit_set_name(index, family), 2 * limit.capacity)):
+            yield {"set": {**_t(), "name": name, "type": _set_type(family), "size": size,
+                           "flags": ["timeout"], "timeout": limit.forget_after}}
 
 
 def _set_type(family: Family) -> str:

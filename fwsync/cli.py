@@ -154,7 +154,7 @@ def plan(
         typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
     if planned.refusal is not None:
         _fail(f"apply would refuse this plan: {planned.refusal}")
-    if detailed_exitcode and not planned.plan.empty:
+    if detailed_exitcode and not planned.plan.in_sync:
         raise typer.Exit(2)
 
 
@@ -170,8 +170,9 @@ def apply(
     from fwsync import lock
     from fwsync.backends.base import BackendError
     from fwsync.core.diff import diff
+    from fwsync.core.enforcing import disagreement_problems
     from fwsync.present import plan_text
-    from fwsync.reconcile import apply_planned, remember_enforced
+    from fwsync.reconcile import apply_planned, check_enforced, remember_enforced
 
     try:
         with lock.exclusive():
@@ -180,17 +181,26 @@ def apply(
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
             if planned.plan.empty:
                 _remember(remember_enforced(planned.docker))
+                if planned.plan.disagreements:
+                    # Nothing to write would change what the kernel does: the renderers'
+                    # output itself says something else than the policy.
+                    _fail("the kernel holds the rules fwsync renders for this policy, yet they "
+                          "give other verdicts than the policy ("
+                          f"{'; '.join(disagreement_problems(planned.plan.disagreements))}): "
+                          "a fault in fwsync's rendering, please report it; nothing was "
+                          "changed")
                 return
             if planned.refusal is None and sys.stdin.isatty() and not yes \
                     and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
             apply_planned(planned)
             kept = remember_enforced(planned.docker)
-            after = diff(chosen.name, planned.plan.desired,
-                         chosen.read(planned.plan.desired))
+            held = chosen.read(planned.plan.desired)
+            after = diff(chosen.name, planned.plan.desired, held)
             # Whether they are enforced is the kernel's answer, read back now (under the lock:
             # fwsync writes nothing in between), not a consequence of the write succeeding.
-            reach = chosen.enforcement()
+            assert planned.ruleset is not None
+            reach = check_enforced(chosen, planned.ruleset, planned.docker, held)
     except lock.LockError as exc:
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
@@ -207,8 +217,8 @@ def apply(
         # The write succeeded, but what the user asked for (the rules deciding) does not hold:
         # a failure to a script or CI gating on the exit status, as a failed postcondition is
         # to terraform apply. The changes stay: they are the rules, only not reached first.
-        _fail("fwsync's rules are NOT enforced: packets bypass them "
-              f"({'; '.join(reach.problems)}); something else changed the kernel as fwsync "
+        _fail("fwsync's rules are NOT enforced: "
+              f"{'; '.join(reach.problems)}; if something else changed the kernel as fwsync "
               "wrote it (a `ufw reload`, a dockerd start): run `fwsync apply` again, or "
               "`fwsync daemon`, which repairs this")
 
@@ -228,24 +238,25 @@ def status(
     """What is enforced now: each published port, who may reach it, which rule decides."""
     from fwsync.backends.base import BackendError
     from fwsync.present import status_json, status_text
+    from fwsync.reconcile import planned_enforcement
 
     planned = _plan(rules, backend)
     chosen = planned.backend
     try:
-        current = chosen.read(planned.plan.desired)
         # Yes only when new connections reach fwsync's rules before anything else can accept
-        # them, in every family (fwsync.core.enforcing, from the kernel's own chains).
-        reach = chosen.enforcement()
+        # them, in every family, and its rules as the kernel lists them give the policy's
+        # verdicts (reconcile.check_enforced: core/enforcing and fwsync.verify).
+        reach = planned_enforcement(planned)
     except BackendError as exc:
         _fail(str(exc))
-    if current and reach.enforcing:
+    if reach.enforcing:
         enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
-    elif current:
-        enforced = (f"NO: packets bypass fwsync's rules ({'; '.join(reach.problems)}) — "
-                    "run `fwsync apply`")
+    elif reach.held:
+        enforced = (f"NO: the kernel does not enforce the policy ({'; '.join(reach.problems)})"
+                    " — run `fwsync apply`")
     else:
         enforced = "no — fwsync has not been applied on this host (run `fwsync apply`)"
-    in_sync = planned.plan.empty
+    in_sync = planned.plan.in_sync
     from fwsync.daemon.state import describe, read_state
 
     daemon_state = read_state()

@@ -53,6 +53,15 @@ def plan_text(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = (),
     out = [f"Backend: {plan.backend} ({reason})"]
     out.extend(style(str(w), "yellow") for w in warnings)
     out.extend(style(f"Note: {n}", "yellow") for n in plan.notes)
+    if plan.empty and plan.disagreements:
+        out.append("")
+        out.append(style("Drift that no change can mend:", "red") + " the kernel holds what "
+                   "fwsync renders, but those rules give other verdicts than the policy:")
+        out.extend(style(f"  ! {d}", "red") for d in plan.disagreements[:MAX_SHOWN])
+        if len(plan.disagreements) > MAX_SHOWN:
+            out.append(f"  ... and {len(plan.disagreements) - MAX_SHOWN} more "
+                       "(see --format json)")
+        return "\n".join(out)
     if plan.empty:
         out.append("")
         out.append(style("No changes.", "green") + " The kernel already matches the rules.")
@@ -75,6 +84,7 @@ def plan_json(plan: Plan, reason: str, warnings: Iterable[Diagnostic] = ()) -> d
         "backend_reason": reason,
         "changes": [_change_json(c) for c in plan.changes],
         "summary": plan.counts,
+        "disagreements": list(plan.disagreements),
         "notes": list(plan.notes),
         "warnings": [w.as_dict() for w in warnings],
     }

@@ -11,14 +11,15 @@ then the old ones come out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset, unresolvable
-from fwsync.core.diff import Desired, Plan, diff
+from fwsync.core.diff import Desired, Plan, State, diff
+from fwsync.core.enforcing import Enforcement, nothing_held
 from fwsync.core.observed import DockerState, as_remembered
 from fwsync.core.ruleset import Ruleset
 from fwsync.observe.docker import observe_docker
@@ -48,6 +49,8 @@ class Planned:
     refusal: str | None = None
     # The desired ruleset the plan was rendered from (status shows it without building again).
     ruleset: Ruleset | None = None
+    # fwsync's objects as the plan read them from the kernel (status asks no second read).
+    current: State = field(default_factory=dict, repr=False)
 
 
 def _new(name: str) -> Backend:
@@ -196,6 +199,11 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
                                 f"(switching to {chosen.name})" for o in others)
     plan = diff(chosen.name, desired, current, notes=notes)
+    if plan.empty and current:
+        # The kernel holds what fwsync renders: whether that gives the policy's verdicts is
+        # asked of the objects as listed, not assumed from the renderers.
+        plan = replace(plan, disagreements=kernel_disagreements(
+            built.ruleset, observed, chosen.name, current))
     refusal = None
     if observed.error is not None and current and not plan.empty:
         # fwsync's rules are in the kernel, made when Docker answered (or from a memory that is
@@ -217,7 +225,40 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    "point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
                    warnings=warnings, backend=chosen, others=others, refusal=refusal,
-                   ruleset=built.ruleset)
+                   ruleset=built.ruleset, current=current)
+
+
+def kernel_disagreements(ruleset: Ruleset, docker: DockerState, backend: str,
+                         held: State) -> tuple[str, ...]:
+    """Where fwsync's objects as the kernel lists them (`held`, a backend's read) give another
+    verdict than the policy, for every published binding (fwsync.verify.agree)."""
+    from fwsync.verify.agree import disagreements
+
+    return tuple(str(d) for d in disagreements(ruleset, docker.ports, backend, held))
+
+
+def check_enforced(backend: Backend, ruleset: Ruleset, docker: DockerState,
+                   held: State) -> Enforcement:
+    """Is the policy enforced, as the kernel holds it now? fwsync's rules reached first
+    (core/enforcing, from the chains around them) and, as listed (`held`), giving the policy's
+    verdicts (fwsync.verify). The one answer behind status' "Enforcing", apply's last line,
+    doctor's not-enforcing and the daemon's STATUS."""
+    if not held:
+        return nothing_held(backend.name)
+    return replace(backend.enforcement(),
+                   disagreements=kernel_disagreements(ruleset, docker, backend.name, held))
+
+
+def planned_enforcement(planned: Planned) -> Enforcement:
+    """check_enforced for what a plan read (the plan's own answer, when it had nothing to
+    write, is not computed twice)."""
+    backend = planned.backend
+    if not planned.current:
+        return nothing_held(backend.name)
+    assert planned.ruleset is not None
+    if planned.plan.empty:
+        return replace(backend.enforcement(), disagreements=planned.plan.disagreements)
+    return check_enforced(backend, planned.ruleset, planned.docker, planned.current)
 
 
 def restore_plan(backend: Backend, held: Desired) -> Plan:

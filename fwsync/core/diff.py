@@ -54,10 +54,20 @@ class Plan:
     notes: tuple[str, ...] = ()
     desired: State = field(default_factory=dict, compare=False, repr=False)
     payload: object = field(default=None, compare=False, repr=False)  # see Desired
+    # When the kernel already holds every desired object: where those objects, as listed,
+    # still give another verdict than the policy (fwsync.verify; one line each). Nothing for
+    # apply to write, yet not in sync: what fwsync says must be what the kernel does.
+    disagreements: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
+        """Nothing to write (the kernel holds the desired objects)."""
         return not self.changes
+
+    @property
+    def in_sync(self) -> bool:
+        """Nothing to write, and the kernel's rules give the policy's verdicts."""
+        return not self.changes and not self.disagreements
 
     @property
     def counts(self) -> dict[str, int]:

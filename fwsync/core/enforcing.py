@@ -57,21 +57,40 @@ class Enforcement:
     # Whether fwsync has any object in the kernel (Backend.holds): with none, nothing of its
     # is enforced, whatever the chains around it say.
     held: bool = True
+    # Where fwsync's objects, as the kernel lists them, give another verdict than the policy
+    # (fwsync.verify: one line each, e.g. "203.0.113.7 → 0.0.0.0:5432/tcp db: policy deny,
+    # kernel allow"). Reached rules that say something else are not the policy enforced.
+    disagreements: tuple[str, ...] = ()
 
     @property
     def enforcing(self) -> bool:
-        return self.held and bool(self.families) and all(f.reached for f in self.families)
+        return self.held and bool(self.families) and all(f.reached for f in self.families) \
+            and not self.disagreements
 
     @property
     def problems(self) -> tuple[str, ...]:
         if not self.held:
             return (NOTHING_HELD,)
-        return tuple(f"IPv{f.family}: {f.why}" for f in self.families if not f.reached)
+        reach = tuple(f"IPv{f.family}: {f.why}" for f in self.families if not f.reached)
+        return reach + disagreement_problems(self.disagreements)
 
     def summary(self) -> str:
         if self.enforcing:
             return "; ".join(f"IPv{f.family}: {f.why}" for f in self.families)
         return "; ".join(self.problems)
+
+
+SHOWN_DISAGREEMENTS = 3  # a problem line names the first few; JSON and logs carry them all
+
+
+def disagreement_problems(disagreements: Sequence[str]) -> tuple[str, ...]:
+    """One problem line for the kernel's disagreements with the policy, if any."""
+    if not disagreements:
+        return ()
+    shown = "; ".join(disagreements[:SHOWN_DISAGREEMENTS])
+    more = len(disagreements) - SHOWN_DISAGREEMENTS
+    return (f"the kernel's rules give other verdicts than the policy: {shown}"
+            + (f" (and {more} more)" if more > 0 else ""),)
 
 
 def nothing_held(backend: str) -> Enforcement:

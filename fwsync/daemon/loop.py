@@ -32,10 +32,13 @@ from fwsync.observe.docker import docker_client, observe_docker
 from fwsync.observe.memory import recall
 from fwsync.observe.swarm import read_ingress_chain
 from fwsync.reconcile import (
+    Planned,
     RulesInvalid,
     apply_planned,
+    check_enforced,
     make_plan,
     plan_policy,
+    planned_enforcement,
     remember_enforced,
     restore_plan,
     select_backend,
@@ -125,6 +128,7 @@ class Reconciler:
         self.rules_print: Fingerprint = ()
         self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
         self._reported: tuple[str, ...] = ()
+        self._disagreed: tuple[str, ...] = ()  # logged once per distinct set
         self._drift_checks = 0
         self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
 
@@ -251,7 +255,7 @@ class Reconciler:
                 enforced_at = time.time()
                 done = steps["apply_ms"] = time.monotonic()
                 unheld = self._read_back(planned.backend, plan)
-                self.enforcement = self._ask_kernel(planned.backend)
+                self.enforcement = self._ask_kernel(planned.backend, planned)
             self.enforced = Enforced(planned.backend, plan.desired, planned.policy)
         except (BackendError, lock.LockError) as exc:
             if self.enforced is not None:  # what the kernel holds now, the failure aside
@@ -284,6 +288,7 @@ class Reconciler:
         backend = enforced.backend
         # The same pipeline as valid rules take (reconcile.py), fed the last good policy, or
         # what the kernel held at start when there never was one.
+        planned: Planned | None = None
         if enforced.policy is not None:
             planned = plan_policy(enforced.policy, docker, backend, watching=True)
             if planned.refusal is not None:
@@ -298,7 +303,7 @@ class Reconciler:
         enforced_at, done = time.time(), time.monotonic()
         unheld = self._read_back(backend, plan)
         self.enforced = Enforced(backend, plan.desired, enforced.policy, enforced.payload)
-        self.enforcement = self._ask_kernel(backend)
+        self.enforcement = self._ask_kernel(backend, planned)
         out = self._outcome(batch, plan, backend.name, docker, policy, t0, enforced_at, done,
                             base, unheld)
         return replace(out, result="invalid-rules", diagnostics=diagnostics)
@@ -327,14 +332,27 @@ class Reconciler:
             return
         self._kept = kept
 
-    @staticmethod
-    def _ask_kernel(backend: Backend) -> Enforcement | None:
-        """Whether fwsync's rules are reached first, as the kernel holds them now."""
+    def _ask_kernel(self, backend: Backend, planned: Planned | None = None
+                    ) -> Enforcement | None:
+        """Whether the policy is enforced as the kernel holds it now (reconcile.check_enforced,
+        as status asks it): fwsync's rules reached first and, read back, giving the policy's
+        verdicts. Without a policy (kept from the kernel at start), reachability alone."""
         try:
-            return backend.enforcement()
+            if planned is None or planned.ruleset is None:
+                return backend.enforcement()
+            if planned.plan.empty:
+                answer = planned_enforcement(planned)
+            else:
+                held = backend.read(planned.plan.desired)
+                answer = check_enforced(backend, planned.ruleset, planned.docker, held)
         except BackendError as exc:
             log.warning("cannot tell whether fwsync's rules are enforced: %s", exc)
             return None
+        if answer.disagreements and answer.disagreements != self._disagreed:
+            log.error("the kernel's rules give other verdicts than the policy: %s",
+                      "; ".join(answer.disagreements))
+        self._disagreed = answer.disagreements
+        return answer
 
     def _read_back(self, backend: Backend, plan: Plan) -> tuple[str, ...]:
         """A note when the kernel does not hold what was just written, else nothing. What is

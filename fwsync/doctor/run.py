@@ -32,15 +32,22 @@ def doctor_report(rules: Path, *, ignore: Collection[str] = (), sample_seconds: 
                               sample_seconds=0 if "docker-proxy-cpu" in ignore
                               else sample_seconds)
     if "not-enforcing" not in ignore:
-        facts = replace(facts, enforcement=read_enforcement())
+        facts = replace(facts, enforcement=read_enforcement(rules))
     return diagnose(facts, read_rules(rules), ignore)
 
 
-def read_enforcement() -> Enforcement | None:
+def read_enforcement(rules: Path | None = None) -> Enforcement | None:
     """The kernel's answer for the backend that holds fwsync's objects (`held` False: there
-    are none), or None when the kernel could not be read."""
-    from fwsync.reconcile import select_backend
+    are none), or None when the kernel could not be read. With valid `rules`, the answer status
+    gives (reconcile.planned_enforcement): reached, and the kernel's rules giving the policy's
+    verdicts; else whether they are reached."""
+    from fwsync.reconcile import RulesInvalid, make_plan, planned_enforcement, select_backend
 
+    if rules is not None:
+        try:
+            return planned_enforcement(make_plan(rules))
+        except (RulesInvalid, BackendError):
+            pass  # reported by their own checks; reachability is still worth asking
     try:
         backend = select_backend("auto")
         backend.detect()

@@ -52,6 +52,11 @@ class Disagreement:
     policy: str  # the policy's verdict (the matcher's)
     kernel: str  # kernel_verdict's answer
 
+    def __str__(self) -> str:
+        via = "" if self.path != "input" else " (docker-proxy)"
+        return (f"{self.source} → {self.binding}{via}: policy {self.policy}, kernel "
+                f"{self.kernel}")
+
 
 def binding_text(p: PublishedPort) -> str:
     host = f"[{p.host_ip}]" if p.family == 6 else p.host_ip

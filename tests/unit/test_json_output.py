@@ -19,8 +19,8 @@ def test_plan_json_shape():
     assert doc == {"format_version": 1, "backend": "iptables", "backend_reason": "why",
                    "changes": [{"object": "ipv4 chain X", "action": "update", "add": ["b"],
                                 "remove": []}],
-                   "summary": {"add": 1, "remove": 0, "objects": 1}, "notes": ["n"],
-                   "warnings": []}
+                   "summary": {"add": 1, "remove": 0, "objects": 1}, "disagreements": [],
+                   "notes": ["n"], "warnings": []}
 
 
 def test_status_json_shape():

@@ -252,8 +252,9 @@ def status(
     if reach.enforcing:
         enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
     elif reach.held:
-        enforced = (f"NO: the kernel does not enforce the policy ({'; '.join(reach.problems)})"
-                    " — run `fwsync apply`")
+        why = ("fwsync's rules, as the kernel holds them, give other verdicts than the policy"
+               if reach.reached else "packets bypass fwsync's rules")
+        enforced = f"NO: {why} ({'; '.join(reach.problems)}) — run `fwsync apply`"
     else:
         enforced = "no — fwsync has not been applied on this host (run `fwsync apply`)"
     in_sync = planned.plan.in_sync

@@ -63,9 +63,13 @@ class Enforcement:
     disagreements: tuple[str, ...] = ()
 
     @property
+    def reached(self) -> bool:
+        """fwsync's rules come first in every family (whatever they say)."""
+        return self.held and bool(self.families) and all(f.reached for f in self.families)
+
+    @property
     def enforcing(self) -> bool:
-        return self.held and bool(self.families) and all(f.reached for f in self.families) \
-            and not self.disagreements
+        return self.reached and not self.disagreements
 
     @property
     def problems(self) -> tuple[str, ...]:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
+from fwsync.observe.memory import remember
 from tests.daemon_helpers import DaemonProc
 from tests.kernel.test_nodnat import OFFICE_RULES, PROXIED, apply_seeing
 from tests.lab import KernelLab, run_fwsync, serve_tcp, wait_for
@@ -262,3 +266,44 @@ def test_the_daemons_systemd_status_is_the_kernels_answer(
     applied = next(s for s in statuses if "last: applied" in s)
     assert applied.startswith("STATUS=NOT enforcing (iptables)"), statuses
     assert "-A FORWARD -p tcp -j ACCEPT" in applied, applied
+
+
+# A bypass inside fwsync's own forward chain: its jumps are all in place (reached), yet a
+# RETURN / accept put first lets everyone on. Only reading fwsync's own rules back, as the
+# kernel lists them, and evaluating them (fwsync.verify) can tell: issue 18, item 6.
+OWN_CHAIN_BYPASS = {
+    "iptables": ["-I", "FWSYNC-FORWARD", "1", "-j", "RETURN"],
+    "nftables": ["insert", "rule", "inet", "fwsync", "forward", "accept"],
+}
+DB = DockerState(ports=(PublishedPort("0.0.0.0", 5432, "tcp", "db", 80),
+                        PublishedPort("::", 5432, "tcp", "db", 80)),
+                 networks=(DockerNetwork("bridge", "docker0", subnets=("172.17.0.0/16",)),))
+
+
+@pytest.mark.parametrize("name", list(OWN_CHAIN_BYPASS))
+def test_a_bypass_inside_fwsyncs_own_chain_is_not_enforcing(
+        make_kernel_lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+        name: str) -> None:
+    monkeypatch.setenv("FWSYNC_BACKEND", name)
+    lab: KernelLab = make_kernel_lab("nft")
+    lab.publish(5432, 80)
+    # The lab has no dockerd: fwsync takes the bindings from what Docker last reported.
+    assert remember(replace(DB, seen_at=time.time()), lab.dir / "docker.json") is None
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+
+    edit = OWN_CHAIN_BYPASS[name]
+    if name == "iptables":
+        lab.iptables(*edit)
+    else:
+        lab.host.run(["nft", *edit])
+    assert lab.attacker.probe(5432) == "open", "the state is not what it claims"
+    enforcing = _status(lab, rules)
+    assert enforcing.startswith("NO: fwsync's rules, as the kernel holds them, give other "
+                               "verdicts than the policy"), enforcing
+    assert "0.0.0.0:5432/tcp db: policy deny, kernel allow" in enforcing, enforcing
+    plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
+    assert plan.returncode == 2, plan.stdout
+    fwsync_ok(lab, "apply", rules=rules)
+    assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"

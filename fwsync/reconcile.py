@@ -191,10 +191,10 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    warnings=warnings, backend=chosen, others=others, refusal=refusal)
 
 
-def restore_plan(backend: Backend, held: Desired) -> Plan:
+def restore_plan(backend: Backend, held: Desired, *, full: bool = False) -> Plan:
     """Put back what a backend's snapshot() found in the kernel (the daemon, started on invalid
-    rules, has no policy to rebuild from): the kernel now → diff → Plan."""
-    return diff(backend.name, held, backend.read(held.state))
+    rules, has no policy to rebuild from): the kernel now → diff → Plan. `full` as make_plan."""
+    return diff(backend.name, held, backend.read(None if full else held.state))
 
 
 def apply_planned(planned: Planned) -> None:

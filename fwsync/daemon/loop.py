@@ -122,6 +122,7 @@ class Reconciler:
         self.list_files: tuple[Path, ...] = ()  # the last good policy's `define ... file` lists
         self._reported: tuple[str, ...] = ()
         self._drift_checks = 0
+        self.checked_full = False  # whether the last check_drift listed every set element
         self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -229,7 +230,8 @@ class Reconciler:
             self.rules_print = fingerprint(self.rules, self.list_files)
             with lock.exclusive(self.lock_path):
                 try:
-                    planned = make_plan(self.rules, self._backend_for(batch), docker)
+                    planned = make_plan(self.rules, self._backend_for(batch), docker,
+                                        full=batch.full)
                 except RulesInvalid as exc:
                     return self._keep_last_good(batch, exc, docker, t0, base)
                 steps["plan_ms"] = time.monotonic()
@@ -274,13 +276,14 @@ class Reconciler:
         # The same pipeline as valid rules take (reconcile.py), fed the last good policy, or
         # what the kernel held at start when there never was one.
         if enforced.policy is not None:
-            planned = plan_policy(enforced.policy, docker, backend)
+            planned = plan_policy(enforced.policy, docker, backend, full=batch.full)
             if planned.refusal is not None:
                 raise BackendError(f"{planned.refusal}; nothing was changed")
             plan = planned.plan
             policy = "last good rules"
         else:
-            plan = restore_plan(backend, Desired(enforced.desired, enforced.payload))
+            plan = restore_plan(backend, Desired(enforced.desired, enforced.payload),
+                                full=batch.full)
             policy = "kernel"
         if not plan.empty:
             backend.apply(plan)
@@ -363,7 +366,7 @@ class Reconciler:
         if self.enforced is None:
             return ()
         self._drift_checks += 1
-        full = self._drift_checks % FULL_CHECK_EVERY == 0
+        full = self.checked_full = self._drift_checks % FULL_CHECK_EVERY == 0
         try:
             return drifted(self.enforced, full=full)
         except BackendError as exc:

@@ -243,8 +243,10 @@ class Daemon:
                 log.exception("drift check failed unexpectedly")
                 continue
             if keys:
-                log.warning("drift", extra={"fields": {"objects": list(keys)}})
-                self._now("drift", ", ".join(keys))
+                full = self.reconciler.checked_full
+                log.warning("drift", extra={"fields": {"objects": list(keys), "full": full}})
+                self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
+                                     wall=time.time(), full=full))
 
     async def _resync_loop(self) -> None:
         while True:

@@ -44,6 +44,7 @@ class Trigger:
     # Found by a check that listed every set element (drift.py): the reconcile it triggers must
     # read as deeply, or it finds nothing and leaves a same-count hand edit in place.
     full: bool = False
+    seen_by: str | None = None  # for drift: "tick" or "netlink" (daemon/nft_watch.py)
 
     @property
     def is_event(self) -> bool:

@@ -3,7 +3,8 @@
 things around it — signals, sd_notify readiness and watchdog, metrics, the state file.
 
 Threads: the loop (this module), the reconcile worker, Docker's event stream (a blocking HTTP
-read), watchfiles' inotify reader, and the metrics HTTP server. Only the loop touches the
+read), nf_tables' change announcements (nft_watch), watchfiles' inotify reader, and the metrics
+HTTP server. Only the loop touches the
 coalescer; the others hand triggers over with `call_soon_threadsafe`.
 """
 
@@ -17,15 +18,16 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fwsync.daemon.coalesce import Coalescer, Source, Trigger
+from fwsync.daemon.coalesce import Batch, Coalescer, Source, Trigger
 from fwsync.daemon.docker_events import DockerEventWatcher
 from fwsync.daemon.loop import Outcome, Reconciler
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.metrics import Metrics
+from fwsync.daemon.nft_watch import Change, NftWatcher
 from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
 from fwsync.daemon.state import write_state
@@ -55,6 +57,9 @@ class Daemon:
         self.metrics = Metrics()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.watcher = DockerEventWatcher(self._from_thread, on_state=self._docker_state)
+        self.nft_watcher = NftWatcher(self._nft_from_thread)
+        self._nft_pending: Change | None = None  # heard, not yet checked (a burst is one)
+        self._nft_task: asyncio.Task[None] | None = None
         self.ready = False
         self.started = time.time()
         self.reconciles = 0
@@ -91,6 +96,49 @@ class Daemon:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutting down
                 loop.call_soon_threadsafe(self.trigger, trigger)
 
+    def _nft_from_thread(self, change: Change) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._nft_changed, change)
+
+    def _nft_changed(self, change: Change) -> None:
+        """Called on the loop. Changes heard while a check runs make one more check after it
+        (coalesced: the earliest time, and full if any asked for it), not one each."""
+        pending = self._nft_pending
+        if pending is not None:
+            change = replace(pending, elements=pending.elements or change.elements,
+                             lost=pending.lost or change.lost)
+        self._nft_pending = change
+        if self._nft_task is None or self._nft_task.done():
+            self._nft_task = self._task(self._nft_checks(), "nft-check")
+
+    async def _nft_checks(self) -> None:
+        while self._nft_pending is not None and not self._stop.is_set():
+            change, self._nft_pending = self._nft_pending, None
+            outcome = await self._in_worker(self._check_and_repair, change)
+            if outcome is not None:
+                self.metrics.trigger("drift")
+                self._after(outcome)
+
+    def _check_and_repair(self, change: Change) -> Outcome | None:
+        """On the worker: a drift check at the depth the change asks for, and at once, when it
+        finds drift, the repair (no hop back to the loop and through the coalescer: the
+        check already waited for the reconcile worker, and the repair is what is urgent)."""
+        try:
+            keys = self.reconciler.check_drift(full=change.elements)
+        except Exception:  # a bug: say so; the tick keeps checking
+            log.exception("drift check failed unexpectedly")
+            return None
+        if not keys:
+            return None
+        log.warning("drift", extra={"fields": {
+            "objects": list(keys), "full": change.elements, "detected_by": "netlink",
+            "writer_pid": change.pid}})
+        trigger = Trigger(source="drift", reason=", ".join(keys), at=change.at,
+                          wall=change.wall, full=change.elements, seen_by="netlink")
+        return self._reconcile(Batch((trigger,)))
+
     def _docker_state(self, connected: bool) -> None:
         self.metrics.docker_connected.set(int(connected))
         loop = self._loop
@@ -120,6 +168,7 @@ class Daemon:
         sd_notify(status_line("starting: first reconcile"))
         self._now("startup", "daemon started")
         self.watcher.start()
+        self.nft_watcher.start()
         tasks = [self._task(self._drift_loop(), "drift"),
                  self._task(watch_rules(cfg.rules, self._rules_event, self._stop), "rules"),
                  self._task(self._resync_loop(), "resync")]
@@ -131,6 +180,10 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             self.watcher.stop()
+            self.nft_watcher.stop()
+            if self._nft_task is not None:
+                self._nft_task.cancel()
+                await asyncio.gather(self._nft_task, return_exceptions=True)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -246,7 +299,7 @@ class Daemon:
                 full = self.reconciler.checked_full
                 log.warning("drift", extra={"fields": {"objects": list(keys), "full": full}})
                 self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
-                                     wall=time.time(), full=full))
+                                     wall=time.time(), full=full, seen_by="tick"))
 
     async def _resync_loop(self) -> None:
         while True:

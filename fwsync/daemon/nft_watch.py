@@ -1,0 +1,205 @@
+"""Drift heard when it happens: nf_tables announces every committed change of the ruleset on the
+netfilter netlink group NFNLGRP_NFTABLES — `nft` and libnftables, and iptables-nft's
+(`iptables -F`, `iptables-restore`, Docker's own rules), which are nf_tables changes too. The
+daemon listens, and a change to the tables fwsync's objects live in (`inet fwsync`; `ip`/`ip6
+filter` for the iptables backend on iptables-nft) starts a drift check at once, instead of at
+the next drift tick. ipsets and iptables-legacy announce nothing: they stay on the tick.
+
+Each transaction ends with an NFT_MSG_NEWGEN message that names the process that committed it
+(NFTA_GEN_PROC_PID). A transaction of the daemon's own (libnftables runs in this process; the
+iptables tools are its children) is not news: it is dropped here, so a repair does not make
+another check. One that cannot be told apart (a child that has already exited) costs one
+cheap check that finds nothing; a check never writes unless the kernel differs from what was
+enforced, so nothing can loop. A transaction that added or deleted an element of one of
+fwsync's sets asks for a full check: such an edit is invisible to the cheap one.
+
+Spoken over a raw socket, as fwsync/backends/netlink.py does, not through pyroute2: only the
+message types, the table name and the NEWGEN's pid are needed, and pyroute2 0.9.7's NFTSocket
+(which can subscribe to the group) decodes every attribute of every message in Python, where
+an apply of a 100k-element set announces 100k elements (see docs/daemon.md for the figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fwsync.backends.netlink import HEADER, NETLINK_NETFILTER, NFGEN, NLMSG_ERROR, attrs, cstring
+
+log = logging.getLogger("fwsync.daemon")
+
+NFNLGRP_NFTABLES = 7
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+NFNL_SUBSYS_NFTABLES = 10
+# nf_tables_msg_types
+NEWTABLE, DELTABLE = 0, 2
+NEWSETELEM, DELSETELEM = 12, 14
+NEWGEN = 15
+NFTA_GEN_PROC_PID = 2
+# The table attribute is the first of every message type that has one (NFTA_*_TABLE = 1;
+# a table's own name is NFTA_TABLE_NAME = 1).
+NFTA_TABLE = 1
+NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
+# Where fwsync's objects are: its own table, and the filter tables iptables-nft writes.
+WATCHED = {(NFPROTO_INET, "fwsync"), (NFPROTO_IPV4, "filter"), (NFPROTO_IPV6, "filter")}
+RCVBUF = 8 << 20  # an apply of a big set announces every element: room for bursts
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed transaction of another process that touched a watched table."""
+
+    at: float  # time.monotonic() when it was heard
+    wall: float
+    elements: bool  # an element of a set was added or deleted: only a full check sees that
+    pid: int  # who committed it (0: unknown)
+    lost: bool = False  # the socket overflowed: what was missed is unknown
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses; it ends at the last ')'.
+    return int(stat[stat.rindex(b")") + 2:].split()[1])
+
+
+def is_own(pid: int, me: int | None = None) -> bool:
+    """The transaction was committed by this process or one of its children."""
+    me = os.getpid() if me is None else me
+    return pid == me or (pid > 0 and _ppid(pid) == me)
+
+
+class Transactions:
+    """Messages of the group, in order, → one Change per transaction that touched a watched
+    table (pure, apart from the /proc look-up of is_own)."""
+
+    def __init__(self, me: int | None = None) -> None:
+        self.me = os.getpid() if me is None else me
+        self._touched = False
+        self._elements = False
+
+    def feed(self, kind: int, family: int, found: dict[int, bytes]) -> tuple[bool, int] | None:
+        """One message. At the end of a transaction (NEWGEN) that touched a watched table and
+        was not this process's: (whether a set element changed, who committed it); else
+        None."""
+        subsys, msg = kind >> 8, kind & 0xFF
+        if subsys != NFNL_SUBSYS_NFTABLES:
+            return None
+        if msg != NEWGEN:
+            if NFTA_TABLE in found and (family, cstring(found[NFTA_TABLE])) in WATCHED:
+                self._touched = True
+                self._elements |= msg in (NEWSETELEM, DELSETELEM)
+            return None
+        touched, elements = self._touched, self._elements
+        self._touched = self._elements = False
+        raw = found.get(NFTA_GEN_PROC_PID, b"")
+        pid = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else 0
+        if not touched or is_own(pid, self.me):
+            return None
+        return elements, pid
+
+
+def parse(data: bytes, on_message: Callable[[int, int, dict[int, bytes]], None]) -> None:
+    """Each message of one datagram: (type, nfgen family, attributes)."""
+    pos = 0
+    while pos + HEADER.size <= len(data):
+        length, kind, _flags, _seq, _port = HEADER.unpack_from(data, pos)
+        if length < HEADER.size:
+            return
+        if kind != NLMSG_ERROR and length >= HEADER.size + NFGEN.size:
+            family = data[pos + HEADER.size]
+            on_message(kind, family, attrs(data, pos + HEADER.size + NFGEN.size, pos + length))
+        pos += (length + 3) & ~3
+
+
+def changes_in(data: bytes, tx: Transactions, heard: float, wall: float) -> list[Change]:
+    """The foreign transactions on watched tables that one datagram completes."""
+    changes: list[Change] = []
+
+    def take(kind: int, family: int, found: dict[int, bytes]) -> None:
+        ended = tx.feed(kind, family, found)
+        if ended is not None:
+            changes.append(Change(heard, wall, *ended))
+
+    try:
+        parse(data, take)
+    except (struct.error, ValueError, IndexError):
+        changes.append(Change(heard, wall, True, 0, lost=True))
+    return changes
+
+
+def subscribe() -> socket.socket:
+    """A socket on NFNLGRP_NFTABLES in this network namespace (OSError if it cannot be)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        with contextlib.suppress(OSError):  # root may go past net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+        sock.bind((0, 0))
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class NftWatcher:
+    """A thread that hears nf_tables' announcements and hands each foreign transaction on a
+    watched table to `on_change` (called on this thread: hand it over to the loop)."""
+
+    def __init__(self, on_change: Callable[[Change], None]) -> None:
+        self.on_change = on_change
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> bool:
+        """False (and a warning) when netlink cannot be listened to here: the tick remains."""
+        try:
+            self._sock = subscribe()
+        except OSError as exc:
+            log.warning("cannot listen to nf_tables' changes (%s): drift is found by the "
+                        "tick only", exc)
+            return False
+        self._sock.settimeout(0.5)  # to notice stop()
+        self._thread = threading.Thread(target=self._run, name="nft-watch", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        if self._sock is not None:
+            self._sock.close()
+
+    def _run(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        tx = Transactions()
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if exc.errno == 105:  # ENOBUFS: messages were dropped; what changed is unknown
+                    tx = Transactions()
+                    self.on_change(Change(time.monotonic(), time.time(), True, 0, lost=True))
+                    continue
+                if self._stop.is_set():
+                    return
+                log.warning("listening to nf_tables' changes failed (%s): drift is found by "
+                            "the tick only", exc)
+                return
+            for change in changes_in(data, tx, time.monotonic(), time.time()):
+                self.on_change(change)

@@ -1,9 +1,13 @@
 """Drift heard when it happens: nf_tables announces every committed change of the ruleset on the
 netfilter netlink group NFNLGRP_NFTABLES — `nft` and libnftables, and iptables-nft's
 (`iptables -F`, `iptables-restore`, Docker's own rules), which are nf_tables changes too. The
-daemon listens, and a change to the tables fwsync's objects live in (`inet fwsync`; `ip`/`ip6
-filter` for the iptables backend on iptables-nft) starts a drift check at once, instead of at
-the next drift tick. ipsets and iptables-legacy announce nothing: they stay on the tick.
+daemon listens. A change to fwsync's own objects (its table `inet fwsync`; its chains FWSYNC-*
+in the `ip`/`ip6 filter` tables of iptables-nft) is drift: it is repaired at once, the
+reconcile's own read and diff being the check. A change to a chain fwsync's jumps are in
+(FORWARD, DOCKER-USER, INPUT: Docker edits them too) starts a drift check at once, and a repair
+if it finds drift. Changes elsewhere (Docker's own chains, other tables) are no news. All of
+this instead of waiting for the next drift tick; ipsets and iptables-legacy announce nothing:
+they stay on the tick.
 
 Each transaction ends with an NFT_MSG_NEWGEN message that names the process that committed it
 (NFTA_GEN_PROC_PID). A transaction of the daemon's own (libnftables runs in this process; the
@@ -29,8 +33,9 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from fwsync.backends.iptables_render import INPUT_ENTRY, OWN_CHAINS
 from fwsync.backends.netlink import HEADER, NETLINK_NETFILTER, NFGEN, NLMSG_ERROR, attrs, cstring
 
 log = logging.getLogger("fwsync.daemon")
@@ -40,15 +45,19 @@ SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 NFNL_SUBSYS_NFTABLES = 10
 # nf_tables_msg_types
 NEWTABLE, DELTABLE = 0, 2
+NEWCHAIN, DELCHAIN, NEWRULE, DELRULE = 3, 5, 6, 8
 NEWSETELEM, DELSETELEM = 12, 14
 NEWGEN = 15
 NFTA_GEN_PROC_PID = 2
 # The table attribute is the first of every message type that has one (NFTA_*_TABLE = 1;
 # a table's own name is NFTA_TABLE_NAME = 1).
 NFTA_TABLE = 1
+NFTA_RULE_CHAIN, NFTA_CHAIN_NAME = 2, 3
 NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 # Where fwsync's objects are: its own table, and the filter tables iptables-nft writes.
-WATCHED = {(NFPROTO_INET, "fwsync"), (NFPROTO_IPV4, "filter"), (NFPROTO_IPV6, "filter")}
+OWN_TABLE = (NFPROTO_INET, "fwsync")
+FILTER = {(NFPROTO_IPV4, "filter"), (NFPROTO_IPV6, "filter")}
+ENTRY_CHAINS = {"FORWARD", "DOCKER-USER", INPUT_ENTRY}
 RCVBUF = 8 << 20  # an apply of a big set announces every element: room for bursts
 
 
@@ -60,6 +69,7 @@ class Change:
     wall: float
     elements: bool  # an element of a set was added or deleted: only a full check sees that
     pid: int  # who committed it (0: unknown)
+    own: bool = False  # it changed fwsync's own objects: drift, no check needed to say so
     lost: bool = False  # the socket overflowed: what was missed is unknown
 
 
@@ -80,33 +90,48 @@ def is_own(pid: int, me: int | None = None) -> bool:
 
 
 class Transactions:
-    """Messages of the group, in order, → one Change per transaction that touched a watched
-    table (pure, apart from the /proc look-up of is_own)."""
+    """Messages of the group, in order, → one Change per transaction of another process that
+    touched fwsync's objects or the chains its jumps are in (pure, apart from the /proc
+    look-up of is_own)."""
 
     def __init__(self, me: int | None = None) -> None:
         self.me = os.getpid() if me is None else me
-        self._touched = False
-        self._elements = False
+        self._own = self._entry = self._elements = False
 
-    def feed(self, kind: int, family: int, found: dict[int, bytes]) -> tuple[bool, int] | None:
-        """One message. At the end of a transaction (NEWGEN) that touched a watched table and
-        was not this process's: (whether a set element changed, who committed it); else
-        None."""
+    def _note(self, msg: int, family: int, found: dict[int, bytes]) -> None:
+        if NFTA_TABLE not in found:
+            return
+        table = (family, cstring(found[NFTA_TABLE]))
+        if table == OWN_TABLE:
+            self._own = True
+            self._elements |= msg in (NEWSETELEM, DELSETELEM)
+            return
+        if table not in FILTER:
+            return
+        attr = {NEWRULE: NFTA_RULE_CHAIN, DELRULE: NFTA_RULE_CHAIN, NEWCHAIN: NFTA_CHAIN_NAME,
+                DELCHAIN: NFTA_CHAIN_NAME}.get(msg)
+        chain = cstring(found[attr]) if attr is not None and attr in found else None
+        if chain in OWN_CHAINS:
+            self._own = True
+        elif chain is None or chain in ENTRY_CHAINS:  # the table itself, a set, a jump's chain
+            self._entry = True
+
+    def feed(self, kind: int, family: int, found: dict[int, bytes]) -> Change | None:
+        """One message. At the end of a transaction (NEWGEN) that touched what is watched and
+        was not this process's: the Change (its times left for the caller); else None."""
         subsys, msg = kind >> 8, kind & 0xFF
         if subsys != NFNL_SUBSYS_NFTABLES:
             return None
         if msg != NEWGEN:
-            if NFTA_TABLE in found and (family, cstring(found[NFTA_TABLE])) in WATCHED:
-                self._touched = True
-                self._elements |= msg in (NEWSETELEM, DELSETELEM)
+            self._note(msg, family, found)
             return None
-        touched, elements = self._touched, self._elements
-        self._touched = self._elements = False
+        own, entry, elements = self._own, self._entry, self._elements
+        self._own = self._entry = self._elements = False
         raw = found.get(NFTA_GEN_PROC_PID, b"")
         pid = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else 0
-        if not touched or is_own(pid, self.me):
+        if not (own or entry) or is_own(pid, self.me):
             return None
-        return elements, pid
+        return Change(0.0, 0.0, elements, pid, own=own)
 
 
 def parse(data: bytes, on_message: Callable[[int, int, dict[int, bytes]], None]) -> None:
@@ -129,7 +154,7 @@ def changes_in(data: bytes, tx: Transactions, heard: float, wall: float) -> list
     def take(kind: int, family: int, found: dict[int, bytes]) -> None:
         ended = tx.feed(kind, family, found)
         if ended is not None:
-            changes.append(Change(heard, wall, *ended))
+            changes.append(replace(ended, at=heard, wall=wall))
 
     try:
         parse(data, take)

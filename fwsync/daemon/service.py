@@ -108,7 +108,7 @@ class Daemon:
         pending = self._nft_pending
         if pending is not None:
             change = replace(pending, elements=pending.elements or change.elements,
-                             lost=pending.lost or change.lost)
+                             own=pending.own or change.own, lost=pending.lost or change.lost)
         self._nft_pending = change
         if self._nft_task is None or self._nft_task.done():
             self._nft_task = self._task(self._nft_checks(), "nft-check")
@@ -122,22 +122,31 @@ class Daemon:
                 self._after(outcome)
 
     def _check_and_repair(self, change: Change) -> Outcome | None:
-        """On the worker: a drift check at the depth the change asks for, and at once, when it
-        finds drift, the repair (no hop back to the loop and through the coalescer: the
-        check already waited for the reconcile worker, and the repair is what is urgent)."""
-        try:
-            keys = self.reconciler.check_drift(full=change.elements)
-        except Exception:  # a bug: say so; the tick keeps checking
-            log.exception("drift check failed unexpectedly")
-            return None
-        if not keys:
-            return None
-        log.warning("drift", extra={"fields": {
-            "objects": list(keys), "full": change.elements, "detected_by": "netlink",
-            "writer_pid": change.pid}})
-        trigger = Trigger(source="drift", reason=", ".join(keys), at=change.at,
-                          wall=change.wall, full=change.elements, seen_by="netlink")
-        return self._reconcile(Batch((trigger,)))
+        """On the worker: the repair of what a change of another process did, at once (no hop
+        back to the loop and through the coalescer: the repair is what is urgent). A change
+        of fwsync's own objects is drift: the reconcile's read and diff are the check. A
+        change of a chain fwsync only jumps from (Docker edits those too) is checked first,
+        at the depth the change asks for."""
+        fields: dict[str, Any] = {"full": change.elements, "detected_by": "netlink",
+                                  "writer_pid": change.pid}
+        if change.own:
+            reason = f"netlink: fwsync's objects changed by pid {change.pid}"
+        else:
+            try:
+                keys = self.reconciler.check_drift(full=change.elements)
+            except Exception:  # a bug: say so; the tick keeps checking
+                log.exception("drift check failed unexpectedly")
+                return None
+            if not keys:
+                return None
+            reason = ", ".join(keys)
+            log.warning("drift", extra={"fields": {"objects": list(keys), **fields}})
+        trigger = Trigger(source="drift", reason=reason, at=change.at, wall=change.wall,
+                          full=change.elements, seen_by="netlink")
+        outcome = self._reconcile(Batch((trigger,)))
+        if change.own and outcome.drift:
+            log.warning("drift", extra={"fields": {"objects": list(outcome.drift), **fields}})
+        return outcome
 
     def _docker_state(self, connected: bool) -> None:
         self.metrics.docker_connected.set(int(connected))

@@ -12,17 +12,21 @@ import pytest
 
 from fwsync.backends.netlink import HEADER, NFGEN, attr
 from fwsync.daemon.nft_watch import (
+    DELCHAIN,
+    DELRULE,
     DELSETELEM,
+    DELTABLE,
     NEWGEN,
+    NEWRULE,
     NFNL_SUBSYS_NFTABLES,
     NFPROTO_INET,
     NFPROTO_IPV4,
+    NFPROTO_IPV6,
     Transactions,
     changes_in,
 )
 
 pytestmark = pytest.mark.unit
-NEWRULE, DELCHAIN = 6, 5
 STRANGER = 1  # init: never this test's process nor its child
 
 
@@ -42,12 +46,29 @@ def gen(pid: int) -> bytes:
 def test_a_foreign_change_of_fwsyncs_table_is_news() -> None:
     [change] = changes_in(on(NEWRULE, NFPROTO_INET, "fwsync") + gen(STRANGER),
                           Transactions(), 1.0, 2.0)
-    assert change.pid == STRANGER and not change.elements and change.at == 1.0
+    assert change.pid == STRANGER and change.own and not change.elements
+    assert (change.at, change.wall) == (1.0, 2.0)
 
 
-def test_iptables_nft_filter_table_is_watched_and_other_tables_are_not() -> None:
-    assert changes_in(on(DELCHAIN, NFPROTO_IPV4, "filter") + gen(STRANGER), Transactions(),
-                      0, 0)
+def rule_in(family: int, table: str, chain: str, msg: int = NEWRULE) -> bytes:
+    return message(msg, family, attr(1, table.encode() + b"\0"),
+                   attr(2 if msg in (NEWRULE, DELRULE) else 3, chain.encode() + b"\0"))
+
+
+def test_iptables_nft_fwsyncs_chains_are_its_own_and_its_entries_are_checked() -> None:
+    [own] = changes_in(rule_in(NFPROTO_IPV4, "filter", "FWSYNC-INBOUND", DELRULE)
+                       + gen(STRANGER), Transactions(), 0, 0)
+    assert own.own  # drift: repaired without a check first
+    [entry] = changes_in(rule_in(NFPROTO_IPV6, "filter", "DOCKER-USER") + gen(STRANGER),
+                         Transactions(), 0, 0)
+    assert not entry.own  # Docker edits it too: checked first
+    [table] = changes_in(on(DELTABLE, NFPROTO_IPV4, "filter") + gen(STRANGER),
+                         Transactions(), 0, 0)
+    assert not table.own
+    # Docker's own chains, and other tables, are no news.
+    assert changes_in(rule_in(NFPROTO_IPV4, "filter", "DOCKER-ISOLATION-STAGE-1")
+                      + rule_in(NFPROTO_IPV4, "filter", "DOCKER", DELCHAIN) + gen(STRANGER),
+                      Transactions(), 0, 0) == []
     assert changes_in(on(NEWRULE, NFPROTO_IPV4, "nat") + gen(STRANGER), Transactions(),
                       0, 0) == []
     assert changes_in(on(NEWRULE, NFPROTO_INET, "other") + gen(STRANGER), Transactions(),

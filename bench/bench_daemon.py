@@ -34,6 +34,10 @@ daemon in its HOST namespace with default settings (drift check every 1 s), rule
    detected it (`detected_by`: the netlink event or the tick), and from the bench starting the
    edit (`nft`/`iptables`, run in HOST through nsenter) to the repair's log line (millisecond
    clock; the tool's own start-up is in it).
+6. Docker 20.10's jump window, per backend (`--window-backends`): the daemon running, an
+   attacker starting a connection to a port no rule allows every 20 ms while Docker creates
+   (and removes again) 30 networks; each create deletes and re-inserts FORWARD's jump to
+   DOCKER-USER. Reported: the attacker's connections that got in, of its attempts.
 
 Everything is removed at the end (containers, dockerd, namespaces).
 """
@@ -264,6 +268,33 @@ def measure_flush_repairs(lab: DockerLab, rules: Path, backend: str,
         run_fwsync(lab, "remove")
 
 
+def measure_jump_window(lab: DockerLab, rules: Path, backend: str,
+                        creates: int = 30) -> dict[str, Any]:
+    """Attacker connections (a connect every 20 ms) that get in while Docker creates networks."""
+    from tests.daemon_helpers import TightLoop
+
+    ctr = lab.run_web("bench-window", {"80/tcp": 6100})
+    d = DaemonProc(lab, rules, "--backend", backend, name=f"bench-window-{backend}",
+                   env=BYTECODE).start()
+    try:
+        d.wait_ready()
+        d.wait_for(lambda r: r.get("msg") == "reconcile"
+                   and r["trigger"].startswith("reconnect"))
+        time.sleep(1.0)
+        with TightLoop(lab.attacker, [6100], gap=0.02, give_up=0.5) as attacker:
+            for i in range(creates):  # removed again: the lab's address pool holds eight
+                lab.client.networks.create(f"bench-w{i}", driver="bridge").remove()
+            time.sleep(0.5)
+            seen = attacker.stop()[6100]
+        return {"backend": backend, "creates": creates, "docker": lab.version,
+                "attempts": seen["attempts"], "got_in": seen["open"],
+                "loadavg": Path("/proc/loadavg").read_text().split()[0]}
+    finally:
+        d.stop()
+        ctr.remove(force=True)
+        run_fwsync(lab, "remove")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--starts", type=int, default=100)
@@ -274,6 +305,8 @@ def main() -> int:
     ap.add_argument("--drifts", type=int, default=5)
     ap.add_argument("--flushes", type=int, default=50, help="flushed chains per backend (0: skip)")
     ap.add_argument("--flush-backends", default="nftables,iptables")
+    ap.add_argument("--window-backends", default="iptables,nftables",
+                    help="Docker 20.10's jump window, per backend ('': skip)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     results = run(args)
@@ -311,6 +344,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for backend in (b for b in args.flush_backends.split(",") if b and args.flushes):
             print(f"{args.flushes} flushed chains, {backend}...", file=sys.stderr)
             results["flush"].append(measure_flush_repairs(lab, rules, backend, args.flushes))
+        results["jump_window"] = [measure_jump_window(lab, rules, b)
+                                  for b in args.window_backends.split(",") if b]
         results["big"] = []
         for backend in (b for b in args.big_backends.split(",") if b and args.big):
             print(f"{args.big} entries, {backend}: idle for {args.idle:.0f} s, "

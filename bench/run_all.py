@@ -167,6 +167,12 @@ def target_rows(data: dict[str, Any]) -> list[list[str]]:
                            f"{e['p99']:.0f} ms; detected by: {by}",
                          "the drift tick (1 s) before",
                          _verdict(r["p99"] if r else None, 50, " ms"), f["loadavg"]])
+        for w in daemon.get("jump_window", []):
+            rows.append([f"daemon: attacker connections during {w['creates']} network creates "
+                         f"(Docker {w['docker']}'s jump window), {w['backend']}", "0",
+                         f"{w['got_in']} of {w['attempts']} (a connect every 20 ms)", "",
+                         "**met**" if w["got_in"] == 0 else f"**missed**: {w['got_in']} got in",
+                         w["loadavg"]])
         for big in daemon.get("big", []):
             i = big["idle"]
             worst = max(big["drift_repaired_s"]) if big["drift_repaired_s"] else None
@@ -278,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_daemon:
         d_args = argparse.Namespace(starts=100, burst=30, idle=60.0, big=100_000,
                                      big_backends="iptables,nftables", drifts=5,
-                                     flushes=50, flush_backends="nftables,iptables")
+                                     flushes=50, flush_backends="nftables,iptables",
+                                     window_backends="iptables,nftables")
         part("daemon", lambda: bench_daemon.run(d_args), daemon_report)
     total = time.monotonic() - t0
     data["seconds"] = total

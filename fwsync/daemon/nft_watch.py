@@ -18,9 +18,14 @@ enforced, so nothing can loop. A transaction that added or deleted an element of
 fwsync's sets asks for a full check: such an edit is invisible to the cheap one.
 
 Spoken over a raw socket, as fwsync/backends/netlink.py does, not through pyroute2: only the
-message types, the table name and the NEWGEN's pid are needed, and pyroute2 0.9.7's NFTSocket
-(which can subscribe to the group) decodes every attribute of every message in Python, where
-an apply of a 100k-element set announces 100k elements (see docs/daemon.md for the figures).
+message types, the table name and the NEWGEN's pid are needed. pyroute2 0.9.7's NFTSocket can
+subscribe to the group (`bind(groups=1 << 6)`, tried), but it is no dependency of fwsync any
+more, imports in 0.16-0.29 s, and decodes every attribute of every message in Python, where
+an apply of a big set announces each element. Measured in a namespace (one `nft -f` adding a
+set of N addresses, the listener draining the announcements; CPU time): this module 10k
+elements 0.038 s, 50k 0.23 s (two passes over each datagram: ~2 µs a message); pyroute2 10k
+0.14 s, 50k 0.80 s (~29 µs a message), and it received only half of them (5,005 of 10,003,
+25,025 of 50,003: its socket buffer overflowed).
 """
 
 from __future__ import annotations

@@ -306,7 +306,8 @@ class Daemon:
                 continue
             if keys:
                 full = self.reconciler.checked_full
-                log.warning("drift", extra={"fields": {"objects": list(keys), "full": full}})
+                log.warning("drift", extra={"fields": {"objects": list(keys), "full": full,
+                                                       "detected_by": "tick"}})
                 self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
                                      wall=time.time(), full=full, seen_by="tick"))
 

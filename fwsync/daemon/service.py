@@ -4,8 +4,8 @@ things around it — signals, sd_notify readiness and watchdog, metrics, the sta
 
 Threads: the loop (this module), the reconcile worker, Docker's event stream (a blocking HTTP
 read), nf_tables' change announcements (nft_watch), watchfiles' inotify reader, and the metrics
-HTTP server. Only the loop touches the
-coalescer; the others hand triggers over with `call_soon_threadsafe`.
+HTTP server. Only the loop touches the coalescer; the others hand triggers over with
+`call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ class Daemon:
         of fwsync's own objects is drift: the reconcile's read and diff are the check. A
         change of a chain fwsync only jumps from (Docker edits those too) is checked first,
         at the depth the change asks for."""
+        if self.reconciler.enforced is None:
+            return None  # nothing enforced yet to drift from: the first reconcile is pending
         fields: dict[str, Any] = {"full": change.elements, "detected_by": "netlink",
                                   "writer_pid": change.pid}
         if change.own:

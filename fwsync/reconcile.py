@@ -86,9 +86,9 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
             why += (", which trades a window for following Docker's firewall: this Docker "
                     "deletes and re-inserts FORWARD's jump to DOCKER-USER at every network it "
                     "creates, and a new connection in that moment is not judged by fwsync "
-                    "(20.10: 1-5 of ~470 attacker probes, 20 ms apart, got in during 30 "
-                    "creates; 26.1: 1 of 491); --backend nftables, in its own table, has no "
-                    "such moment (0 of ~450)")
+                    "(with the daemon, 20.10: 0-5 of ~470 attacker probes 20 ms apart got in "
+                    "during 30 creates, 26.1: 0-1 of ~500); --backend nftables, in its own "
+                    "table, has no such moment (0 of ~450)")
         return _new("iptables"), why
     # Docker cannot be asked and has never answered (a memory that knows nothing): what fwsync
     # enforces now decides, as it always did.

@@ -14,7 +14,9 @@ Each transaction ends with an NFT_MSG_NEWGEN message that names the process that
 iptables tools are its children) is not news: it is dropped here, so a repair does not make
 another check. One that cannot be told apart (a child that has already exited) costs one
 cheap check that finds nothing; a check never writes unless the kernel differs from what was
-enforced, so nothing can loop. A transaction that added or deleted an element of one of
+enforced, so nothing can loop. (The kernel names the process by its pid in the initial pid
+namespace: a daemon in a pid namespace of its own does not recognise its writes, and pays one
+reconcile that changes nothing after each.) A transaction that added or deleted an element of one of
 fwsync's sets asks for a full check: such an edit is invisible to the cheap one.
 
 Spoken over a raw socket, as fwsync/backends/netlink.py does, not through pyroute2: only the

@@ -26,6 +26,19 @@ daemon in its HOST namespace with default settings (drift check every 1 s), rule
    jump from DOCKER-USER; nftables: the rules of its forward chain), each time measuring from
    the edit to the daemon's log line of the reconcile that repaired it.
 
+5. Repair after a flush, per backend whose rules are nf_tables' (`--flush-backends`: the nftables
+   backend, and the iptables backend on iptables-nft, which Debian's dockerd uses): `--flushes`
+   times fwsync's inbound chain emptied by hand (`nft flush chain inet fwsync inbound`,
+   `iptables -F FWSYNC-INBOUND`), each 1 s apart, while the drift tick is 1 s. Reported: the
+   daemon's own logged time from detecting it to the kernel repaired (`drift_latency_ms`), what
+   detected it (`detected_by`: the netlink event or the tick), and from the bench starting the
+   edit (`nft`/`iptables`, run in HOST through nsenter) to the repair's log line (millisecond
+   clock; the tool's own start-up is in it).
+6. Docker 20.10's jump window, per backend (`--window-backends`): the daemon running, an
+   attacker starting a connection to a port no rule allows every 20 ms while Docker creates
+   (and removes again) 30 networks; each create deletes and re-inserts FORWARD's jump to
+   DOCKER-USER. Reported: the attacker's connections that got in, of its attempts.
+
 Everything is removed at the end (containers, dockerd, namespaces).
 """
 
@@ -215,6 +228,73 @@ def measure_big(lab: DockerLab, rules: Path, backend: str, entries: int, idle: f
         run_fwsync(lab, "remove")
 
 
+def _flush(lab: DockerLab, backend: str) -> None:
+    if backend == "iptables":
+        lab.host.run(["iptables", "-w", "-F", "FWSYNC-INBOUND"])
+    else:
+        lab.host.run(["nft", "flush", "chain", "inet", "fwsync", "inbound"])
+
+
+def measure_flush_repairs(lab: DockerLab, rules: Path, backend: str,
+                          count: int) -> dict[str, Any]:
+    """fwsync's inbound chain flushed by hand `count` times: how fast, and by what, repaired."""
+    d = DaemonProc(lab, rules, "--backend", backend, name=f"bench-flush-{backend}",
+                   env=BYTECODE).start()
+    try:
+        d.wait_ready()
+        d.wait_for(lambda r: r.get("msg") == "reconcile"
+                   and r["trigger"].startswith("reconnect"))
+        time.sleep(1.0)
+        detected: list[float] = []
+        edit_to_log: list[float] = []
+        by: dict[str, int] = {}
+        for _ in range(count):
+            before = len(d.reconciles())
+            t0 = time.time()  # before: the tool's own start is in the figure (an upper bound)
+            _flush(lab, backend)
+            rec = d.wait_reconcile(lambda r: bool(r.get("drift")), after=before, timeout=30,
+                                   what="the repair of the flushed chain")
+            by[str(rec.get("detected_by"))] = by.get(str(rec.get("detected_by")), 0) + 1
+            if rec.get("drift_latency_ms") is not None:
+                detected.append(float(rec["drift_latency_ms"]))
+            edit_to_log.append((log_time(rec) - t0) * 1000)
+            time.sleep(1.0)
+        return {"backend": backend, "flushes": count, "detected_by": by,
+                "loadavg": Path("/proc/loadavg").read_text().split()[0],
+                "detection_to_repair_ms": summary(detected) if detected else None,
+                "edit_to_repair_logged_ms": summary(edit_to_log)}
+    finally:
+        d.stop()
+        run_fwsync(lab, "remove")
+
+
+def measure_jump_window(lab: DockerLab, rules: Path, backend: str,
+                        creates: int = 30) -> dict[str, Any]:
+    """Attacker connections (a connect every 20 ms) that get in while Docker creates networks."""
+    from tests.daemon_helpers import TightLoop
+
+    ctr = lab.run_web("bench-window", {"80/tcp": 6100})
+    d = DaemonProc(lab, rules, "--backend", backend, name=f"bench-window-{backend}",
+                   env=BYTECODE).start()
+    try:
+        d.wait_ready()
+        d.wait_for(lambda r: r.get("msg") == "reconcile"
+                   and r["trigger"].startswith("reconnect"))
+        time.sleep(1.0)
+        with TightLoop(lab.attacker, [6100], gap=0.02, give_up=0.5) as attacker:
+            for i in range(creates):  # removed again: the lab's address pool holds eight
+                lab.client.networks.create(f"bench-w{i}", driver="bridge").remove()
+            time.sleep(0.5)
+            seen = attacker.stop()[6100]
+        return {"backend": backend, "creates": creates, "docker": lab.version,
+                "attempts": seen["attempts"], "got_in": seen["open"],
+                "loadavg": Path("/proc/loadavg").read_text().split()[0]}
+    finally:
+        d.stop()
+        ctr.remove(force=True)
+        run_fwsync(lab, "remove")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--starts", type=int, default=100)
@@ -223,6 +303,10 @@ def main() -> int:
     ap.add_argument("--big", type=int, default=100_000, help="entries of the big set (0: skip)")
     ap.add_argument("--big-backends", default="iptables,nftables")
     ap.add_argument("--drifts", type=int, default=5)
+    ap.add_argument("--flushes", type=int, default=50, help="flushed chains per backend (0: skip)")
+    ap.add_argument("--flush-backends", default="nftables,iptables")
+    ap.add_argument("--window-backends", default="iptables,nftables",
+                    help="Docker 20.10's jump window, per backend ('': skip)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     results = run(args)
@@ -256,6 +340,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             d.stop()
             run_fwsync(lab, "remove")
+        results["flush"] = []
+        for backend in (b for b in args.flush_backends.split(",") if b and args.flushes):
+            print(f"{args.flushes} flushed chains, {backend}...", file=sys.stderr)
+            results["flush"].append(measure_flush_repairs(lab, rules, backend, args.flushes))
+        results["jump_window"] = [measure_jump_window(lab, rules, b)
+                                  for b in args.window_backends.split(",") if b]
         results["big"] = []
         for backend in (b for b in args.big_backends.split(",") if b and args.big):
             print(f"{args.big} entries, {backend}: idle for {args.idle:.0f} s, "

@@ -155,6 +155,24 @@ def target_rows(data: dict[str, Any]) -> list[list[str]]:
                          "containers", "≤ 45 MiB", f"{idle['vmrss_mib']} MiB (peak "
                          f"{idle['vmhwm_mib']})", "", _verdict(idle["vmrss_mib"], 45, " MiB"),
                          idle["loadavg"][0]])
+        for f in daemon.get("flush", []):
+            r = f["detection_to_repair_ms"]
+            e = f["edit_to_repair_logged_ms"]
+            by = ", ".join(f"{k} {v}" for k, v in sorted(f["detected_by"].items()))
+            rows.append([f"daemon: fwsync's chain flushed by hand → repaired, {f['backend']}"
+                         f" (nf_tables), p99 over {f['flushes']} flushes", "≤ 50 ms",
+                         (f"detection → repair p99 {r['p99']:.1f} ms (p50 {r['p50']:.1f}, max "
+                          f"{r['max']:.1f})" if r else "not measured")
+                         + f"; flush → repair logged p50 {e['p50']:.0f} ms, p99 "
+                           f"{e['p99']:.0f} ms; detected by: {by}",
+                         "the drift tick (1 s) before",
+                         _verdict(r["p99"] if r else None, 50, " ms"), f["loadavg"]])
+        for w in daemon.get("jump_window", []):
+            rows.append([f"daemon: attacker connections during {w['creates']} network creates "
+                         f"(Docker {w['docker']}'s jump window), {w['backend']}", "0",
+                         f"{w['got_in']} of {w['attempts']} (a connect every 20 ms)", "",
+                         "**met**" if w["got_in"] == 0 else f"**missed**: {w['got_in']} got in",
+                         w["loadavg"]])
         for big in daemon.get("big", []):
             i = big["idle"]
             worst = max(big["drift_repaired_s"]) if big["drift_repaired_s"] else None
@@ -265,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             c["status"] == "error" for c in packets["configs"]))
     if not args.skip_daemon:
         d_args = argparse.Namespace(starts=100, burst=30, idle=60.0, big=100_000,
-                                     big_backends="iptables,nftables", drifts=5)
+                                     big_backends="iptables,nftables", drifts=5,
+                                     flushes=50, flush_backends="nftables,iptables",
+                                     window_backends="iptables,nftables")
         part("daemon", lambda: bench_daemon.run(d_args), daemon_report)
     total = time.monotonic() - t0
     data["seconds"] = total

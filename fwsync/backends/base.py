@@ -31,7 +31,8 @@ class Backend(Protocol):
         compared with the result) a set that has the name desired's content gives it is the
         same set: it is reported with desired's elements instead of being listed, and reading
         costs the same for 10 entries as for 100k. Where the kernel counts a set's elements
-        without listing them (ipset), a different count makes it be read after all. Sets
+        without listing them (ipset), or a netlink dump can count them cheaply (nftables,
+        below nft_counts.COUNT_BELOW elements), a different count makes it be read after all. Sets
         with fewer than LIST_BELOW elements, and sets that match nothing in desired, are read
         in full. `desired=None` reads every element: the full check that also finds an
         element added or removed by hand in a big set."""

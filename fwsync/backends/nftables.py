@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fwsync.backends.base import LIST_BELOW, BackendError
+from fwsync.backends.nft_counts import COUNT_BELOW, element_count, kernel_elements
 from fwsync.backends.nft_netlink import inet_table_flags
 from fwsync.backends.nftables_render import (
     FAMILY,
@@ -78,6 +79,9 @@ class NftablesBackend:
         # has used them.
         self._seen: Seen | None = None
         self._seen_fresh = False
+        # Set name (the digest of its content) → how many elements the kernel holds for it
+        # (nft_counts.kernel_elements): worked out once per set, not on every drift tick.
+        self._expected: dict[str, int | None] = {}
 
     @property
     def nft(self) -> Any:
@@ -212,10 +216,12 @@ class NftablesBackend:
             if key is None or is_meter(o) or "dynamic" in o["set"].get("flags", []) \
                     or "elem" in o["set"]:  # a meter, or listed already (the full listing)
                 complete.append(o)
-            elif key in desired and len(desired[key]) >= LIST_BELOW:
-                # Its name is the digest of its content (table_objects), and desired has that
-                # name: the same set. A hand edit of its elements is what a full read
-                # (desired=None) is for: nftables cannot count them without listing them.
+            elif key in desired and len(desired[key]) >= LIST_BELOW \
+                    and self._count_agrees(o["set"], desired[key]):
+                # Its name is the digest of its content (table_objects), desired has that
+                # name, and the kernel holds as many elements as that content makes: the same
+                # set. A hand edit that keeps the count is what a full read (desired=None) is
+                # for; one that does not (`nft delete element`) makes it be listed below.
                 trusted.append(key)
                 complete.append(o)
             elif key not in desired and content_base(o["set"]) in replacing:
@@ -232,6 +238,23 @@ class NftablesBackend:
         if len(trusted) + len(unlisted) < sum(1 for o in objects if "set" in o):
             self._release()  # some elements were listed
         return state
+
+    def _count_agrees(self, s: dict[str, Any], elements: tuple[str, ...]) -> bool:
+        """The kernel holds as many elements in set `s` as fwsync writes for `elements`
+        (nft_counts). A set of COUNT_BELOW elements or more, or where netlink cannot be asked,
+        is trusted by its name alone, as before: counting it costs more than a drift tick may."""
+        if len(elements) >= COUNT_BELOW:
+            return True
+        held = element_count(TABLE, s["name"])
+        if held is None:
+            return True
+        name = s["name"]
+        if name not in self._expected:
+            if len(self._expected) > 64:
+                self._expected.clear()
+            self._expected[name] = kernel_elements(elements, s["type"],
+                                                   "interval" in s.get("flags", []))
+        return held == self._expected[name]
 
     def _release(self) -> None:
         """Let go of libnftables' context: it keeps what it last listed or wrote in a cache

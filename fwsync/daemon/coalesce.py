@@ -41,6 +41,10 @@ class Trigger:
     at: float  # time.monotonic() when it was received
     wall: float = 0.0  # time.time() when it was received (logged, for event-to-enforced)
     lazy: bool = False
+    # Found by a check that listed every set element (drift.py): the reconcile it triggers must
+    # read as deeply, or it finds nothing and leaves a same-count hand edit in place.
+    full: bool = False
+    seen_by: str | None = None  # for drift: "tick" or "netlink" (daemon/nft_watch.py)
 
     @property
     def is_event(self) -> bool:
@@ -62,6 +66,11 @@ class Batch:
     def needs_docker(self) -> bool:
         """Drift alone changes nothing in Docker: the last observed state is reused."""
         return any(t.source != "drift" for t in self.triggers)
+
+    @property
+    def full(self) -> bool:
+        """Read every set element: a trigger was found by a check that did."""
+        return any(t.full for t in self.triggers)
 
     @property
     def first_event(self) -> Trigger | None:

@@ -73,6 +73,8 @@ class Outcome:
     enforced_at: float | None = None  # wall clock when the kernel held the result
     event_latency: float | None = None  # seconds from event_received to enforced_at
     urgent_events: int = 0  # Docker events served that are not lazy (coalesce.py)
+    detected_by: str | None = None  # what found the drift repaired: "tick" or "netlink"
+    drift_latency: float | None = None  # seconds from its detection to the kernel repaired
     notes: tuple[str, ...] = ()
     steps: dict[str, float] = field(default_factory=dict)  # observe/plan/apply durations, ms
 
@@ -101,6 +103,10 @@ class Outcome:
             out["event_received"] = round(self.event_received, 6)
             out["enforced"] = round(self.enforced_at, 6)
             out["event_latency_ms"] = round((self.event_latency or 0.0) * 1000, 1)
+        if self.detected_by is not None:
+            out["detected_by"] = self.detected_by
+        if self.drift_latency is not None:
+            out["drift_latency_ms"] = round(self.drift_latency * 1000, 1)
         if self.notes:
             out["notes"] = list(self.notes)
         return out
@@ -118,6 +124,8 @@ class Reconciler:
         self._observe_docker: Observe = observe or self._ask_docker
         self._client: Any = None  # one DockerClient kept for observing (the worker's own)
         self.docker: DockerState | None = None  # the last *successful* look at Docker
+        self._unanswered: DockerState | None = None  # Docker's last failure, never answered
+        self._recalled: DockerState | None = None  # _unanswered with the memory on disk
         self._looked_at = 0.0  # time.monotonic() of that look
         self.docker_error: str | None = None
         self.enforced: Enforced | None = None
@@ -130,6 +138,7 @@ class Reconciler:
         self._reported: tuple[str, ...] = ()
         self._disagreed: tuple[str, ...] = ()  # logged once per distinct set
         self._drift_checks = 0
+        self.checked_full = False  # whether the last check_drift listed every set element
         self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -142,6 +151,13 @@ class Reconciler:
             # what Docker last reported: narrowing only), not from the last good look.
             return self.docker if self.docker_error is None else \
                 replace(self.docker, stale=self.docker_error)
+        if not batch.needs_docker and self._unanswered is not None:
+            # Docker has not answered yet: a drift repair does not wait for it to fail again
+            # (~0.2-0.3 s here); the next event, reconnect or resync asks it. What the applies
+            # kept of it is read again once after each write (its first read costs ~0.2 s).
+            if self._recalled is None:
+                self._recalled = as_remembered(self._unanswered, recall())
+            return self._recalled
         full = isinstance(self._backend_for(batch), str)  # choosing a backend needs /info
         # Until the rules are enforced, Docker gets little time: at boot, with docker.socket,
         # a request would wait for docker.service, which waits for this daemon to be ready.
@@ -153,11 +169,15 @@ class Reconciler:
                 state = replace(state, firewall_backend=self.docker.firewall_backend,
                                 version=self.docker.version)
             self.docker = state
+            self._unanswered = None
             self._looked_at = time.monotonic()
             return state
         # Unreachable: as last seen by this daemon, else as kept on disk by the last apply
         # (a daemon started while Docker is down), else known to be unknown.
-        return as_remembered(state, self.docker if self.docker is not None else recall())
+        if self.docker is not None:
+            return as_remembered(state, self.docker)
+        self._unanswered, self._recalled = state, None
+        return as_remembered(state, recall())
 
     def _ask_docker(self, timeout: int, full: bool) -> DockerState:
         """observe_docker through one kept client (saves connecting and negotiating the API
@@ -241,7 +261,7 @@ class Reconciler:
             with lock.exclusive(self.lock_path):
                 try:
                     planned = make_plan(self.rules, self._backend_for(batch), docker,
-                                        watching=True)
+                                        watching=True, full=batch.full)
                 except RulesInvalid as exc:
                     return self._keep_last_good(batch, exc, docker, t0, base)
                 steps["plan_ms"] = time.monotonic()
@@ -290,13 +310,15 @@ class Reconciler:
         # what the kernel held at start when there never was one.
         planned: Planned | None = None
         if enforced.policy is not None:
-            planned = plan_policy(enforced.policy, docker, backend, watching=True)
+            planned = plan_policy(enforced.policy, docker, backend, watching=True,
+                                   full=batch.full)
             if planned.refusal is not None:
                 raise BackendError(f"{planned.refusal}; nothing was changed")
             plan = planned.plan
             policy = "last good rules"
         else:
-            plan = restore_plan(backend, Desired(enforced.desired, enforced.payload))
+            plan = restore_plan(backend, Desired(enforced.desired, enforced.payload),
+                                full=batch.full)
             policy = "kernel"
         if not plan.empty:
             backend.apply(plan)
@@ -330,7 +352,7 @@ class Reconciler:
         if error is not None:
             log.warning("%s", error)
             return
-        self._kept = kept
+        self._kept, self._recalled = kept, None
 
     def _ask_kernel(self, backend: Backend, planned: Planned | None = None
                     ) -> Enforcement | None:
@@ -377,6 +399,8 @@ class Reconciler:
                  base: dict[str, Any], notes: tuple[str, ...]) -> Outcome:
         first = batch.first_event
         repaired = tuple(c.key for c in plan.changes) if "drift" in batch.sources else ()
+        found = min((t for t in batch.triggers if t.source == "drift"), key=lambda t: t.at,
+                    default=None)
         if self.docker_error is not None:
             notes = (*notes, f"Docker unreachable ({self.docker_error}); "
                              + ("its last observed state is used" if docker.stale is not None
@@ -395,18 +419,24 @@ class Reconciler:
             enforced_at=enforced_at if first else None,
             event_latency=(done - first.at) if first else None,
             urgent_events=sum(t.is_event and not t.lazy for t in batch.triggers),
+            detected_by=found.seen_by if found is not None and repaired else None,
+            drift_latency=done - found.at if found is not None and repaired else None,
             notes=notes,
             **base,
         )
 
     # -- drift ----------------------------------------------------------------------------
 
-    def check_drift(self) -> tuple[str, ...]:
-        """The cheap periodic read-back; empty when the kernel holds what was enforced."""
+    def check_drift(self, full: bool | None = None) -> tuple[str, ...]:
+        """The cheap periodic read-back; empty when the kernel holds what was enforced. Every
+        FULL_CHECK_EVERY-th tick reads every set element; `full` (a check a netlink event
+        asked for, daemon/nft_watch.py) decides it instead, outside the tick's count."""
         if self.enforced is None:
             return ()
-        self._drift_checks += 1
-        full = self._drift_checks % FULL_CHECK_EVERY == 0
+        if full is None:
+            self._drift_checks += 1
+            full = self._drift_checks % FULL_CHECK_EVERY == 0
+        self.checked_full = full
         try:
             return drifted(self.enforced, full=full)
         except BackendError as exc:

@@ -3,8 +3,9 @@
 things around it — signals, sd_notify readiness and watchdog, metrics, the state file.
 
 Threads: the loop (this module), the reconcile worker, Docker's event stream (a blocking HTTP
-read), watchfiles' inotify reader, and the metrics HTTP server. Only the loop touches the
-coalescer; the others hand triggers over with `call_soon_threadsafe`.
+read), nf_tables' change announcements (nft_watch), watchfiles' inotify reader, and the metrics
+HTTP server. Only the loop touches the coalescer; the others hand triggers over with
+`call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fwsync.daemon.coalesce import Coalescer, Source, Trigger
+from fwsync.daemon.coalesce import Batch, Coalescer, Source, Trigger
 from fwsync.daemon.docker_events import DockerEventWatcher
 from fwsync.daemon.loop import Outcome, Reconciler
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.metrics import Metrics
+from fwsync.daemon.nft_watch import Change, NftWatcher
 from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
 from fwsync.daemon.state import write_state
@@ -55,6 +57,9 @@ class Daemon:
         self.metrics = Metrics()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.watcher = DockerEventWatcher(self._from_thread, on_state=self._docker_state)
+        self.nft_watcher = NftWatcher(self._nft_from_thread)
+        self._nft_pending: Change | None = None  # heard, not yet checked (a burst is one)
+        self._nft_task: asyncio.Task[None] | None = None
         self.ready = False
         self.started = time.time()
         self.reconciles = 0
@@ -91,6 +96,60 @@ class Daemon:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: shutting down
                 loop.call_soon_threadsafe(self.trigger, trigger)
 
+    def _nft_from_thread(self, change: Change) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._nft_changed, change)
+
+    def _nft_changed(self, change: Change) -> None:
+        """Called on the loop. Changes heard while a check runs make one more check after it
+        (coalesced: the earliest time, and full if any asked for it), not one each."""
+        pending = self._nft_pending
+        if pending is not None:
+            change = replace(pending, elements=pending.elements or change.elements,
+                             own=pending.own or change.own, lost=pending.lost or change.lost)
+        self._nft_pending = change
+        if self._nft_task is None or self._nft_task.done():
+            self._nft_task = self._task(self._nft_checks(), "nft-check")
+
+    async def _nft_checks(self) -> None:
+        while self._nft_pending is not None and not self._stop.is_set():
+            change, self._nft_pending = self._nft_pending, None
+            outcome = await self._in_worker(self._check_and_repair, change)
+            if outcome is not None:
+                self.metrics.trigger("drift")
+                self._after(outcome)
+
+    def _check_and_repair(self, change: Change) -> Outcome | None:
+        """On the worker: the repair of what a change of another process did, at once (no hop
+        back to the loop and through the coalescer: the repair is what is urgent). A change
+        of fwsync's own objects is drift: the reconcile's read and diff are the check. A
+        change of a chain fwsync only jumps from (Docker edits those too) is checked first,
+        at the depth the change asks for."""
+        if self.reconciler.enforced is None:
+            return None  # nothing enforced yet to drift from: the first reconcile is pending
+        fields: dict[str, Any] = {"full": change.elements, "detected_by": "netlink",
+                                  "writer_pid": change.pid}
+        if change.own:
+            reason = f"netlink: fwsync's objects changed by pid {change.pid}"
+        else:
+            try:
+                keys = self.reconciler.check_drift(full=change.elements)
+            except Exception:  # a bug: say so; the tick keeps checking
+                log.exception("drift check failed unexpectedly")
+                return None
+            if not keys:
+                return None
+            reason = ", ".join(keys)
+            log.warning("drift", extra={"fields": {"objects": list(keys), **fields}})
+        trigger = Trigger(source="drift", reason=reason, at=change.at, wall=change.wall,
+                          full=change.elements, seen_by="netlink")
+        outcome = self._reconcile(Batch((trigger,)))
+        if change.own and outcome.drift:
+            log.warning("drift", extra={"fields": {"objects": list(outcome.drift), **fields}})
+        return outcome
+
     def _docker_state(self, connected: bool) -> None:
         self.metrics.docker_connected.set(int(connected))
         loop = self._loop
@@ -120,6 +179,7 @@ class Daemon:
         sd_notify(status_line("starting: first reconcile"))
         self._now("startup", "daemon started")
         self.watcher.start()
+        self.nft_watcher.start()
         tasks = [self._task(self._drift_loop(), "drift"),
                  self._task(watch_rules(cfg.rules, self._rules_event, self._stop), "rules"),
                  self._task(self._resync_loop(), "resync")]
@@ -131,6 +191,10 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             self.watcher.stop()
+            self.nft_watcher.stop()
+            if self._nft_task is not None:
+                self._nft_task.cancel()
+                await asyncio.gather(self._nft_task, return_exceptions=True)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -260,8 +324,11 @@ class Daemon:
                 log.exception("drift check failed unexpectedly")
                 continue
             if keys:
-                log.warning("drift", extra={"fields": {"objects": list(keys)}})
-                self._now("drift", ", ".join(keys))
+                full = self.reconciler.checked_full
+                log.warning("drift", extra={"fields": {"objects": list(keys), "full": full,
+                                                       "detected_by": "tick"}})
+                self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
+                                     wall=time.time(), full=full, seen_by="tick"))
 
     async def _resync_loop(self) -> None:
         while True:

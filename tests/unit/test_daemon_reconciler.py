@@ -215,6 +215,24 @@ def test_drift_checks_read_every_element_once_every_full_check_every(world: Worl
     assert full == [FULL_CHECK_EVERY, 2 * FULL_CHECK_EVERY]
 
 
+def test_a_drift_found_by_a_full_check_is_reconciled_with_a_full_read(world: World) -> None:
+    """The reconcile reads at the depth of the check that found the drift: a same-count edit
+    inside a big set is seen only by reading every element (before, it was read by name and
+    count, found equal, and left in place: `result=unchanged`)."""
+    world.write(GOOD)
+    world.run("startup", "")
+    for _ in range(FULL_CHECK_EVERY):
+        world.reconciler.check_drift()
+    assert world.reconciler.checked_full
+    world.backend.reads.clear()
+    found = Trigger(source="drift", reason="ipv6 set blocked", at=0.0, full=True)
+    world.reconciler.reconcile(Batch((found,)))
+    assert world.backend.reads[0] is True
+    world.backend.reads.clear()
+    world.run("drift", "jump")  # found by a cheap check: a cheap read
+    assert world.backend.reads[0] is False
+
+
 def test_docker_away_keeps_what_narrows_of_the_last_known_containers(world: World) -> None:
     world.write("default allow\ndeny from 198.51.100.0/25 to container web-*\n")
     world.run("startup", "")

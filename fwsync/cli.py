@@ -300,13 +300,17 @@ def explain(
 ) -> None:
     """Who decides one connection: the verdict, the container it reaches, the rule or default.
 
-    Computed from the same ruleset `apply` writes (rules + Docker's published ports; the kernel
-    is not read). Exit 0 whenever it could answer, whatever the verdict; 1 on bad input."""
+    Computed from the same ruleset `apply` writes (rules + Docker's published ports), and
+    beside it what fwsync's rules as the kernel lists them do to that connection (when the
+    kernel can be read). Exit 0 whenever it could answer, whatever the verdict; 1 on bad
+    input."""
+    from fwsync.backends.base import BackendError
     from fwsync.core.build import build_ruleset
     from fwsync.core.explain import BadQuestion, parse_connection
     from fwsync.core.explain import explain as explain_connection
     from fwsync.present_report import explain_json, explain_text
-    from fwsync.reconcile import RulesInvalid, load_policy, observe_now
+    from fwsync.reconcile import RulesInvalid, load_policy, observe_now, plan_policy
+    from fwsync.verify.answer import kernel_answers
 
     try:
         conn = parse_connection(source, hostport, to)
@@ -317,14 +321,32 @@ def explain(
     except RulesInvalid as exc:
         _print_diagnostics(exc)
     docker = observe_now()  # what apply builds from, Docker's last answer included
-    built = build_ruleset(policy, docker)
-    if built.problems:
-        _print_diagnostics(RulesInvalid(built.problems))
-    result = explain_connection(built.ruleset, docker, conn)
+    kernel: tuple[str, ...] | None = None
+    unread: str | None = None
+    try:
+        # The rules' answer, and beside it the kernel's: fwsync's objects as it lists them,
+        # evaluated for this very connection (fwsync.verify), as status checks every source.
+        planned = plan_policy(policy, docker, "auto")
+        assert planned.ruleset is not None
+        ruleset = planned.ruleset
+    except RulesInvalid as exc:
+        _print_diagnostics(exc)
+    except (BackendError, OSError) as exc:  # not root: the rules' answer alone
+        built = build_ruleset(policy, docker)
+        if built.problems:
+            _print_diagnostics(RulesInvalid(built.problems))
+        ruleset, unread = built.ruleset, str(exc)
+    result = explain_connection(ruleset, docker, conn)
+    if unread is None:
+        if planned.current:
+            kernel = kernel_answers(ruleset, planned.backend.name, planned.current, [
+                (r.binding, conn.source, conn.to, r.docker_proxy) for r in result.reaches])
+        else:
+            unread = "fwsync holds nothing in the kernel: it has not been applied on this host"
     if fmt is Format.json:
-        _emit_json(explain_json(result))
+        _emit_json(explain_json(result, kernel, unread))
     else:
-        typer.echo(explain_text(result, _style))
+        typer.echo(explain_text(result, _style, kernel, unread))
 
 
 @app.command()

@@ -3,7 +3,7 @@ plain text when piped, JSON for scripts. Pure apart from writing to the Console 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -120,10 +120,19 @@ def _unless_lines(d: Decided, indent: str) -> list[str]:
     return [f"{indent}unless {u.when}: {u.action} by {u.origin}: {u.rule}" for u in d.unless]
 
 
-def explain_text(e: Explanation, style: Style = _plain) -> str:
+def _kernel_line(rules_say: str, kernel: str) -> str:
+    if kernel == rules_say:
+        return f"the kernel's rules agree: {kernel}"
+    return f"the kernel's rules say otherwise: {kernel} (the policy: {rules_say})"
+
+
+def explain_text(e: Explanation, style: Style = _plain, kernel: Sequence[str] | None = None,
+                 unread: str | None = None) -> str:
+    """`kernel`: what fwsync's objects as the kernel lists them do, per reached binding
+    (fwsync.verify.answer); `unread`: why the kernel was not asked."""
     colour = _ACTION_STYLE.get(e.outcome, "yellow")
     out = [f"{e.connection}: " + style(_OUTCOME_WORDS[e.outcome], colour)]
-    for r in e.reaches:
+    for i, r in enumerate(e.reaches):
         p = r.binding
         out.append(f"  reaches {binding_text(p)} → {shown(p.owner)} ({p.image or '?'}), "
                    f"{p.target_word} {p.container_port}")
@@ -131,6 +140,11 @@ def explain_text(e: Explanation, style: Style = _plain) -> str:
         out.append(prefix + style(_decided_text(r.decided),
                                   _ACTION_STYLE.get(r.decided.action, "")))
         out.extend(_unless_lines(r.decided, "      "))
+        if kernel is not None and r.governed:
+            said = _kernel_line(r.decided.action, kernel[i])
+            out.append("    " + style(said, "" if kernel[i] == r.decided.action else "red"))
+    if unread is not None and e.reaches:
+        out.append(style(f"  the kernel was not read ({unread})", "yellow"))
     if not e.reaches:
         out.append("  if it were published: " + _decided_text(e.if_published))
         out.extend(_unless_lines(e.if_published, "    "))
@@ -144,7 +158,8 @@ def _decided_json(d: Decided) -> dict[str, Any]:
                        for u in d.unless]}
 
 
-def explain_json(e: Explanation) -> dict[str, Any]:
+def explain_json(e: Explanation, kernel: Sequence[str] | None = None,
+                 unread: str | None = None) -> dict[str, Any]:
     c = e.connection
     decided = e.decided
     return {
@@ -161,9 +176,11 @@ def explain_json(e: Explanation) -> dict[str, Any]:
              "image": r.binding.image, "container_port": r.binding.container_port,
              "service": r.binding.service or None, "mode": r.binding.mode or None,
              "governed": r.governed, "routed": r.binding.routed or None,
-             "docker_proxy": r.docker_proxy, "decided": _decided_json(r.decided)}
-            for r in e.reaches
+             "docker_proxy": r.docker_proxy, "decided": _decided_json(r.decided),
+             "kernel": kernel[i] if kernel is not None else None}
+            for i, r in enumerate(e.reaches)
         ],
+        "kernel_unread": unread,
         "if_published": _decided_json(e.if_published),
         "notes": list(e.notes),
     }

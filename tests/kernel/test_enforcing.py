@@ -303,7 +303,14 @@ def test_a_bypass_inside_fwsyncs_own_chain_is_not_enforcing(
     assert enforcing.startswith("NO: fwsync's rules, as the kernel holds them, give other "
                                "verdicts than the policy"), enforcing
     assert "0.0.0.0:5432/tcp db: policy deny, kernel allow" in enforcing, enforcing
+    # explain asks the kernel too, for this one connection: the rules deny, the kernel allows.
+    said = json.loads(fwsync_ok(lab, "explain", lab.attacker.v4, "5432/tcp", "--to",
+                                lab.attacker.host_v4, "--format", "json", rules=rules).stdout)
+    assert said["verdict"] == "deny" and said["reaches"][0]["kernel"] == "allow", said
     plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules)
     assert plan.returncode == 2, plan.stdout
     fwsync_ok(lab, "apply", rules=rules)
     assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
+    said = json.loads(fwsync_ok(lab, "explain", lab.attacker.v4, "5432/tcp", "--format", "json",
+                                rules=rules).stdout)
+    assert said["reaches"][0]["kernel"] == "deny", said

@@ -126,8 +126,17 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
         elif w in ("--hashlimit-burst", "--hashlimit-mode", "--hashlimit-name",
                    "--hashlimit-htable-expire", "--hashlimit-htable-size",
                    "--hashlimit-htable-max", "--hashlimit-srcmask"):
+            # The table's bounds (at its max hashlimit drops a new source: refused, as over
+            # the rate) and the key (`--hashlimit-srcmask 64`: the source's /64) shape what
+            # the meter counts, not whether a connection meets it: only checked for sense.
             if w == "--hashlimit-mode" and nxt != "srcip":
                 raise Unreadable(f"--hashlimit-mode {nxt}")
+            if w in ("--hashlimit-burst", "--hashlimit-htable-expire",
+                     "--hashlimit-htable-size", "--hashlimit-htable-max") and not nxt.isdigit():
+                raise Unreadable(f"{w} {nxt}")
+            if w == "--hashlimit-srcmask" and not (
+                    nxt.isdigit() and int(nxt) <= (32 if sets.family == 4 else 128)):
+                raise Unreadable(f"{w} {nxt}")
         elif w in ("-j", "-g"):
             target = _ipt_target(w, nxt, chains)
             if target[0] == "reject" and words[i:i + 1] == ["--reject-with"]:

@@ -10,7 +10,10 @@ returns to a verdict.
 
 - "allow": fwsync lets it on (RETURN out of its chains, or accept).
 - "deny" / "reject": dropped / rejected.
-- "limit": a per-source rate meter decides: under the rate it is let on, over it refused.
+- "limit": a per-source rate meter decides: under the rate it is let on, over it refused; and
+  so is a new source while the meter's table is full (hashlimit's `--hashlimit-htable-max`;
+  nftables' set of sources, `update @seen { KEY }`, then `KEY != @seen drop`). Both ways an
+  update of such a set can go are walked: the source taken in, and not (the set full).
 - "unjudged": fwsync's chains do not look at it: not reached, left by a rule that steps
   aside (only the conntrack state or the arriving interface matched: not NEW, from lo or a
   Docker bridge), or the walk ran off the end of the entry chain.

@@ -71,6 +71,11 @@ class _NftSets:
         if kind != f"ipv{family}_addr, per-source limit":
             raise Unreadable(f"set @{name} holds {kind}")
 
+    def filled(self, name: str) -> bool:
+        """Whether traffic fills the set (a limit's: no elements are listed), not the rules."""
+        _key, kind = self.key(name)
+        return kind.endswith(", per-source limit")
+
 
 class _Words:
     def __init__(self, words: list[str]) -> None:
@@ -117,6 +122,26 @@ def _any_of(tests: list[Test]) -> Test:
     return test
 
 
+def _saddr_key(words: _Words, proto: str) -> tuple[int, str]:
+    """(family, the key's name) of `ip saddr` / `ip6 saddr & MASK` (proto already read): a
+    limit's sets are keyed by the source, an IPv6 one by its network (`& ffff:ffff:ffff:ffff::`:
+    the source's /64). The name says the prefix, so that a lookup is matched with the update
+    of the same key."""
+    if proto not in ("ip", "ip6") or words.next() != "saddr":
+        raise Unreadable(f"a set keyed by {proto} other than saddr")
+    family = 4 if proto == "ip" else 6
+    bits = 32 if family == 4 else 128
+    prefix = bits
+    if words.peek() == "&":
+        words.next()
+        mask_text = words.next()
+        mask_family, mask, _ = span(mask_text)
+        prefix = bits - (((1 << bits) - 1) ^ mask).bit_length()
+        if mask_family != family or mask != ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1):
+            raise Unreadable(f"mask {mask_text} is not a prefix")
+    return family, f"{proto} saddr/{prefix}"
+
+
 def _nft_rule(line: str, sets: _NftSets, chains: set[str]) -> Rule:
     try:
         return _nft_parse(line, sets, chains)
@@ -153,6 +178,8 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
     kinds: list[str] = []
     target: tuple[str, str] = ("none", "")
     limit = False
+    admits: str | None = None
+    looks_in: tuple[str, bool] | None = None
 
     def add(neg: bool, alternatives: list[Test], kind: str = "other") -> None:
         test = alternatives[0] if len(alternatives) == 1 else _any_of(alternatives)
@@ -221,16 +248,30 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
                 add(neg, [lambda c: "DNAT" in c.ct_states])
             else:
                 raise Unreadable(f"ct {key}")
+        elif w in ("ip", "ip6") and words.peek() == "saddr":
+            family, key = _saddr_key(words, w)
+            family_only(family)
+            neg, values = words.value()
+            filled = values[0][1:] if len(values) == 1 and values[0].startswith("@") \
+                and sets.filled(values[0][1:]) else None
+            if filled is not None:
+                # A limit's set of sources: what it holds is the walk's (walk.py, _walk).
+                sets.meter(filled, family)
+                if looks_in is not None:
+                    raise Unreadable("two lookups in sets that traffic fills")
+                looks_in = (f"{filled} {key}", neg)
+            elif key != f"{w} saddr/{32 if family == 4 else 128}":
+                raise Unreadable(f"a masked source looked up in {' '.join(values)}")
+            else:
+                add(neg, [_addr_value(v, family, sets, lambda c: c.saddr) for v in values])
         elif w in ("ip", "ip6"):
             family = 4 if w == "ip" else 6
             which = words.next()
-            if which not in ("saddr", "daddr"):
+            if which != "daddr":
                 raise Unreadable(f"{w} {which}")
-            aget: Callable[[Connection], str | None] = \
-                (lambda c: c.packet_daddr) if which == "daddr" else (lambda c: c.saddr)
             family_only(family)
             neg, values = words.value()
-            add(neg, [_addr_value(v, family, sets, aget) for v in values])
+            add(neg, [_addr_value(v, family, sets, lambda c: c.packet_daddr) for v in values])
         elif w == "fib":
             if [words.next(), words.next()] != ["daddr", "type"]:
                 raise Unreadable("fib other than daddr type")
@@ -240,13 +281,16 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
             add(neg, [lambda c: c.local])
         elif w == "update":
             meter = words.next()
-            if not meter.startswith("@") or words.next() != "{":
+            if not meter.startswith("@") or words.next() != "{" or admits or limit:
                 raise Unreadable("update")
-            proto, key_field = words.next(), words.next()
-            if proto not in ("ip", "ip6") or key_field != "saddr":
-                raise Unreadable(f"a meter keyed by {proto} {key_field}")
-            family = 4 if proto == "ip" else 6
+            family, key = _saddr_key(words, words.next())
             sets.meter(meter[1:], family)
+            if words.peek() == "}":
+                # No statement on the element: the source taken into the set, if it has room.
+                words.next()
+                family_only(family)
+                admits = f"{meter[1:]} {key}"
+                continue
             spec = [words.next() for _ in range(6)]
             if spec[:3] != ["limit", "rate", "over"] or spec[4] != "burst" \
                     or not spec[5].isdigit() or words.next() != "}":
@@ -275,7 +319,8 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
         else:
             raise Unreadable(w)
     steps_aside = bool(kinds) and all(k in ("state", "iif") for k in kinds)
-    return Rule(line, tuple(tests), target, limit, steps_aside)
+    return Rule(line, tuple(tests), target, limit, steps_aside, admits=admits,
+                looks_in=looks_in)
 
 
 _HEAD = re.compile(r"^hook (\S+) priority (-?[0-9]+) policy (accept|drop)$")

@@ -128,6 +128,11 @@ class Rule:
     limit: bool = False  # a rate meter: over the rate the rule fires, under it does not
     steps_aside: bool = False  # every test is on conntrack state or the arriving interface
     error: str | None = None  # not understood
+    # A set that traffic fills (a limit's sources), named with its key, "SET KEY": the rule's
+    # `update @SET { KEY }` takes the source in (while the set has room); a lookup in it, and
+    # whether negated (`KEY != @SET`). See _walk.
+    admits: str | None = None
+    looks_in: tuple[str, bool] | None = None
 
 
 @dataclass
@@ -142,6 +147,9 @@ class Program:
 
 
 Frame = tuple[str, int]
+# What this walk's `update`s did to sets that traffic fills: (SET KEY, whether the source was
+# taken in). The verifier knows no traffic: only a set this connection updated is known.
+Filled = frozenset[tuple[str, bool]]
 
 
 def run(program: Program, conn: Connection) -> KernelVerdict:
@@ -149,7 +157,7 @@ def run(program: Program, conn: Connection) -> KernelVerdict:
         return f"unreadable: {program.error}"
     if program.entry is None:
         return "unjudged"
-    return _walk(program, ((program.entry, 0),), conn, [0])
+    return _walk(program, ((program.entry, 0),), conn, [0], frozenset())
 
 
 def _exit(program: Program, chain: str, rule: Rule) -> KernelVerdict:
@@ -157,7 +165,7 @@ def _exit(program: Program, chain: str, rule: Rule) -> KernelVerdict:
 
 
 def _fire(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
-          conn: Connection, steps: list[int]) -> KernelVerdict:
+          conn: Connection, steps: list[int], filled: Filled) -> KernelVerdict:
     kind, arg = rule.target
     if kind == "accept":
         return _exit(program, chain, rule)
@@ -169,13 +177,13 @@ def _fire(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
         if len(stack) == 1:
             return _exit(program, chain, rule) if program.policy == "unjudged" \
                 else program.policy
-        return _walk(program, stack[:-1], conn, steps)
+        return _walk(program, stack[:-1], conn, steps, filled)
     if kind in ("jump", "goto"):
         if arg not in program.chains:
             return f"unreadable: {rule.text} (no chain {arg} is listed)"
         base = stack if kind == "jump" else stack[:-1]
-        return _walk(program, (*base, (arg, 0)), conn, steps)
-    return _walk(program, stack, conn, steps)  # no verdict: the next rule
+        return _walk(program, (*base, (arg, 0)), conn, steps, filled)
+    return _walk(program, stack, conn, steps, filled)  # no verdict: the next rule
 
 
 def _both(line: str, yes: KernelVerdict, no: KernelVerdict, why: str) -> KernelVerdict:
@@ -185,8 +193,15 @@ def _both(line: str, yes: KernelVerdict, no: KernelVerdict, why: str) -> KernelV
     return yes if yes == no else f"unreadable: {line} ({why})"
 
 
-def _walk(program: Program, stack: tuple[Frame, ...], conn: Connection, steps: list[int]
-          ) -> KernelVerdict:
+def _held(filled: Filled, entry: str) -> bool | None:
+    for name, taken in filled:
+        if name == entry:
+            return taken
+    return None
+
+
+def _walk(program: Program, stack: tuple[Frame, ...], conn: Connection, steps: list[int],
+          filled: Filled) -> KernelVerdict:
     while True:
         steps[0] += 1
         if steps[0] > _MAX_STEPS:
@@ -213,19 +228,43 @@ def _walk(program: Program, stack: tuple[Frame, ...], conn: Connection, steps: l
                 unknown = True
         if not matched:
             continue
+        if rule.looks_in is not None:
+            entry, negative = rule.looks_in
+            held = _held(filled, entry)
+            if held is None:
+                return (f"unreadable: {rule.text} (a lookup in a set that traffic fills, not "
+                        "updated with this connection's source before)")
+            if held == negative:
+                continue
         if unknown:
-            return _both(rule.text, _fired(program, stack, chain, rule, conn, steps),
-                         _walk(program, stack, conn, steps),
+            return _both(rule.text, _fired(program, stack, chain, rule, conn, steps, filled),
+                         _walk(program, stack, conn, steps, filled),
                          "depends on the destination after DNAT")
-        return _fired(program, stack, chain, rule, conn, steps)
+        return _fired(program, stack, chain, rule, conn, steps, filled)
 
 
 def _fired(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
-           conn: Connection, steps: list[int]) -> KernelVerdict:
+           conn: Connection, steps: list[int], filled: Filled) -> KernelVerdict:
+    if rule.admits is not None and _held(filled, rule.admits) is None:
+        # Both ways the update can go: the source taken in (the set has room, or holds it
+        # already), or not (the set is full). Full, the source must be refused ("limit": the
+        # meter's refusals are the rate's and, at capacity, the sources' set's).
+        taken = _metered(program, stack, chain, rule, conn, steps,
+                         filled | {(rule.admits, True)})
+        full = _metered(program, stack, chain, rule, conn, steps,
+                        filled | {(rule.admits, False)})
+        if taken == "limit" and full in ("reject", "deny"):
+            return "limit"
+        return _both(rule.text, taken, full, "a set of sources that, full, does not refuse one")
+    return _metered(program, stack, chain, rule, conn, steps, filled)
+
+
+def _metered(program: Program, stack: tuple[Frame, ...], chain: str, rule: Rule,
+             conn: Connection, steps: list[int], filled: Filled) -> KernelVerdict:
     if not rule.limit:
-        return _fire(program, stack, chain, rule, conn, steps)
-    over = _fire(program, stack, chain, rule, conn, steps)
-    under = _walk(program, stack, conn, steps)
+        return _fire(program, stack, chain, rule, conn, steps, filled)
+    over = _fire(program, stack, chain, rule, conn, steps, filled)
+    under = _walk(program, stack, conn, steps, filled)
     if under == "allow" and over in ("reject", "deny"):
         return "limit"
     return _both(rule.text, over, under, "a rate limit that does not refuse over its rate "

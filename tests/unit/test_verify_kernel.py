@@ -33,7 +33,8 @@ IPT = {
         '--ctorigdstport 8000:8100 -m comment --comment "r:1 allow" -j RETURN',
         "-A FWSYNC-INBOUND -s 198.51.100.0/24 -p tcp -m conntrack --ctorigdstport 8080 -m "
         "hashlimit --hashlimit-above 10/min --hashlimit-burst 5 --hashlimit-mode srcip "
-        "--hashlimit-name fwsync-2 -j REJECT --reject-with tcp-reset",
+        "--hashlimit-name fwsync-2 --hashlimit-htable-size 8192 --hashlimit-htable-max 65535 "
+        "--hashlimit-htable-expire 30000 -j REJECT --reject-with tcp-reset",
         "-A FWSYNC-INBOUND -s 198.51.100.0/24 -p tcp -m conntrack --ctorigdstport 8080 -j RETURN",
         "-A FWSYNC-INBOUND -p udp -j REJECT --reject-with icmp-port-unreachable",
         "-A FWSYNC-INBOUND -j DROP"),
@@ -92,10 +93,33 @@ def test_iptables_missing_set_or_jump() -> None:
     assert kernel_verdict("iptables", not_reached, conn()) == "unjudged"
 
 
+# A `limit` as the nftables backend renders one (tests/golden/nftables.txt): the source set
+# `seen` updated, a source it could not take (full) dropped, the bucket's meter, the accept.
+LIMIT_V4 = (
+    "meta l4proto tcp ct original proto-dst 8080 ip saddr 198.51.100.0/24 update "
+    '@seen.2_v4_0a1b2c3d { ip saddr } comment "r:2 limit"',
+    "meta l4proto tcp ct original proto-dst 8080 ip saddr 198.51.100.0/24 ip saddr != "
+    '@seen.2_v4_0a1b2c3d drop comment "r:2 limit"',
+    "meta l4proto tcp ct original proto-dst 8080 ip saddr 198.51.100.0/24 update "
+    "@limit.2_v4_0a1b2c3d { ip saddr limit rate over 10/minute burst 5 } reject with tcp "
+    'reset comment "r:2 limit"',
+    "meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 ip saddr "
+    '198.51.100.0/24 accept comment "r:2 limit"')
+_V6_KEY = "ip6 saddr & ffff:ffff:ffff:ffff::"
+LIMIT_V6 = (
+    f"meta l4proto tcp ct original proto-dst 8080 update @seen.2_v6_0a1b2c3d {{ {_V6_KEY} }}",
+    f"meta l4proto tcp ct original proto-dst 8080 {_V6_KEY} != @seen.2_v6_0a1b2c3d drop",
+    f"meta l4proto tcp ct original proto-dst 8080 update @limit.2_v6_0a1b2c3d {{ {_V6_KEY} "
+    "limit rate over 10/minute burst 5 } reject with tcp reset",
+    "meta nfproto ipv6 meta l4proto tcp ct original proto-dst 8080 accept")
+
 NFT = {
     "inet fwsync set office_v4_0a1b2c3d (ipv4_addr)": ("198.51.100.0/25", "203.0.113.9"),
     "inet fwsync set ports_1_0_0a1b2c3d (inet_service)": ("22", "8000-8100"),
-    "inet fwsync set limit_2_v4_0a1b2c3d (ipv4_addr, per-source limit)": (),
+    "inet fwsync set seen.2_v4_0a1b2c3d (ipv4_addr, per-source limit)": (),
+    "inet fwsync set limit.2_v4_0a1b2c3d (ipv4_addr, per-source limit)": (),
+    "inet fwsync set seen.2_v6_0a1b2c3d (ipv6_addr, per-source limit)": (),
+    "inet fwsync set limit.2_v6_0a1b2c3d (ipv6_addr, per-source limit)": (),
     "inet fwsync chain forward": (
         "hook forward priority -1 policy accept",
         "ct state != new return",
@@ -113,11 +137,8 @@ NFT = {
         "ct original ip daddr 127.0.0.0/8 drop",
         "meta l4proto tcp ct original proto-dst @ports_1_0_0a1b2c3d ip saddr "
         '@office_v4_0a1b2c3d accept comment "r:1 allow"',
-        "meta l4proto tcp ct original proto-dst 8080 ip saddr 198.51.100.0/24 update "
-        "@limit_2_v4_0a1b2c3d { ip saddr limit rate over 10/minute burst 5 } reject with tcp "
-        "reset",
-        "meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 ip saddr "
-        "198.51.100.0/24 accept",
+        *LIMIT_V4,
+        *LIMIT_V6,
         "meta l4proto udp reject with icmpx port-unreachable",
         'drop comment "default deny"'),
     "inet fwsync chain direct": (
@@ -132,6 +153,7 @@ NFT = {
     (conn("203.0.113.9", 22), "allow"),
     (conn("198.51.100.200", 8050), "deny"),
     (conn("198.51.100.200", 8080), "limit"),
+    (conn("192.0.2.1", 8080), "deny"),  # outside the limit's network: no group of it
     (conn("192.0.2.1", 8080, proto="udp"), "reject"),
     (conn(new=False), "unjudged"),
     (conn(iif="br-0a1b"), "unjudged"),  # `br-*` wildcard
@@ -140,9 +162,71 @@ NFT = {
     (conn("198.51.100.7", 9000, oif=None, path="input", local=True), "unjudged"),
     (conn("198.51.100.7", 8050, oif=None, path="input", iif="lo", local=True), "unjudged"),
     (Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 8050), "deny"),  # `ip saddr`: IPv4
+    (Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 8080), "limit"),  # the /64's meter
+    (Connection(6, "udp", "2001:db8::7", "2001:db8::1", 8080), "reject"),  # tcp only
 ])
 def test_nftables_walk(c: Connection, verdict: str) -> None:
     assert kernel_verdict("nftables", NFT, c) == verdict
+
+
+def _inbound(*lines: str) -> dict[str, tuple[str, ...]]:
+    return {**NFT, "inet fwsync chain inbound": ("regular chain", *lines, "drop")}
+
+
+def test_nftables_limit_is_a_limit_only_while_a_full_source_set_refuses() -> None:
+    """The seen set's update takes the source in while it has room (then `!= @seen drop`
+    passes it on to the meter: "limit"); full, it does not, and the drop must refuse it."""
+    v6 = Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 8080)
+    assert kernel_verdict("nftables", _inbound(*LIMIT_V6), v6) == "limit"
+    full_accepted = (LIMIT_V6[0], LIMIT_V6[1].replace(" drop", " accept"), *LIMIT_V6[2:])
+    assert kernel_verdict("nftables", _inbound(*full_accepted), v6) == (
+        f"unreadable: {LIMIT_V6[0]} (a set of sources that, full, does not refuse one)")
+    # Without the seen set's update: whether the source is in it depends on traffic.
+    assert kernel_verdict("nftables", _inbound(*LIMIT_V6[1:]), v6) == (
+        f"unreadable: {LIMIT_V6[1]} (a lookup in a set that traffic fills, not updated "
+        "with this connection's source before)")
+
+
+def test_nftables_limit_keys_must_be_the_same_network() -> None:
+    """`& ffff:ffff:ffff:ffff::` keys the sets by the source's /64: a lookup by another key
+    (the whole address) is not answered by the update, and a mask that is no prefix is
+    unreadable."""
+    v6 = Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 8080)
+    whole = LIMIT_V6[1].replace(" & ffff:ffff:ffff:ffff::", "")
+    assert kernel_verdict("nftables", _inbound(LIMIT_V6[0], whole, *LIMIT_V6[2:]), v6) \
+        .startswith(f"unreadable: {whole} (a lookup in a set that traffic fills")
+    odd = LIMIT_V6[0].replace("ffff:ffff:ffff:ffff::", "ffff::ffff")
+    assert kernel_verdict("nftables", _inbound(odd, *LIMIT_V6[1:]), v6) == (
+        f"unreadable: {odd} (mask ffff::ffff is not a prefix)")
+
+
+IPT6 = {
+    "ipv6 jump": ("DOCKER-USER rule 1 -j FWSYNC-FORWARD",),
+    "ipv6 chain FWSYNC-FORWARD": (
+        "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -g FWSYNC-INBOUND",),
+    "ipv6 chain FWSYNC-INBOUND": (
+        "-A FWSYNC-INBOUND -p tcp -m conntrack --ctorigdstport 2222 -m hashlimit "
+        "--hashlimit-above 10/min --hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name "
+        "fwsync-2 --hashlimit-htable-size 8192 --hashlimit-htable-max 65535 "
+        "--hashlimit-htable-expire 30000 --hashlimit-srcmask 64 -m comment --comment "
+        '"r:5 rule 5" -j REJECT --reject-with tcp-reset',
+        '-A FWSYNC-INBOUND -p tcp -m conntrack --ctorigdstport 2222 -m comment --comment "r:5" '
+        "-j RETURN",
+        "-A FWSYNC-INBOUND -j DROP"),
+}
+
+
+def test_iptables_hashlimit_per_network_and_bounded_table() -> None:
+    v6 = Connection(6, "tcp", "2001:db8::7", "2001:db8::1", 2222)
+    assert kernel_verdict("iptables", IPT6, v6) == "limit"
+    assert kernel_verdict("iptables", IPT6, Connection(6, "tcp", "2001:db8::7", "2001:db8::1",
+                                                       2223)) == "deny"
+    key = "ipv6 chain FWSYNC-INBOUND"
+    for option, bad in (("--hashlimit-srcmask 64", "--hashlimit-srcmask 129"),
+                        ("--hashlimit-htable-max 65535", "--hashlimit-htable-max lots")):
+        odd = IPT6[key][0].replace(option, bad)
+        state = {**IPT6, key: (odd, *IPT6[key][1:])}
+        assert kernel_verdict("iptables", state, v6) == f"unreadable: {odd} ({bad})"
 
 
 def test_nftables_unknown_expression_and_dormant_table() -> None:
@@ -168,6 +252,24 @@ def _ruleset():  # type: ignore[no-untyped-def]
 def test_rendered_objects_agree(backend: str) -> None:
     ruleset = _ruleset()
     assert disagreements(ruleset, PORTS, backend, rendered(backend, ruleset)) == ()
+
+
+LIMITED = ("default deny\nlimit from 198.51.100.0/24 to any port 8080 proto tcp\n"
+           "limit from 2001:db8:1::/48 to any port 8080 proto tcp\n")
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rendered_limits_agree(backend: str) -> None:
+    """What the renderers make of `limit` today (nftables: seen set, drop, meter, accept;
+    iptables: hashlimit with a bounded table, IPv6 per /64) reads as "limit"."""
+    result = parse_sources([("gen.rules", LIMITED)], lambda _p: "")
+    assert result.policy is not None
+    ruleset = build_ruleset(result.policy, DockerState(ports=PORTS, containers=("web",))).ruleset
+    state = rendered(backend, ruleset)
+    assert disagreements(ruleset, PORTS, backend, state) == ()
+    v6 = Connection(6, "tcp", "2001:db8:1:2::5", "2001:db8::1", 8080, oif="docker0")
+    assert kernel_verdict(backend, state, v6) == "limit"
+    assert kernel_verdict(backend, state, conn("198.51.100.9", oif="docker0")) == "limit"
 
 
 def test_return_first_in_fwsync_forward_allows_everyone() -> None:

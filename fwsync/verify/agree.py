@@ -155,13 +155,34 @@ def _input_key(family: int, proto: str, port: int, daddr: str | None
     return family, proto, port, daddr
 
 
+LATER = "a port published later"
+_LATER_PORTS = (49999, 40999, 31999, 20999, 65001)
+# Out of a bridge Docker makes later, whose name no rule or exemption can know yet.
+_LATER_OIF = "vfylater0"
+
+
+def later_ports(ruleset: Ruleset) -> tuple[PublishedPort, ...]:
+    """Stand-ins for what Docker may publish after this check, on a host port no rule names, in
+    each family and protocol: the DNAT catch-all must hold them to the policy (its default, or
+    a rule with no port) before any apply names them."""
+    named = [r.match.dport for r in ruleset.rules if r.match.dport is not None]
+    port = next((p for p in _LATER_PORTS if not any(d.low <= p <= d.high for d in named)), None)
+    if port is None:
+        return ()
+    return tuple(PublishedPort(host, port, proto, LATER, 0)
+                 for host in ("0.0.0.0", "::") for proto in ("tcp", "udp"))
+
+
 def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str,
                   state: State) -> tuple[Disagreement, ...]:
     """Where the kernel's objects (`state`, as the backend's read() lists them) give another
     verdict than the policy (`ruleset`, through the matcher) for a binding in `ports`: every
     binding on the DNAT path (a routed network's: "direct", straight to the container's
-    address), and on the input path too where the ruleset judges it there. Empty: they agree
-    for every source tried (the module's docstring says which)."""
+    address), and on the input path too where the ruleset judges it there; and a port Docker
+    publishes after this (later_ports), which only the catch-all judges. Empty: they agree for
+    every source tried (the module's docstring says which)."""
+    later = later_ports(ruleset)
+    ports = (*ports, *later)
     iif, sport = _unnamed(ruleset)
     on_input = {_input_key(ip.match.family, str(ip.match.proto), ip.match.dport.low,
                            ip.match.daddr)
@@ -186,7 +207,8 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
                     policy = decide(ruleset, Question(src, p.host_port, p.proto, to), to).action
                     conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
                                       dport=p.host_port, sport=sport, iif=iif,
-                                      oif=None if path == "input" else "docker0", path=path,
+                                      oif=None if path == "input" else
+                                      _LATER_OIF if p in later else "docker0", path=path,
                                       local=path == "input")
                     kernel = run(prog, conn)
                     if kernel != policy:

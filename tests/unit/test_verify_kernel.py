@@ -303,3 +303,26 @@ def test_flushed_nftables_input_chain_is_unjudged() -> None:
     found = disagreements(ruleset, PORTS, "nftables", state)
     assert found and {(d.path, d.kernel) for d in found} == {("input", "unjudged")}
     assert {d.policy for d in found} == {"allow", "deny"}
+
+
+def test_a_port_published_later_is_held_to_the_catch_all() -> None:
+    """A binding nobody knows yet, out of a bridge nobody named, is judged only by the DNAT
+    catch-all: without it, disagreements name the later port (the policy denies, the kernel
+    lets it on) although every known binding still agrees."""
+    from fwsync.backends.iptables_render import render_family
+    from fwsync.core.build import build_ruleset
+    from fwsync.core.observed import DockerState, PublishedPort
+    from fwsync.rules.model import Endpoint
+    from fwsync.verify.agree import LATER, disagreements
+    from tests.unit.helpers import policy, ports, rule
+
+    docker = DockerState(ports=(PublishedPort("0.0.0.0", 5432, "tcp", "db", 5432),))
+    ruleset = build_ruleset(policy(rule(5, proto="tcp", dst=Endpoint(ports=ports(22)))),
+                            docker).ruleset
+    state = {**render_family(ruleset, 4, ("DOCKER-USER",)),
+             **render_family(ruleset, 6, ("DOCKER-USER",))}
+    assert disagreements(ruleset, docker.ports, "iptables", state) == ()
+    cut = {k: tuple(line for line in v if "--ctstate DNAT -g" not in line)
+           for k, v in state.items()}
+    found = disagreements(ruleset, docker.ports, "iptables", cut)
+    assert found and all(LATER in d.binding and d.policy == "deny" for d in found), found

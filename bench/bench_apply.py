@@ -82,8 +82,8 @@ class Cell:
 
     def as_dict(self) -> dict[str, Any]:
         return {"first": self.first, "reapply": self.reapply, "plan": self.plan,
-                "show": self.show, "raw": self.raw, "cpu": self.cpu, "loadavg": self.loadavg, "status": self.status,
-                "detail": self.detail}
+                "show": self.show, "raw": self.raw, "cpu": self.cpu, "loadavg": self.loadavg,
+                "status": self.status, "detail": self.detail}
 
 
 # --------------------------------------------------------------------------- raw baselines

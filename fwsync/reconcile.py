@@ -49,7 +49,8 @@ class Planned:
     refusal: str | None = None
     # The desired ruleset the plan was rendered from (status shows it without building again).
     ruleset: Ruleset | None = None
-    # fwsync's objects as the plan read them from the kernel (status asks no second read).
+    # The chosen backend's objects as the plan read them from the kernel (status asks no
+    # second read; another backend's leftovers, which the plan removes, are not in it).
     current: State = field(default_factory=dict, repr=False)
 
 
@@ -207,17 +208,18 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     if built.problems:  # too big: refused before the kernel is even read
         raise RulesInvalid(built.problems)
     desired = chosen.render(built.ruleset)
-    current = dict(chosen.read(None if full else desired.state))
+    held = dict(chosen.read(None if full else desired.state))
+    current = dict(held)
     for other in others:
         current.update(other.read({}))
     notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
                                 f"(switching to {chosen.name})" for o in others)
     plan = diff(chosen.name, desired, current, notes=notes)
-    if plan.empty and current:
+    if plan.empty and held:
         # The kernel holds what fwsync renders: whether that gives the policy's verdicts is
         # asked of the objects as listed, not assumed from the renderers.
         plan = replace(plan, disagreements=kernel_disagreements(
-            built.ruleset, observed, chosen.name, current))
+            built.ruleset, observed, chosen.name, held))
     refusal = None
     if observed.error is not None and current and not plan.empty:
         # fwsync's rules are in the kernel, made when Docker answered (or from a memory that is
@@ -239,7 +241,7 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
                    "point DOCKER_HOST at it) and apply again")
     return Planned(policy=policy, docker=observed, plan=plan, backend_reason=f"{why}; {detail}",
                    warnings=warnings, backend=chosen, others=others, refusal=refusal,
-                   ruleset=built.ruleset, current=current)
+                   ruleset=built.ruleset, current=held)
 
 
 def kernel_disagreements(ruleset: Ruleset, docker: DockerState, backend: str,

@@ -120,8 +120,14 @@ def _unless_lines(d: Decided, indent: str) -> list[str]:
     return [f"{indent}unless {u.when}: {u.action} by {u.origin}: {u.rule}" for u in d.unless]
 
 
+def agrees(rules_say: str, kernel: str) -> bool:
+    from fwsync.verify.agree import agrees as kernel_agrees
+
+    return kernel_agrees(rules_say, kernel)
+
+
 def _kernel_line(rules_say: str, kernel: str) -> str:
-    if kernel == rules_say:
+    if agrees(rules_say, kernel):
         return f"the kernel's rules agree: {kernel}"
     return f"the kernel's rules say otherwise: {kernel} (the policy: {rules_say})"
 
@@ -142,7 +148,8 @@ def explain_text(e: Explanation, style: Style = _plain, kernel: Sequence[str] | 
         out.extend(_unless_lines(r.decided, "      "))
         if kernel is not None and r.governed:
             said = _kernel_line(r.decided.action, kernel[i])
-            out.append("    " + style(said, "" if kernel[i] == r.decided.action else "red"))
+            out.append("    " + style(said, "" if agrees(r.decided.action, kernel[i])
+                                      else "red"))
     if unread is not None and e.reaches:
         out.append(style(f"  the kernel was not read ({unread})", "yellow"))
     if not e.reaches:

@@ -26,6 +26,7 @@ from typing import TypeVar
 from fwsync.core.diff import State
 from fwsync.core.explain import Connection as Question
 from fwsync.core.explain import decide
+from fwsync.core.exposure_report import through_docker_proxy
 from fwsync.core.observed import PublishedPort
 from fwsync.core.ruleset import Family, Ruleset
 from fwsync.verify.connection import Connection, Path
@@ -155,6 +156,14 @@ def _input_key(family: int, proto: str, port: int, daddr: str | None
     return family, proto, port, daddr
 
 
+def agrees(policy: str, kernel: str) -> bool:
+    """The kernel's verdict is the policy's. An allow only ever means that fwsync does not
+    refuse the connection (its rules RETURN / accept, and Docker's and the host's chains decide
+    after them), so a connection fwsync's chains do not judge at all agrees with it too; for
+    a deny, reject or limit that is a hole."""
+    return kernel == policy or (policy == "allow" and kernel == "unjudged")
+
+
 LATER = "a port published later"
 _LATER_PORTS = (49999, 40999, 31999, 20999, 65001)
 # Out of a bridge Docker makes later, whose name no rule or exemption can know yet.
@@ -196,7 +205,11 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
             froms[family] = sources(ruleset, family)
         paths: list[Path] = ["direct" if p.routed else "dnat"]
         daddr_key = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
-        if _input_key(family, p.proto, p.host_port, daddr_key) in on_input:
+        # The input path where connections from outside take it: docker-proxy serving IPv6 for
+        # a container without IPv6 (core/exposure_report). Where Docker DNATs the family, no
+        # outside connection reaches docker-proxy's socket, whatever fwsync's input chain says.
+        if through_docker_proxy(p) and \
+                _input_key(family, p.proto, p.host_port, daddr_key) in on_input:
             paths.append("input")
         for path in paths:
             prog = reading.program(family, path)
@@ -211,7 +224,7 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
                                       _LATER_OIF if p in later else "docker0", path=path,
                                       local=path == "input")
                     kernel = run(prog, conn)
-                    if kernel != policy:
+                    if not agrees(policy, kernel):
                         found.append(Disagreement(family, binding_text(p), path, source,
                                                   policy, kernel))
     return tuple(found)

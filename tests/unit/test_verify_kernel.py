@@ -295,14 +295,15 @@ def test_accept_first_in_nftables_forward_allows_everyone() -> None:
 
 def test_flushed_nftables_input_chain_is_unjudged() -> None:
     """Issue 18 item 6: the input chain flushed, its head still in place: nothing on the input
-    path is judged any more, which disagrees with every verdict."""
+    path is judged any more, which disagrees with every refusing verdict (an allow only means
+    fwsync does not refuse: unjudged agrees with it)."""
     ruleset = _ruleset()
     state = dict(rendered("nftables", ruleset))
     key = "inet fwsync chain input"
     state[key] = state[key][:1]
     found = disagreements(ruleset, PORTS, "nftables", state)
     assert found and {(d.path, d.kernel) for d in found} == {("input", "unjudged")}
-    assert {d.policy for d in found} == {"allow", "deny"}
+    assert {d.policy for d in found} == {"deny"}
 
 
 def test_a_port_published_later_is_held_to_the_catch_all() -> None:

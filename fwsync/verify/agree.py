@@ -120,7 +120,7 @@ def _outside(ruleset: Ruleset, family: Family) -> str | None:
     return None
 
 
-def _destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
+def destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
     """The original destinations to try: the binding's own address; for an all-address one,
     every `daddr` the rules of its family name, and one address none names."""
     if not p.all_addresses:
@@ -136,7 +136,7 @@ def _destinations(ruleset: Ruleset, p: PublishedPort) -> list[str]:
     return out
 
 
-def _unnamed(ruleset: Ruleset) -> tuple[str, int]:
+def unnamed_stand_ins(ruleset: Ruleset) -> tuple[str, int]:
     """An arriving interface and a source port no rule names, so that the matcher's answer
     (which leaves rules on them aside as exceptions) is the answer for this connection."""
     ifaces = [r.match.iface for r in ruleset.rules if r.match.iface is not None] + \
@@ -192,7 +192,7 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
     every source tried (the module's docstring says which)."""
     later = later_ports(ruleset)
     ports = (*ports, *later)
-    iif, sport = _unnamed(ruleset)
+    iif, sport = unnamed_stand_ins(ruleset)
     on_input = {_input_key(ip.match.family, str(ip.match.proto), ip.match.dport.low,
                            ip.match.daddr)
                 for ip in ruleset.input_ports if ip.match.dport is not None}
@@ -213,7 +213,7 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
             paths.append("input")
         for path in paths:
             prog = reading.program(family, path)
-            for daddr in _destinations(ruleset, p):
+            for daddr in destinations(ruleset, p):
                 to = ipaddress.ip_address(daddr)
                 for source in froms[family]:
                     src = ipaddress.ip_address(source)

@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 ENGINES ?= all
 TEST_WORKERS ?= 2
 test: install engines
-	$(PY) -m pytest tests --engine $(ENGINES) -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest tests --engine $(ENGINES) -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
 	$(PY) -m pytest tests -m unit

@@ -62,6 +62,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(eng.test_id))
 
 
+# A phase that takes this long is printed as it ends (CI shows only the output of a run it
+# stops at its time limit: this says where a slow or stuck run spent its time).
+SLOW_PHASE_S = 60.0
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.duration < SLOW_PHASE_S:
+        return
+    reporter = _config.pluginmanager.get_plugin("terminalreporter") if _config else None
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(f"slow: {report.nodeid} {report.when} took {report.duration:.0f}s")
+
+
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
 @pytest.fixture(scope="module")
 def engine(request: pytest.FixtureRequest) -> Engine:
     """The Docker engine this test runs against (parametrized by pytest_generate_tests)."""

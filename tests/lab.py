@@ -268,6 +268,11 @@ def set_forwarding(ns: Netns, on: bool) -> None:
 
 # Runs inside the probing namespace; one process probes all targets in parallel threads, so a
 # batch of "filtered" answers costs one timeout, not one each.
+# PROBE_TIMEOUT: a handshake between namespaces on one host's veths answers in well under a
+# millisecond, even with both cores busy; 1 s is the kernel's initial SYN retransmission timeout,
+# so a probe waits as long as its first SYN can take. Filtered probes are most of the suite's
+# time (a routed-network e2e test: ~10 s of its ~20 s at 2 s each).
+PROBE_TIMEOUT = 1.0
 _PROBE_SCRIPT = r"""
 import errno, json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
@@ -315,7 +320,7 @@ class Peer:
         return self.host_v6 if v6 else self.host_v4
 
     def probe(self, port: int, proto: Proto = "tcp", *, v6: bool = False,
-              addr: str | None = None, timeout: float = 2.0) -> State:
+              addr: str | None = None, timeout: float = PROBE_TIMEOUT) -> State:
         return probe(self, addr or self.host_addr(v6), port, proto, timeout)
 
 
@@ -329,7 +334,7 @@ def _ns(ns: NsLike) -> Netns:
 
 
 def probe_many(ns: NsLike, targets: Iterable[Target | tuple[str, int]],
-               timeout: float = 2.0) -> list[State]:
+               timeout: float = PROBE_TIMEOUT) -> list[State]:
     """Probe many (addr, port[, proto]) from inside `ns` at once; results in the same order.
     TCP: connected=open, refused/ICMP error=closed, timeout=filtered. UDP: needs an echo server;
     reply=open, ICMP unreachable=closed, timeout=filtered."""
@@ -346,7 +351,8 @@ def probe_many(ns: NsLike, targets: Iterable[Target | tuple[str, int]],
     return out
 
 
-def probe(ns: NsLike, addr: str, port: int, proto: Proto = "tcp", timeout: float = 2.0) -> State:
+def probe(ns: NsLike, addr: str, port: int, proto: Proto = "tcp",
+          timeout: float = PROBE_TIMEOUT) -> State:
     return probe_many(ns, [(addr, port, proto)], timeout)[0]
 
 

@@ -63,7 +63,7 @@ def verdicts(lab: DockerLab) -> Verdicts:
     peers: tuple[tuple[str, Peer], ...] = (("trusted", lab.trusted), ("attacker", lab.attacker))
     for name, peer in peers:
         targets = [(peer.host_addr(v6), port, "tcp") for v6 in (False, True) for port in PORTS]
-        states = probe_many(peer, targets, timeout=2.0)
+        states = probe_many(peer, targets)
         for (addr, port, _), state in zip(targets, states, strict=True):
             found[(name, "v6" if ":" in addr else "v4", port)] = state
     return found

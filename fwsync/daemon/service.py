@@ -283,9 +283,9 @@ class Daemon:
 
     def _status(self, outcome: Outcome) -> str:
         """Its head is the kernel's answer, read back after the last reconcile
-        (core/enforcing): not the reconcile's success. The reasons come last: STATUS= is cut
-        at 200 characters (notify.status_line), and a long list of them must not cut off what
-        the last reconcile did."""
+        (core/enforcing): not the reconcile's success. The reasons it is not come last: STATUS=
+        is cut at 200 characters (notify.status_line), and a long list of them must not cut off
+        what the last reconcile did, or the invalid rules' first error."""
         enforced = self.reconciler.enforced
         reach = self.reconciler.enforcement
         why = ""
@@ -296,13 +296,13 @@ class Daemon:
         else:
             head = f"NOT enforcing ({enforced.backend.name})"
             why = f"; why: {self._why_not()}"
-        last = f"last: {outcome.result} after {outcome.trigger}"
         if outcome.result == "invalid-rules":
             first = outcome.diagnostics[0] if outcome.diagnostics else "invalid rules"
-            last += f"; rules invalid, last good kept: {first}"
+            head += f"; rules invalid, last good kept: {first}"
         elif outcome.result == "error":
-            last += f"; last reconcile failed: {outcome.error}"
-        return f"{head}; {last}; {outcome.ports or 0} published ports{why}"
+            head += f"; last reconcile failed: {outcome.error}"
+        return f"{head}; last: {outcome.result} after {outcome.trigger}; " \
+               f"{outcome.ports or 0} published ports{why}"
 
     def _schedule_retry(self) -> None:
         if self._retry is not None or self._loop is None:

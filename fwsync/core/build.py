@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from fwsync.core.bridges import host_bridges, judge_bridges
 from fwsync.core.kernel_text import literal_problem, shown
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
@@ -34,12 +35,6 @@ from fwsync.rules.model import (
     Rule,
 )
 
-# Docker names the default bridge docker0, every user-defined bridge network br-<id> and Swarm's
-# gateway bridge docker_gwbridge; matching those names (not today's list) keeps networks created
-# after `apply` governed, direct-routing protection included. A bridge named by the user
-# (`com.docker.network.bridge.name`) is only known once Docker lists it: until then its published
-# ports are still judged, since every DNATed connection is (the renderers' forward chain).
-DEFAULT_BRIDGES = ("docker0", "br-+", "docker_gwbridge")
 FAMILIES: tuple[Family, ...] = (4, 6)
 # A Docker network's name as Docker's own name rule has it: only such a name goes into a kernel
 # comment (Docker hands names over; anything else is left out, never escaped).
@@ -158,7 +153,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             if kernel_rule not in seen:
                 seen.add(kernel_rule)
                 rules.append(kernel_rule)
-    named, subnets = _bridges(docker.extra_bridges, notes)
+    subnets = _bridges(docker.extra_bridges, notes)
+    trusted, refused = judge_bridges(docker.networks, docker.links)
+    notes.extend(f"{r.note}." for r in refused)
     ruleset = Ruleset(
         rules=tuple(rules),
         sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
@@ -166,30 +163,28 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         default_origin=policy.default_origin,
         protect_direct_routing=policy.protect_direct_routing,
         protect_localhost_publish=policy.protect_localhost_publish,
-        bridges=DEFAULT_BRIDGES + named,
+        bridges=trusted,
         bridge_subnets=subnets,
-        direct_ok=_direct_ok(policy, docker, notes),
+        refused_bridges=refused,
+        direct_ok=_direct_ok(policy, docker, {b.name for b in trusted}, notes),
+        host_bridges=host_bridges(docker, refused),
         input_ports=input_ports(docker.ports),
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
 
 
-def _bridges(bridges: Iterable[Bridge], notes: list[str]
-             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Docker's custom bridges → (names to match, subnets to match instead). A name is only
-    written to the kernel when both backends read it literally: a bridge called `"+"` became
-    `-i +` (every interface: RETURN), one called `v*` matched the outside links in nftables, and
-    `*` made every nftables apply fail. Such a bridge is still governed, by its subnets (and its
-    published ports, like any, by the forward chain's DNAT catch-all), and said so on every
-    plan, apply and reconcile."""
-    named: list[str] = []
+def _bridges(bridges: Iterable[Bridge], notes: list[str]) -> tuple[str, ...]:
+    """Docker's bridges with names of the user's whose names can't be written → the subnets to
+    judge connections into them by. A name is only written to the kernel when both backends
+    read it literally: a bridge called `"+"` became `-i +` (every interface: RETURN), one called
+    `v*` matched the outside links in nftables, and `*` made every nftables apply fail. Such a
+    bridge is still governed, by its subnets (and its published ports, like any, by the forward
+    chain's DNAT catch-all), and said so on every plan, apply and reconcile. (The others are
+    trusted, or not, by what the host shows of them: core/bridges.py.)"""
     subnets: list[str] = []
     for bridge in sorted(set(bridges)):
-        if bridge.name in DEFAULT_BRIDGES or bridge.name.startswith("br-"):
-            continue  # DEFAULT_BRIDGES match it already
         problem = literal_problem(bridge.name)
         if problem is None:
-            named.append(bridge.name)
             continue
         nets = [n for n in (_network(s) for s in bridge.subnets) if n is not None]
         subnets.extend(str(n) for n in nets)
@@ -201,7 +196,7 @@ def _bridges(bridges: Iterable[Bridge], notes: list[str]
             f"{shown(bridge.name)!r}, which fwsync does not write into the kernel ({problem}): "
             f"{governed}; its containers' own connections to other Docker networks are judged "
             "like connections from outside. Rename the bridge to govern it by name.")
-    return tuple(dict.fromkeys(named)), tuple(dict.fromkeys(subnets))
+    return tuple(dict.fromkeys(subnets))
 
 
 def _utc(when: float) -> str:
@@ -219,7 +214,8 @@ def _networks(pattern: str, networks: Iterable[DockerNetwork]) -> list[DockerNet
     return [n for n in networks if container_matches(pattern, n.name)]
 
 
-def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[DirectOk, ...]:
+def _direct_ok(policy: Policy, docker: DockerState, trusted: set[str], notes: list[str]
+               ) -> tuple[DirectOk, ...]:
     """Where direct routing goes to the rules instead of being dropped: networks the user made
     `routed` (Docker 27+: direct routing is their only way in), and those the rules name in
     `protect direct-routing off to network NAME`. Everything else stays protected, including
@@ -231,11 +227,17 @@ def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[D
 
     def add(net: DockerNetwork, families: Iterable[Family], why: str,
             origin: Origin | None) -> None:
+        if net.bridge not in trusted:
+            notes.append(f"{origin or 'Docker'}: direct routing into network "
+                         f"{shown(net.name)!r} stays dropped ({why}): its bridge "
+                         f"{shown(net.bridge)!r} is not trusted.")
+            return
         for cidr in net.subnets:
             family: Family = 6 if ":" in cidr else 4
             if family in families:
                 name = net.name if _PLAIN_NAME.fullmatch(net.name) else ""
-                found.setdefault((family, cidr), DirectOk(family, cidr, name, why, origin))
+                found.setdefault((family, cidr), DirectOk(family, cidr, name, why, origin,
+                                                          net.bridge))
 
     for net in docker.networks:
         add(net, net.routed_families(), "routed network", None)

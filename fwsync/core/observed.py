@@ -76,6 +76,18 @@ class Bridge:
     subnets: tuple[str, ...] = ()  # its IPAM subnets, both families, as Docker reports them
 
 
+@dataclass(frozen=True, order=True)
+class LinkFacts:
+    """One interface as the host shows it (observe/host_links.py): what core/bridges.py checks
+    a Docker network's bridge against."""
+
+    name: str
+    kind: str  # the link kind ("bridge", "veth", ...); "" for a device (a NIC) with none
+    master: str = ""  # the bridge it is a port of, if any
+    addresses: tuple[str, ...] = ()  # as configured, with their prefix: "203.0.113.1/25"
+    routes: tuple[str, ...] = ()  # destinations of the unicast routes out of it (CIDRs)
+
+
 GatewayMode = Literal["nat", "nat-unprotected", "routed", "isolated"]
 
 
@@ -94,6 +106,12 @@ class DockerNetwork:
     # Host interfaces Docker lets reach the containers directly (28.2+ network option
     # com.docker.network.bridge.trusted_host_interfaces).
     trusted_host_interfaces: tuple[str, ...] = ()
+    # The bridge's name was given by whoever created the network (`-o
+    # com.docker.network.bridge.name=NAME`): Docker adopts an interface of that name if one
+    # exists. Then `endpoints`, the running containers Docker reports on the network (None: not
+    # counted), bounds how many ports the bridge may have (core/bridges.py).
+    user_named: bool = field(default=False, compare=False)
+    endpoints: int | None = field(default=None, compare=False)
 
     def mode(self, family: Family) -> GatewayMode:
         return dict(self.gateway_modes).get(family, "nat")
@@ -136,6 +154,9 @@ class DockerState:
     stale: str | None = None
     # Docker's bridge networks (name, bridge, gateway modes): what routing into them looks like.
     networks: tuple[DockerNetwork, ...] = ()
+    # The host's interfaces when Docker was asked (None: not read; never remembered: a bridge
+    # is checked against what the host shows now).
+    links: tuple[LinkFacts, ...] | None = field(default=None, compare=False)
 
 
 def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
@@ -145,4 +166,4 @@ def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
     named were dropped by the next apply: what the rules deny became reachable."""
     if now.error is None or memory is None:
         return now
-    return replace(memory, error=None, stale=now.error)
+    return replace(memory, error=None, stale=now.error, links=now.links)

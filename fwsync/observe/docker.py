@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -160,8 +161,18 @@ def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerN
                         if isinstance(c, dict) and (n := _subnet(c.get("Subnet"))))
         found.append(DockerNetwork(name=str(net.get("Name", "")), bridge=bridge,
                                    gateway_modes=tuple(modes), subnets=subnets,
-                                   trusted_host_interfaces=trusted))
+                                   trusted_host_interfaces=trusted,
+                                   user_named=bool(options.get(BRIDGE_NAME_OPTION))))
     return tuple(sorted(found, key=lambda n: n.name))
+
+
+def with_endpoints(networks: Iterable[DockerNetwork], containers: Iterable[dict[str, Any]]
+                   ) -> tuple[DockerNetwork, ...]:
+    """The networks, each with how many of these running containers (GET /containers/json)
+    Docker reports on it: what bounds the ports its bridge may have (core/bridges.py)."""
+    counts = Counter(str(name) for summary in containers
+                     for name in ((summary.get("NetworkSettings") or {}).get("Networks") or {}))
+    return tuple(replace(n, endpoints=counts.get(n.name, 0)) for n in networks)
 
 
 def routed_ports(summary: dict[str, Any], networks: Iterable[DockerNetwork]
@@ -243,6 +254,15 @@ def _missing_socket() -> str | None:
 
 def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                    swarm: SwarmNode | None = None) -> DockerState:
+    """_ask_docker, with the host's interfaces as they are now (observe/host_links.py): what
+    decides whether a network's bridge is trusted (core/bridges.py), Docker reachable or not."""
+    from fwsync.observe.host_links import with_links
+
+    return with_links(_ask_docker(timeout, client=client, info=info, swarm=swarm))
+
+
+def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
+                swarm: SwarmNode | None = None) -> DockerState:
     """Ask Docker (DOCKER_HOST, else the local socket). Never raises: an unreachable Docker is a
     state the core knows how to handle safely. A long-running caller (the daemon) may pass the
     DockerClient it keeps (not closed here), and `info=False` to skip GET /info (~10 ms), whose
@@ -273,7 +293,8 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         # ValueError: a DOCKER_HOST the SDK cannot even parse (`tcp://[::1`) is unreachable too.
         where = shown(os.environ.get("DOCKER_HOST") or "the local socket")
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
-    bridges = networks_of(networks, str(getattr(client.api, "api_version", "") or ""))
+    bridges = with_endpoints(networks_of(networks, str(getattr(client.api, "api_version", "")
+                                                       or "")), containers)
     routed = [n for n in bridges if n.routed_families()]
     listed = [ports_of_listed(summary) + (routed_ports(summary, routed) if routed else [])
               for summary in containers]

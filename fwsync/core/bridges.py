@@ -12,7 +12,9 @@ that network:
   gateway there; the host's uplink carries the host's own address);
 - every route out of it (link-local aside) goes to one of those subnets (the uplink carries the
   default route, or the LAN's);
-- each of its ports is a veth (a container's link; an uplink's port is a NIC, or a bond...).
+- each of its ports is a veth (a container's link; an uplink's port is a NIC, or a bond...);
+- when its name was chosen by the network's creator (Docker then adopts an interface that
+  already had it), it has no more ports than Docker has endpoints on the network.
 
 And even then only connections from the network's subnets, on that bridge, per family, are
 exempt (`iifname B ip saddr S`): a neighbour on a trusted bridge with an address of its own
@@ -108,10 +110,11 @@ def check_bridge(network: DockerNetwork, links: tuple[LinkFacts, ...] | None) ->
     if network.user_named and network.endpoints is not None and \
             len(ports) > network.endpoints:
         # A name of the user's: Docker adopts an interface that already had it. Each of the
-        # network's containers has one port; one more is a link Docker did not make (Docker
-        # 20.10 strips the adopted uplink's IPv4 address, so the addresses alone pass).
+        # network's endpoints (a container, a Swarm sandbox) has one port; one more is a link
+        # Docker did not make (20.10 strips the adopted uplink's IPv4 address, so the
+        # addresses alone pass).
         return (f"it has {len(ports)} port{'s' if len(ports) != 1 else ''} and Docker reports "
-                f"{network.endpoints} running container{'s' if network.endpoints != 1 else ''} "
+                f"{network.endpoints} endpoint{'s' if network.endpoints != 1 else ''} "
                 "on the network: a link Docker did not make")
     return None
 

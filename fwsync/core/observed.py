@@ -108,8 +108,9 @@ class DockerNetwork:
     trusted_host_interfaces: tuple[str, ...] = ()
     # The bridge's name was given by whoever created the network (`-o
     # com.docker.network.bridge.name=NAME`): Docker adopts an interface of that name if one
-    # exists. Then `endpoints`, the running containers Docker reports on the network (None: not
-    # counted), bounds how many ports the bridge may have (core/bridges.py).
+    # exists. Then `endpoints`, the endpoints Docker has on the network (its running containers,
+    # Swarm's sandboxes; None: not counted), bounds how many ports the bridge may have
+    # (core/bridges.py).
     user_named: bool = field(default=False, compare=False)
     endpoints: int | None = field(default=None, compare=False)
 

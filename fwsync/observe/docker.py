@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -166,13 +165,27 @@ def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerN
     return tuple(sorted(found, key=lambda n: n.name))
 
 
-def with_endpoints(networks: Iterable[DockerNetwork], containers: Iterable[dict[str, Any]]
+def user_named_endpoints(listed: Iterable[dict[str, Any]],
+                         inspect: Callable[[str], dict[str, Any] | None]) -> dict[str, int]:
+    """For each bridge network whose bridge its creator named: how many endpoints Docker has on
+    it (GET /networks/ID: containers, and Swarm's sandboxes on docker_gwbridge), each one port
+    of the bridge. What bounds the ports an adopted interface may have (core/bridges.py); the
+    list API leaves Containers empty, so these few are inspected. `inspect` answers None for a
+    network it could not inspect (removed meanwhile): not counted."""
+    counts: dict[str, int] = {}
+    for net in listed:
+        if net.get("Driver") != "bridge" or not (net.get("Options") or {}).get(
+                BRIDGE_NAME_OPTION):
+            continue
+        found = inspect(str(net.get("Id", "")))
+        if found is not None:
+            counts[str(net.get("Name", ""))] = len(found.get("Containers") or {})
+    return counts
+
+
+def with_endpoints(networks: Iterable[DockerNetwork], counts: dict[str, int]
                    ) -> tuple[DockerNetwork, ...]:
-    """The networks, each with how many of these running containers (GET /containers/json)
-    Docker reports on it: what bounds the ports its bridge may have (core/bridges.py)."""
-    counts = Counter(str(name) for summary in containers
-                     for name in ((summary.get("NetworkSettings") or {}).get("Networks") or {}))
-    return tuple(replace(n, endpoints=counts.get(n.name, 0)) for n in networks)
+    return tuple(replace(n, endpoints=counts.get(n.name)) for n in networks)
 
 
 def routed_ports(summary: dict[str, Any], networks: Iterable[DockerNetwork]
@@ -281,6 +294,7 @@ def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         try:
             containers = client.api.containers()
             networks = client.api.networks()
+            endpoints = user_named_endpoints(networks, _inspector(client))
             details = client.api.info() if info else {}
             # Without /info, the swarm as last seen, while the networks still show its mesh.
             node = swarm_node(details) if info else \
@@ -294,7 +308,7 @@ def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         where = shown(os.environ.get("DOCKER_HOST") or "the local socket")
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
     bridges = with_endpoints(networks_of(networks, str(getattr(client.api, "api_version", "")
-                                                       or "")), containers)
+                                                       or "")), endpoints)
     routed = [n for n in bridges if n.routed_families()]
     listed = [ports_of_listed(summary) + (routed_ports(summary, routed) if routed else [])
               for summary in containers]
@@ -308,6 +322,19 @@ def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                        mesh_chain=swarm_view.mesh_chain,
                        mesh_pending=swarm_view.mesh_pending, seen_at=time.time(),
                        networks=bridges)
+
+
+def _inspector(client: Any) -> Callable[[str], dict[str, Any] | None]:
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    def inspect(network_id: str) -> dict[str, Any] | None:
+        try:
+            found = client.api.inspect_network(network_id)
+        except (DockerException, RequestException):
+            return None
+        return found if isinstance(found, dict) else None
+    return inspect
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

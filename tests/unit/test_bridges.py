@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fwsync.core.bridges import TrustedBridge, judge_bridges
-from fwsync.core.observed import DockerNetwork, LinkFacts
+from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +63,31 @@ def test_an_adopted_bridge_with_a_port_docker_did_not_make_is_refused() -> None:
                          routes=("203.0.113.128/28",))
     uplink_port = LinkFacts("v-attacker", "veth", master="br-lan")
     _trusted, (r,) = judge_bridges((adopted,), (stripped, uplink_port))
-    assert "1 port and Docker reports 0 running containers" in r.why
+    assert "1 port and Docker reports 0 endpoints" in r.why
     one = DockerNetwork("lan", "br-lan", subnets=("203.0.113.128/28",), user_named=True,
                         endpoints=1)
     assert judge_bridges((one,), (stripped, uplink_port))[0] != ()
+
+
+def test_status_says_first_what_is_not_governed_and_explain_stays_true() -> None:
+    from ipaddress import ip_address
+
+    from fwsync.core.build import build_ruleset
+    from fwsync.core.explain import Connection, explain
+    from fwsync.core.networks import not_governed
+    from fwsync.present import status_text
+
+    from .helpers import policy
+
+    adopted = DockerNetwork("lan", "br-lan", subnets=("172.19.0.0/16",))
+    docker = DockerState(networks=(NET, adopted), links=(DOCKERS, VETH, UPLINK))
+    ruleset = build_ruleset(policy(), docker).ruleset
+    gaps = not_governed(ruleset, "iptables")
+    assert gaps[0].startswith("Docker network 'lan': its bridge 'br-lan' is not trusted")
+    assert gaps[1].startswith("Direct routing into a Docker network created after this apply")
+    assert not_governed(ruleset, "nftables") == gaps[:1], "nftables judges every bridge"
+    lines = status_text(policy(), docker, "yes", True, gaps=gaps).splitlines()
+    assert lines[2].startswith("Not governed: Docker network 'lan'"), lines
+    said = explain(ruleset, docker, Connection(ip_address("172.18.0.5"), 5432, "tcp")).notes
+    assert any("is in the subnet of Docker network 'web', 172.18.0.0/16" in n for n in said), said
+    assert any("'br-lan' is not trusted" in n for n in said), said

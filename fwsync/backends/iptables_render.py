@@ -162,6 +162,8 @@ def _match_text(m: Match, ctx: RenderContext) -> str:
     parts: list[str] = []
     if m.saddr is not None:
         parts.append(f"-s {_cidr(m.saddr)}")
+    if m.dnat_daddr is not None:  # after Docker's DNAT: the container the rule was made for
+        parts.append(f"-d {_cidr(m.dnat_daddr)}")
     if m.iface is not None:
         parts.append(f"-i {checked_iface(m.iface)}")
     if m.proto is not None:
@@ -169,6 +171,8 @@ def _match_text(m: Match, ctx: RenderContext) -> str:
     if m.sset is not None:
         parts.append(f"-m set --match-set {ctx.set_names[set_display(m.sset)]} src")
     ct = ["-m conntrack"]
+    if m.not_dnat:  # iptables-save lists --ctstate first
+        ct.append("! --ctstate DNAT")
     if m.daddr is not None:
         ct.append(f"--ctorigdst {_addr(m.daddr)}")
     if m.sport is not None:

@@ -117,7 +117,7 @@ def _port(r: Any) -> Any:
 
 
 def _family_free(m: Match) -> bool:
-    return m.saddr is None and m.sset is None and m.daddr is None
+    return m.saddr is None and m.sset is None and m.daddr is None and m.dnat_daddr is None
 
 
 def match_exprs(m: Match, family_specific: bool) -> list[Expr]:
@@ -136,6 +136,12 @@ def match_exprs(m: Match, family_specific: bool) -> list[Expr]:
     if m.daddr is not None:
         key = "ip daddr" if m.family == 4 else "ip6 daddr"
         exprs.append(_match(_ct_orig(key), _addr(m.daddr)))
+    if m.dnat_daddr is not None:
+        # The destination now, after Docker's DNAT: the container the rule was made for.
+        daddr = {"payload": {"protocol": "ip" if m.family == 4 else "ip6", "field": "daddr"}}
+        exprs.append(_match(daddr, _addr(m.dnat_daddr)))
+    if m.not_dnat:
+        exprs.append(_match({"&": [{"ct": {"key": "status"}}, "dnat"]}, "dnat", "!="))
     if m.iface is not None:
         exprs.append(_match(_meta("iifname"), _iface(m.iface)))
     if family_specific and _family_free(m):

@@ -285,8 +285,25 @@ def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
     return ["tcp", "udp"] if has_ports else [None]
 
 
+def _dnat_targets(rule: Rule, port: PublishedPort, family: Family
+                  ) -> tuple[tuple[str | None, bool], ...]:
+    """The container addresses an allow (or limit) `to container` also matches after Docker's
+    DNAT: what identifies the container when the packet passes, so that a port another
+    container took since the last apply is not opened to whom the rule names. Not for a deny
+    (narrowing it would widen access), a routed binding (its address is the destination
+    already), a service's mesh port, nor a family the container has no address of (that
+    binding goes through docker-proxy on the host's INPUT path: no DNAT). (dnat_daddr,
+    not_dnat) pairs: one per address, and one for connections Docker did not DNAT (docker-proxy
+    serves them, e.g. IPv6 while Docker's ip6tables is off), whose destination is the host."""
+    if rule.dst.container is None or rule.action not in ("allow", "limit") or port.routed:
+        return ((None, False),)
+    found = tuple((str(ipaddress.ip_network(a)), False) for a in port.container_addrs
+                  if (":" in a) == (family == 6))
+    return (*found, (None, True)) if found else ((None, False),)
+
+
 def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
-                     ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
+                     ) -> Iterator[tuple[Family, L4, str | None, PortRange, PublishedPort]]:
     """(family, proto, daddr, dport) for each published binding a `to container` or `to service`
     rule names (for `to network`, `ports` are already the bindings it names)."""
     for p in sorted(ports):
@@ -299,7 +316,7 @@ def _binding_targets(rule: Rule, ports: Iterable[PublishedPort]
             continue
         family: Family = 6 if p.family == 6 else 4
         daddr = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
-        yield family, p.proto, daddr, dport
+        yield family, p.proto, daddr, dport, p
 
 
 def _network_targets(rule: Rule, ports: Iterable[PublishedPort],
@@ -353,8 +370,10 @@ def _address_matches(rule: Rule, family: Family, daddr: str | None,
 def _binding_matches(rule: Rule, ports: Iterable[PublishedPort],
                      set_families: set[tuple[str, Family]]) -> Iterator[Match]:
     sports: list[PortRange | None] = list(rule.src.ports) or [None]
-    for family, proto, daddr, dport in _binding_targets(rule, ports):
+    for family, proto, daddr, dport, port in _binding_targets(rule, ports):
         for saddr, sset in _sources(rule.src, family, set_families):
             for sport in sports:
-                yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
-                            sset=sset, sport=sport, daddr=daddr, dport=dport)
+                for dnat, not_dnat in _dnat_targets(rule, port, family):
+                    yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
+                                sset=sset, sport=sport, daddr=daddr, dport=dport,
+                                dnat_daddr=dnat, not_dnat=not_dnat)

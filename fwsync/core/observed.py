@@ -29,6 +29,9 @@ class PublishedPort:
     # Without one, Docker can't DNAT IPv6 to it: a `::` binding is served by docker-proxy on the
     # host's INPUT path, which fwsync's FORWARD-path rules never see.
     container_ipv6: bool | None = field(default=None, compare=False)
+    # The container's own addresses (both families), where Docker's DNAT sends the binding's
+    # connections: what identifies the container at packet time (core/build.py).
+    container_addrs: tuple[str, ...] = field(default=(), compare=False)
     # A Swarm service's port: its name and publish mode. An ingress port belongs to no container
     # on this node (`container` is empty): the mesh publishes it on every node. A host-mode port
     # is its task's own binding (`container` is the task, e.g. web.1.k3x...).

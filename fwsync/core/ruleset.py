@@ -45,6 +45,13 @@ class Match:
     sport: PortRange | None = None
     daddr: str | None = None  # CIDR of the original destination (a host address)
     dport: PortRange | None = None  # original destination port (the published host port)
+    # An allow (or limit) to a container: its own address, the destination *after* Docker's
+    # DNAT (CIDR). A port that another container holds now is not this rule's: it fails closed
+    # until the next apply. (Never on a deny: narrowing a deny would widen access.)
+    dnat_daddr: str | None = None
+    # The same rule's other half: a connection Docker did not DNAT (docker-proxy's, on the
+    # host's INPUT path: IPv6 while Docker's ip6tables is off), which has no container address.
+    not_dnat: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
                 image=image,
                 networks=networks,
                 container_ipv6=ipv6,
+                container_addrs=container_addresses(settings),
                 service=service,
                 mode="host" if service else "",
             ))
@@ -111,10 +112,20 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
             image=image,
             networks=networks,
             container_ipv6=ipv6,
+            container_addrs=container_addresses(settings),
             service=service,
             mode="host" if service else "",
         ))
     return found
+
+
+def container_addresses(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The container's addresses on its networks (IPv4 and global IPv6), as Docker reports them
+    in NetworkSettings.Networks (the list and the inspect API both carry it); only real
+    addresses are believed."""
+    found = [str(a) for net in (settings.get("Networks") or {}).values()
+             for a in ((net or {}).get("IPAddress"), (net or {}).get("GlobalIPv6Address")) if a]
+    return tuple(sorted(dict.fromkeys(a for a in found if _is_address(a))))
 
 
 def has_ipv6(settings: dict[str, Any]) -> bool:

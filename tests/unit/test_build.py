@@ -227,3 +227,24 @@ def test_every_binding_with_a_host_port_is_judged_on_the_input_path():
     local = build_ruleset(policy(), DockerState(ports=(
         PublishedPort("127.0.0.1", 6379, "tcp", "cache", 6379),))).ruleset
     assert local.input_ports[0].match.daddr == "127.0.0.1/32"
+
+
+def test_an_allow_to_a_container_also_matches_its_address_after_dnat_and_a_deny_does_not():
+    """The allow names web, not the host port: a port another container holds now fails closed
+    until the next apply. A deny keeps matching the port (narrowing it would widen access)."""
+    web = (PublishedPort("0.0.0.0", 8080, "tcp", "web", 80,
+                         container_addrs=("198.51.100.130", "2001:db8:d0c::2")),
+           PublishedPort("::", 8080, "tcp", "web", 80,
+                         container_addrs=("198.51.100.130", "2001:db8:d0c::2")))
+    allowed = matches(policy(rule(2, dst=Endpoint(container="web"))), DockerState(ports=web))
+    assert [(m.family, m.dnat_daddr, m.not_dnat) for m in allowed] == [
+        (4, "198.51.100.130/32", False), (4, None, True),
+        (6, "2001:db8:d0c::2/128", False), (6, None, True)], "and what docker-proxy serves"
+    denied = matches(policy(rule(2, "deny", dst=Endpoint(container="web"))),
+                     DockerState(ports=web))
+    assert [m.dnat_daddr for m in denied] == [None, None]
+    v4only = tuple(p.__class__(**{**p.__dict__, "container_addrs": ("198.51.100.130",)})
+                   for p in web)
+    proxied = matches(policy(rule(2, dst=Endpoint(container="web"))), DockerState(ports=v4only))
+    assert [(m.family, m.dnat_daddr, m.not_dnat) for m in proxied] == [
+        (4, "198.51.100.130/32", False), (4, None, True), (6, None, False)]

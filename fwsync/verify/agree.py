@@ -140,7 +140,7 @@ def unnamed_stand_ins(ruleset: Ruleset) -> tuple[str, int]:
     """An arriving interface and a source port no rule names, so that the matcher's answer
     (which leaves rules on them aside as exceptions) is the answer for this connection."""
     ifaces = [r.match.iface for r in ruleset.rules if r.match.iface is not None] + \
-        list(ruleset.bridges)
+        [b.name for b in ruleset.bridges]
 
     def named(name: str) -> bool:
         return any(name == i or (i.endswith("+") and name.startswith(i[:-1])) for i in ifaces)

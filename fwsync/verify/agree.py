@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fwsync.core.bridges import TrustedBridge
@@ -194,16 +194,24 @@ def leaving_bridge(ruleset: Ruleset, family: Family, addr: str | None) -> str:
     return "docker0"
 
 
-def binding_connection(ruleset: Ruleset, p: PublishedPort, path: Path, source: str, daddr: str,
-                       iif: str, sport: int) -> Connection:
-    """`source` connecting to binding `p` at `daddr`, on `path`, as the kernel's rules see
-    it: DNATed to the container's address, out of its bridge; on the input path, to the host."""
+def _after_routing(ruleset: Ruleset, p: PublishedPort, path: Path, daddr: str
+                   ) -> tuple[str | None, str | None]:
+    """(the container address after DNAT, the interface it leaves on) for binding `p` on
+    `path`: on the input path, neither."""
     family: Family = 6 if p.family == 6 else 4
     dnat = container_address(p) if path == "dnat" else None
     oif = None if path == "input" else leaving_bridge(
         ruleset, family, dnat if path == "dnat" else daddr)
-    return Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
-                      dport=p.host_port, sport=sport, iif=iif, oif=oif, path=path,
+    return dnat, oif
+
+
+def binding_connection(ruleset: Ruleset, p: PublishedPort, path: Path, source: str, daddr: str,
+                       iif: str, sport: int) -> Connection:
+    """`source` connecting to binding `p` at `daddr`, on `path`, as the kernel's rules see
+    it: DNATed to the container's address, out of its bridge; on the input path, to the host."""
+    dnat, oif = _after_routing(ruleset, p, path, daddr)
+    return Connection(family=6 if p.family == 6 else 4, proto=p.proto, saddr=source,
+                      daddr=daddr, dport=p.host_port, sport=sport, iif=iif, oif=oif, path=path,
                       local=path == "input", dnat_daddr=dnat)
 
 
@@ -280,10 +288,14 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
     reading = Reading(backend, state)
     found: list[Disagreement] = []
     froms: dict[int, list[str]] = {}
+    # Per family, the sources asked besides froms: (source, whether the policy's verdict is
+    # "not judged" (the network's own), arriving on, the bridge asked about).
+    besides: dict[int, list[tuple[str, bool, str, str]]] = {}
     for p in ports:
         family: Family = 6 if p.family == 6 else 4
         if family not in froms:
             froms[family] = sources(ruleset, family)
+            besides[family] = _bridge_sources(bridges, family, froms[family], iif)
         paths: list[Path] = ["direct" if p.routed else "dnat"]
         daddr_key = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
         # The input path where connections from outside take it: docker-proxy serving IPv6 for
@@ -297,28 +309,36 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
             for daddr in destinations(ruleset, p):
                 to = ipaddress.ip_address(daddr)
                 direct = direct_policy(ruleset, family, daddr) if path == "direct" else None
-                # (source, the policy's verdict or None: the matcher's, arriving on, which
-                # bridge was asked about)
-                asked: list[tuple[str, str | None, str, str]] = [
-                    (source, direct, iif, "") for source in froms[family]]
-                for bridge in bridges:
-                    for source in _own_sources(bridge, family):
-                        asked.append((source, "unjudged", bridge.name, bridge.name))
-                        asked.append((source, direct, iif, ""))
-                    asked.extend((source, direct, bridge.name, bridge.name)
-                                 for source in _strangers(froms[family], bridge, family))
-                for source, wanted, arriving, on in asked:
-                    policy = wanted or decide(ruleset, Question(
+                dnat, oif = _after_routing(ruleset, p, path, daddr)
+                if p in later:
+                    oif = _LATER_OIF
+                asked = [(source, False, iif, "") for source in froms[family]]
+                for source, own, arriving, on in (*asked, *besides[family]):
+                    policy = "unjudged" if own else direct or decide(ruleset, Question(
                         ipaddress.ip_address(source), p.host_port, p.proto, to), to).action
-                    conn = binding_connection(ruleset, p, path, source, daddr, arriving, sport)
-                    if p in later:
-                        conn = replace(conn, oif=_LATER_OIF)
+                    conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
+                                      dport=p.host_port, sport=sport, iif=arriving, oif=oif,
+                                      path=path, local=path == "input", dnat_daddr=dnat)
                     kernel = run(prog, conn)
                     if not agrees(policy, kernel):
                         found.append(Disagreement(family, binding_text(p), path, source,
                                                   policy, kernel, on))
     found.extend(_later_direct(ruleset, reading, backend, later, froms, iif, sport))
     return tuple(found)
+
+
+def _bridge_sources(bridges: Sequence[TrustedBridge], family: Family, froms: Sequence[str],
+                    iif: str) -> list[tuple[str, bool, str, str]]:
+    """What each trusted bridge's exemption is asked: its subnets' addresses arriving on it
+    (the network's own: not judged) and arriving on `iif` (judged), and sources from outside
+    them arriving on it (judged). (source, own, arriving on, the bridge asked about)."""
+    out: list[tuple[str, bool, str, str]] = []
+    for bridge in bridges:
+        for source in _own_sources(bridge, family):
+            out += [(source, True, bridge.name, bridge.name), (source, False, iif, "")]
+        out += [(source, False, bridge.name, bridge.name)
+                for source in _strangers(froms, bridge, family)]
+    return out
 
 
 def _own_sources(bridge: TrustedBridge, family: Family) -> list[str]:

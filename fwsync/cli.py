@@ -261,13 +261,20 @@ def status(
     from fwsync.daemon.state import describe, read_state
 
     daemon_state = read_state()
+    from fwsync.core.build import build_ruleset
+    from fwsync.core.networks import not_governed
+
+    ruleset = planned.ruleset or build_ruleset(planned.policy, planned.docker).ruleset
+    # Said first: bridges Docker names that are not trusted, what the backend cannot close.
+    gaps = not_governed(ruleset, chosen.name)
     # What plan and apply would say too: a bridge fwsync cannot name, Docker unreachable, ...
-    notes = [f"Note: {n}" for n in planned.plan.notes]
+    notes = [f"Note: {n}" for n in planned.plan.notes if n not in gaps]
     if planned.refusal is not None:
         in_sync = False
         notes.append(f"Note: apply would refuse: {planned.refusal}")
     if fmt is Format.json:
-        data = status_json(planned.policy, planned.docker, enforced, in_sync, planned.ruleset)
+        data = status_json(planned.policy, planned.docker, enforced, in_sync, ruleset)
+        data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
         _emit_json(data)
@@ -277,12 +284,13 @@ def status(
         from fwsync.core.exposure_report import exposure_report
         from fwsync.present_report import print_status
 
-        print_status(Console(), exposure_report(planned.policy, planned.docker, planned.ruleset),
-                     planned.docker, enforced, in_sync, ["", *notes, *describe(daemon_state)],
-                     planned.policy, planned.ruleset)
+        print_status(Console(), exposure_report(planned.policy, planned.docker, ruleset),
+                     planned.docker, enforced, in_sync,
+                     [*(f"Not governed: {g}" for g in gaps), "", *notes, *describe(daemon_state)],
+                     planned.policy, ruleset)
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
-                               planned.ruleset))
+                               ruleset, gaps))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))
 

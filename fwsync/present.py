@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fwsync import __version__
@@ -108,13 +108,17 @@ def _decision_text(d: Decision) -> str:
 
 
 def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None,
-                style: Style = _plain, ruleset: Ruleset | None = None) -> str:
+                style: Style = _plain, ruleset: Ruleset | None = None,
+                gaps: Sequence[str] = ()) -> str:
     """`ruleset`: build_ruleset(policy, docker)'s when the caller has it (the plan's): one build
-    per `status`, not one per section."""
+    per `status`, not one per section. `gaps`: what fwsync does not govern here
+    (core/networks.not_governed)."""
     out = [f"Enforcing: {enforced}"]
     if in_sync is not None:
         out.append("In sync with the rules: " + (
             style("yes", "green") if in_sync else style("no — run `fwsync plan`", "red")))
+    # What fwsync does not govern here (core/networks.not_governed): said before anything else.
+    out.extend(style(f"Not governed: {gap}", "yellow") for gap in gaps)
     if docker.error is not None:
         out.append(style(f"Docker could not be asked: {docker.error}", "yellow"))
         return "\n".join(out)

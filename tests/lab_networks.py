@@ -16,10 +16,22 @@ adds them. Addresses: documentation ranges only, 203.0.113.128/25 in /28s (IPv4)
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
-from tests.lab import KernelLab, Netns, Proto, add_addr, default_route, veth
+from tests.lab import (
+    HOST_ATTACKER_V4,
+    HOST_ATTACKER_V6,
+    DockerLab,
+    KernelLab,
+    Netns,
+    Proto,
+    add_addr,
+    default_route,
+    probe,
+    veth,
+)
 
 # Where the jump to filter DOCKER-INGRESS ends up: just below DOCKER-USER ("below-user": Docker
 # inserts it on top of FORWARD when it first publishes a mesh port on the node, then moves
@@ -131,3 +143,27 @@ def publish_ingress(lab: KernelLab, gw: LabNetwork, port: int, jump: IngressJump
     lab.iptables("-I", "DOCKER-INGRESS", "-m", "state", "-p", proto, "--sport", str(port),
                  "--state", "ESTABLISHED,RELATED", "-j", "ACCEPT")
     lab.iptables("-I", "DOCKER-INGRESS", "-p", proto, "--dport", str(port), "-j", "ACCEPT")
+
+
+# The host's uplink as a bridge, named as many routers and VM hosts name theirs.
+UPLINK = "br-lan"
+
+
+def make_uplink_bridge(lab: KernelLab | DockerLab) -> None:
+    """The attacker's link becomes a port of the host's uplink bridge `br-lan`, which carries
+    the host's address on that link (as a router's LAN bridge does)."""
+    host = lab.host
+    host.ip("link", "add", UPLINK, "type", "bridge")
+    for cidr in (f"{HOST_ATTACKER_V4}/25", f"{HOST_ATTACKER_V6}/64"):
+        host.ip("addr", "del", cidr, "dev", "v-attacker")
+    host.ip("link", "set", "v-attacker", "master", UPLINK)
+    host.ip("link", "set", UPLINK, "up")
+    host.ip("addr", "add", f"{HOST_ATTACKER_V4}/25", "dev", UPLINK)
+    host.ip("addr", "add", f"{HOST_ATTACKER_V6}/64", "dev", UPLINK, "nodad")
+    # The attacker's own view is unchanged (same link, same host addresses): IPv6 neighbours
+    # need a moment before the first probe.
+    deadline = time.monotonic() + 10
+    while probe(lab.attacker, HOST_ATTACKER_V6, 1, timeout=1) == "filtered":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)

@@ -34,6 +34,9 @@ FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
 DIRECT_CHAIN = "FWSYNC-DIRECT"
 INPUT_CHAIN = "FWSYNC-INPUT"
+# Where iptables has no `meta oifkind`: the names Docker gives its own bridges, to judge a new
+# non-DNATed connection routed into one made after `apply` (this judges, it never exempts).
+DOCKER_BRIDGE_PATTERNS = ("docker0", "br-+", "docker_gwbridge")
 OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN)
 # Where fwsync's INPUT-path chain hangs: first in INPUT, before ufw's chains (ufw appends its
 # jumps and, on reload, deletes only its own), so that fwsync's deny is seen first. Its allow
@@ -171,6 +174,8 @@ def _match_text(m: Match, ctx: RenderContext) -> str:
     parts: list[str] = []
     if m.saddr is not None:
         parts.append(f"-s {_cidr(m.saddr)}")
+    if m.dnat_daddr is not None:  # after Docker's DNAT: the container the rule was made for
+        parts.append(f"-d {_cidr(m.dnat_daddr)}")
     if m.iface is not None:
         parts.append(f"-i {checked_iface(m.iface)}")
     if m.proto is not None:
@@ -178,6 +183,8 @@ def _match_text(m: Match, ctx: RenderContext) -> str:
     if m.sset is not None:
         parts.append(f"-m set --match-set {ctx.set_names[set_display(m.sset)]} src")
     ct = ["-m conntrack"]
+    if m.not_dnat:  # iptables-save lists --ctstate first
+        ct.append("! --ctstate DNAT")
     if m.daddr is not None:
         ct.append(f"--ctorigdst {_addr(m.daddr)}")
     if m.sport is not None:
@@ -241,19 +248,30 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
 def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     # Established/related packets are Docker's business: only the first packet is judged.
     yield _line(FORWARD_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
-    for bridge in ruleset.bridges:
-        # From a Docker network: container egress or container-to-container, not governed.
-        yield _line(FORWARD_CHAIN, f"-i {checked_iface(bridge)}", None, "-j RETURN")
+    # From a Docker network: container egress or container-to-container, not governed.
+    yield from _own_traffic(FORWARD_CHAIN, ruleset, family)
     # Goto, not jump: an allowed connection RETURNs from FWSYNC-INBOUND straight to DOCKER-USER,
     # instead of going on here and being judged a second time (a `limit` would count it twice).
     for bridge in ruleset.bridges:
-        yield _line(FORWARD_CHAIN, f"-o {checked_iface(bridge)}", None, f"-g {INBOUND_CHAIN}")
+        yield _line(FORWARD_CHAIN, f"-o {checked_iface(bridge.name)}", None,
+                    f"-g {INBOUND_CHAIN}")
     for subnet in ruleset.bridge_subnets_for(family):
         # A bridge whose name can't be written literally: its subnet is the address after DNAT.
         yield _line(FORWARD_CHAIN, f"-d {_cidr(subnet)}", None, f"-g {INBOUND_CHAIN}")
     # Out of any other interface: a DNATed connection is one a port was published for, as all of
     # Docker's are (a bridge named after `apply`, Swarm's mesh). Judged without knowing the name.
     yield _line(FORWARD_CHAIN, "-m conntrack --ctstate DNAT", None, f"-g {INBOUND_CHAIN}")
+    # Not DNATed, into a bridge made after `apply`: straight to a container's address. iptables
+    # cannot match an interface's kind (nftables' `meta oifkind`): the names Docker gives its
+    # own bridges stand in, which only ever judges more; a network made later with a bridge
+    # name of the user's is not caught (status and doctor say so). The host's own bridges are
+    # left to the host.
+    for own in ruleset.host_bridges:
+        yield _line(FORWARD_CHAIN, f"-o {checked_iface(own)}",
+                    "fwsync host bridge", "-j RETURN")
+    for pattern in DOCKER_BRIDGE_PATTERNS:
+        yield _line(FORWARD_CHAIN, f"-o {pattern}", "fwsync Docker bridge names",
+                    f"-g {INBOUND_CHAIN}")
 
 
 def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[KernelRule, str]]
@@ -289,17 +307,26 @@ def _direct_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     yield _line(DIRECT_CHAIN, "-m addrtype --dst-type LOCAL",
                 "fwsync docker-proxy: the rules decide", "-j RETURN")
     for ok in ruleset.direct_ok_for(family):
-        yield _line(DIRECT_CHAIN, f"-d {_cidr(ok.subnet)}", f"fwsync {ok.label}: the rules decide",
-                    "-j RETURN")
+        yield _line(DIRECT_CHAIN, f"-d {_cidr(ok.subnet)} -o {checked_iface(ok.bridge)}",
+                    f"fwsync {ok.label}: the rules decide", "-j RETURN")
     yield _line(DIRECT_CHAIN, "", "fwsync protect direct-routing", "-j DROP")
+
+
+def _own_traffic(chain: str, ruleset: Ruleset, family: Family) -> Iterator[str]:
+    """A trusted bridge's own traffic (core/bridges.py): from its network's subnets of this
+    family, arriving on it. Anything else arriving on it, or on a bridge not trusted, goes on
+    to be judged."""
+    for bridge in ruleset.bridges:
+        for subnet in bridge.subnets_for(family):
+            yield _line(chain, f"-s {_cidr(subnet)} -i {checked_iface(bridge.name)}", None,
+                        "-j RETURN")
 
 
 def _input_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     yield _line(INPUT_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
     # The host itself and its containers: not governed, as on the FORWARD path.
     yield _line(INPUT_CHAIN, "-i lo", None, "-j RETURN")
-    for bridge in ruleset.bridges:
-        yield _line(INPUT_CHAIN, f"-i {checked_iface(bridge)}", None, "-j RETURN")
+    yield from _own_traffic(INPUT_CHAIN, ruleset, family)
     for port in ruleset.input_ports_for(family):
         m = port.match
         dst = f"-d {_cidr(m.daddr)} " if m.daddr is not None else ""

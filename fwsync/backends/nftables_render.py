@@ -123,7 +123,7 @@ def _port(r: Any) -> Any:
 
 
 def _family_free(m: Match) -> bool:
-    return m.saddr is None and m.sset is None and m.daddr is None
+    return m.saddr is None and m.sset is None and m.daddr is None and m.dnat_daddr is None
 
 
 def match_exprs(m: Match, family_specific: bool) -> list[Expr]:
@@ -142,6 +142,12 @@ def match_exprs(m: Match, family_specific: bool) -> list[Expr]:
     if m.daddr is not None:
         key = "ip daddr" if m.family == 4 else "ip6 daddr"
         exprs.append(_match(_ct_orig(key), _addr(m.daddr)))
+    if m.dnat_daddr is not None:
+        # The destination now, after Docker's DNAT: the container the rule was made for.
+        daddr = {"payload": {"protocol": "ip" if m.family == 4 else "ip6", "field": "daddr"}}
+        exprs.append(_match(daddr, _addr(m.dnat_daddr)))
+    if m.not_dnat:
+        exprs.append(_match({"&": [{"ct": {"key": "status"}}, "dnat"]}, "dnat", "!="))
     if m.iface is not None:
         exprs.append(_match(_meta("iifname"), _iface(m.iface)))
     if family_specific and _family_free(m):
@@ -329,11 +335,10 @@ def _limit_key(family: Family, limit: RateLimit) -> Expr:
 def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
     # Only the first packet of a connection is judged; the rest is Docker's business.
     yield _rule("forward", [_match({"ct": {"key": "state"}}, "new", "!="), {"return": None}])
+    # From a Docker network: container egress or container-to-container, not governed.
+    yield from _own_traffic("forward", ruleset)
     for bridge in ruleset.bridges:
-        # From a Docker network: container egress or container-to-container, not governed.
-        yield _rule("forward", [_match(_meta("iifname"), _iface(bridge)), {"return": None}])
-    for bridge in ruleset.bridges:
-        yield _rule("forward", [_match(_meta("oifname"), _iface(bridge)),
+        yield _rule("forward", [_match(_meta("oifname"), _iface(bridge.name)),
                                 {"jump": {"target": "inbound"}}])
     for subnet in ruleset.bridge_subnets:
         # A bridge whose name can't be written literally: its subnet is the address after DNAT.
@@ -344,14 +349,32 @@ def _forward_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
     # Docker's are (a bridge named after `apply`, Swarm's mesh). Judged without knowing the name.
     yield _rule("forward", [_match({"ct": {"key": "status"}}, "dnat", "in"),
                             {"jump": {"target": "inbound"}}])
+    # Not DNATed, into any other bridge: straight to a container's address on a network made
+    # after `apply` (or Docker's own, when it could not be asked), whatever its name. Matched
+    # by the interface's kind, which no name changes; the host's own bridges (a router's LAN)
+    # are left to the host.
+    for own in ruleset.host_bridges:
+        yield _rule("forward", [_match(_meta("oifname"), _iface(own)), {"return": None}],
+                    "fwsync host bridge")
+    yield _rule("forward", [_match(_meta("oifkind"), "bridge"), {"jump": {"target": "inbound"}}],
+                "fwsync any other bridge")
+
+
+def _own_traffic(chain: str, ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+    """A trusted bridge's own traffic (core/bridges.py): from its network's subnets, arriving
+    on it. Anything else arriving on it, or on a bridge not trusted, goes on to be judged."""
+    for bridge in ruleset.bridges:
+        for family in FAMILIES:
+            for subnet in bridge.subnets_for(family):
+                yield _rule(chain, [_match(_meta("iifname"), _iface(bridge.name)),
+                                    _match(_saddr(family), _addr(subnet)), {"return": None}])
 
 
 def _input_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
     yield _rule("input", [_match({"ct": {"key": "state"}}, "new", "!="), {"return": None}])
     # The host itself and its containers: not governed, as on the forward path.
     yield _rule("input", [_match(_meta("iifname"), "lo"), {"return": None}])
-    for bridge in ruleset.bridges:
-        yield _rule("input", [_match(_meta("iifname"), _iface(bridge)), {"return": None}])
+    yield from _own_traffic("input", ruleset)
     for family in FAMILIES:
         for port in ruleset.input_ports_for(family):
             yield _rule("input", [*match_exprs(port.match, family_specific=True),
@@ -369,7 +392,8 @@ def _direct_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                 "fwsync docker-proxy: the rules decide")
     for ok in ruleset.direct_ok:
         daddr = {"payload": {"protocol": "ip" if ok.family == 4 else "ip6", "field": "daddr"}}
-        yield _rule("direct", [_match(daddr, _addr(ok.subnet)), {"return": None}],
+        yield _rule("direct", [_match(_meta("oifname"), _iface(ok.bridge)),
+                               _match(daddr, _addr(ok.subnet)), {"return": None}],
                     f"fwsync {ok.label}: the rules decide")
     yield _rule("direct", [{"drop": None}], "fwsync protect direct-routing")
 

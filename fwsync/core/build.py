@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from fwsync.core.bindings import BindingRun, binding_runs, covered
+from fwsync.core.bridges import host_bridges, judge_bridges
 from fwsync.core.kernel_text import shown
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
@@ -43,12 +44,6 @@ from fwsync.rules.model import (
 )
 from fwsync.rules.text import literal_problem
 
-# Docker names the default bridge docker0, every user-defined bridge network br-<id> and Swarm's
-# gateway bridge docker_gwbridge; matching those names (not today's list) keeps networks created
-# after `apply` governed, direct-routing protection included. A bridge named by the user
-# (`com.docker.network.bridge.name`) is only known once Docker lists it: until then its published
-# ports are still judged, since every DNATed connection is (the renderers' forward chain).
-DEFAULT_BRIDGES = ("docker0", "br-+", "docker_gwbridge")
 FAMILIES: tuple[Family, ...] = (4, 6)
 # A Docker network's name as Docker's own name rule has it: only such a name goes into a kernel
 # comment (Docker hands names over; anything else is left out, never escaped).
@@ -211,8 +206,11 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     for index in docker_named if not problems else ():
         rule = policy.rules[index]
         budget = max(MAX_KERNEL_RULES - total, 0)
+        # A limit from memory rejects (above): expanded as what it is now, it is not narrowed
+        # to the container's address either (narrowing a refusal widens access).
+        acting = rule if index not in actions else replace(rule, action=actions[index])
         found = None if _over(rule, runs, set_families, budget) else _take(
-            expand(rule, (), set_families, docker.networks, runs), budget)
+            expand(acting, (), set_families, docker.networks, runs), budget)
         if found is None:
             action, found, note = _degraded(rule, runs, set_families, docker)
             if len(found) > budget:  # too big even over one span: the rule's own doing
@@ -236,7 +234,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                                     origin=rule.origin, index=index, comment=rule.comment))
     if any(_ipv6_through_proxy(p) for p in docker.ports):
         notes.append(PROXY_WINDOW)
-    named, subnets = _bridges(docker.extra_bridges, notes)
+    subnets = _bridges(docker.extra_bridges, notes)
+    trusted, refused = judge_bridges(docker.networks, docker.links)
+    notes.extend(f"{r.note}." for r in refused)
     ruleset = Ruleset(
         rules=tuple(rules),
         sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
@@ -244,11 +244,14 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         default_origin=policy.default_origin,
         protect_direct_routing=policy.protect_direct_routing,
         protect_localhost_publish=policy.protect_localhost_publish,
-        bridges=DEFAULT_BRIDGES + named,
+        bridges=trusted,
         bridge_subnets=subnets,
+        refused_bridges=refused,
         # Routing straight into a network Docker no longer reports could reach whatever took
         # its subnet since: from memory, direct routing stays dropped everywhere.
-        direct_ok=() if from_memory else _direct_ok(policy, docker, notes),
+        direct_ok=() if from_memory else _direct_ok(policy, docker, {b.name for b in trusted},
+                                                    notes),
+        host_bridges=host_bridges(docker, refused),
         input_ports=inputs,
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
@@ -273,7 +276,7 @@ def _over(rule: Rule, runs: Sequence[BindingRun], set_families: set[tuple[str, F
     sports = max(len(rule.src.ports), 1)
     per_family = {f: len(_sources(rule.src, f, set_families)) * sports for f in FAMILIES}
     n = 0
-    for family, _proto, _daddr, _dport in _binding_targets(rule, runs):
+    for family, _proto, _daddr, _dport, _port in _binding_targets(rule, runs):
         n += per_family[family]
         if n > limit:
             return True
@@ -312,7 +315,7 @@ def _degraded(rule: Rule, runs: Sequence[BindingRun], set_families: set[tuple[st
         subnets = []
     named = [r for r in runs if rule.dst.network is not None or named_by(rule.dst, r.first)]
     spans: dict[tuple[Family, L4], PortRange] = {}
-    for family, proto, _daddr, dport in _binding_targets(rule, runs):
+    for family, proto, _daddr, dport, _port in _binding_targets(rule, runs):
         have = spans.get((family, proto))
         spans[(family, proto)] = dport if have is None else PortRange(
             min(have.low, dport.low), max(have.high, dport.high))
@@ -370,22 +373,18 @@ def _input_note(runs: Sequence[BindingRun]) -> str:
             "is judged by them too.")
 
 
-def _bridges(bridges: Iterable[Bridge], notes: list[str]
-             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Docker's custom bridges → (names to match, subnets to match instead). A name is only
-    written to the kernel when both backends read it literally: a bridge called `"+"` became
-    `-i +` (every interface: RETURN), one called `v*` matched the outside links in nftables, and
-    `*` made every nftables apply fail. Such a bridge is still governed, by its subnets (and its
-    published ports, like any, by the forward chain's DNAT catch-all), and said so on every
-    plan, apply and reconcile."""
-    named: list[str] = []
+def _bridges(bridges: Iterable[Bridge], notes: list[str]) -> tuple[str, ...]:
+    """Docker's bridges with names of the user's whose names can't be written → the subnets to
+    judge connections into them by. A name is only written to the kernel when both backends
+    read it literally: a bridge called `"+"` became `-i +` (every interface: RETURN), one called
+    `v*` matched the outside links in nftables, and `*` made every nftables apply fail. Such a
+    bridge is still governed, by its subnets (and its published ports, like any, by the forward
+    chain's DNAT catch-all), and said so on every plan, apply and reconcile. (The others are
+    trusted, or not, by what the host shows of them: core/bridges.py.)"""
     subnets: list[str] = []
     for bridge in sorted(set(bridges)):
-        if bridge.name in DEFAULT_BRIDGES or bridge.name.startswith("br-"):
-            continue  # DEFAULT_BRIDGES match it already
         problem = literal_problem(bridge.name)
         if problem is None:
-            named.append(bridge.name)
             continue
         nets = [n for n in (_network(s) for s in bridge.subnets) if n is not None]
         subnets.extend(str(n) for n in nets)
@@ -397,7 +396,7 @@ def _bridges(bridges: Iterable[Bridge], notes: list[str]
             f"{shown(bridge.name)!r}, which fwsync does not write into the kernel ({problem}): "
             f"{governed}; its containers' own connections to other Docker networks are judged "
             "like connections from outside. Rename the bridge to govern it by name.")
-    return tuple(dict.fromkeys(named)), tuple(dict.fromkeys(subnets))
+    return tuple(dict.fromkeys(subnets))
 
 
 def _utc(when: float) -> str:
@@ -415,7 +414,8 @@ def _networks(pattern: str, networks: Iterable[DockerNetwork]) -> list[DockerNet
     return [n for n in networks if container_matches(pattern, n.name)]
 
 
-def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[DirectOk, ...]:
+def _direct_ok(policy: Policy, docker: DockerState, trusted: set[str], notes: list[str]
+               ) -> tuple[DirectOk, ...]:
     """Where direct routing goes to the rules instead of being dropped: networks the user made
     `routed` (Docker 27+: direct routing is their only way in), and those the rules name in
     `protect direct-routing off to network NAME`. Everything else stays protected, including
@@ -427,11 +427,17 @@ def _direct_ok(policy: Policy, docker: DockerState, notes: list[str]) -> tuple[D
 
     def add(net: DockerNetwork, families: Iterable[Family], why: str,
             origin: Origin | None) -> None:
+        if net.bridge not in trusted:
+            notes.append(f"{origin or 'Docker'}: direct routing into network "
+                         f"{shown(net.name)!r} stays dropped ({why}): its bridge "
+                         f"{shown(net.bridge)!r} is not trusted.")
+            return
         for cidr in net.subnets:
             family: Family = 6 if ":" in cidr else 4
             if family in families:
                 name = net.name if _PLAIN_NAME.fullmatch(net.name) else ""
-                found.setdefault((family, cidr), DirectOk(family, cidr, name, why, origin))
+                found.setdefault((family, cidr), DirectOk(family, cidr, name, why, origin,
+                                                          net.bridge))
 
     for net in docker.networks:
         add(net, net.routed_families(), "routed network", None)
@@ -508,11 +514,29 @@ def _protos(rule: Rule, has_ports: bool) -> list[L4 | None]:
     return ["tcp", "udp"] if has_ports else [None]
 
 
+def _dnat_targets(rule: Rule, port: PublishedPort, family: Family
+                  ) -> tuple[tuple[str | None, bool], ...]:
+    """The container addresses an allow (or limit) `to container` also matches after Docker's
+    DNAT: what identifies the container when the packet passes, so that a port another
+    container took since the last apply is not opened to whom the rule names. Not for a deny
+    (narrowing it would widen access), a routed binding (its address is the destination
+    already), a service's mesh port, nor a family the container has no address of (that
+    binding goes through docker-proxy on the host's INPUT path: no DNAT). (dnat_daddr,
+    not_dnat) pairs: one per address, and one for connections Docker did not DNAT (docker-proxy
+    serves them, e.g. IPv6 while Docker's ip6tables is off), whose destination is the host."""
+    if rule.dst.container is None or rule.action not in ("allow", "limit") or port.routed:
+        return ((None, False),)
+    found = tuple((kernel_text(ipaddress.ip_network(a)), False) for a in port.container_addrs
+                  if (":" in a) == (family == 6))
+    return (*found, (None, True)) if found else ((None, False),)
+
+
 def _binding_targets(rule: Rule, runs: Iterable[BindingRun]
-                     ) -> Iterator[tuple[Family, L4, str | None, PortRange]]:
-    """(family, proto, daddr, dport) for each run of published bindings a `to container` or
-    `to service` rule names (for `to network`, `runs` are already the bindings it names):
-    the part of the run's host ports the rule's ports cover."""
+                     ) -> Iterator[tuple[Family, L4, str | None, PortRange, PublishedPort]]:
+    """(family, proto, daddr, dport, binding) for each run of published bindings a `to
+    container` or `to service` rule names (for `to network`, `runs` are already the bindings it
+    names): the part of the run's host ports the rule's ports cover, and the run's first
+    binding (one container's: its addresses are the run's)."""
     for run in runs:
         p = run.first
         if rule.dst.selector is not None and not named_by(rule.dst, p):
@@ -522,7 +546,7 @@ def _binding_targets(rule: Rule, runs: Iterable[BindingRun]
         family: Family = 6 if p.family == 6 else 4
         daddr = None if p.all_addresses else kernel_text(ipaddress.ip_network(p.host_ip))
         for dport in covered(run.ports, rule.dst.ports):
-            yield family, p.proto, daddr, dport
+            yield family, p.proto, daddr, dport, p
 
 
 def _network_targets(rule: Rule, ports: Iterable[PublishedPort],
@@ -581,8 +605,10 @@ def _address_matches(rule: Rule, family: Family, daddr: str | None,
 def _binding_matches(rule: Rule, runs: Iterable[BindingRun],
                      set_families: set[tuple[str, Family]]) -> Iterator[Match]:
     sports: list[PortRange | None] = list(rule.src.ports) or [None]
-    for family, proto, daddr, dport in _binding_targets(rule, runs):
+    for family, proto, daddr, dport, port in _binding_targets(rule, runs):
         for saddr, sset in _sources(rule.src, family, set_families):
             for sport in sports:
-                yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
-                            sset=sset, sport=sport, daddr=daddr, dport=dport)
+                for dnat, not_dnat in _dnat_targets(rule, port, family):
+                    yield Match(family=family, proto=proto, iface=rule.iface, saddr=saddr,
+                                sset=sset, sport=sport, daddr=daddr, dport=dport,
+                                dnat_daddr=dnat, not_dnat=not_dnat)

@@ -179,6 +179,23 @@ def reached(docker: DockerState, conn: Connection) -> tuple[PublishedPort, ...]:
     )
 
 
+def _bridge_notes(ruleset: Ruleset, conn: Connection) -> list[str]:
+    """What the answer below does not cover: a source in a trusted network's subnet is that
+    network's own when it arrives on the network's bridge (not judged, core/bridges.py);
+    arriving anywhere else, or on a bridge not trusted, it is judged as below."""
+    notes = []
+    for bridge in ruleset.bridges:
+        for subnet in bridge.subnets_for(conn.family):
+            if conn.source in ipaddress.ip_network(subnet):
+                notes.append(
+                    f"{conn.source} is in the subnet of Docker network "
+                    f"{shown(bridge.network)!r}, {subnet}: arriving on its bridge "
+                    f"{shown(bridge.name)!r} the connection is the network's own and fwsync "
+                    "does not judge it; arriving on any other interface it is judged as below")
+    notes.extend(f"{r.note}." for r in ruleset.refused_bridges)
+    return notes
+
+
 def explain(ruleset: Ruleset, docker: DockerState, conn: Connection) -> Explanation:
     notes: list[str] = []
     if_published = decide(ruleset, conn, conn.to)
@@ -189,6 +206,7 @@ def explain(ruleset: Ruleset, docker: DockerState, conn: Connection) -> Explanat
     if docker.stale is not None:
         notes.append(f"Docker could not be asked ({docker.stale}): answered from what it "
                      "reported when the rules were last applied, which is what the kernel holds")
+    notes.extend(_bridge_notes(ruleset, conn))
     reaches = []
     judged = governed(ruleset, docker.ports)
     for binding in reached(docker, conn):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fwsync.core.enforcing import Enforcement
-from fwsync.core.observed import PublishedPort
+from fwsync.core.observed import DockerNetwork, LinkFacts, PublishedPort
 from fwsync.rules.model import Policy
 
 
@@ -111,5 +111,9 @@ class HostFacts:
     enforcement: Enforcement | None = None
     forward: ForwardFacts | None = None  # None: the kernel's firewall could not be read
     swarm: SwarmFacts | None = None  # None: not a Swarm node
+    # Docker's bridge networks and the host's interfaces (core/bridges.py checks one against
+    # the other); links None: the interfaces could not be read.
+    networks: tuple[DockerNetwork, ...] = ()
+    links: tuple[LinkFacts, ...] | None = None
     # Why a check could not run (check id → reason), e.g. /proc/meminfo unreadable.
     unavailable: Mapping[str, str] = field(default_factory=dict)

@@ -63,3 +63,20 @@ def direct_routing(ruleset: Ruleset, docker: DockerState) -> tuple[DirectRouting
                 found.append(DirectRouting(net.name, net.bridge, fam, says, "dropped",
                                            "protect direct-routing"))
     return tuple(found)
+
+
+# What iptables cannot close by a name-free match (it has no `meta oifkind`), measured with
+# tests/kernel/test_direct_catchall.py and tests/e2e/test_bridge_trust.py.
+IPTABLES_GAP = ("direct routing into a Docker network created after this apply with a bridge "
+                "name of its own (`-o com.docker.network.bridge.name=NAME`) is not judged until "
+                "the next apply or the daemon's reconcile: iptables cannot match an interface's "
+                "kind (the nftables backend judges every bridge)")
+
+
+def not_governed(ruleset: Ruleset, backend: str) -> tuple[str, ...]:
+    """What status and doctor say first: the bridges Docker names that fwsync does not trust
+    (their traffic is judged like outside traffic), and what the backend cannot close."""
+    lines = [f"{r.note}." for r in ruleset.refused_bridges]
+    if backend == "iptables" and ruleset.protect_direct_routing:
+        lines.append(IPTABLES_GAP[0].upper() + IPTABLES_GAP[1:] + ".")
+    return tuple(lines)

@@ -29,6 +29,9 @@ class PublishedPort:
     # Without one, Docker can't DNAT IPv6 to it: a `::` binding is served by docker-proxy on the
     # host's INPUT path, which fwsync's FORWARD-path rules never see.
     container_ipv6: bool | None = field(default=None, compare=False)
+    # The container's own addresses (both families), where Docker's DNAT sends the binding's
+    # connections: what identifies the container at packet time (core/build.py).
+    container_addrs: tuple[str, ...] = field(default=(), compare=False)
     # A Swarm service's port: its name and publish mode. An ingress port belongs to no container
     # on this node (`container` is empty): the mesh publishes it on every node. A host-mode port
     # is its task's own binding (`container` is the task, e.g. web.1.k3x...).
@@ -76,6 +79,18 @@ class Bridge:
     subnets: tuple[str, ...] = ()  # its IPAM subnets, both families, as Docker reports them
 
 
+@dataclass(frozen=True, order=True)
+class LinkFacts:
+    """One interface as the host shows it (observe/host_links.py): what core/bridges.py checks
+    a Docker network's bridge against."""
+
+    name: str
+    kind: str  # the link kind ("bridge", "veth", ...); "" for a device (a NIC) with none
+    master: str = ""  # the bridge it is a port of, if any
+    addresses: tuple[str, ...] = ()  # as configured, with their prefix: "203.0.113.1/25"
+    routes: tuple[str, ...] = ()  # destinations of the unicast routes out of it (CIDRs)
+
+
 GatewayMode = Literal["nat", "nat-unprotected", "routed", "isolated"]
 
 
@@ -94,6 +109,13 @@ class DockerNetwork:
     # Host interfaces Docker lets reach the containers directly (28.2+ network option
     # com.docker.network.bridge.trusted_host_interfaces).
     trusted_host_interfaces: tuple[str, ...] = ()
+    # The bridge's name was given by whoever created the network (`-o
+    # com.docker.network.bridge.name=NAME`): Docker adopts an interface of that name if one
+    # exists. Then `endpoints`, the endpoints Docker has on the network (its running containers,
+    # Swarm's sandboxes; None: not counted), bounds how many ports the bridge may have
+    # (core/bridges.py).
+    user_named: bool = field(default=False, compare=False)
+    endpoints: int | None = field(default=None, compare=False)
 
     def mode(self, family: Family) -> GatewayMode:
         return dict(self.gateway_modes).get(family, "nat")
@@ -136,6 +158,9 @@ class DockerState:
     stale: str | None = None
     # Docker's bridge networks (name, bridge, gateway modes): what routing into them looks like.
     networks: tuple[DockerNetwork, ...] = ()
+    # The host's interfaces when Docker was asked (None: not read; never remembered: a bridge
+    # is checked against what the host shows now).
+    links: tuple[LinkFacts, ...] | None = field(default=None, compare=False)
 
 
 def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
@@ -145,4 +170,4 @@ def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
     named were dropped by the next apply: what the rules deny became reachable."""
     if now.error is None or memory is None:
         return now
-    return replace(memory, error=None, stale=now.error)
+    return replace(memory, error=None, stale=now.error, links=now.links)

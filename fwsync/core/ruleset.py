@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+from fwsync.core.bridges import RefusedBridge, TrustedBridge
 from fwsync.core.observed import PublishedPort
 from fwsync.rules.model import Action, DefaultAction, Origin, PortRange
 
@@ -78,6 +79,13 @@ class Match:
     sport: PortRange | None = None
     daddr: str | None = None  # CIDR of the original destination (a host address)
     dport: PortRange | None = None  # original destination port (the published host port)
+    # An allow (or limit) to a container: its own address, the destination *after* Docker's
+    # DNAT (CIDR). A port that another container holds now is not this rule's: it fails closed
+    # until the next apply. (Never on a deny: narrowing a deny would widen access.)
+    dnat_daddr: str | None = None
+    # The same rule's other half: a connection Docker did not DNAT (docker-proxy's, on the
+    # host's INPUT path: IPv6 while Docker's ip6tables is off), which has no container address.
+    not_dnat: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,14 +177,17 @@ LIMIT = RateLimit(burst=5, per_minute=10, forget_after=30)
 class DirectOk:
     """Connections routed straight to container addresses (no DNAT) that go to the rules
     instead of being dropped by the direct-routing protection: to one subnet of a Docker
-    network. Matched by the subnet, not the bridge's name: Docker hands over that name, and a
-    hostile one must never reach the kernel (core/kernel_text)."""
+    network, out of that network's bridge, which passed the host check (core/bridges.py). Both
+    together say which network it is now: a later network that reuses the subnet has another
+    bridge, and when the network is gone Docker no longer reports it (until the next apply,
+    the rule matches its bridge, which is gone too)."""
 
     family: Family
     subnet: str  # CIDR
     network: str  # the Docker network's name, "" when it is not plain text (comments only)
     why: str  # "routed network", or "protect direct-routing off to network"
     origin: Origin | None = None
+    bridge: str = ""  # the network's bridge (a trusted one: its name is written literally)
 
     @property
     def label(self) -> str:
@@ -225,7 +236,9 @@ class Ruleset:
     default_origin: Origin | None
     protect_direct_routing: bool
     protect_localhost_publish: bool
-    bridges: tuple[str, ...]  # interface names (iptables `+` wildcards allowed) of Docker networks
+    # Docker networks' bridges that passed the host check (core/bridges.py): what arrives on
+    # one from its subnets is the network's own and not judged; what leaves into one is.
+    bridges: tuple[TrustedBridge, ...]
     # Networks whose bridge has a name the kernel cannot be given literally (core/kernel_text):
     # new connections to their subnets (CIDRs, both families) are judged instead.
     bridge_subnets: tuple[str, ...] = ()
@@ -234,6 +247,11 @@ class Ruleset:
     limit: RateLimit = LIMIT  # what every `limit` rule means
     direct_ok: tuple[DirectOk, ...] = ()
     input_ports: tuple[InputPort, ...] = ()
+    # Bridges Docker names that failed the check: nothing in the kernel, said by plan and status.
+    refused_bridges: tuple[RefusedBridge, ...] = ()
+    # The host's own bridges (not Docker's, core/bridges.host_bridges): left out of the
+    # catch-all that judges every new connection routed into a bridge without DNAT.
+    host_bridges: tuple[str, ...] = ()
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
         return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))

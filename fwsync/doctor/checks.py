@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
+from fwsync.core.bridges import judge_bridges
 from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.explain import Connection, decide
@@ -20,7 +21,8 @@ from fwsync.core.facts import (
     SwarmFacts,
 )
 from fwsync.core.kernel_text import shown
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.networks import IPTABLES_GAP
+from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.core.port_decisions import Decision, decisions_for
 from fwsync.core.ruleset import L4, Ruleset
 from fwsync.doctor.facts import Finding, Report, Severity
@@ -481,9 +483,41 @@ def check_later_proxy_publishes(containers: Iterable[ContainerFacts]) -> list[Fi
         {"bindings": [binding(p) for p in proxied]})]
 
 
+def check_bridges(networks: Iterable[DockerNetwork], links: tuple[LinkFacts, ...] | None
+                  ) -> list[Finding]:
+    """Docker networks whose bridge the host does not show as one Docker made for them (an
+    uplink adopted with `-o com.docker.network.bridge.name=...`): fwsync judges their traffic
+    like outside traffic, which is safe, but their containers' own connections to published
+    ports are judged too, and the host's uplink is in a Docker network."""
+    _trusted, refused = judge_bridges(networks, links)
+    return [Finding(
+        "untrusted-bridge", "serious", f"bridge {shown(r.name)} (Docker network "
+        f"{shown(r.network)})",
+        f"not trusted: {r.why}. Whoever may create Docker networks can name a network's bridge "
+        "after any interface; fwsync judges what arrives on this one like outside traffic",
+        "if this is the host's own interface, remove the Docker network that adopted it "
+        f"(`docker network rm {shown(r.network)}`) and give Docker networks bridges of their own",
+        {"bridge": shown(r.name), "network": shown(r.network), "why": r.why})
+        for r in refused]
+
+
+def check_direct_routing_gap(enforcement: Enforcement | None) -> list[Finding]:
+    """What the iptables backend cannot close without a name (core/networks.IPTABLES_GAP)."""
+    if enforcement is None or enforcement.backend != "iptables":
+        return []
+    return [Finding(
+        "direct-routing-gap", "warning", "fwsync (iptables)", IPTABLES_GAP[0].upper()
+        + IPTABLES_GAP[1:],
+        "run `fwsync daemon` (it reconciles at every network creation), or use the nftables "
+        "backend (`--backend nftables`), which judges every bridge by its kind",
+        {"backend": "iptables"})]
+
+
 CHECKS: dict[str, str] = {
     "not-enforcing": "fwsync's rules not in the kernel, or not reached first",
     "ipv6-proxy-later": "IPv6 through docker-proxy: ports published after apply are open",
+    "untrusted-bridge": "Docker networks whose bridge is not one Docker made (an adopted uplink)",
+    "direct-routing-gap": "what the iptables backend cannot close without a name",
     "ungoverned-port": "published ports that no fwsync rule names",
     "internal-port-exposed": "databases and caches published on all addresses",
     "no-memory-limit": "containers without a memory limit",
@@ -503,6 +537,8 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
     running: dict[str, Callable[[], list[Finding]]] = {
         "not-enforcing": lambda: check_enforcement(facts.enforcement, facts.containers, mesh),
         "ipv6-proxy-later": lambda: check_later_proxy_publishes(facts.containers),
+        "untrusted-bridge": lambda: check_bridges(facts.networks, facts.links),
+        "direct-routing-gap": lambda: check_direct_routing_gap(facts.enforcement),
         "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules, mesh),
         "internal-port-exposed": lambda: check_internal_ports(facts.containers, rules, mesh),
         "no-memory-limit": lambda: check_memory_limits(facts.containers),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -76,6 +76,7 @@ def ports_of(attrs: dict[str, Any]) -> list[PublishedPort]:
                 image=image,
                 networks=networks,
                 container_ipv6=ipv6,
+                container_addrs=container_addresses(settings),
                 service=service,
                 mode="host" if service else "",
             ))
@@ -111,10 +112,20 @@ def ports_of_listed(summary: dict[str, Any]) -> list[PublishedPort]:
             image=image,
             networks=networks,
             container_ipv6=ipv6,
+            container_addrs=container_addresses(settings),
             service=service,
             mode="host" if service else "",
         ))
     return found
+
+
+def container_addresses(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The container's addresses on its networks (IPv4 and global IPv6), as Docker reports them
+    in NetworkSettings.Networks (the list and the inspect API both carry it); only real
+    addresses are believed."""
+    found = [str(a) for net in (settings.get("Networks") or {}).values()
+             for a in ((net or {}).get("IPAddress"), (net or {}).get("GlobalIPv6Address")) if a]
+    return tuple(sorted(dict.fromkeys(a for a in found if _is_address(a))))
 
 
 def has_ipv6(settings: dict[str, Any]) -> bool:
@@ -160,8 +171,32 @@ def networks_of(listed: list[dict[str, Any]], api_version: str) -> tuple[DockerN
                         if isinstance(c, dict) and (n := _subnet(c.get("Subnet"))))
         found.append(DockerNetwork(name=str(net.get("Name", "")), bridge=bridge,
                                    gateway_modes=tuple(modes), subnets=subnets,
-                                   trusted_host_interfaces=trusted))
+                                   trusted_host_interfaces=trusted,
+                                   user_named=bool(options.get(BRIDGE_NAME_OPTION))))
     return tuple(sorted(found, key=lambda n: n.name))
+
+
+def user_named_endpoints(listed: Iterable[dict[str, Any]],
+                         inspect: Callable[[str], dict[str, Any] | None]) -> dict[str, int]:
+    """For each bridge network whose bridge its creator named: how many endpoints Docker has on
+    it (GET /networks/ID: containers, and Swarm's sandboxes on docker_gwbridge), each one port
+    of the bridge. What bounds the ports an adopted interface may have (core/bridges.py); the
+    list API leaves Containers empty, so these few are inspected. `inspect` answers None for a
+    network it could not inspect (removed meanwhile): not counted."""
+    counts: dict[str, int] = {}
+    for net in listed:
+        if net.get("Driver") != "bridge" or not (net.get("Options") or {}).get(
+                BRIDGE_NAME_OPTION):
+            continue
+        found = inspect(str(net.get("Id", "")))
+        if found is not None:
+            counts[str(net.get("Name", ""))] = len(found.get("Containers") or {})
+    return counts
+
+
+def with_endpoints(networks: Iterable[DockerNetwork], counts: dict[str, int]
+                   ) -> tuple[DockerNetwork, ...]:
+    return tuple(replace(n, endpoints=counts.get(n.name)) for n in networks)
 
 
 def routed_ports(summary: dict[str, Any], networks: Iterable[DockerNetwork]
@@ -243,6 +278,15 @@ def _missing_socket() -> str | None:
 
 def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                    swarm: SwarmNode | None = None) -> DockerState:
+    """_ask_docker, with the host's interfaces as they are now (observe/host_links.py): what
+    decides whether a network's bridge is trusted (core/bridges.py), Docker reachable or not."""
+    from fwsync.observe.host_links import with_links
+
+    return with_links(_ask_docker(timeout, client=client, info=info, swarm=swarm))
+
+
+def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
+                swarm: SwarmNode | None = None) -> DockerState:
     """Ask Docker (DOCKER_HOST, else the local socket). Never raises: an unreachable Docker is a
     state the core knows how to handle safely. A long-running caller (the daemon) may pass the
     DockerClient it keeps (not closed here), and `info=False` to skip GET /info (~10 ms), whose
@@ -261,6 +305,7 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         try:
             containers = client.api.containers()
             networks = client.api.networks()
+            endpoints = user_named_endpoints(networks, _inspector(client))
             details = client.api.info() if info else {}
             # Without /info, the swarm as last seen, while the networks still show its mesh.
             node = swarm_node(details) if info else \
@@ -273,7 +318,8 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
         # ValueError: a DOCKER_HOST the SDK cannot even parse (`tcp://[::1`) is unreachable too.
         where = shown(os.environ.get("DOCKER_HOST") or "the local socket")
         return DockerState(error=f"cannot reach Docker at {where}: {_short_error(exc)}")
-    bridges = networks_of(networks, str(getattr(client.api, "api_version", "") or ""))
+    bridges = with_endpoints(networks_of(networks, str(getattr(client.api, "api_version", "")
+                                                       or "")), endpoints)
     routed = [n for n in bridges if n.routed_families()]
     listed = [ports_of_listed(summary) + (routed_ports(summary, routed) if routed else [])
               for summary in containers]
@@ -287,6 +333,19 @@ def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                        mesh_chain=swarm_view.mesh_chain,
                        mesh_pending=swarm_view.mesh_pending, seen_at=time.time(),
                        networks=bridges)
+
+
+def _inspector(client: Any) -> Callable[[str], dict[str, Any] | None]:
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    def inspect(network_id: str) -> dict[str, Any] | None:
+        try:
+            found = client.api.inspect_network(network_id)
+        except (DockerException, RequestException):
+            return None
+        return found if isinstance(found, dict) else None
+    return inspect
 
 
 def _listed_name(summary: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,18 @@ from fwsync.core.facts import (
     ProxyFacts,
     SwarmFacts,
 )
+from fwsync.core.observed import LinkFacts
 from fwsync.importers.ufw import import_ufw, parse_shell_vars
 from fwsync.importers.ufw_files import ImportFilesError, read_ufw_files
-from fwsync.observe.docker import docker_client, ports_of
+from fwsync.observe.docker import (
+    docker_client,
+    networks_of,
+    ports_of,
+    user_named_endpoints,
+    with_endpoints,
+)
 from fwsync.observe.forward_facts import forward_facts
+from fwsync.observe.host_links import read_links
 from fwsync.observe.swarm import observe_swarm, swarm_node
 from fwsync.rules.model import Policy
 from fwsync.rules.syntax import parse_sources
@@ -260,6 +269,10 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
         try:
             containers, images = observe_docker_host(client)
             swarm = swarm_facts(client)
+            listed = client.api.networks()
+            networks = with_endpoints(
+                networks_of(listed, str(getattr(client.api, "api_version", "") or "")),
+                user_named_endpoints(listed, client.api.inspect_network))
         finally:
             if own:
                 client.close()
@@ -283,5 +296,11 @@ def gather_host_facts(*, client: Any = None, proc: Path = PROC, sample_seconds: 
         forward = forward_facts(proc)
     except (OSError, ImportError) as exc:
         unavailable["nftables-forward-drop"] = f"cannot read the kernel's firewall: {exc}"
+    try:
+        links: tuple[LinkFacts, ...] | None = read_links()
+    except (OSError, struct.error, ValueError) as exc:
+        links = None
+        unavailable["untrusted-bridge"] = f"cannot read the host's interfaces: {exc}"
     return HostFacts(containers=containers, images=images, swap_total_kb=swap, proxies=proxies,
-                     forward=forward, swarm=swarm, unavailable=unavailable)
+                     forward=forward, swarm=swarm, networks=networks, links=links,
+                     unavailable=unavailable)

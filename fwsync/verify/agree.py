@@ -14,6 +14,14 @@ elements is sampled (every k-th element, deterministically: the same sample ever
 most MAX_SOURCES sources are tried per family (first and last addresses before the ones just
 outside; again every k-th of them, sorted, when there are more). The destinations of
 an all-address binding are the rules' `daddr`s of that family plus one address in none.
+
+A DNATed connection carries the binding's container address after DNAT (what an allow `to
+container` also matches) and leaves on that container's bridge. Each trusted bridge's
+exemption is asked from both sides: an address of its network's subnets arriving on it is the
+network's own (not judged), and the same address arriving elsewhere, and other sources arriving
+on it, are judged like any (at most BRIDGE_SOURCES of those). A connection routed straight to a
+container on a network made later, out of a bridge nobody named, is held to the direct-routing
+protection (or, off, to the rules).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fwsync.core.bridges import TrustedBridge
 from fwsync.core.diff import State
 from fwsync.core.explain import Connection as Question
 from fwsync.core.explain import decide
@@ -35,6 +44,7 @@ from fwsync.verify.kernel import Reading, run
 T = TypeVar("T")
 SET_SAMPLE = 64  # elements of one set tried at most
 MAX_SOURCES = 512  # sources tried per family
+BRIDGE_SOURCES = 16  # sources from outside a trusted bridge's subnets tried arriving on it
 # Addresses for "anyone else": the first one no rule or set names is used.
 _OTHERS = {4: ("192.0.2.77", "100.64.7.7", "10.254.3.9", "172.31.9.9", "1.2.3.4", "223.1.2.3"),
            6: ("2001:db8:ffff::77", "fd00:7::7", "2a01:7::7", "3fff::9", "2400:cb00::1", "::2")}
@@ -50,12 +60,14 @@ class Disagreement:
     binding: str  # e.g. "0.0.0.0:8080/tcp web" (the published binding, as status shows one)
     path: str  # "dnat" or "input" ("direct" for a binding on a routed network: no DNAT)
     source: str  # the address tried
-    policy: str  # the policy's verdict (the matcher's)
+    policy: str  # the policy's verdict (the matcher's); "unjudged": a network's own traffic
     kernel: str  # kernel_verdict's answer
+    iif: str = ""  # where it arrived, when that is what was asked (a trusted bridge)
 
     def __str__(self) -> str:
         via = "" if self.path != "input" else " (docker-proxy)"
-        return (f"{self.source} → {self.binding}{via}: policy {self.policy}, kernel "
+        on = f" arriving on {self.iif}" if self.iif else ""
+        return (f"{self.source}{on} → {self.binding}{via}: policy {self.policy}, kernel "
                 f"{self.kernel}")
 
 
@@ -140,15 +152,78 @@ def unnamed_stand_ins(ruleset: Ruleset) -> tuple[str, int]:
     """An arriving interface and a source port no rule names, so that the matcher's answer
     (which leaves rules on them aside as exceptions) is the answer for this connection."""
     ifaces = [r.match.iface for r in ruleset.rules if r.match.iface is not None] + \
-        list(ruleset.bridges)
+        [b.name for b in ruleset.bridges]
 
-    def named(name: str) -> bool:
-        return any(name == i or (i.endswith("+") and name.startswith(i[:-1])) for i in ifaces)
-    iif = next((i for i in _IFACES if not named(i)), _IFACES[-1])
+    iif = next((i for i in _IFACES if not _named(i, ifaces)), _IFACES[-1])
     sports = [r.match.sport for r in ruleset.rules if r.match.sport is not None]
     sport = next((s for s in _SPORTS if not any(r.low <= s <= r.high for r in sports)),
                  _SPORTS[0])
     return iif, sport
+
+
+def _named(name: str, ifaces: Sequence[str]) -> bool:
+    return any(name == i or (i.endswith("+") and name.startswith(i[:-1])) for i in ifaces)
+
+
+def _holds(cidrs: Sequence[str], addr: str) -> bool:
+    a = ipaddress.ip_address(addr)
+    return any(a.version == n.version and a in n
+               for n in (ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+
+def container_address(p: PublishedPort) -> str | None:
+    """Where Docker's DNAT sends the binding's connections: the container's own address of
+    the binding's family (None: not known, or none: docker-proxy serves that family)."""
+    for text in p.container_addrs:
+        addr = ipaddress.ip_interface(text).ip
+        if addr.version == (6 if p.family == 6 else 4):
+            return str(addr)
+    return None
+
+
+def leaving_bridge(ruleset: Ruleset, family: Family, addr: str | None) -> str:
+    """The bridge a connection to the container address `addr` leaves on: the trusted bridge
+    (or the network let to the rules, DirectOk) whose subnet holds it; docker0 otherwise."""
+    if addr is not None:
+        for ok in ruleset.direct_ok_for(family):
+            if ok.bridge and _holds((ok.subnet,), addr):
+                return ok.bridge
+        for bridge in ruleset.bridges:
+            if _holds(bridge.subnets_for(family), addr):
+                return bridge.name
+    return "docker0"
+
+
+def _after_routing(ruleset: Ruleset, p: PublishedPort, path: Path, daddr: str
+                   ) -> tuple[str | None, str | None]:
+    """(the container address after DNAT, the interface it leaves on) for binding `p` on
+    `path`: on the input path, neither."""
+    family: Family = 6 if p.family == 6 else 4
+    dnat = container_address(p) if path == "dnat" else None
+    oif = None if path == "input" else leaving_bridge(
+        ruleset, family, dnat if path == "dnat" else daddr)
+    return dnat, oif
+
+
+def binding_connection(ruleset: Ruleset, p: PublishedPort, path: Path, source: str, daddr: str,
+                       iif: str, sport: int) -> Connection:
+    """`source` connecting to binding `p` at `daddr`, on `path`, as the kernel's rules see
+    it: DNATed to the container's address, out of its bridge; on the input path, to the host."""
+    dnat, oif = _after_routing(ruleset, p, path, daddr)
+    return Connection(family=6 if p.family == 6 else 4, proto=p.proto, saddr=source,
+                      daddr=daddr, dport=p.host_port, sport=sport, iif=iif, oif=oif, path=path,
+                      local=path == "input", dnat_daddr=dnat)
+
+
+def direct_policy(ruleset: Ruleset, family: Family, daddr: str) -> str | None:
+    """The verdict for a connection routed straight to a container address, when the
+    direct-routing protection gives it ("deny": dropped, no DirectOk lets that address to the
+    rules); None: the rules decide."""
+    if not ruleset.protect_direct_routing:
+        return None
+    if any(_holds((ok.subnet,), daddr) for ok in ruleset.direct_ok_for(family)):
+        return None
+    return "deny"
 
 
 def _input_key(family: int, proto: str, port: int, daddr: str | None
@@ -160,14 +235,24 @@ def agrees(policy: str, kernel: str) -> bool:
     """The kernel's verdict is the policy's. An allow only ever means that fwsync does not
     refuse the connection (its rules RETURN / accept, and Docker's and the host's chains decide
     after them), so a connection fwsync's chains do not judge at all agrees with it too; for
-    a deny, reject or limit that is a hole."""
-    return kernel == policy or (policy == "allow" and kernel == "unjudged")
+    a deny, reject or limit that is a hole. A trusted network's own traffic (policy
+    "unjudged") agrees with a RETURN / accept too, and with nothing that refuses it."""
+    passed = ("allow", "unjudged")
+    return kernel == policy or (policy in passed and kernel in passed)
 
 
 LATER = "a port published later"
 _LATER_PORTS = (49999, 40999, 31999, 20999, 65001)
 # Out of a bridge Docker makes later, whose name no rule or exemption can know yet.
 _LATER_OIF = "vfylater0"
+# The same, for a connection routed straight to a container there (no DNAT): nftables judges
+# any bridge by its kind (`meta oifkind`); iptables can only judge the names Docker gives its
+# own bridges (`-o br-+`), and what it cannot close (a name of the user's) is said first by
+# status and doctor (core/networks.IPTABLES_GAP), so its stand-in is named as Docker names one.
+_LATER_BRIDGE = {"iptables": "br-vfylater0"}
+# A container address on that later network: the first in no subnet the ruleset knows.
+_LATER_ADDRS = {4: ("172.31.254.2", "10.255.254.2", "192.168.254.2", "100.127.254.2"),
+                6: ("fd00:fd0c:fe::2", "2001:db8:fd0c:fe::2", "fdff:fe::2")}
 
 
 def later_ports(ruleset: Ruleset) -> tuple[PublishedPort, ...]:
@@ -193,16 +278,24 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
     later = later_ports(ruleset)
     ports = (*ports, *later)
     iif, sport = unnamed_stand_ins(ruleset)
+    named_ifaces = [r.match.iface for r in ruleset.rules if r.match.iface is not None]
+    # A bridge a rule names (`on IFACE`): the matcher leaves such rules aside, so its answer is
+    # not the one for connections arriving there; not asked.
+    bridges = [b for b in ruleset.bridges if not _named(b.name, named_ifaces)]
     on_input = {_input_key(ip.match.family, str(ip.match.proto), ip.match.dport.low,
                            ip.match.daddr)
                 for ip in ruleset.input_ports if ip.match.dport is not None}
     reading = Reading(backend, state)
     found: list[Disagreement] = []
     froms: dict[int, list[str]] = {}
+    # Per family, the sources asked besides froms: (source, whether the policy's verdict is
+    # "not judged" (the network's own), arriving on, the bridge asked about).
+    besides: dict[int, list[tuple[str, bool, str, str]]] = {}
     for p in ports:
         family: Family = 6 if p.family == 6 else 4
         if family not in froms:
             froms[family] = sources(ruleset, family)
+            besides[family] = _bridge_sources(bridges, family, froms[family], iif)
         paths: list[Path] = ["direct" if p.routed else "dnat"]
         daddr_key = None if p.all_addresses else str(ipaddress.ip_network(p.host_ip))
         # The input path where connections from outside take it: docker-proxy serving IPv6 for
@@ -215,16 +308,87 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
             prog = reading.program(family, path)
             for daddr in destinations(ruleset, p):
                 to = ipaddress.ip_address(daddr)
-                for source in froms[family]:
-                    src = ipaddress.ip_address(source)
-                    policy = decide(ruleset, Question(src, p.host_port, p.proto, to), to).action
+                direct = direct_policy(ruleset, family, daddr) if path == "direct" else None
+                dnat, oif = _after_routing(ruleset, p, path, daddr)
+                if p in later:
+                    oif = _LATER_OIF
+                asked = [(source, False, iif, "") for source in froms[family]]
+                for source, own, arriving, on in (*asked, *besides[family]):
+                    policy = "unjudged" if own else direct or decide(ruleset, Question(
+                        ipaddress.ip_address(source), p.host_port, p.proto, to), to).action
                     conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
-                                      dport=p.host_port, sport=sport, iif=iif,
-                                      oif=None if path == "input" else
-                                      _LATER_OIF if p in later else "docker0", path=path,
-                                      local=path == "input")
+                                      dport=p.host_port, sport=sport, iif=arriving, oif=oif,
+                                      path=path, local=path == "input", dnat_daddr=dnat)
                     kernel = run(prog, conn)
                     if not agrees(policy, kernel):
                         found.append(Disagreement(family, binding_text(p), path, source,
-                                                  policy, kernel))
+                                                  policy, kernel, on))
+    found.extend(_later_direct(ruleset, reading, backend, later, froms, iif, sport))
     return tuple(found)
+
+
+def _bridge_sources(bridges: Sequence[TrustedBridge], family: Family, froms: Sequence[str],
+                    iif: str) -> list[tuple[str, bool, str, str]]:
+    """What each trusted bridge's exemption is asked: its subnets' addresses arriving on it
+    (the network's own: not judged) and arriving on `iif` (judged), and sources from outside
+    them arriving on it (judged). (source, own, arriving on, the bridge asked about)."""
+    out: list[tuple[str, bool, str, str]] = []
+    for bridge in bridges:
+        for source in _own_sources(bridge, family):
+            out += [(source, True, bridge.name, bridge.name), (source, False, iif, "")]
+        out += [(source, False, bridge.name, bridge.name)
+                for source in _strangers(froms, bridge, family)]
+    return out
+
+
+def _own_sources(bridge: TrustedBridge, family: Family) -> list[str]:
+    """Addresses of a trusted bridge's network: the first and last host of each subnet."""
+    out: list[str] = []
+    for cidr in bridge.subnets_for(family):
+        net = ipaddress.ip_network(cidr, strict=False)
+        if net.num_addresses >= 4:
+            out.extend((str(net.network_address + 1), str(net.broadcast_address - 1)))
+        else:
+            out.append(str(net.network_address))
+    return list(dict.fromkeys(out))
+
+
+def _strangers(froms: Sequence[str], bridge: TrustedBridge, family: Family) -> list[str]:
+    """Sources from outside the bridge's subnets (sampled; the address in no rule's always
+    among them): arriving on the bridge, they are judged like any."""
+    subnets = bridge.subnets_for(family)
+    outside = [s for s in froms if not _holds(subnets, s)]
+    if not outside:
+        return []
+    return [*_sampled(outside[:-1], BRIDGE_SOURCES - 1), outside[-1]]
+
+
+def _later_direct(ruleset: Ruleset, reading: Reading, backend: str,
+                  later: Sequence[PublishedPort], froms: dict[int, list[str]], iif: str,
+                  sport: int) -> list[Disagreement]:
+    """A connection routed straight (no DNAT) to a container on a network made after this
+    check, out of a bridge nobody named: dropped by the direct-routing protection, or (off)
+    judged by the rules, never unjudged."""
+    found: list[Disagreement] = []
+    oif = _LATER_BRIDGE.get(backend, _LATER_OIF)
+    for p in later:
+        family: Family = 6 if p.family == 6 else 4
+        known = [*ruleset.bridge_subnets_for(family), *(ok.subnet for ok in
+                                                        ruleset.direct_ok_for(family)),
+                 *(c for b in ruleset.bridges for c in b.subnets_for(family))]
+        daddr = next((a for a in _LATER_ADDRS[family] if not _holds(known, a)), None)
+        if daddr is None or family not in froms:
+            continue
+        to = ipaddress.ip_address(daddr)
+        prog = reading.program(family, "direct")
+        for source in froms[family]:
+            policy = direct_policy(ruleset, family, daddr) or decide(
+                ruleset, Question(ipaddress.ip_address(source), p.host_port, p.proto, to),
+                to).action
+            conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
+                              dport=p.host_port, sport=sport, iif=iif, oif=oif, path="direct")
+            kernel = run(prog, conn)
+            if not agrees(policy, kernel):
+                found.append(Disagreement(family, f"{daddr}:{p.host_port}/{p.proto} {LATER} "
+                                          "(direct)", "direct", source, policy, kernel))
+    return found

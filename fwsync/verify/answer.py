@@ -8,9 +8,9 @@ from __future__ import annotations
 from fwsync.core.diff import State
 from fwsync.core.matching import IPAddress
 from fwsync.core.observed import PublishedPort
-from fwsync.core.ruleset import Family, Ruleset
-from fwsync.verify.agree import destinations, unnamed_stand_ins
-from fwsync.verify.connection import Connection, Path
+from fwsync.core.ruleset import Ruleset
+from fwsync.verify.agree import binding_connection, destinations, unnamed_stand_ins
+from fwsync.verify.connection import Path
 from fwsync.verify.kernel import Reading
 
 
@@ -19,14 +19,10 @@ def kernel_answer(ruleset: Ruleset, reading: Reading, binding: PublishedPort,
     """The kernel's verdict for `source` connecting to `binding` (through docker-proxy on the
     input path when `via_proxy`): allow, deny, reject, limit, unjudged or unreadable: ..."""
     iif, sport = unnamed_stand_ins(ruleset)
-    family: Family = 6 if binding.family == 6 else 4
     path: Path = "input" if via_proxy else ("direct" if binding.routed else "dnat")
     daddr = str(to) if to is not None else destinations(ruleset, binding)[-1]
-    conn = Connection(family=family, proto=binding.proto, saddr=str(source), daddr=daddr,
-                      dport=binding.host_port, sport=sport, iif=iif,
-                      oif=None if path == "input" else "docker0", path=path,
-                      local=path == "input")
-    return reading.verdict(conn)
+    return reading.verdict(binding_connection(ruleset, binding, path, str(source), daddr, iif,
+                                              sport))
 
 
 def kernel_answers(ruleset: Ruleset, backend: str, state: State,

@@ -20,6 +20,9 @@ class Connection:
     sport: int = 40000
     iif: str = "eth0"  # arriving interface
     oif: str | None = "docker0"  # leaving interface on the forward path; None on the input path
+    # The leaving interface's kind (`meta oifkind`: "bridge", "veth", ...; "" for a device with
+    # none); nothing leaves on the input path.
+    oifkind: str = "bridge"
     # dnat: through a published port (DNATed), forward hook; direct: routed to a container
     # address without DNAT, forward hook; input: to a host port docker-proxy serves, input hook.
     path: Path = "dnat"
@@ -27,12 +30,15 @@ class Connection:
     # local): true on the input path.
     local: bool = False
     new: bool = True  # conntrack state NEW
+    # On the dnat path: the address Docker's DNAT sends the connection to (the container's own,
+    # the binding's PublishedPort.container_addrs); None: not known.
+    dnat_daddr: str | None = None
 
     @property
     def packet_daddr(self) -> str | None:
         """The destination address the packet carries where fwsync's rules see it: after
-        Docker's DNAT on the dnat path (a container's address, not known here: None)."""
-        return None if self.path == "dnat" else self.daddr
+        Docker's DNAT on the dnat path (the container's address: None when not known)."""
+        return self.dnat_daddr if self.path == "dnat" else self.daddr
 
     @property
     def packet_dport(self) -> int | None:

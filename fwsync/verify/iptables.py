@@ -24,6 +24,7 @@ from fwsync.verify.walk import (
     proto_test,
     source_in,
     state_test,
+    steps_aside,
 )
 
 # The names fwsync gives its kernel objects (the backend's naming constants, written out here so
@@ -82,11 +83,12 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
         if w == "!":
             negate, i = True, i - 1
         elif w == "-s":
-            add(net_test(nxt, lambda c: c.saddr))
+            add(net_test(nxt, lambda c: c.saddr), "other" if negate else "saddr")
         elif w == "-d":
             add(net_test(nxt, lambda c: c.packet_daddr))
         elif w in ("-i", "-o"):
-            add(iface_test(iface_match(nxt, "+"), w == "-i"), "iif" if w == "-i" else "other")
+            add(iface_test(iface_match(nxt, "+"), w == "-i"),
+                "iif" if w == "-i" and not negate else "other")
         elif w == "-p":
             add(proto_test(nxt))
         elif w == "-m":
@@ -145,8 +147,7 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
             raise Unreadable(f"{w}")
         if negate and w != "!":
             raise Unreadable(f"! {w}")
-    steps_aside = bool(kinds) and all(k in ("state", "iif") for k in kinds)
-    return Rule(line, tuple(tests), target, limit, steps_aside)
+    return Rule(line, tuple(tests), target, limit, steps_aside(kinds))
 
 
 def _ipt_target(flag: str, name: str, chains: set[str]) -> tuple[str, str]:

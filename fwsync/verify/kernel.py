@@ -15,14 +15,15 @@ returns to a verdict.
   nftables' set of sources, `update @seen { KEY }`, then `KEY != @seen drop`). Both ways an
   update of such a set can go are walked: the source taken in, and not (the set full).
 - "unjudged": fwsync's chains do not look at it: not reached, left by a rule that steps
-  aside (only the conntrack state or the arriving interface matched: not NEW, from lo or a
-  Docker bridge), or the walk ran off the end of the entry chain.
+  aside (only the conntrack state or the arriving interface matched: not NEW, from lo; or the
+  arriving interface with the source address: a Docker network's own subnet on its bridge),
+  or the walk ran off the end of the entry chain.
 - "unreadable: LINE": a line or expression the verifier does not understand was met before the
   verdict. Never a guess: callers treat it as a disagreement (fail closed).
 
 Where an answer depends on what a connection's description leaves open (the destination after
-Docker's DNAT, which the dnat path does not know) both outcomes are walked: equal, that is the
-answer; different, the line is unreadable for this connection.
+Docker's DNAT, when the dnat path is not told the container's address) both outcomes are
+walked: equal, that is the answer; different, the line is unreadable for this connection.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from fwsync.verify.walk import (
     family_test,
     iface_match,
     iface_test,
+    kind_test,
     negated,
     net_test,
     port_span,
@@ -27,6 +28,7 @@ from fwsync.verify.walk import (
     proto_test,
     span,
     state_test,
+    steps_aside,
 )
 
 # The names fwsync gives its table (the backend's, written out: see iptables.py's note).
@@ -189,7 +191,7 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
     def family_only(family: int) -> None:
         # `ip ...` / `ct original ip ...` carry nftables' dependency on the family.
         tests.append(family_test(family))
-        kinds.append("other")
+        kinds.append("family")
 
     while words.peek():
         if target != ("none", ""):
@@ -209,6 +211,10 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
                 arriving = key == "iifname"
                 add(neg, [iface_test(m, arriving) for m in matches],
                     "iif" if arriving and not neg else "other")
+            elif key == "oifkind":
+                # The leaving interface's kind (the catch-all for bridges made after apply,
+                # whatever their names): Connection.oifkind.
+                add(neg, [kind_test(v.strip('"')) for v in values])
             else:
                 raise Unreadable(f"meta {key}")
         elif w == "ct":
@@ -263,7 +269,8 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
             elif key != f"{w} saddr/{32 if family == 4 else 128}":
                 raise Unreadable(f"a masked source looked up in {' '.join(values)}")
             else:
-                add(neg, [_addr_value(v, family, sets, lambda c: c.saddr) for v in values])
+                add(neg, [_addr_value(v, family, sets, lambda c: c.saddr) for v in values],
+                    "other" if neg else "saddr")
         elif w in ("ip", "ip6"):
             family = 4 if w == "ip" else 6
             which = words.next()
@@ -318,8 +325,7 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
             target = ("reject", "")
         else:
             raise Unreadable(w)
-    steps_aside = bool(kinds) and all(k in ("state", "iif") for k in kinds)
-    return Rule(line, tuple(tests), target, limit, steps_aside, admits=admits,
+    return Rule(line, tuple(tests), target, limit, steps_aside(kinds), admits=admits,
                 looks_in=looks_in)
 
 

@@ -148,7 +148,9 @@ class Rule:
     # kind: return | accept | drop | reject | jump | goto | none (no verdict: go on)
     target: tuple[str, str] = ("none", "")
     limit: bool = False  # a rate meter: over the rate the rule fires, under it does not
-    steps_aside: bool = False  # every test is on conntrack state or the arriving interface
+    # every test is on conntrack state or the arriving interface (and maybe the source with it):
+    # see steps_aside()
+    steps_aside: bool = False
     error: str | None = None  # not understood
     # A set that traffic fills (a limit's sources), named with its key, "SET KEY": the rule's
     # `update @SET { KEY }` takes the source in (while the set has room); a lookup in it, and
@@ -334,6 +336,25 @@ def iface_test(match: Callable[[str | None], bool], arriving: bool) -> Test:
 
 def proto_test(proto: str) -> Test:
     return lambda c: proto == "all" or c.proto == proto
+
+
+def kind_test(kind: str) -> Test:
+    """`meta oifkind KIND`: the leaving interface's kind (no interface leaves on the input
+    path: no match, as in the kernel)."""
+    return lambda c: c.oif is not None and c.oifkind == kind
+
+
+def steps_aside(kinds: Iterable[str]) -> bool:
+    """A rule that steps aside instead of judging (Rule.steps_aside), from what its tests are
+    on: only the conntrack state or the arriving interface (not NEW, from lo), or the arriving
+    interface with the source address (a Docker network's own traffic: its bridge and subnet,
+    `-s SUBNET -i BRIDGE` / `iifname BRIDGE ip saddr SUBNET`; "family" is the family nftables
+    checks for such an address)."""
+    found = set(kinds)
+    if not found:
+        return False
+    return found <= {"state", "iif"} or (found <= {"iif", "saddr", "family"}
+                                         and {"iif", "saddr"} <= found)
 
 
 def family_test(family: int) -> Test:

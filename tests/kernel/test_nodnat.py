@@ -47,7 +47,10 @@ import base64, pickle, sys
 from pathlib import Path
 from fwsync.reconcile import apply_planned, make_plan
 rules, backend, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-state = pickle.loads(base64.b64decode(sys.argv[4]))
+# With the host's interfaces as observe_docker reads them: a bridge is trusted by what the
+# host shows of it (core/bridges.py).
+from fwsync.observe.host_links import with_links
+state = with_links(pickle.loads(base64.b64decode(sys.argv[4])))
 planned = make_plan(Path(rules), backend, docker=state)
 if mode == "apply":
     apply_planned(planned)
@@ -59,7 +62,9 @@ def seeing(lab: KernelLab, rules: Path, backend: str, docker: DockerState,
            mode: str = "apply") -> str:
     """`fwsync apply` (or plan) as if Docker reported `docker`: its notes and changed objects."""
     blob = base64.b64encode(pickle.dumps(docker)).decode()
-    res = lab.host.run([sys.executable, "-I", "-c", _SEEING, str(rules), backend, mode, blob],
+    # -s, not -I: -I ignores PYTHONPATH, and the editable install's fwsync (another checkout)
+    # was the one tested.
+    res = lab.host.run([sys.executable, "-s", "-c", _SEEING, str(rules), backend, mode, blob],
                        check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                          "PYTHONPATH": str(Path(__file__).parents[2])})
     assert res.returncode == 0, res.stderr + res.stdout
@@ -75,7 +80,9 @@ def apply_seeing(lab: KernelLab, rules: Path, backend: str, docker: DockerState)
 PROXIED = DockerState(ports=(
     PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, networks=("bridge",), container_ipv6=False),
     PublishedPort("::", 8080, "tcp", "web", 80, networks=("bridge",), container_ipv6=False),
-), networks=(DockerNetwork("bridge", "docker0", subnets=(CTR_NET_V4,)),))
+# docker0 carries both families' gateways in the lab: Docker reports both subnets (a bridge with
+# an address outside its network's subnets is not trusted, core/bridges.py).
+), networks=(DockerNetwork("bridge", "docker0", subnets=(CTR_NET_V4, CTR_NET_V6)),))
 
 OFFICE_RULES = """\
 default deny incoming
@@ -197,7 +204,7 @@ def test_direct_routing_docker_reopens_stays_dropped_unless_the_rules_say_otherw
     lan = DockerState(ports=(PublishedPort("0.0.0.0", 8080, "tcp", "web", 80,
                                            networks=("lan",)),),
                       networks=(DockerNetwork("lan", "docker0", ((4, "nat-unprotected"),),
-                                              (CTR_NET_V4,)),))
+                                              (CTR_NET_V4, CTR_NET_V6)),))
     assert probe(lab.attacker, CTR_V4, 81) == "open", "before: reopened by Docker"
     base = "default deny incoming\nallow from 198.51.100.0/25 to network lan\n"
     apply_seeing(lab, write_rules(tmp_path, base), backend, lan)

@@ -6,7 +6,9 @@ it): the verifier must see it, and a real packet from a denied source now gets i
 
 The lab has no dockerd: fwsync is driven in-process inside HOST's namespace (IN_HOST below)
 with the bindings the lab publishes given as Docker's state, so `to container` rules and the
-input path are in the ruleset as on a Docker host."""
+input path are in the ruleset as on a Docker host: the container's addresses (an allow to it
+matches them after DNAT), and its network, whose bridge HOST shows as one Docker made (the
+links read in HOST): its subnets on it are exempt, and the catch-all judges any other bridge."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import KernelLab, Peer, State, probe_many
+from tests.lab import CTR_NET_V4, CTR_NET_V6, CTR_V4, CTR_V6, KernelLab, Peer, State, probe_many
 
 pytestmark = pytest.mark.kernel
 
@@ -29,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 IN_HOST = """
 import json, sys
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
+from fwsync.observe.host_links import with_links
 from fwsync.reconcile import apply_planned, plan_policy, select_backend
 from fwsync.rules.syntax import parse_sources
 from fwsync.verify.agree import disagreements
@@ -38,9 +41,11 @@ from fwsync.verify.kernel import Reading
 args = json.loads(sys.argv[1])
 parsed = parse_sources([("kernel.rules", args["rules"])], lambda _p: "")
 assert parsed.ok and parsed.policy is not None, [str(d) for d in parsed.diagnostics]
-ports = tuple(PublishedPort(ip, hp, proto, "web", cp, container_ipv6=True)
+ports = tuple(PublishedPort(ip, hp, proto, "web", cp, container_ipv6=True, networks=("lab",),
+                            container_addrs=tuple(args["ctr"]))
               for ip, hp, proto, cp in args["ports"])
-docker = DockerState(ports=ports, containers=("web",))
+docker = with_links(DockerState(ports=ports, containers=("web",), networks=(
+    DockerNetwork("lab", args["bridge"], subnets=tuple(args["subnets"])),)))
 if args["apply"]:
     apply_planned(plan_policy(parsed.policy, docker, args["backend"]))
 state = select_backend(args["backend"]).read(None)
@@ -49,7 +54,8 @@ found = disagreements(ruleset, ports, args["backend"], state)
 reading = Reading(args["backend"], state)
 verdicts = [reading.verdict(Connection(**c)) for c in args["connections"]]
 print(json.dumps({"found": [d.__dict__ for d in found], "verdicts": verdicts,
-                  "keys": sorted(state)}))
+                  "keys": sorted(state), "trusted": [b.name for b in ruleset.bridges],
+                  "narrowed": sum(r.match.dnat_daddr is not None for r in ruleset.rules)}))
 """
 
 PUBLISHED = [(8080, 80, "tcp"), (5432, 80, "tcp"), (2222, 81, "tcp"), (53, 80, "udp")]
@@ -90,7 +96,8 @@ def _connections(lab: KernelLab) -> list[tuple[Peer, dict[str, Any]]]:
                     "family": 6 if v6 else 4, "proto": proto,
                     "saddr": peer.v6 if v6 else peer.v4, "daddr": peer.host_addr(v6),
                     "dport": port, "iif": f"v-{peer.name.rsplit('-', 1)[-1]}",
-                    "oif": lab.bridge, "path": "dnat"}))
+                    "oif": lab.bridge, "path": "dnat",
+                    "dnat_daddr": CTR_V6 if v6 else CTR_V4}))
     return out
 
 
@@ -101,7 +108,8 @@ def _in_host(lab: KernelLab, backend: str, rules: str, apply: bool,
            "DOCKER_HOST": lab.docker_host,
            "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json")}
     args = {"rules": rules, "backend": backend, "apply": apply, "ports": _ports(),
-            "connections": connections}
+            "connections": connections, "ctr": [CTR_V4, CTR_V6], "bridge": lab.bridge,
+            "subnets": [CTR_NET_V4, CTR_NET_V6]}
     res = subprocess.run([*lab.host.nsenter_prefix(), sys.executable, "-c", IN_HOST,
                           json.dumps(args)], capture_output=True, text=True, env=env,
                          timeout=120, check=False)
@@ -132,6 +140,10 @@ def test_verifier_agrees_with_matcher_and_packets(make_kernel_lab: Any, backend:
     lab = _lab(make_kernel_lab)
     conns = _connections(lab)
     answer = _in_host(lab, backend, POLICIES[policy], True, [c for _p, c in conns])
+    # The lab's bridge passed the host check, and the allow / deny to web: only an allow is
+    # narrowed to web's addresses after DNAT.
+    assert answer["trusted"] == [lab.bridge]
+    assert bool(answer["narrowed"]) == (policy == "deny-by-default")
     assert answer["found"] == [], f"verifier vs matcher on the kernel's listing: " \
         f"{answer['found'][:5]}"
     seen = _packets(lab, conns)

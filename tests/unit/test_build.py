@@ -1,7 +1,7 @@
 import pytest
 
 from fwsync.core.build import build_ruleset, expand
-from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
+from fwsync.core.observed import Bridge, DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.core.ruleset import DirectOk, Match
 from fwsync.rules.model import Endpoint, NetworkScope, PortRange
 
@@ -109,10 +109,12 @@ def test_source_and_destination_ports_multiply_out():
         (53, 1000, "198.51.100.1/32"), (123, 1000, "198.51.100.1/32")]
 
 
-def test_bridges_include_custom_names_and_the_fail_closed_patterns():
+def test_no_bridge_is_trusted_by_its_name():
+    """docker0, br-<id>, docker_gwbridge and a name of the user's: none is exempt without a
+    Docker network whose bridge the host shows as Docker's (tests/unit/test_bridges.py)."""
     built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("mybridge"),
                                                                Bridge("docker_gwbridge"))))
-    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge", "mybridge")
+    assert built.ruleset.bridges == ()
     assert built.ruleset.bridge_subnets == ()
     assert built.notes == ()
 
@@ -125,7 +127,7 @@ HOSTILE_BRIDGE_NAMES = ['"+"', "v*", "*", "e+", 'a"b', "a\\b", "ä", "-x", ".x",
 def test_a_bridge_name_the_kernel_would_read_as_syntax_is_matched_by_its_subnets(name):
     bridge = Bridge(name, "evil", ("203.0.113.128/28", "2001:db8:5::/64"))
     built = build_ruleset(policy(), DockerState(extra_bridges=(bridge,)))
-    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge")
+    assert built.ruleset.bridges == ()
     assert built.ruleset.bridge_subnets == ("203.0.113.128/28", "2001:db8:5::/64")
     [note] = built.notes
     assert "Docker network 'evil' has a bridge named" in note and "203.0.113.128/28" in note
@@ -135,7 +137,7 @@ def test_a_bridge_name_the_kernel_would_read_as_syntax_is_matched_by_its_subnets
 def test_a_bridge_that_can_be_named_neither_way_is_left_to_the_dnat_catch_all():
     built = build_ruleset(policy(), DockerState(extra_bridges=(Bridge("v*", "evil", ("junk",)),
                                                                Bridge("ok0", "fine"))))
-    assert built.ruleset.bridges == ("docker0", "br-+", "docker_gwbridge", "ok0")
+    assert built.ruleset.bridges == ()
     assert built.ruleset.bridge_subnets == ()
     assert "every DNATed connection is judged" in built.notes[0]
 
@@ -147,6 +149,13 @@ NETWORKS = (
     DockerNetwork("lan", "br-1a2b3c4d5e6f", ((4, "nat-unprotected"),),
                   ("203.0.113.144/28", "2001:db8:d0c::/64")),
 )
+# What the host shows of their bridges: Docker's, as Docker made them.
+LINKS = (
+    LinkFacts("br-2ea2169ac7f2", "bridge", addresses=("203.0.113.129/28",),
+              routes=("203.0.113.128/28",)),
+    LinkFacts("br-1a2b3c4d5e6f", "bridge", addresses=("203.0.113.145/28", "2001:db8:d0c::1/64"),
+              routes=("203.0.113.144/28", "2001:db8:d0c::/64")),
+)
 ON_NETWORKS = (
     PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",), routed="routed"),
     PublishedPort("::", 8080, "tcp", "rweb", 80, networks=("routed",), container_ipv6=False),
@@ -156,20 +165,33 @@ P80 = PortRange(low=80, high=80)
 
 
 def test_routed_networks_go_to_the_rules_and_docker_reopened_ones_stay_protected():
-    built = build_ruleset(policy(), DockerState(ports=ON_NETWORKS, networks=NETWORKS)).ruleset
-    assert built.direct_ok == (DirectOk(4, "203.0.113.128/28", "routed", "routed network"),)
+    seen = DockerState(ports=ON_NETWORKS, networks=NETWORKS, links=LINKS)
+    built = build_ruleset(policy(), seen).ruleset
+    assert built.direct_ok == (DirectOk(4, "203.0.113.128/28", "routed", "routed network",
+                                        bridge="br-2ea2169ac7f2"),)
     scoped = policy(direct_routing_off=(NetworkScope(network="la*", origin=origin(3)),))
-    built = build_ruleset(scoped, DockerState(ports=ON_NETWORKS, networks=NETWORKS)).ruleset
-    assert [(d.family, d.subnet, d.origin) for d in built.direct_ok] == [
-        (4, "203.0.113.128/28", None), (4, "203.0.113.144/28", origin(3)),
-        (6, "2001:db8:d0c::/64", origin(3))]
+    built = build_ruleset(scoped, seen).ruleset
+    assert [(d.family, d.subnet, d.origin, d.bridge) for d in built.direct_ok] == [
+        (4, "203.0.113.128/28", None, "br-2ea2169ac7f2"),
+        (4, "203.0.113.144/28", origin(3), "br-1a2b3c4d5e6f"),
+        (6, "2001:db8:d0c::/64", origin(3), "br-1a2b3c4d5e6f")]
     assert built.direct_ok[1].label == "10-test.rules:3 protect direct-routing off to network lan"
-    hostile = DockerNetwork('a"b\x1b', "br-x", ((4, "routed"),), ("203.0.113.128/28",))
-    (ok,) = build_ruleset(policy(), DockerState(networks=(hostile,))).ruleset.direct_ok
+    hostile = DockerNetwork('a"b\x1b', "br-2ea2169ac7f2", ((4, "routed"),), ("203.0.113.128/28",))
+    (ok,) = build_ruleset(policy(), DockerState(networks=(hostile,), links=LINKS)
+                          ).ruleset.direct_ok
     assert ok.label == "routed network", "a name that is not plain text stays out of comments"
     off = build_ruleset(policy(protect_direct_routing=False),
-                        DockerState(networks=NETWORKS)).ruleset
+                        DockerState(networks=NETWORKS, links=LINKS)).ruleset
     assert off.direct_ok == (), "nothing is dropped: nothing needs an exception"
+
+
+def test_an_exception_from_direct_routing_needs_the_networks_bridge_as_the_host_shows_it():
+    """`protect direct-routing off to network lan`: without the host's word on lan's bridge
+    (or with an uplink for a bridge) nothing is excepted, and the plan says why."""
+    scoped = policy(direct_routing_off=(NetworkScope(network="lan", origin=origin(3)),))
+    built = build_ruleset(scoped, DockerState(ports=ON_NETWORKS, networks=NETWORKS))
+    assert built.ruleset.direct_ok == ()
+    assert any("direct routing into network 'lan' stays dropped" in n for n in built.notes)
 
 
 def test_a_container_rule_on_a_routed_network_matches_its_address_and_port():
@@ -218,3 +240,24 @@ def test_ipv6_served_by_docker_proxy_is_said_to_be_open_to_later_publishes():
     pol = policy(rule(2, dst=Endpoint(ports=ports(8080))))
     assert PROXY_WINDOW in build_ruleset(pol, DockerState(ports=(proxied,))).notes
     assert PROXY_WINDOW not in build_ruleset(pol, DockerState(ports=(dnated,))).notes
+
+
+def test_an_allow_to_a_container_also_matches_its_address_after_dnat_and_a_deny_does_not():
+    """The allow names web, not the host port: a port another container holds now fails closed
+    until the next apply. A deny keeps matching the port (narrowing it would widen access)."""
+    web = (PublishedPort("0.0.0.0", 8080, "tcp", "web", 80,
+                         container_addrs=("198.51.100.130", "2001:db8:d0c::2")),
+           PublishedPort("::", 8080, "tcp", "web", 80,
+                         container_addrs=("198.51.100.130", "2001:db8:d0c::2")))
+    allowed = matches(policy(rule(2, dst=Endpoint(container="web"))), DockerState(ports=web))
+    assert [(m.family, m.dnat_daddr, m.not_dnat) for m in allowed] == [
+        (4, "198.51.100.130/32", False), (4, None, True),
+        (6, "2001:db8:d0c::2/128", False), (6, None, True)], "and what docker-proxy serves"
+    denied = matches(policy(rule(2, "deny", dst=Endpoint(container="web"))),
+                     DockerState(ports=web))
+    assert [m.dnat_daddr for m in denied] == [None, None]
+    v4only = tuple(p.__class__(**{**p.__dict__, "container_addrs": ("198.51.100.130",)})
+                   for p in web)
+    proxied = matches(policy(rule(2, dst=Endpoint(container="web"))), DockerState(ports=v4only))
+    assert [(m.family, m.dnat_daddr, m.not_dnat) for m in proxied] == [
+        (4, "198.51.100.130/32", False), (4, None, True), (6, None, False)]

@@ -4,6 +4,7 @@ how the core uses it (core/observed.as_remembered, build's note)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fwsync.core.observed import (
     Bridge,
     DockerNetwork,
     DockerState,
+    LinkFacts,
     PublishedPort,
     SwarmNode,
     as_remembered,
@@ -79,7 +81,8 @@ def test_a_deny_to_container_stays_while_docker_cannot_be_asked() -> None:
     kept = build_ruleset(pol, as_remembered(down, SEEN))
     assert [(r.action, r.match.dport.low) for r in kept.ruleset.rules
             if r.match.dport is not None] == [("deny", 5432)]
-    assert "lan0" in kept.ruleset.bridges
+    # A remembered bridge is not trusted: only what the host shows now could make it so.
+    assert kept.ruleset.bridges == ()
     assert any("the rules use what it reported at 2001-09-09 01:46:40 UTC (4 published ports,"
                " 1 bridges of its own)" in n for n in kept.notes)
 
@@ -159,8 +162,13 @@ def test_direct_routing_stays_dropped_when_docker_is_known_from_memory() -> None
     from .helpers import origin
 
     pol = policy(direct_routing_off=(NetworkScope("routed", origin(3)),))
-    assert build_ruleset(pol, SEEN).ruleset.direct_ok  # the routed network and the exception
-    assert build_ruleset(pol, as_remembered(DOWN, SEEN)).ruleset.direct_ok == ()
+    # The host shows the network's bridge as Docker's (core/bridges.py): only memory says no.
+    links = (LinkFacts("br-2ea2169ac7f2", "bridge", addresses=("203.0.113.129/28",),
+                       routes=("203.0.113.128/28",)),)
+    # the routed network and the exception
+    assert build_ruleset(pol, replace(SEEN, links=links)).ruleset.direct_ok
+    remembered = as_remembered(replace(DOWN, links=links), SEEN)
+    assert build_ruleset(pol, remembered).ruleset.direct_ok == ()
 
 
 def test_a_narrowing_container_rule_cannot_be_resolved_without_any_memory() -> None:

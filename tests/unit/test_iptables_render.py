@@ -17,7 +17,7 @@ from fwsync.backends.iptables_render import (
     temp_set_name,
 )
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerNetwork, DockerState, PublishedPort
+from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.rules.model import Endpoint, NetworkScope
 
 from .helpers import aset, net, origin, policy, ports, rule
@@ -53,6 +53,18 @@ DOCKER = DockerState(ports=(
     DockerNetwork("bridge", "docker0", subnets=("198.51.100.128/25",)),
     DockerNetwork("lan", "br-1a2b3c4d5e6f", ((4, "nat-unprotected"),), ("203.0.113.144/28",)),
     DockerNetwork("routed", "br-2ea2169ac7f2", ((4, "routed"),), ("203.0.113.128/28",)),
+    # Docker adopted the host's uplink bridge (`-o com.docker.network.bridge.name=br-uplink`):
+    # refused, so nothing of it is in the kernel.
+    DockerNetwork("adopted", "br-uplink", subnets=("203.0.113.160/28",)),
+), links=(
+    # What the host shows: docker0 and the routed network's bridge are Docker's; `lan`'s bridge
+    # does not exist (yet); the uplink carries the host's own address and routes.
+    LinkFacts("docker0", "bridge", addresses=("198.51.100.129/25",),
+              routes=("198.51.100.128/25",)),
+    LinkFacts("br-2ea2169ac7f2", "bridge", addresses=("203.0.113.129/28",),
+              routes=("203.0.113.128/28",)),
+    LinkFacts("br-uplink", "bridge", addresses=("203.0.113.161/28", "198.51.100.1/25"),
+              routes=("0.0.0.0/0",)),
 ))
 
 

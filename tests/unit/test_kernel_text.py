@@ -7,9 +7,10 @@ import pytest
 
 from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render, table_objects
+from fwsync.core.bridges import TrustedBridge
 from fwsync.core.build import build_ruleset
 from fwsync.core.kernel_text import comment_text, shown
-from fwsync.core.observed import Bridge, DockerState
+from fwsync.core.observed import Bridge, DockerNetwork, DockerState, LinkFacts
 from fwsync.core.ruleset import KernelRule, Match, Ruleset
 from fwsync.rules.model import Origin
 from fwsync.rules.text import forbidden_char, kernel_problem, literal_problem, rule_iface_problem
@@ -91,7 +92,8 @@ def test_nftables_comments_are_printable_whatever_the_origin_holds() -> None:
 
 def test_renderers_refuse_an_unchecked_interface_name() -> None:
     base = build_ruleset(policy(rule(2, iface="eth0")), DockerState()).ruleset
-    bad = Ruleset(**{**base.__dict__, "bridges": ("docker0", '"+"')})
+    bad = Ruleset(**{**base.__dict__, "bridges": (
+        TrustedBridge('"+"', "evil", ("203.0.113.128/28",)),)})
     with pytest.raises(ValueError, match="reached a renderer unchecked"):
         render_family(bad, 4, "DOCKER-USER")
     with pytest.raises(ValueError, match="reached a renderer unchecked"):
@@ -99,18 +101,25 @@ def test_renderers_refuse_an_unchecked_interface_name() -> None:
 
 
 def test_unnamed_bridges_are_matched_by_subnet_in_both_backends() -> None:
-    docker = DockerState(extra_bridges=(
-        Bridge('"+"', "evil", ("203.0.113.128/28", "2001:db8:5::/64")), Bridge("lan0", "ok")))
+    docker = DockerState(
+        extra_bridges=(Bridge('"+"', "evil", ("203.0.113.128/28", "2001:db8:5::/64")),
+                       Bridge("lan0", "ok", ("203.0.113.144/28",))),
+        networks=(DockerNetwork("ok", "lan0", subnets=("203.0.113.144/28",)),),
+        links=(LinkFacts("lan0", "bridge", addresses=("203.0.113.145/28",),
+                         routes=("203.0.113.144/28",)),))
     ruleset = build_ruleset(policy(), docker).ruleset
     v4 = render_family(ruleset, 4, "DOCKER-USER")["ipv4 chain FWSYNC-FORWARD"]
     v6 = render_family(ruleset, 6, "FORWARD")["ipv6 chain FWSYNC-FORWARD"]
     assert "-A FWSYNC-FORWARD -d 203.0.113.128/28 -g FWSYNC-INBOUND" in v4
     assert "-A FWSYNC-FORWARD -d 2001:db8:5::/64 -g FWSYNC-INBOUND" in v6
-    assert not any('"' in line or "+ " in line.replace("br-+ ", "") for line in v4 + v6)
+    assert not any(f"{flag} {name} " in line for line in v4 + v6
+                   for flag in ("-i", "-o") for name in ('"+"', "+"))
     nft = render(ruleset)["inet fwsync chain forward"]
     assert "ip daddr 203.0.113.128/28 jump inbound" in nft
     assert "ip6 daddr 2001:db8:5::/64 jump inbound" in nft
     assert "meta oifname lan0 jump inbound" in nft
+    assert "meta iifname lan0 ip saddr 203.0.113.144/28 return" in nft
+    assert "-A FWSYNC-FORWARD -s 203.0.113.144/28 -i lan0 -j RETURN" in v4
 
 
 def test_a_bridge_without_subnet_makes_every_dnat_judged_in_both_backends() -> None:
@@ -118,5 +127,5 @@ def test_a_bridge_without_subnet_makes_every_dnat_judged_in_both_backends() -> N
     ruleset = build_ruleset(policy(), docker).ruleset
     for family in (4, 6):
         lines = render_family(ruleset, family, "DOCKER-USER")[f"ipv{family} chain FWSYNC-FORWARD"]
-        assert lines[-1] == "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -g FWSYNC-INBOUND"
-    assert render(ruleset)["inet fwsync chain forward"][-1] == "ct status dnat jump inbound"
+        assert "-A FWSYNC-FORWARD -m conntrack --ctstate DNAT -g FWSYNC-INBOUND" in lines
+    assert "ct status dnat jump inbound" in render(ruleset)["inet fwsync chain forward"]

@@ -4,7 +4,7 @@ import pytest
 
 from fwsync.core.build import build_ruleset
 from fwsync.core.networks import direct_routing
-from fwsync.core.observed import DockerNetwork, DockerState
+from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts
 from fwsync.present import status_json, status_text
 from fwsync.rules.model import NetworkScope
 
@@ -19,7 +19,11 @@ NETS = DockerState(networks=(
                   ("203.0.113.144/28", "2001:db8:d0c::/64")),
     DockerNetwork("trusted", "br-99aa", subnets=("203.0.113.160/28",),
                   trusted_host_interfaces=("eth1",)),
-))
+), links=tuple(  # every bridge as Docker made it (core/bridges.py)
+    LinkFacts(bridge, "bridge", routes=subnets) for bridge, subnets in (
+        ("br-2ea2169ac7f2", ("203.0.113.128/28",)),
+        ("br-1a2b3c4d5e6f", ("203.0.113.144/28", "2001:db8:d0c::/64")),
+        ("br-99aa", ("203.0.113.160/28",)))))
 
 
 def rows(pol, docker=NETS):

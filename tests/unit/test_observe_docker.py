@@ -157,3 +157,19 @@ def test_each_network_option_is_believed_from_the_engine_that_brought_it():
     (on_28_0,) = networks_of([unprotected], "1.48")
     assert on_28_0.mode(4) == "nat-unprotected" and on_28_0.trusted_host_interfaces == ()
     assert networks_of([unprotected], "garbage")[0].gateway_modes == ()
+
+
+def test_a_binding_carries_the_containers_own_addresses_and_only_real_ones():
+    from fwsync.observe.docker import container_addresses, user_named_endpoints
+
+    settings = {"Networks": {"bridge": {"IPAddress": "198.51.100.130",
+                                        "GlobalIPv6Address": "2001:db8:d0c::2"},
+                             "other": {"IPAddress": "not-an-address", "GlobalIPv6Address": ""}}}
+    assert container_addresses(settings) == ("198.51.100.130", "2001:db8:d0c::2")
+    listed = [{"Name": "lan", "Id": "a1", "Driver": "bridge",
+               "Options": {"com.docker.network.bridge.name": "br-lan"}},
+              {"Name": "gone", "Id": "b2", "Driver": "bridge",
+               "Options": {"com.docker.network.bridge.name": "gone0"}},
+              {"Name": "bridge", "Id": "c3", "Driver": "bridge", "Options": {}}]
+    inspected = {"a1": {"Containers": {"x": {}, "y": {}}}}
+    assert user_named_endpoints(listed, inspected.get) == {"lan": 2}

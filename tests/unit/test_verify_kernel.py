@@ -4,11 +4,13 @@ chain, a flushed nftables input chain."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fwsync.backends import iptables_render, nftables_render
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.rules.syntax import parse_sources
 from fwsync.verify import kernel
 from fwsync.verify.agree import disagreements
@@ -280,7 +282,9 @@ def test_return_first_in_fwsync_forward_allows_everyone() -> None:
     state[key] = ("-A FWSYNC-FORWARD -j RETURN", *state[key])
     assert kernel_verdict("iptables", state, conn("192.0.2.1")) == "allow"
     found = disagreements(ruleset, PORTS, "iptables", state)
-    assert {(d.family, d.path, d.policy, d.kernel) for d in found} == {(4, "dnat", "deny", "allow")}
+    # and routed straight to a container on a network made later (protect direct-routing)
+    assert {(d.family, d.path, d.policy, d.kernel) for d in found} == {
+        (4, "dnat", "deny", "allow"), (4, "direct", "deny", "allow")}
 
 
 def test_accept_first_in_nftables_forward_allows_everyone() -> None:
@@ -290,7 +294,8 @@ def test_accept_first_in_nftables_forward_allows_everyone() -> None:
     state[key] = (state[key][0], "accept", *state[key][1:])
     assert kernel_verdict("nftables", state, conn("192.0.2.1")) == "allow"
     found = disagreements(ruleset, PORTS, "nftables", state)
-    assert {(d.path, d.policy, d.kernel) for d in found} == {("dnat", "deny", "allow")}
+    assert {(d.path, d.policy, d.kernel) for d in found} == {("dnat", "deny", "allow"),
+                                                              ("direct", "deny", "allow")}
 
 
 def test_flushed_nftables_input_chain_is_unjudged() -> None:
@@ -327,3 +332,213 @@ def test_a_port_published_later_is_held_to_the_catch_all() -> None:
            for k, v in state.items()}
     found = disagreements(ruleset, docker.ports, "iptables", cut)
     assert found and all(LATER in d.binding and d.policy == "deny" for d in found), found
+
+
+# Issue 19: a trusted bridge's exemption is its network's subnets arriving on it (items 1), a
+# new non-DNATed connection into any other bridge is judged (item 3), and an allow to a container
+# also matches its address after DNAT (item 4). The verifier reads each from the rule text.
+WEB_NET = DockerNetwork("web", "br-0123456789ab", subnets=("172.18.0.0/16", "2001:db8:d1::/64"))
+WEB_LINKS = (LinkFacts("br-0123456789ab", "bridge", addresses=("172.18.0.1/16",
+                                                                "2001:db8:d1::1/64"),
+                       routes=("172.18.0.0/16", "2001:db8:d1::/64")),
+             LinkFacts("veth1a2b3c", "veth", master="br-0123456789ab"),
+             LinkFacts("br-uplink", "bridge", addresses=("203.0.113.1/25",),
+                       routes=("0.0.0.0/0",)))
+WEB_ADDRS = ("172.18.0.5", "2001:db8:d1::5")
+WEB_PORTS = (PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, container_ipv6=True,
+                           networks=("web",), container_addrs=WEB_ADDRS),
+             PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=True,
+                           networks=("web",), container_addrs=WEB_ADDRS))
+BRIDGED = ("define office 198.51.100.0/25\ndefault deny\n"
+           "allow from $office to container web port 8080\n")
+
+
+def _bridged(text: str = BRIDGED):  # type: ignore[no-untyped-def]
+    result = parse_sources([("gen.rules", text)], lambda _p: "")
+    assert result.policy is not None
+    docker = DockerState(ports=WEB_PORTS, containers=("web",), networks=(WEB_NET,),
+                         links=WEB_LINKS)
+    ruleset = build_ruleset(result.policy, docker).ruleset
+    assert [b.name for b in ruleset.bridges] == ["br-0123456789ab"]
+    assert ruleset.host_bridges == ("br-uplink",)
+    assert any(r.match.dnat_daddr for r in ruleset.rules)
+    return ruleset
+
+
+def _edit(state, key: str, old: str, new: str | None):  # type: ignore[no-untyped-def]
+    """The listing with every line of chain `key` that contains `old` replaced (None: removed)."""
+    lines = state[key]
+    assert any(old in line for line in lines), (old, lines)
+    edited = [line if old not in line else (None if new is None else line.replace(old, new))
+              for line in lines]
+    return {**state, key: tuple(line for line in edited if line is not None)}
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_rendered_bridge_exemption_container_match_and_catch_all_agree(backend: str) -> None:
+    ruleset = _bridged()
+    assert disagreements(ruleset, WEB_PORTS, backend, rendered(backend, ruleset)) == ()
+
+
+@pytest.mark.parametrize(("c", "verdict"), [
+    # the network's own: its subnet, on its bridge
+    (conn("172.18.0.9", iif="br-0123456789ab"), "unjudged"),
+    # its subnet arriving elsewhere, or anyone else on its bridge: judged (default deny)
+    (conn("172.18.0.9", iif="eth0", dnat_daddr="172.18.0.5"), "deny"),
+    (conn("192.0.2.1", iif="br-0123456789ab", dnat_daddr="172.18.0.5"), "deny"),
+    (conn("198.51.100.7", iif="br-0123456789ab", dnat_daddr="172.18.0.5"), "allow"),
+])
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_walk_of_a_subnet_limited_exemption(backend: str, c: Connection, verdict: str) -> None:
+    ruleset = _bridged()
+    assert kernel_verdict(backend, rendered(backend, ruleset),
+                          Connection(**{**c.__dict__, "oif": "br-0123456789ab"})) == verdict
+
+
+@pytest.mark.parametrize(("backend", "key", "exemption", "by_name"), [
+    ("iptables", "ipv4 chain FWSYNC-FORWARD", "-s 172.18.0.0/16 -i br-0123456789ab",
+     "-i br-0123456789ab"),
+    ("nftables", "inet fwsync chain forward",
+     "meta iifname br-0123456789ab ip saddr 172.18.0.0/16", "meta iifname br-0123456789ab"),
+])
+def test_an_exemption_by_the_bridges_name_alone_disagrees(backend: str, key: str,
+                                                          exemption: str, by_name: str) -> None:
+    """The kernel trusting the bridge by its name (the `br-+` exemption issue 19 removed): a
+    source outside the network's subnet, arriving on the bridge, goes unjudged where the policy
+    denies it."""
+    ruleset = _bridged()
+    state = _edit(rendered(backend, ruleset), key, exemption, by_name)
+    found = disagreements(ruleset, WEB_PORTS, backend, state)
+    families = {4} if backend == "iptables" else {4, 6}  # nftables: a name alone, both
+    assert found and {(d.family, d.iif, d.policy, d.kernel) for d in found} == {
+        (f, "br-0123456789ab", "deny", "unjudged") for f in families}
+    assert all(not d.source.startswith("172.18.") for d in found)
+    assert "arriving on br-0123456789ab" in str(found[0])
+
+
+@pytest.mark.parametrize(("backend", "key", "exemption"), [
+    ("iptables", "ipv6 chain FWSYNC-FORWARD", "-s 2001:db8:d1::/64 -i br-0123456789ab"),
+    ("nftables", "inet fwsync chain forward",
+     "meta iifname br-0123456789ab ip6 saddr 2001:db8:d1::/64"),
+])
+def test_an_exemption_lost_or_widened_to_every_interface_disagrees(
+        backend: str, key: str, exemption: str) -> None:
+    """Without the exemption the network's own connections are refused (policy: not judged);
+    with its interface match dropped, its subnet is exempt arriving anywhere."""
+    ruleset = _bridged()
+    state = rendered(backend, ruleset)
+    lost = disagreements(ruleset, WEB_PORTS, backend, _edit(state, key, exemption, None))
+    assert lost and {(d.family, d.iif, d.policy, d.kernel) for d in lost} == {
+        (6, "br-0123456789ab", "unjudged", "deny")}
+    source_only = exemption.split(" -i ")[0] if backend == "iptables" else \
+        exemption.replace("meta iifname br-0123456789ab ", "")
+    widened = disagreements(ruleset, WEB_PORTS, backend,
+                            _edit(state, key, exemption, source_only))
+    assert widened and {(d.family, d.iif, d.policy) for d in widened} == {(6, "", "deny")}
+    assert all(d.source.startswith("2001:db8:d1:") for d in widened)
+
+
+def test_walk_of_the_oifkind_catch_all() -> None:
+    """`meta oifkind bridge`: a new non-DNATed connection into a bridge nobody named is judged;
+    into anything but a bridge (an uplink NIC, a veth) it is not."""
+    state = {**NFT, "inet fwsync chain forward": (
+        *NFT["inet fwsync chain forward"], 'meta oifname uplink0 return comment "h"',
+        'meta oifkind bridge jump inbound comment "fwsync any other bridge"')}
+    direct = conn("198.51.100.7", 8050, path="direct")
+    assert kernel_verdict("nftables", state, replace(direct, oif="lan7")) == "deny"
+    assert kernel_verdict("nftables", state, replace(direct, oif="lan7", oifkind="")) == \
+        "unjudged"
+    assert kernel_verdict("nftables", state, replace(direct, oif="uplink0")) == "allow"
+    odd = 'meta iifkind bridge jump inbound'
+    assert kernel_verdict("nftables", {**state, "inet fwsync chain forward": (
+        *state["inet fwsync chain forward"][:2], odd)}, direct).startswith(f"unreadable: {odd}")
+
+
+@pytest.mark.parametrize(("backend", "key", "catch_all"), [
+    ("nftables", "inet fwsync chain forward", "meta oifkind bridge"),
+    ("iptables", "ipv4 chain FWSYNC-FORWARD", "-o br-+ -m comment"),
+])
+def test_without_the_bridge_catch_all_a_later_network_is_reached_directly(
+        backend: str, key: str, catch_all: str) -> None:
+    """Routed straight to a container on a network made after apply: nftables judges it by the
+    bridge's kind, iptables by Docker's bridge names; without that line it goes unjudged where
+    the direct-routing protection drops it. Known bindings still agree."""
+    ruleset = _bridged()
+    found = disagreements(ruleset, WEB_PORTS, backend,
+                          _edit(rendered(backend, ruleset), key, catch_all, None))
+    families = {4} if backend == "iptables" else {4, 6}  # the IPv4 chain / the inet table
+    assert found and {(d.family, d.path, d.policy, d.kernel) for d in found} == {
+        (f, "direct", "deny", "unjudged") for f in families}
+    assert all("published later" in d.binding for d in found)
+
+
+@pytest.mark.parametrize(("backend", "key", "line"), [
+    ("iptables", "ipv4 chain FWSYNC-INBOUND", "-d 172.18.0.5/32"),
+    ("nftables", "inet fwsync chain inbound", "ip daddr 172.18.0.5"),
+])
+def test_an_allow_to_a_container_matches_its_address_after_dnat(backend: str, key: str,
+                                                                 line: str) -> None:
+    """The walk tells the container's address after DNAT from the binding: the allow admits
+    $office to web's address, not to another container that holds the port now; the listing
+    with another address than web's disagrees (the policy allows, the kernel denies)."""
+    ruleset = _bridged()
+    state = rendered(backend, ruleset)
+    to_web = conn("198.51.100.7", oif="br-0123456789ab", dnat_daddr="172.18.0.5")
+    assert kernel_verdict(backend, state, to_web) == "allow"
+    assert kernel_verdict(backend, state, replace(to_web, dnat_daddr="172.18.0.6")) == "deny"
+    unknown = kernel_verdict(backend, state, replace(to_web, dnat_daddr=None))
+    assert unknown.startswith("unreadable: ") and "after DNAT" in unknown
+    found = disagreements(ruleset, WEB_PORTS, backend,
+                          _edit(state, key, line, line.replace("172.18.0.5", "172.18.0.6")))
+    assert found and {(d.family, d.path, d.policy, d.kernel) for d in found} == {
+        (4, "dnat", "allow", "deny")}
+    assert all(d.source.startswith("198.51.100.") for d in found)
+
+
+@pytest.mark.parametrize(("backend", "key", "half"), [
+    ("iptables", "ipv6 chain FWSYNC-INBOUND", "! --ctstate DNAT"),
+    ("nftables", "inet fwsync chain inbound", "ip6 saddr @office_v6_afb45324 ct status & dnat"),
+])
+def test_docker_proxys_half_of_an_allow_to_a_container(backend: str, key: str,
+                                                       half: str) -> None:
+    """The same allow's other half (`! --ctstate DNAT` / `ct status & dnat != dnat`): what
+    docker-proxy serves has no container address and is admitted by that half alone."""
+    ruleset = _bridged(BRIDGED.replace("198.51.100.0/25", "198.51.100.0/25, 2001:db8:1::/64"))
+    state = rendered(backend, ruleset)
+    proxied = Connection(6, "tcp", "2001:db8:1::7", "2001:db8::1", 8080, oif=None,
+                         path="input", local=True)
+    assert kernel_verdict(backend, state, proxied) == "allow"
+    assert kernel_verdict(backend, state, replace(proxied, saddr="2001:db8:2::7")) == "deny"
+    assert kernel_verdict(backend, _edit(state, key, half, None), proxied) == "deny"
+
+
+ROUTED_NET = DockerNetwork("routed", "br-2ea2169ac7f2", gateway_modes=((4, "routed"),),
+                           subnets=("203.0.113.128/28",))
+ROUTED_LINK = LinkFacts("br-2ea2169ac7f2", "bridge", addresses=("203.0.113.129/28",),
+                        routes=("203.0.113.128/28",))
+ROUTED_PORT = PublishedPort("203.0.113.130", 80, "tcp", "rweb", 80, networks=("routed",),
+                            routed="routed")
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+@pytest.mark.parametrize("links", [(ROUTED_LINK,), None])
+def test_a_routed_network_is_let_to_the_rules_only_out_of_its_trusted_bridge(
+        backend: str, links: tuple[LinkFacts, ...] | None) -> None:
+    """A routed network's direct routing goes to the rules out of its own bridge
+    (`-d SUBNET -o BRIDGE` / `oifname BRIDGE ip daddr SUBNET`), and the walk leaves on that
+    bridge; when the host does not show the bridge as Docker's (here: the interfaces unread),
+    the protection drops it, which is the policy's verdict too."""
+    result = parse_sources([("gen.rules", "default deny\nallow from 198.51.100.0/25 to any\n")],
+                           lambda _p: "")
+    assert result.policy is not None
+    docker = DockerState(ports=(ROUTED_PORT,), containers=("rweb",), networks=(ROUTED_NET,),
+                         links=links)
+    ruleset = build_ruleset(result.policy, docker).ruleset
+    assert bool(ruleset.direct_ok) == (links is not None)
+    state = rendered(backend, ruleset)
+    assert disagreements(ruleset, (ROUTED_PORT,), backend, state) == ()
+    direct = Connection(4, "tcp", "198.51.100.7", "203.0.113.130", 80, oif="br-2ea2169ac7f2",
+                        path="direct")
+    assert kernel_verdict(backend, state, direct) == ("allow" if links else "deny")
+    # Out of another interface than the network's bridge, the subnet alone lets nothing on.
+    assert kernel_verdict(backend, state, replace(direct, oif="br-0123456789ab")) == "deny"

@@ -291,9 +291,13 @@ def test_a_busy_docker_proxy_is_found(dlab: DockerLab, tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("swap_on")
-def test_a_well_configured_host_is_clean(dlab: DockerLab, tmp_path: Path) -> None:
+def test_a_well_configured_host_is_clean(dlab: DockerLab, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # On IPv4 only: published on `::` too, docker-proxy would serve IPv6 for a container
     # without it, and ports published after apply are open that way (ipv6-proxy-later).
+    # The nftables backend: the iptables one cannot close direct routing into a network made
+    # later with a bridge name of its creator's, which doctor says (direct-routing-gap).
+    monkeypatch.setenv("FWSYNC_BACKEND", "nftables")
     run(dlab, "web", "httpd -f -p 80 -h /bin", memory="64m", restart="unless-stopped",
         ports={"80/tcp": ("0.0.0.0", 8080)})
     run(dlab, "api", memory="64m", restart="always", env={"UPSTREAM": "http://web:80"})
@@ -304,11 +308,11 @@ def test_a_well_configured_host_is_clean(dlab: DockerLab, tmp_path: Path) -> Non
     run_fwsync(dlab, "apply", rules=rules, check=True)  # well configured: fwsync enforces
     code, doc = doctor(dlab, rules)
     assert doc["findings"] == [] and doc["worst"] is None, doc["findings"]
-    assert doc["skipped"] == [] and len(doc["checks"]) == 12
+    assert doc["skipped"] == [] and len(doc["checks"]) == 14
     assert code == 0
     text = run_fwsync(dlab, "doctor", rules=rules)
     assert text.returncode == 0
-    assert text.stdout.strip() == "No problems found. 12 checks ran: 0 serious, 0 warning, 0 info."
+    assert text.stdout.strip() == "No problems found. 14 checks ran: 0 serious, 0 warning, 0 info."
 
 
 def test_docker_unreachable_is_one_line_and_exit_1(dlab: DockerLab, tmp_path: Path) -> None:

@@ -99,4 +99,12 @@ def test_auto_holds_the_ipv6_policy_without_a_daemon(
     lab.run_web("app", {"80/tcp": 6000}, network="v6net")
     wait_for(lab.trusted, lab.trusted.host_v6, 6000, timeout=30)
     assert lab.attacker.probe(6000, v6=True) == "filtered"
+    # The new network's own traffic (its containers to published ports) is not exempt before
+    # fwsync has seen its bridge (trusted by what the host shows, never by name): the kernel
+    # refuses more than the rules say, and status says so instead of "yes". The next apply
+    # trusts the bridge.
+    line = enforcing_line(lab, rules)
+    assert line.startswith("Enforcing: NO") and "policy unjudged, kernel deny" in line, line
+    fwsync_ok(lab, "apply", rules=rules, env={"FWSYNC_BACKEND": "auto"})
+    assert lab.attacker.probe(6000, v6=True) == "filtered"
     assert enforcing_line(lab, rules).startswith("Enforcing: yes")

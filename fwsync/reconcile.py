@@ -99,24 +99,10 @@ def choose_backend(name: str, docker: DockerState) -> tuple[Backend, str]:
         return _new("iptables"), f"auto: Docker reports its firewall backend is " \
                                  f"{docker.firewall_backend}"
     if docker.error is None and not (docker.stale is not None and docker.seen_at is None):
-        why = (f"auto: Docker {docker.version or ''} writes iptables "
-               "(it reports no firewall backend)").replace("  ", " ")
-        if 0 < _major(docker.version) < 28:
-            why += (", which trades a window for following Docker's firewall: this Docker "
-                    "deletes and re-inserts FORWARD's jump to DOCKER-USER at every network it "
-                    "creates, and a new connection in that moment is not judged by fwsync "
-                    "(with the daemon, 20.10: 0-5 of ~470 attacker probes 20 ms apart got in "
-                    "during 30 creates, 26.1: 0-1 of ~500); --backend nftables, in its own "
-                    "table, has no such moment (0 of ~450)")
-        return _new("iptables"), why
+        return _new("iptables"), (f"auto: Docker {docker.version or ''} writes iptables "
+                                   "(it reports no firewall backend)").replace("  ", " ")
     # Docker cannot be asked and has never answered (a memory that knows nothing).
     return _new("iptables"), "auto: Docker unreachable; iptables is Docker's default firewall"
-
-
-def _major(version: str | None) -> int:
-    """Docker's major version ("20.10.24+dfsg1" → 20); 0 when it cannot be read."""
-    head = (version or "").split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 def _ipv6_preempted() -> bool:

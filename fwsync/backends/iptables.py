@@ -23,7 +23,6 @@ from fwsync.backends.iptables_render import (
     INPUT_CHAIN,
     INPUT_ENTRY,
     OWN_CHAINS,
-    REACH_LINE,
     SET_PREFIX,
     chain_key,
     is_temp_set,
@@ -37,12 +36,13 @@ from fwsync.backends.iptables_render import (
 )
 from fwsync.backends.nft_netlink import NFPROTO_IPV4, NFPROTO_IPV6, chain_names
 from fwsync.core.diff import Desired, Plan, State
-from fwsync.core.enforcing import Enforcement, docker_user_reached, iptables_reach
+from fwsync.core.enforcing import Enforcement, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
 
 FAMILIES: tuple[Family, ...] = (4, 6)
 DOCKER_USER = "DOCKER-USER"
 ENTRY_CANDIDATES = ("FORWARD", DOCKER_USER)
+DOCKER_USER_JUMP = f"-A FORWARD -j {DOCKER_USER}"  # Docker's, exactly as iptables-save lists it
 
 
 def own_jump(chain: str) -> str:
@@ -63,9 +63,17 @@ class FamilyState:
 
     @property
     def jumps(self) -> list[tuple[str, int]]:
+        """(chain, position) of fwsync's jumps. In FORWARD, Docker's own jump to DOCKER-USER
+        above fwsync's is not counted: Docker before 28 puts it back on top at every network
+        it creates, and fwsync's jump below it judges the same packets (JUDGED_LABEL), so
+        that is not drift to repair at each `docker network create`."""
         found = []
         for chain in ENTRY_CANDIDATES:
-            for pos, line in enumerate(self.chains.get(chain, []), start=1):
+            pos = 0
+            for line in self.chains.get(chain, []):
+                if chain == "FORWARD" and line == DOCKER_USER_JUMP:
+                    continue
+                pos += 1
                 if line == own_jump(chain):
                     found.append((chain, pos))
         return found
@@ -107,25 +115,19 @@ class FamilyState:
     @property
     def jump_lines(self) -> tuple[str, ...]:
         lines = tuple(jump_line(c, p) for c, p in self.jumps)
-        if any(c == DOCKER_USER for c, _p in self.jumps) and self.entries == (DOCKER_USER,):
-            lines += (REACH_LINE,)
         return lines + tuple(jump_line(INPUT_ENTRY, p, INPUT_CHAIN) for p in self.input_jumps)
 
     @property
     def entries(self) -> tuple[str, ...]:
-        """Where fwsync jumps from. DOCKER-USER alone only while FORWARD sends every packet
-        there before anything that may accept. Without that (Docker 20.10's IPv6, an old
-        dockerd that found its chain already there, a hand edit), or behind another rule that
-        may accept (ufw's chains after a reload), fwsync's rules would be skipped: fail-open.
-        Then fwsync jumps from FORWARD too, first. It keeps the DOCKER-USER jump meanwhile: a
-        restarting dockerd inserts rules at the top of FORWARD (above fwsync's jump) and puts
-        its own jump to DOCKER-USER back on top at the end, and then fwsync must already be
-        there."""
+        """Where fwsync jumps from: FORWARD, first, always, and DOCKER-USER too where Docker
+        made it. FORWARD's own jump holds while Docker's to DOCKER-USER is gone (Docker before
+        28 deletes and inserts it again at every network it creates; Docker 20.10's IPv6 has
+        none; ufw's chains after a reload may come first). The DOCKER-USER jump holds while
+        Docker's rules are above fwsync's in FORWARD: a restarting dockerd inserts its rules
+        at the top and puts its jump to DOCKER-USER back on top at the end. A packet that
+        passes both is judged once (JUDGED_LABEL)."""
         if DOCKER_USER not in self.chains:
             return ("FORWARD",)
-        # Reached or not is the one predicate's answer (core/enforcing), not a rule of its own.
-        if docker_user_reached(self.chains):
-            return (DOCKER_USER,)
         return ("FORWARD", DOCKER_USER)
 
 
@@ -581,7 +583,7 @@ def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
     for chain in OWN_CHAINS:
         lines.extend(desired.get(chain_key(family, chain), ()))
     want_jumps = tuple(j for j in desired.get(jump_key(family), ())
-                       if j != REACH_LINE and not j.startswith("not reached"))
+                       if not j.startswith("not reached"))
     have_jumps = tuple(jump_line(c, p, t) for c, p, t in current.all_jumps)
     if want_jumps != have_jumps:
         for chain, _pos, target in current.all_jumps:

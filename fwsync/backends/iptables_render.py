@@ -3,6 +3,7 @@
 Chains fwsync owns, per family (iptables and ip6tables):
 
     FORWARD → DOCKER-USER → FWSYNC-FORWARD   picks out new connections from outside into Docker
+    FORWARD → FWSYNC-FORWARD                 (both: see JUDGED_LABEL)
                                              (into a Docker bridge, or DNATed to anywhere)
                              FWSYNC-INBOUND  the protections, the user's rules in order, the default
                              FWSYNC-DIRECT   what was not DNATed: to the host (docker-proxy) and
@@ -71,10 +72,17 @@ def input_jump_line(position: int = 1) -> str:
     return jump_line(INPUT_ENTRY, position, INPUT_CHAIN)
 
 
-# Part of the jump object when fwsync hangs off DOCKER-USER alone: that chain is only reached
-# while FORWARD sends every packet there first. A read-back without it is drift (fail-open),
-# and fwsync then jumps from FORWARD as well.
-REACH_LINE = "FORWARD rule 1 -j DOCKER-USER"
+# fwsync jumps to FWSYNC-FORWARD from DOCKER-USER and from FORWARD itself. Docker before 28
+# deletes FORWARD's jump to DOCKER-USER and inserts it again at every network it creates (two
+# iptables runs): a connection arriving in between would pass no rule of fwsync's. With both
+# jumps, every packet passes fwsync's chain once or twice; the second time must not count (a
+# `limit` would count a connection twice). A conntrack label says "judged": set on the first
+# pass, and looked at only while the connection's entry is unconfirmed, i.e. during the
+# traversal of its first packet (the kernel confirms it after the last hook). A later packet
+# still in state NEW (a SYN sent again, one-way UDP) is judged again, as before. Labels are set
+# by host rules and conntrack tools only, never by a packet; an entry made while no rule used
+# labels has none, and then the label never matches: judged twice, not skipped.
+JUDGED_LABEL = 100
 
 
 # A define's name as it fits into an ipset name: fws4-DISPLAY-123abc is 31 bytes at most, and
@@ -248,6 +256,10 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
 def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
     # Established/related packets are Docker's business: only the first packet is judged.
     yield _line(FORWARD_CHAIN, "-m conntrack ! --ctstate NEW", None, "-j RETURN")
+    label = f'-m connlabel --label "{JUDGED_LABEL}"'
+    yield _line(FORWARD_CHAIN, f"-m conntrack ! --ctstatus CONFIRMED {label}",
+                "fwsync judged it already", "-j RETURN")
+    yield _line(FORWARD_CHAIN, f"{label} --set", None, "")
     # From a Docker network: container egress or container-to-container, not governed.
     yield from _own_traffic(FORWARD_CHAIN, ruleset, family)
     # Goto, not jump: an allowed connection RETURNs from FWSYNC-INBOUND straight to DOCKER-USER,
@@ -339,7 +351,7 @@ def _input_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
 def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ...]
                   ) -> dict[str, tuple[str, ...]]:
     """`entries`: the chains fwsync jumps from, in the order iptables-save lists them
-    (FORWARD first): DOCKER-USER alone while FORWARD sends every packet there first."""
+    (FORWARD first; DOCKER-USER too where Docker made it)."""
     if isinstance(entries, str):
         entries = (entries,)
     objects: dict[str, tuple[str, ...]] = {}
@@ -361,8 +373,7 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules))
     objects[chain_key(family, DIRECT_CHAIN)] = tuple(_direct_lines(ruleset, family))
     objects[chain_key(family, INPUT_CHAIN)] = tuple(_input_lines(ruleset, family))
-    objects[jump_key(family)] = tuple(jump_line(c, 1) for c in entries) + (
-        (REACH_LINE,) if entries == ("DOCKER-USER",) else ()) + (input_jump_line(),)
+    objects[jump_key(family)] = (*(jump_line(c, 1) for c in entries), input_jump_line())
     return objects
 
 

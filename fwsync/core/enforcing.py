@@ -135,19 +135,6 @@ def _walk(chain: str, chains: Mapping[str, Sequence[str]], path: str,
     return None, ""
 
 
-def docker_user_reached(chains: Mapping[str, Sequence[str]]) -> bool:
-    """Whether a jump first in DOCKER-USER is reached: FORWARD, walked as iptables_reach walks
-    it (fwsync's own FORWARD jump aside), sends every packet to DOCKER-USER before anything
-    that may accept. The iptables backend then needs no jump of its own in FORWARD."""
-    if DOCKER_USER not in chains:
-        return False
-    forward = [line for line in chains.get("FORWARD", ())
-               if not _unconditional(line, "FORWARD", FWSYNC_ENTRY)]
-    found, _why = _walk("FORWARD", {"FORWARD": forward,
-                                    DOCKER_USER: [f"-A {DOCKER_USER} -j {FWSYNC_ENTRY}"]}, "")
-    return bool(found)
-
-
 def iptables_reach(family: Family, chains: Mapping[str, Sequence[str]]) -> FamilyReach:
     """`chains`: the filter table of the variant fwsync writes, chain → its `-A` lines in
     order (as iptables-save lists them)."""

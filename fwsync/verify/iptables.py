@@ -33,6 +33,11 @@ from fwsync.verify.walk import (
 IPT_FORWARD = "FWSYNC-FORWARD"
 IPT_INPUT = "FWSYNC-INPUT"
 IPT_SET_NAME = re.compile(r"^fws([46])-(.+)-[0-9a-f]{6}$")
+# The conntrack label that says "fwsync's chain judged this connection's first packet" (the
+# renderer's JUDGED_LABEL). A connection is walked as its first packet on its first pass
+# through fwsync's chain: its entry is not confirmed yet and carries no label, so the label is
+# only ever found set by a second pass, which gives the same verdict or none.
+IPT_JUDGED_LABEL = "100"
 _JUMP_LINE = re.compile(r"^(\S+) rule [0-9]+ -j (\S+)$")
 
 class _IptSets:
@@ -50,6 +55,14 @@ class _IptSets:
         if key not in self.parsed:
             self.parsed[key] = AddrSet.of(self.family, self.state[key])
         return self.parsed[key]
+
+
+def _always(_c: Connection) -> bool:
+    return True
+
+
+def _never(_c: Connection) -> bool:
+    return False
 
 
 def _ipt_rule(line: str, sets: _IptSets, chains: Iterable[str]) -> Rule:
@@ -92,7 +105,8 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
         elif w == "-p":
             add(proto_test(nxt))
         elif w == "-m":
-            if nxt not in ("conntrack", "set", "comment", "addrtype", "hashlimit", "tcp", "udp"):
+            if nxt not in ("conntrack", "set", "comment", "addrtype", "hashlimit", "tcp", "udp",
+                           "connlabel"):
                 raise Unreadable(f"match -m {nxt}")
         elif w == "--comment":
             pass
@@ -117,6 +131,20 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
             if direction != "src":
                 raise Unreadable(f"--match-set {nxt} {direction}")
             add(source_in(sets.get(nxt)))
+        elif w == "--ctstatus":
+            if nxt != "CONFIRMED":
+                raise Unreadable(f"--ctstatus {nxt}")
+            add(_never)  # the first packet: its entry is confirmed after the last hook
+        elif w == "--label":
+            if nxt != IPT_JUDGED_LABEL:
+                raise Unreadable(f"--label {nxt}: not fwsync's")
+            sets_it = words[i:i + 1] == ["--set"]
+            if sets_it:
+                if negate:
+                    raise Unreadable(f"! --label {nxt} --set")
+                i += 1
+            # --set matches, having set it; without, the first pass finds no label
+            add(_always if sets_it else _never)
         elif w == "--dst-type":
             if nxt != "LOCAL":
                 raise Unreadable(f"--dst-type {nxt}")

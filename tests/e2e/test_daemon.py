@@ -196,17 +196,21 @@ def test_flushed_docker_user_and_chain_are_repaired_within_2s(
     assert state(d)["drift_repairs"] == 2
 
 
-def test_a_forward_chain_that_no_longer_reaches_docker_user_is_repaired_within_2s(
+def test_a_forward_chain_without_dockers_jump_still_reaches_fwsync(
         make_docker_lab: Callable[..., DockerLab], tmp_path: Path,
         daemons: StartDaemon) -> None:
-    """fwsync in DOCKER-USER is only reached through FORWARD's jump to it (an old dockerd that
-    found DOCKER-USER already there did not add it): without it, everything is open."""
+    """FORWARD without Docker's jump to DOCKER-USER (Docker before 28 deletes it at every network
+    it creates; an old dockerd that found DOCKER-USER already there did not add it) still
+    reaches fwsync through its own FORWARD jump: no moment open, nothing to repair. That jump
+    deleted is drift, repaired."""
     lab = make_docker_lab()
     lab.run_web("web-1", {"80/tcp": 6000, "81/tcp": 7000})
     daemons(lab, write_rules(tmp_path, OFFICE))
     assert lab.attacker.probe(6000) == "filtered"
 
     lab.host.run(["iptables", "-D", "FORWARD", "-j", "DOCKER-USER"])
+    assert lab.attacker.probe(6000) == "filtered" and lab.trusted.probe(7000) == "open"
+    lab.host.run(["iptables", "-D", "FORWARD", "-j", "FWSYNC-FORWARD"])
     took = seconds_until(lambda: "-A FORWARD -j FWSYNC-FORWARD" in lab.host.run(
         ["iptables", "-S", "FORWARD"]).stdout, REQUIRED, "FORWARD → fwsync")
     assert took <= REQUIRED, f"repaired after {took:.2f} s"

@@ -47,10 +47,6 @@ def test_auto_picks_the_backend_the_engine_reports(dlab: DockerLab, engine: Engi
         assert plan["backend_reason"].startswith(
             f"auto: Docker {dlab.version} writes iptables (it reports no firewall backend)"
         ), plan["backend_reason"]
-        # The jump window of Docker before 28 (tests/e2e/test_jump_window.py): the choice says
-        # what it trades.
-        assert ("not judged by fwsync" in plan["backend_reason"]) == (
-            int(dlab.version.split(".")[0]) < 28), plan["backend_reason"]
 
 
 def test_doctor_finds_docker29_nftables_dropped_by_ufws_forward_policy(

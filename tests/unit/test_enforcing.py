@@ -182,23 +182,39 @@ def test_the_nftables_input_chain_is_read_from_the_kernel(
 @pytest.mark.parametrize("forward", [
     ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
     ["-A FORWARD -s 192.0.2.1/32 -j DROP", "-A FORWARD -j LOG", "-A FORWARD -j DOCKER-USER"],
-    ["-A FORWARD -p tcp -j ACCEPT", "-A FORWARD -j DOCKER-USER"],
-    ["-A FORWARD -i eth0 -j DOCKER-USER", "-A FORWARD -j ACCEPT"],
     ["-A FORWARD -j ufw-before-forward", "-A FORWARD -j DOCKER-USER"],
     ["-A FORWARD -j FWSYNC-FORWARD", "-A FORWARD -j DOCKER-USER"],
     ["-A FORWARD -j ACCEPT"],
 ])
-def test_the_iptables_backend_jumps_from_forward_exactly_when_docker_user_is_not_reached(
+def test_the_iptables_backend_jumps_from_forward_whatever_forward_holds(
         forward: list[str]) -> None:
-    """FamilyState.entries (where the iptables backend jumps from) holds no reachability rule
-    of its own: DOCKER-USER alone exactly when the predicate finds a jump first there reached."""
+    """FamilyState.entries: FORWARD always, and DOCKER-USER too where Docker made it. Before,
+    DOCKER-USER alone while it was reached: a connection that arrived while Docker 20.10 had
+    deleted FORWARD's jump to it (at every network it creates) passed no rule of fwsync's."""
     from fwsync.backends.iptables import FamilyState
 
     state = FamilyState({**OWN, "FORWARD": forward, "DOCKER-USER": []})
-    only_docker_user = {**state.chains, "FORWARD": [
-        line for line in forward if line != "-A FORWARD -j FWSYNC-FORWARD"],
-        "DOCKER-USER": ["-A DOCKER-USER -j FWSYNC-FORWARD"]}
-    assert (state.entries == ("DOCKER-USER",)) == iptables_reach(4, only_docker_user).reached
+    assert state.entries == ("FORWARD", "DOCKER-USER")
+    assert FamilyState({**OWN, "FORWARD": forward}).entries == ("FORWARD",)
+
+
+def test_dockers_jump_put_back_above_fwsyncs_is_not_drift() -> None:
+    """Docker before 28 inserts its jump to DOCKER-USER on top of FORWARD again at every network
+    it creates: fwsync's FORWARD jump, second then, still counts as first (no repair at each
+    `docker network create`). Anything else above it does not."""
+    from fwsync.backends.iptables import FamilyState
+
+    def jumps(forward: list[str]) -> tuple[str, ...]:
+        return FamilyState({**OWN, "FORWARD": forward,
+                            "DOCKER-USER": ["-A DOCKER-USER -j FWSYNC-FORWARD"]}).jump_lines
+
+    ours = "-A FORWARD -j FWSYNC-FORWARD"
+    want = ("FORWARD rule 1 -j FWSYNC-FORWARD", "DOCKER-USER rule 1 -j FWSYNC-FORWARD",
+            "INPUT rule 1 -j FWSYNC-INPUT")
+    assert jumps([ours, "-A FORWARD -j DOCKER-USER"]) == want
+    assert jumps(["-A FORWARD -j DOCKER-USER", ours]) == want
+    assert jumps(["-A FORWARD -o docker0 -j DOCKER", "-A FORWARD -j DOCKER-USER", ours])[0] \
+        == "FORWARD rule 2 -j FWSYNC-FORWARD"
 
 
 def test_a_conditional_jump_to_fwsyncs_own_chain_is_judged_by_fwsync_not_a_bypass() -> None:

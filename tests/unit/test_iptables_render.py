@@ -68,7 +68,7 @@ DOCKER = DockerState(ports=(
 ))
 
 
-def rendered(family, entry="DOCKER-USER", pol=POLICY, docker=DOCKER) -> str:
+def rendered(family, entry=("FORWARD", "DOCKER-USER"), pol=POLICY, docker=DOCKER) -> str:
     objects = render_family(build_ruleset(pol, docker).ruleset, family, entry)
     return "".join(f"[{key}]\n" + "".join(f"{line}\n" for line in lines)
                    for key, lines in sorted(objects.items()))

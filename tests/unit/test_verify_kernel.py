@@ -12,6 +12,7 @@ from fwsync.backends import iptables_render, nftables_render
 from fwsync.core.build import build_ruleset
 from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.rules.syntax import parse_sources
+from fwsync.verify import iptables as verify_iptables
 from fwsync.verify import kernel
 from fwsync.verify.agree import disagreements
 from fwsync.verify.connection import Connection
@@ -57,6 +58,7 @@ def conn(saddr: str = "198.51.100.7", dport: int = 8080, **kw: object) -> Connec
 def test_names_are_the_backends() -> None:
     assert kernel.IPT_FORWARD == iptables_render.FORWARD_CHAIN
     assert kernel.IPT_INPUT == iptables_render.INPUT_CHAIN
+    assert str(iptables_render.JUDGED_LABEL) == verify_iptables.IPT_JUDGED_LABEL
     assert kernel.NFT_PREFIX.split() == [nftables_render.FAMILY, nftables_render.TABLE]
     assert kernel.NFT_TABLE_KEY == nftables_render.TABLE_KEY
 

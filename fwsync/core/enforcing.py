@@ -74,8 +74,8 @@ class Enforcement:
     def enforcing_in(self, family: Family) -> bool:
         """`enforcing`, for one family (the daemon's fwsync_enforcing{family}). A disagreement
         counts against both: the verifier's lines are kept as text, without their family."""
-        return self.held and not self.disagreements and \
-            any(f.family == family and f.reached for f in self.families)
+        mine = [f for f in self.families if f.family == family]
+        return self.held and not self.disagreements and bool(mine) and all(f.reached for f in mine)
 
     @property
     def problems(self) -> tuple[str, ...]:

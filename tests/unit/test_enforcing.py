@@ -232,3 +232,18 @@ def test_enforcing_per_family_is_the_same_predicate() -> None:
     assert not disagreeing.enforcing_in(4) and not disagreeing.enforcing_in(6)
     held_nothing = nothing_held("nftables")
     assert not held_nothing.enforcing_in(4) and not held_nothing.enforcing_in(6)
+
+
+def test_enforcing_is_still_reached_and_agreeing() -> None:
+    """Every combination of up to three family answers: `enforcing`, now the all of
+    enforcing_in, says what it said before it."""
+    import itertools
+
+    from fwsync.core.enforcing import FamilyReach
+
+    answers = [FamilyReach(f, r, "") for f in (4, 6) for r in (True, False)]
+    for n in range(4):
+        for families in itertools.product(answers, repeat=n):
+            for held, disagreements in itertools.product((True, False), ((), ("x",))):
+                e = Enforcement("iptables", families, held=held, disagreements=disagreements)
+                assert e.enforcing == (e.reached and not e.disagreements), e

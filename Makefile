@@ -7,7 +7,7 @@ APT_PKGS := nftables iptables ipset iproute2 conntrack ufw busybox-static docker
             python3 python3-venv python3-nftables pipx git
 STAMP    := $(VENV)/.installed
 
-.PHONY: install engines test test-unit demo lint bench clean
+.PHONY: install engines promtool test test-unit demo lint bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,12 @@ install: $(STAMP)
 # unpacked from Debian's archive into /var/cache/fwsync-engines; a no-op once they are there.
 engines:
 	$(SYSPY) tools/fetch-engines
+
+# promtool, which checks monitoring/fwsync-alerts.yml, taken out of Debian's prometheus package
+# into /var/cache/fwsync-promtool (the package itself would start a Prometheus server); a
+# no-op once it is there.
+promtool:
+	$(SYSPY) tools/fetch-promtool
 
 $(STAMP): pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -33,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 # dockerds run at a time; the other layers fill the gaps.
 ENGINES ?= all
 TEST_WORKERS ?= 2
-test: install engines
+test: install engines promtool
 	$(PY) -m pytest tests --engine $(ENGINES) -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
@@ -43,7 +49,7 @@ demo: install
 	$(PY) demo/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check fwsync tests demo bench tools/fetch-engines
+	$(VENV)/bin/ruff check fwsync tests demo bench tools/fetch-engines tools/fetch-promtool
 	$(VENV)/bin/mypy
 
 bench: install

@@ -69,7 +69,13 @@ class Enforcement:
 
     @property
     def enforcing(self) -> bool:
-        return self.reached and not self.disagreements
+        return bool(self.families) and all(self.enforcing_in(f.family) for f in self.families)
+
+    def enforcing_in(self, family: Family) -> bool:
+        """`enforcing`, for one family (the daemon's fwsync_enforcing{family}). A disagreement
+        counts against both: the verifier's lines are kept as text, without their family."""
+        mine = [f for f in self.families if f.family == family]
+        return self.held and not self.disagreements and bool(mine) and all(f.reached for f in mine)
 
     @property
     def problems(self) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.memory import release_memory
 from fwsync.daemon.rules_watch import Fingerprint, fingerprint
 from fwsync.observe.docker import docker_client, observe_docker
+from fwsync.observe.git import head_commit
 from fwsync.observe.memory import recall
 from fwsync.observe.swarm import read_ingress_chain
 from fwsync.reconcile import (
@@ -77,6 +78,16 @@ class Outcome:
     drift_latency: float | None = None  # seconds from its detection to the kernel repaired
     notes: tuple[str, ...] = ()
     steps: dict[str, float] = field(default_factory=dict)  # observe/plan/apply durations, ms
+    # The kernel's answer to "enforcing?" after this reconcile (Reconciler.enforcement); None:
+    # not known (no reconcile has enforced anything yet, or the kernel could not be read).
+    enforcement: Enforcement | None = None
+    # The kernel holds what the rules on disk say, read back after this reconcile (status'
+    # "in sync"); False when the rules are invalid (the last good ones are enforced instead).
+    in_sync: bool = False
+    # sha256 of the valid rules this reconcile read (Policy.digest) and the git commit of the
+    # repository they are in ("" outside one); None: none were read (invalid, or an error).
+    rules_digest: str | None = None
+    rules_commit: str = ""
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -281,12 +292,20 @@ class Reconciler:
             if self.enforced is not None:  # what the kernel holds now, the failure aside
                 self.enforcement = self._ask_kernel(self.enforced.backend)
             return Outcome(result="error", duration=time.monotonic() - t0, error=str(exc),
-                           docker_error=self.docker_error, **base)
+                           docker_error=self.docker_error, enforcement=self.enforcement,
+                           **base)
         out = self._outcome(batch, plan, planned.backend.name, docker, "rules",
                             t0, enforced_at, done, base, planned.plan.notes + unheld)
         marks = [t0, *steps.values()]
+        reach = self.enforcement
         return replace(out, steps={k: round((b - a) * 1000, 1) for k, a, b
-                                   in zip(steps, marks, marks[1:], strict=False)})
+                                   in zip(steps, marks, marks[1:], strict=False)},
+                       # What status would say now: nothing left to write (the kernel read
+                       # back as written, or held it already) and no disagreement with the
+                       # policy (Plan.in_sync's two halves, from this reconcile's reads).
+                       enforcement=reach,
+                       in_sync=not unheld and reach is not None and not reach.disagreements,
+                       rules_digest=planned.policy.digest, rules_commit=head_commit(self.rules))
 
     def _keep_last_good(self, batch: Batch, exc: RulesInvalid, docker: DockerState,
                         t0: float, base: dict[str, Any]) -> Outcome:
@@ -328,7 +347,8 @@ class Reconciler:
         self.enforcement = self._ask_kernel(backend, planned)
         out = self._outcome(batch, plan, backend.name, docker, policy, t0, enforced_at, done,
                             base, unheld)
-        return replace(out, result="invalid-rules", diagnostics=diagnostics)
+        return replace(out, result="invalid-rules", diagnostics=diagnostics,
+                       enforcement=self.enforcement)
 
     def _adopt_kernel(self) -> None:
         """Started with invalid rules: what fwsync put in the kernel before stays, and is what

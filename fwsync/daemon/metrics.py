@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus_client), served on --metrics-address when given.
 
 A registry of the daemon's own (not the library's global one), with the process collector so
-RSS and CPU time are there too.
+RSS and CPU time are there too. The fleet's alerts (monitoring/fwsync-alerts.yml) are written
+against these names; tests/unit/test_alert_rules.py holds the two to each other.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import start_http_server
 
+from fwsync.core.ruleset import Family
 from fwsync.daemon.loop import Outcome
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FAMILIES: tuple[Family, ...] = (4, 6)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -56,6 +59,21 @@ class Metrics:
                                       "1 while Docker's event stream is followed.", registry=r)
         self.last = Gauge("fwsync_last_reconcile_timestamp_seconds",
                           "When the last reconcile ended (Unix time).", registry=r)
+        self.enforcing = Gauge("fwsync_enforcing",
+                               "1 if the kernel, read back after the last reconcile, sends new "
+                               "connections to fwsync's rules first and they give the policy's "
+                               "verdicts (status' Enforcing), by address family.", ["family"],
+                               registry=r)
+        for family in FAMILIES:  # 0 until a reconcile says otherwise: a stuck start alerts
+            self.enforcing.labels(str(family)).set(0)
+        self.in_sync = Gauge("fwsync_in_sync",
+                             "1 if the kernel holds what the rules on disk say (status' in "
+                             "sync), read back after the last reconcile.", registry=r)
+        self.rules_info = Gauge("fwsync_rules_info",
+                                "The rules enforced: sha256 of their files as read, and the git "
+                                "commit of the repository they are in (empty outside one).",
+                                ["digest", "commit"], registry=r)
+        self._rules: tuple[str, str] | None = None
         self._server: Any = None
 
     def trigger(self, source: str) -> None:
@@ -77,6 +95,27 @@ class Metrics:
             self.ports.set(outcome.ports)
         if outcome.result != "error":
             self.rules_valid.set(0 if outcome.result == "invalid-rules" else 1)
+        reach = outcome.enforcement
+        for family in FAMILIES:
+            self.enforcing.labels(str(family)).set(
+                int(reach is not None and reach.enforcing_in(family)))
+        self.in_sync.set(int(outcome.in_sync))
+        if outcome.rules_digest is not None:
+            self._set_rules(outcome.rules_digest, outcome.rules_commit)
+
+    def drifted(self) -> None:
+        """A drift check found the kernel changed: out of sync until a reconcile reads back
+        the repair (the check's own answer; nothing more is read)."""
+        self.in_sync.set(0)
+
+    def _set_rules(self, digest: str, commit: str) -> None:
+        """One series at a time: the old digest's would otherwise stay at 1, and a fleet's
+        count of digests would see this host twice."""
+        if (digest, commit) == self._rules:
+            return
+        self.rules_info.clear()
+        self.rules_info.labels(digest, commit).set(1)
+        self._rules = (digest, commit)
 
     def serve(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)

@@ -141,6 +141,7 @@ class Daemon:
                 return None
             if not keys:
                 return None
+            self.metrics.drifted()
             reason = ", ".join(keys)
             log.warning("drift", extra={"fields": {"objects": list(keys), **fields}})
         trigger = Trigger(source="drift", reason=reason, at=change.at, wall=change.wall,
@@ -328,6 +329,7 @@ class Daemon:
                 log.exception("drift check failed unexpectedly")
                 continue
             if keys:
+                self.metrics.drifted()
                 full = self.reconciler.checked_full
                 log.warning("drift", extra={"fields": {"objects": list(keys), "full": full,
                                                        "detected_by": "tick"}})

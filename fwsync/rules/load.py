@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from fwsync.readfile import read_limited
@@ -51,16 +54,47 @@ def load_rules(path: Path) -> ParseResult:
         # Parsing the others would report every `$NAME` of a set the unread file defines.
         return ParseResult(policy=None, diagnostics=tuple(problems))
 
+    lists: dict[str, str] = {}
+
     def read_list_counted(list_path: str) -> str:
-        return read_list(list_path, budget)
+        lists[list_path] = read_list(list_path, budget)
+        return lists[list_path]
 
     result = parse_sources(sources, read_list_counted)
     if not result.ok or result.policy is None:
         return result
+    base = path if path.is_dir() else path.parent
+    named = [(Path(display).name, text) for display, text in sources]
+    listed = [(_beside(Path(name), base), text) for name, text in lists.items()]
+    policy = replace(result.policy, digest=rules_digest(named, listed))
     order = {display: index for index, (display, _) in enumerate(sources)}
     diagnostics = sorted([*result.diagnostics, *shadowed(result.policy)],
                          key=lambda d: (order.get(d.file, len(order)), d.line, d.col))
-    return ParseResult(policy=result.policy, diagnostics=tuple(diagnostics))
+    return ParseResult(policy=policy, diagnostics=tuple(diagnostics))
+
+
+def rules_digest(rules: Iterable[tuple[str, str]], lists: Iterable[tuple[str, str]] = ()
+                 ) -> str:
+    """sha256 over what was read: each rules file by its name (not its directory: the same
+    rules kept elsewhere on another host are the same rules) and each `define ... file` list
+    by its name beside them (_beside), in sorted order. Every part is length-prefixed, so no two
+    different sets of files hash alike by moving bytes between names and contents."""
+    digest = hashlib.sha256()
+    for kind, parts in (("rules", rules), ("list", lists)):
+        for name, text in sorted(parts):
+            for part in (kind, name, text):
+                data = part.encode()
+                digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def _beside(list_path: Path, base: Path) -> str:
+    """A list's name for the digest: relative to the rules when it is kept with them (so a
+    rules repository checked out anywhere hashes alike), else its path."""
+    try:
+        return str(list_path.relative_to(base))
+    except ValueError:
+        return str(list_path)
 
 
 def read_list(path: str, budget: _Budget | None = None) -> str:

@@ -159,3 +159,7 @@ class Policy:
     # The files `define NAME file PATH` read, so that whoever enforces the policy can notice
     # when they change (the daemon fingerprints them on every drift tick).
     list_files: tuple[str, ...] = ()
+    # sha256 of the files as the loader read them (rules/load.py, rules_digest): which rules a
+    # host enforces, comparable across hosts (the daemon's fwsync_rules_info). "" when built
+    # in memory. Not part of equality: the same rules from another place are the same policy.
+    digest: str = field(default="", compare=False)

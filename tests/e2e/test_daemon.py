@@ -21,6 +21,7 @@ import pytest
 
 from fwsync.daemon.coalesce import MIN_INTERVAL
 from fwsync.daemon.rules_watch import fingerprint
+from fwsync.rules.load import load_rules
 from tests.daemon_helpers import DaemonProc, TightLoop
 from tests.lab import DockerLab, LabError, ruleset_snapshot, run_fwsync, wait_for
 from tests.steps import fwsync_ok, write_rules
@@ -435,7 +436,8 @@ def _sample(text: str, name: str) -> float:
 def test_metrics_endpoint_serves_the_counters(
         dlab: DockerLab, tmp_path: Path, daemons: StartDaemon) -> None:
     port = 19817
-    d = daemons(dlab, write_rules(tmp_path, OFFICE), "--metrics-address", f"127.0.0.1:{port}")
+    rules = write_rules(tmp_path, OFFICE)
+    d = daemons(dlab, rules, "--metrics-address", f"127.0.0.1:{port}")
     dlab.run_web("web-6", {"80/tcp": 7000})
     rec = d.wait_for(lambda r: r.get("msg") == "reconcile" and "start web-6" in r["trigger"])
     dlab.host.run(["iptables", "-F", "DOCKER-USER"])
@@ -451,6 +453,18 @@ def test_metrics_endpoint_serves_the_counters(
     assert _sample(text, "fwsync_docker_connected") == 1
     assert 'fwsync_errors_total' in text
     assert _sample(text, "process_resident_memory_bytes") > 0
+    # The kernel's answer after the repair, as `fwsync status` gives it from its own reads.
+    status = json.loads(fwsync_ok(dlab, "status", "--format", "json", rules=rules,
+                                  env=d.env).stdout)
+    assert status["in_sync"] is True and status["enforcing"].startswith("yes")
+    assert _sample(text, 'fwsync_enforcing{family="4"}') == 1
+    assert _sample(text, 'fwsync_enforcing{family="6"}') == 1
+    assert _sample(text, "fwsync_in_sync") == 1
+    policy = load_rules(rules).policy
+    assert policy is not None
+    info = [line for line in text.splitlines() if line.startswith("fwsync_rules_info{")]
+    assert len(info) == 1 and f'digest="{policy.digest}"' in info[0] \
+        and 'commit=""' in info[0] and info[0].endswith(" 1.0"), info
     # Off by default: no other daemon listens.
     assert run_fwsync(dlab, "daemon", "--metrics-address", "nonsense").returncode == 1
 

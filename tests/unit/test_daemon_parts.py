@@ -247,3 +247,22 @@ def test_a_list_file_changes_the_fingerprint_wherever_it_is(tmp_path: Path) -> N
     assert fingerprint(rules) != before, "the list is part of what is fingerprinted"
     (lists / "office.txt").write_text("198.51.100.0/25\n203.0.113.0/25\n")
     assert fingerprint(rules, used) != before
+
+
+def test_metrics_gauges_from_outcomes() -> None:
+    from fwsync.core.enforcing import Enforcement, FamilyReach
+
+    m = Metrics()
+    both = Enforcement("nftables", (FamilyReach(4, True, "ok"), FamilyReach(6, True, "ok")))
+    m.record(outcome(enforcement=both, in_sync=True, rules_digest="d1", rules_commit="c1"))
+    get = m.registry.get_sample_value
+    assert get("fwsync_enforcing", {"family": "4"}) == get("fwsync_enforcing",
+                                                             {"family": "6"}) == 1
+    assert get("fwsync_in_sync") == 1
+    assert get("fwsync_rules_info", {"digest": "d1", "commit": "c1"}) == 1
+    m.record(outcome(result="error", error="x"))  # the kernel could not be read
+    assert get("fwsync_enforcing", {"family": "4"}) == 0 and get("fwsync_in_sync") == 0
+    assert get("fwsync_rules_info", {"digest": "d1", "commit": "c1"}) == 1, "no rules read"
+    m.record(outcome(enforcement=both, in_sync=True, rules_digest="d2", rules_commit=""))
+    assert get("fwsync_rules_info", {"digest": "d1", "commit": "c1"}) is None
+    assert get("fwsync_rules_info", {"digest": "d2", "commit": ""}) == 1

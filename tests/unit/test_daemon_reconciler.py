@@ -4,6 +4,8 @@ known containers."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from fwsync.core.ruleset import Ruleset
 from fwsync.daemon.coalesce import Batch, Source, Trigger
 from fwsync.daemon.drift import FULL_CHECK_EVERY
 from fwsync.daemon.loop import Reconciler
+from fwsync.daemon.metrics import Metrics
+from fwsync.rules.load import load_rules
 
 pytestmark = pytest.mark.unit
 
@@ -327,3 +331,95 @@ def test_a_kernel_that_reads_back_differently_stays_drift(world: World) -> None:
     world.run("drift", "jump")
     assert backend.kernel["jump"] == ("entry",)
     assert world.reconciler.check_drift() == ()
+
+
+def gauge(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def rules_info(metrics: Metrics) -> list[dict[str, str]]:
+    return [s.labels for f in metrics.registry.collect() for s in f.samples
+            if s.name == "fwsync_rules_info" and s.value == 1]
+
+
+def test_the_gauges_say_what_the_kernel_read_back_says(world: World) -> None:
+    """Real outcomes into a real Metrics: fwsync_enforcing is the kernel's answer (the memory
+    kernel knows IPv4 only: IPv6 is not enforced), fwsync_in_sync whether the kernel holds what
+    the rules say, and the two differ when something accepts before fwsync's jump."""
+    metrics = Metrics()
+    assert gauge(metrics, "fwsync_enforcing", family="4") == 0, "0 before any reconcile"
+    world.write(GOOD)
+    metrics.record(world.run("startup", ""))
+    assert gauge(metrics, "fwsync_enforcing", family="4") == 1
+    assert gauge(metrics, "fwsync_enforcing", family="6") == 0
+    assert gauge(metrics, "fwsync_in_sync") == 1
+    policy = load_rules(world.rules).policy
+    assert policy is not None
+    assert rules_info(metrics) == [{"digest": policy.digest, "commit": ""}]
+
+    world.backend.bypass = "an ACCEPT comes first"
+    metrics.record(world.run())
+    assert gauge(metrics, "fwsync_enforcing", family="4") == 0
+    assert gauge(metrics, "fwsync_in_sync") == 1, "fwsync's objects are as the rules say"
+    world.backend.bypass = ""
+
+    metrics.drifted()  # what the daemon does when a drift check finds a change
+    assert gauge(metrics, "fwsync_in_sync") == 0
+    metrics.record(world.run("drift", "jump"))
+    assert gauge(metrics, "fwsync_in_sync") == 1
+
+
+def test_invalid_rules_keep_the_last_good_digest_and_are_not_in_sync(world: World) -> None:
+    metrics = Metrics()
+    world.write(GOOD)
+    metrics.record(world.run("startup", ""))
+    good = rules_info(metrics)
+    world.write(GOOD + "allow from $nowhere to any port 9000\n")
+    metrics.record(world.run("rules", "changed"))
+    assert gauge(metrics, "fwsync_rules_valid") == 0 and gauge(metrics, "fwsync_in_sync") == 0
+    assert gauge(metrics, "fwsync_enforcing", family="4") == 1, "the last good rules are"
+    assert rules_info(metrics) == good
+    world.write(GOOD + "allow from 192.0.2.1 to any port 9000\n")
+    metrics.record(world.run("rules", "changed"))
+    edited = rules_info(metrics)
+    assert len(edited) == 1 and edited != good, "one series: the old digest's is gone"
+    assert gauge(metrics, "fwsync_in_sync") == 1
+
+
+def test_a_kernel_that_reads_back_differently_is_not_in_sync(world: World) -> None:
+    metrics = Metrics()
+    world.write(GOOD)
+    written = world.backend.apply
+
+    def apply_then_bypassed(plan: Plan) -> None:
+        written(plan)
+        world.backend.kernel["jump"] = ("entry", "not reached: `-A FORWARD -j ACCEPT` first")
+
+    world.backend.apply = apply_then_bypassed  # type: ignore[method-assign]
+    metrics.record(world.run("startup", ""))
+    assert gauge(metrics, "fwsync_in_sync") == 0
+
+
+def test_an_error_before_anything_is_enforced_is_not_enforcing(world: World) -> None:
+    metrics = Metrics()
+    world.write(GOOD)
+    world.backend.fail = "iptables-restore: nope; nothing was changed"
+    metrics.record(world.run("startup", ""))
+    assert gauge(metrics, "fwsync_enforcing", family="4") == 0
+    assert gauge(metrics, "fwsync_in_sync") == 0 and rules_info(metrics) == []
+
+
+def test_the_rules_commit_is_the_checkout_of_the_rules(world: World) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")  # make install installs it
+    world.write(GOOD)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(world.rules), "-c", "user.name=t",
+                               "-c", "user.email=t@example.org", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "rules")
+    out = world.run("startup", "")
+    assert out.rules_commit == git("rev-parse", "HEAD") and len(out.rules_commit) == 40

@@ -231,3 +231,35 @@ def test_a_conditional_jump_to_fwsyncs_own_chain_is_judged_by_fwsync_not_a_bypas
     goto = {**chains, "INPUT": ["-A INPUT -s 203.0.113.0/24 -g FWSYNC-INPUT",
                                 "-A INPUT -j FWSYNC-INPUT"]}
     assert not iptables_reach(4, goto).reached, "a goto ends INPUT when fwsync's chain returns"
+
+
+def test_enforcing_per_family_is_the_same_predicate() -> None:
+    """fwsync_enforcing{family}: Enforcement.enforcing_in, of which `enforcing` is the all."""
+    from fwsync.core.enforcing import FamilyReach, nothing_held
+
+    both = Enforcement("iptables", (FamilyReach(4, True, "ok"), FamilyReach(6, True, "ok")))
+    assert both.enforcing and both.enforcing_in(4) and both.enforcing_in(6)
+    v6_bypassed = Enforcement("iptables", (FamilyReach(4, True, "ok"),
+                                           FamilyReach(6, False, "ACCEPT first")))
+    assert v6_bypassed.enforcing_in(4) and not v6_bypassed.enforcing_in(6)
+    assert not v6_bypassed.enforcing
+    disagreeing = Enforcement("iptables", both.families, disagreements=("x: policy deny, "
+                                                                          "kernel allow",))
+    assert not disagreeing.enforcing_in(4) and not disagreeing.enforcing_in(6)
+    held_nothing = nothing_held("nftables")
+    assert not held_nothing.enforcing_in(4) and not held_nothing.enforcing_in(6)
+
+
+def test_enforcing_is_still_reached_and_agreeing() -> None:
+    """Every combination of up to three family answers: `enforcing`, now the all of
+    enforcing_in, says what it said before it."""
+    import itertools
+
+    from fwsync.core.enforcing import FamilyReach
+
+    answers = [FamilyReach(f, r, "") for f in (4, 6) for r in (True, False)]
+    for n in range(4):
+        for families in itertools.product(answers, repeat=n):
+            for held, disagreements in itertools.product((True, False), ((), ("x",))):
+                e = Enforcement("iptables", families, held=held, disagreements=disagreements)
+                assert e.enforcing == (e.reached and not e.disagreements), e

@@ -197,3 +197,35 @@ def test_unreadable_file_even_as_root(tmp_path, monkeypatch):
 
     monkeypatch.setattr(load, "read_limited", read_limited)
     assert texts(tmp_path) == [f"{f}:1:1: error: cannot read 'a.rules': Permission denied"]
+
+
+def test_the_digest_is_of_the_files_as_read_not_where_they_are(tmp_path):
+    """Policy.digest (the daemon's fwsync_rules_info): the same rules and lists checked out in
+    another place hash alike; any byte of a rules file or a list, or a file's name, does not."""
+    def checkout(where: Path, rules: str = "define office file lists/office.txt\n"
+                 "allow from $office to any port 22\n", office: str = "198.51.100.0/24\n",
+                 name: str = "10-base.rules") -> str:
+        write(where / name, rules)
+        write(where / "lists" / "office.txt", office)
+        policy = load_rules(where).policy
+        assert policy is not None and len(policy.digest) == 64
+        return policy.digest
+
+    first = checkout(tmp_path / "a" / "rules")
+    assert checkout(tmp_path / "elsewhere" / "fw") == first
+    assert checkout(tmp_path / "c", office="198.51.100.0/25\n") != first
+    assert checkout(tmp_path / "d", name="20-base.rules") != first
+    assert checkout(tmp_path / "e", rules="define office file lists/office.txt\n"
+                    "allow from $office to any port 23\n") != first
+    # A comment is a change too: the digest says which files a host has, not what they mean.
+    plain = load_rules(write(tmp_path / "f.rules", "allow 80/tcp\n")).policy
+    commented = load_rules(write(tmp_path / "g" / "f.rules", "allow 80/tcp  # web\n")).policy
+    assert plain is not None and commented is not None and plain.digest != commented.digest
+
+
+def test_the_digest_keeps_names_and_contents_apart() -> None:
+    from fwsync.rules.load import rules_digest
+
+    assert rules_digest([("a.rules", "bc")]) != rules_digest([("ab.rules", "c")])
+    assert rules_digest([("a", "x")], [("b", "y")]) != rules_digest([("a", "x"), ("b", "y")])
+    assert rules_digest([("a", "x"), ("b", "y")]) == rules_digest([("b", "y"), ("a", "x")])

@@ -79,6 +79,7 @@ def test_iptables_enforcing_is_what_packets_see(
     assert _status(lab, rules).startswith("yes") and lab.attacker.probe(5432) == "filtered"
 
 
+@pytest.mark.parametrize("accept_in", ["other", "own"])
 def test_iptables_nft_and_legacy_rulesets_both_present(
         kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         accept_in: str) -> None:

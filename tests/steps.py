@@ -20,6 +20,18 @@ def write_rules(tmp_path: Path, text: str, name: str = "10-test.rules") -> Path:
     return rules
 
 
+def office_and_attacker(lab: Any, port: int) -> dict[str, str]:
+    """What the attacker and the office (the trusted peer) see of PORT, over IPv4 and IPv6."""
+    return {f"{who} v{6 if v6 else 4}": peer.probe(port, v6=v6)
+            for who, peer in (("attacker", lab.attacker), ("office", lab.trusted))
+            for v6 in (False, True)}
+
+
+# The seed's promise on both families: the office in, nobody else.
+OFFICE_ONLY = {"attacker v4": "filtered", "attacker v6": "filtered",
+               "office v4": "open", "office v6": "open"}
+
+
 def fwsync_ok(lab: Any, *args: str, rules: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     res = run_fwsync(lab, *args, rules=rules, env=env)

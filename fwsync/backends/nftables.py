@@ -2,7 +2,7 @@
 
 An apply is two transactions: the first creates the sets that are new (nothing uses them yet, so
 packets see no change), the second replaces every rule at once and drops the sets nothing uses
-any more; a packet sees the old rules or the new ones, never a mix (nftables_render says why it
+any more; a packet sees the old rules or the new ones, never a mix (nft_transactions says why it
 takes two). `plan` sends both as one batch in dry-run mode: the kernel validates it without
 committing, so a plan that apply could not carry out says so.
 """
@@ -15,27 +15,26 @@ from typing import Any
 from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.nft_counts import COUNT_BELOW, element_count, kernel_elements
 from fwsync.backends.nft_netlink import inet_table_flags
-from fwsync.backends.nftables_render import (
-    FAMILY,
-    TABLE,
+from fwsync.backends.nft_sets import content_base, replaced_by
+from fwsync.backends.nft_state import (
     TABLE_KEY,
-    Batch,
-    ChainHead,
-    chain_heads,
     chain_key,
-    cleanup_batch,
-    content_base,
-    delete_batch,
-    is_meter,
     objects_state,
-    replaced_by,
     set_key,
     set_key_names,
+)
+from fwsync.backends.nft_table import FAMILY, TABLE, Batch
+from fwsync.backends.nft_transactions import (
+    ChainHead,
+    chain_heads,
+    cleanup_batch,
+    delete_batch,
+    is_meter,
     staging_batch,
     switch_batch,
-    table_objects,
     writable_objects,
 )
+from fwsync.backends.nftables_render import table_objects
 from fwsync.core.diff import NOT_LISTED, Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, NftBaseChain, nftables_reach
 from fwsync.core.ruleset import Ruleset

@@ -131,7 +131,7 @@ def test_replacing_the_ruleset_is_atomic_for_connections(
     table or chain briefly missing, or a default in place before the allow) would show up as
     a stranger's connection or an office timeout. Policy b's set is created anew at every
     switch to b: with the set and the rules that use it in one nftables transaction, about one
-    office connection in 10k was lost here (nftables_render.staging_batch says why)."""
+    office connection in 10k was lost here (nft_transactions.staging_batch says why)."""
     lab = kernel_lab
     lab.publish(5432, 80)
     a = write_rules(tmp_path / "a", OFFICE_ONLY)

@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fwsync.backends.nftables_render import (
-    cleanup_batch,
-    objects_state,
-    render,
-    set_names,
-    staging_batch,
-    switch_batch,
-    table_objects,
-)
+from fwsync.backends.nft_sets import set_names
+from fwsync.backends.nft_state import objects_state
+from fwsync.backends.nft_transactions import cleanup_batch, staging_batch, switch_batch
+from fwsync.backends.nftables_render import render, table_objects
 from fwsync.core.build import build_ruleset
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.reconcile import choose_backend

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from fwsync.backends import iptables_render, nftables_render
+from fwsync.backends import iptables_render, nft_state, nft_table
 from fwsync.core.build import build_ruleset
 from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
 from fwsync.rules.syntax import parse_sources
@@ -59,8 +59,8 @@ def test_names_are_the_backends() -> None:
     assert kernel.IPT_FORWARD == iptables_render.FORWARD_CHAIN
     assert kernel.IPT_INPUT == iptables_render.INPUT_CHAIN
     assert str(iptables_render.JUDGED_LABEL) == verify_iptables.IPT_JUDGED_LABEL
-    assert kernel.NFT_PREFIX.split() == [nftables_render.FAMILY, nftables_render.TABLE]
-    assert kernel.NFT_TABLE_KEY == nftables_render.TABLE_KEY
+    assert kernel.NFT_PREFIX.split() == [nft_table.FAMILY, nft_table.TABLE]
+    assert kernel.NFT_TABLE_KEY == nft_state.TABLE_KEY
 
 
 @pytest.mark.parametrize(("c", "verdict"), [

@@ -14,6 +14,9 @@ Docker's jump. Both iptables variants, under Docker 20.10's and 28's chain layou
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,47 @@ def test_a_connection_passing_both_jumps_is_counted_once(
     model = ["open" if ok else "closed" for ok in LIMIT.verdicts(times)]
     assert seen == model, f"kernel {seen}, model {model} at {times}"
     assert seen.count("open") == LIMIT.burst, seen
+
+
+_RECEIVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, _addr = s.recvfrom(100)
+    print(data.decode(), flush=True)
+"""
+_SEND = ("import socket, sys\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.bind(('', int(sys.argv[3])))\n"
+         "s.sendto(sys.argv[4].encode(), (sys.argv[1], int(sys.argv[2])))\n")
+
+
+def test_a_later_packet_still_new_is_judged_again(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label skips a second pass only while the connection's entry is unconfirmed (its
+    first packet). One-way UDP stays NEW: a datagram of a flow that was let in, sent after a
+    deny is applied, is judged by the deny (without the `! --ctstatus CONFIRMED` part the
+    label would let the whole flow through unjudged)."""
+    lab = kernel_lab
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab.publish(5353, 82, "udp")
+    receiver = lab.ctr.spawn([sys.executable, "-I", "-c", _RECEIVER, "82"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+
+        def send(word: str) -> None:
+            lab.attacker.ns.run([sys.executable, "-I", "-c", _SEND, lab.attacker.host_v4,
+                                 "5353", "40053", word])
+
+        fwsync_ok(lab, "apply", rules=write_rules(tmp_path, "default allow\n"))
+        send("first")
+        fwsync_ok(lab, "apply", rules=write_rules(tmp_path, "default deny incoming\n"))
+        send("second")  # the same flow (source port 40053), still NEW: no answer was sent
+        time.sleep(0.5)
+    finally:
+        receiver.kill()
+    out, _err = receiver.communicate(timeout=5)
+    assert out.split() == ["first"], out

@@ -17,7 +17,7 @@ from pathlib import Path
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
-from fwsync.core.build import build_ruleset, unresolvable
+from fwsync.core.build import build_ruleset, later_proxy_ports, unresolvable
 from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.enforcing import Enforcement, nothing_held
 from fwsync.core.observed import DockerState, as_remembered
@@ -198,8 +198,10 @@ def plan_policy(policy: Policy, observed: DockerState, backend: Backend | str,
     current = dict(held)
     for other in others:
         current.update(other.read({}))
-    notes = built.notes + tuple(f"the {o.name} backend's objects will be removed "
-                                f"(switching to {chosen.name})" for o in others)
+    window = later_proxy_ports(built.ruleset, observed.ports, chosen.proxy_catchall)
+    notes = built.notes + ((window,) if window else ()) + tuple(
+        f"the {o.name} backend's objects will be removed (switching to {chosen.name})"
+        for o in others)
     plan = diff(chosen.name, desired, current, notes=notes)
     if plan.empty and held:
         # The kernel holds what fwsync renders: whether that gives the policy's verdicts is

@@ -758,6 +758,11 @@ def _busybox_tar() -> bytes:
 PortSpec = int | tuple[str, int] | None
 
 
+# The cgroup2 hierarchy: /sys/fs/cgroup/unified on a hybrid host (this machine), else the root.
+CGROUP2 = next((p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+                if (p / "cgroup.procs").exists()), Path("/sys/fs/cgroup"))
+
+
 class DockerLab(_Topology):
     """A real dockerd in HOST, with trusted and attacker neighbours. `engine` picks which Docker
     (tests/engines.py; default: FWSYNC_ENGINE, else the machine's 20.10): a fetched engine's
@@ -766,11 +771,18 @@ class DockerLab(_Topology):
 
     def __init__(self, *, ipv6: bool = False, import_image: bool = True,
                  extra_args: Sequence[str] = (), engine: Engine | str | None = None,
-                 dockerd_env: Mapping[str, str] | None = None) -> None:
+                 dockerd_env: Mapping[str, str] | None = None, own_cgroup: bool = False
+                 ) -> None:
         # Resolved before the directory is made: an unknown name raises with nothing to undo.
         self.engine = _engine(engine)
         super().__init__()
         self.ipv6, self.import_image, self.extra_args = ipv6, import_image, tuple(extra_args)
+        # dockerd started in a cgroup of its own, as systemd's docker.service runs it (below
+        # the cgroup2 root; removed at cleanup): its sockets and docker-proxy's are in it from
+        # the start. Else it shares the test runner's.
+        self.cgroup: str | None = None
+        if own_cgroup:
+            self.cgroup = f"fwsync-lab-{self.dir.name}/docker.service"
         # Extra environment for dockerd (e.g. Docker 28's DOCKER_INSECURE_NO_IPTABLES_RAW=1).
         self.dockerd_env = dict(dockerd_env or {})
         self.version = ""  # what the running dockerd reports (GET /version), e.g. "28.5.2"
@@ -850,8 +862,14 @@ class DockerLab(_Topology):
             raise LabError("dockerd already running")
         timeout = self.engine.start_timeout if timeout is None else timeout
         t0 = time.monotonic()
+        argv = self.dockerd_argv()
+        if self.cgroup is not None:
+            where = CGROUP2 / self.cgroup
+            where.mkdir(parents=True, exist_ok=True)
+            # The shell moves itself in, then becomes dockerd (same pid).
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(where), *argv]
         with open(self.log, "ab") as log:
-            self._proc = self.host.spawn(["setsid", *self.dockerd_argv()], stdout=log, stderr=log,
+            self._proc = self.host.spawn(["setsid", *argv], stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, env=self.env)
         self.started_pids.append(self._proc.pid)
         deadline = t0 + timeout
@@ -987,10 +1005,31 @@ class DockerLab(_Topology):
             self.stop_dockerd()
         except LabError as exc:
             errors.append(str(exc))
+        if self.cgroup is not None:
+            self._remove_cgroup(errors)
         self._teardown_topology(errors)
         self.timings["down"] = time.monotonic() - t0
         if errors:
             raise LabError("DockerLab cleanup: " + "; ".join(errors))
+
+    def _remove_cgroup(self, errors: list[str]) -> None:
+        """dockerd's cgroup goes once it is empty: what dockerd left running in it (a
+        containerd shim on its way out) is moved to the root cgroup first."""
+        assert self.cgroup is not None
+        where = CGROUP2 / self.cgroup
+        for _ in range(50):
+            try:
+                if where.exists():
+                    for pid in (where / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(OSError):
+                            (CGROUP2 / "cgroup.procs").write_text(pid)
+                    where.rmdir()
+                if where.parent.exists():
+                    where.parent.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+        errors.append(f"cannot remove the cgroup {where}")
 
     def __enter__(self) -> Self:
         return self.start()

@@ -19,6 +19,9 @@ class BackendError(Exception):
 
 class Backend(Protocol):
     name: str
+    # Whether it judges a port docker-proxy serves that was published after the apply
+    # (Ruleset.proxy_cgroup; core/build.later_proxy_ports says so where not).
+    proxy_catchall: bool
 
     def detect(self) -> str:
         """Why this backend fits the host (one line for plan/status), or raise BackendError."""

@@ -229,6 +229,7 @@ def _tool(family: Family, variant: str, suffix: str) -> str:
 
 class IptablesBackend:
     name = "iptables"
+    proxy_catchall = False  # no match for docker-proxy's sockets on INPUT (core/build.py)
 
     def __init__(self, variant: str | None = None) -> None:
         self._variant = variant or os.environ.get("FWSYNC_IPTABLES") or None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fwsync.backends.nft_table import FAMILY, TABLE, Batch
+from fwsync.backends.nft_table import FAMILY, TABLE, TEXT_RULE, Batch
 
 TABLE_KEY = f"{FAMILY} {TABLE} table"
 
@@ -100,6 +100,9 @@ def objects_state(objects: Batch) -> dict[str, tuple[str, ...]]:
             head = (f"hook {c['hook']} priority {c.get('prio')} policy {c.get('policy')}"
                     if "hook" in c else "regular chain")
             state.setdefault(chain_key(c["name"]), []).insert(0, head)
+        elif TEXT_RULE in obj:  # the proxy chain's rules, as nft's text syntax lists them
+            state.setdefault(chain_key(obj[TEXT_RULE]["chain"]), []).append(
+                obj[TEXT_RULE]["line"])
         elif "rule" in obj:
             state.setdefault(chain_key(obj["rule"]["chain"]), []).append(rule_line(obj["rule"]))
         elif "set" in obj:

@@ -19,6 +19,13 @@ FORWARD_PRIORITY = -1
 # fwsync drop comes first; its accept is not final, so the host's INPUT rules still decide.
 INPUT_PRIORITY = -1
 
+# The INPUT path's catch-all (a new connection to a socket in dockerd's cgroup) lives in a chain
+# of its own, written in nft's text syntax: libnftables 1.0.6's JSON refuses `socket cgroupv2`
+# and lists it without its level. Its rules are objects of their own kind in a Batch,
+# {TEXT_RULE: {"chain": ..., "line": ...}}, never sent as JSON (nftables.py writes them).
+PROXY_CHAIN = "proxy"
+TEXT_RULE = "text_rule"
+
 Expr = dict[str, Any]
 Batch = list[dict[str, Any]]
 

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from fwsync.backends.nft_sets import set_names
-from fwsync.backends.nft_table import FAMILY, TABLE, Batch, in_table
+from fwsync.backends.nft_table import FAMILY, TABLE, TEXT_RULE, Batch, in_table
 
 
 def writable_objects(listed: Batch) -> Batch:
@@ -22,14 +22,27 @@ def writable_objects(listed: Batch) -> Batch:
     objects: Batch = [{"table": {"family": FAMILY, "name": TABLE}}]
     for obj in listed:
         ((kind, body),) = obj.items()
-        if kind not in ("set", "chain", "rule"):  # the dormant marker too: apply wakes it
-            continue
+        if kind not in ("set", "chain", "rule", TEXT_RULE):  # and the dormant marker:
+            continue  # apply wakes it
         body = {k: v for k, v in body.items() if k != "handle"}
         if kind == "set" and is_meter({"set": body}):
             body.pop("elem", None)
             body["flags"] = [f for f in body.get("flags", []) if f != "dynamic"]
         objects.append({kind: body})
     return objects
+
+
+def text_rules(objects: Batch) -> list[dict[str, str]]:
+    """The rules written in nft's text syntax (nft_table.TEXT_RULE), in order."""
+    return [o[TEXT_RULE] for o in objects if TEXT_RULE in o]
+
+
+def text_chain_rules(listing: str) -> list[str]:
+    """`nft list chain` (text, no handles) → the chain's rules, one line each, as listed."""
+    lines = [line.strip() for line in listing.splitlines()]
+    inside = [line for line in lines if line and not line.startswith(("table ", "chain "))
+              and line != "}" and not line.startswith(("type ", "policy "))]
+    return inside
 
 
 def _head() -> Batch:
@@ -70,17 +83,23 @@ def chain_heads(objects: Batch) -> dict[str, ChainHead]:
 
 def switch_batch(objects: Batch, existing_sets: Collection[str],
                  rebuild: Collection[str] = (),
-                 existing_chains: Mapping[str, ChainHead] | None = None) -> Batch:
+                 existing_chains: Mapping[str, ChainHead] | None = None,
+                 keep: Collection[str] = ()) -> Batch:
     """The second transaction, the one packets notice: every rule is replaced at once, and the
     sets nothing uses any more go. `rebuild` names sets that exist but were edited by hand
     (drift): they are emptied and refilled here. Chains of the table that fwsync does not
     want (a hand-made one), or whose hook, type or priority is not fwsync's (a base chain
     re-made to run after Docker's), go too, and fwsync's are made anew; a chain's policy is
     put right by `add` itself. The table itself is added without flags, which also wakes it
-    if someone made it dormant."""
+    if someone made it dormant. The chains in `keep` (the proxy chain, written apart) keep
+    their rules: the others are flushed one by one instead of the table at once."""
     wanted = set(set_names(objects))
     table = {"table": {"family": FAMILY, "name": TABLE}}
-    batch = [*_head(), {"flush": table}]  # flushes rules; sets and chains stay
+    if keep:
+        batch = [*_head(), *({"flush": {"chain": {**in_table(), "name": name}}}
+                             for name in (existing_chains or {}) if name not in keep)]
+    else:
+        batch = [*_head(), {"flush": table}]  # flushes rules; sets and chains stay
     heads = chain_heads(objects)
     batch += [{"delete": {"chain": {**in_table(), "name": name}}}
               for name, head in (existing_chains or {}).items() if heads.get(name) != head]
@@ -94,7 +113,8 @@ def switch_batch(objects: Batch, existing_sets: Collection[str],
                                                   "elem": o["set"]["elem"]}}})
     batch += [{"add": o} for o in objects if "set" in o and is_meter(o)
               and o["set"]["name"] not in existing_sets]
-    batch += [{"add": o} for o in objects if "set" not in o and "table" not in o]
+    batch += [{"add": o} for o in objects
+              if "set" not in o and "table" not in o and TEXT_RULE not in o]
     return batch
 
 

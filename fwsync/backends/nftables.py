@@ -5,10 +5,15 @@ packets see no change), the second replaces every rule at once and drops the set
 any more; a packet sees the old rules or the new ones, never a mix (nft_transactions says why it
 takes two). `plan` sends both as one batch in dry-run mode: the kernel validates it without
 committing, so a plan that apply could not carry out says so.
+
+The proxy chain (the INPUT path's catch-all, nft_table.PROXY_CHAIN) is written and read in
+nft's text syntax, in a transaction of its own before the other two, and only when it changes;
+the switch leaves it alone, and a failed switch puts its old rules back.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +28,7 @@ from fwsync.backends.nft_state import (
     set_key,
     set_key_names,
 )
-from fwsync.backends.nft_table import FAMILY, TABLE, Batch
+from fwsync.backends.nft_table import FAMILY, PROXY_CHAIN, TABLE, TEXT_RULE, Batch
 from fwsync.backends.nft_transactions import (
     ChainHead,
     chain_heads,
@@ -32,9 +37,11 @@ from fwsync.backends.nft_transactions import (
     is_meter,
     staging_batch,
     switch_batch,
+    text_chain_rules,
+    text_rules,
     writable_objects,
 )
-from fwsync.backends.nftables_render import table_objects
+from fwsync.backends.nftables_render import has_proxy_catchall, table_objects
 from fwsync.core.diff import NOT_LISTED, Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, NftBaseChain, nftables_reach
 from fwsync.core.ruleset import Ruleset
@@ -71,6 +78,7 @@ def seen_of(objects: list[dict[str, Any]] | None) -> Seen | None:
 
 class NftablesBackend:
     name = "nftables"
+    proxy_catchall = True  # `socket cgroupv2` on dockerd's cgroup (nftables_render.py)
 
     def __init__(self) -> None:
         self._nft: Any = None
@@ -81,6 +89,8 @@ class NftablesBackend:
         # Set name (the digest of its content) → how many elements the kernel holds for it
         # (nft_counts.kernel_elements): worked out once per set, not on every drift tick.
         self._expected: dict[str, int | None] = {}
+        # The proxy chain's rules as the last read found them: what a failed apply puts back.
+        self._proxy_held: list[dict[str, str]] = []
 
     @property
     def nft(self) -> Any:
@@ -100,6 +110,45 @@ class NftablesBackend:
         if rc != 0:
             raise BackendError(f"{what}: libnftables said: {' '.join(str(error).split())}")
         return output
+
+    def _text(self, commands: str, what: str, dry_run: bool = False) -> str:
+        """Commands in nft's own syntax, one transaction: the proxy chain's rules
+        (nft_table.PROXY_CHAIN), which libnftables' JSON cannot write or list whole."""
+        nft = self.nft
+        nft.set_json_output(False)
+        nft.set_dry_run(dry_run)
+        try:
+            rc, output, error = nft.cmd(commands)
+        finally:
+            nft.set_dry_run(False)
+            nft.set_json_output(True)
+        if rc != 0:
+            raise BackendError(f"{what}: libnftables said: {' '.join(str(error).split())}")
+        return str(output)
+
+    def _with_text_rules(self, objects: list[dict[str, Any]] | None
+                         ) -> list[dict[str, Any]] | None:
+        """The proxy chain's rules as nft lists them in its text syntax, in place of the JSON
+        listing's (which drops `socket cgroupv2`'s level)."""
+        if objects is None or not any(o.get("rule", {}).get("chain") == PROXY_CHAIN
+                                      for o in objects):
+            return objects
+        text = self._text(f"list chain {FAMILY} {TABLE} {PROXY_CHAIN}",
+                          f"list chain {FAMILY} {TABLE} {PROXY_CHAIN}")
+        lines = text_chain_rules(text)
+        out = [o for o in objects if o.get("rule", {}).get("chain") != PROXY_CHAIN]
+        out += [{TEXT_RULE: {"chain": PROXY_CHAIN, "line": line}} for line in lines]
+        return out
+
+    def _write_text_rules(self, rules: list[dict[str, str]], what: str,
+                          dry_run: bool = False) -> None:
+        """The proxy chain made to hold exactly `rules`, in one transaction (the table and the
+        chain it jumps to are added if missing: `add` leaves existing ones as they are)."""
+        where = f"{FAMILY} {TABLE}"
+        commands = [f"add table {where}", f"add chain {where} inbound",
+                    f"add chain {where} {PROXY_CHAIN}", f"flush chain {where} {PROXY_CHAIN}"]
+        commands += [f"add rule {where} {r['chain']} {r['line']}" for r in rules]
+        self._text("\n".join(commands) + "\n", what, dry_run=dry_run)
 
     def detect(self) -> str:
         self.nft  # noqa: B018 - fails early, with the install hint, if the bindings are missing
@@ -136,8 +185,9 @@ class NftablesBackend:
             dormant = True
         out = self._cmd([{"list": {"table": {"family": FAMILY, "name": TABLE}}}],
                         f"list table {FAMILY} {TABLE}")
-        objects = [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o]
-        return [{"dormant": True}, *objects] if dormant else objects
+        objects = self._with_text_rules(
+            [o for o in out.get("nftables", []) if "metainfo" not in o and "table" not in o])
+        return [{"dormant": True}, *(objects or [])] if dormant else objects
 
     def _table_flags(self) -> set[str]:
         """The table's flags from nft's own text (libnftables 1.0.6 lists them in JSON as a
@@ -185,8 +235,9 @@ class NftablesBackend:
             return None
         if ours[0].get("flags"):
             return self._list_table()  # says whose it is, in one line
-        return [o for o in objects if "metainfo" not in o and "table" not in o
-                and next(iter(o.values())).get("table") == TABLE]
+        return self._with_text_rules(
+            [o for o in objects if "metainfo" not in o and "table" not in o
+             and next(iter(o.values())).get("table") == TABLE])
 
     def _set(self, name: str) -> dict[str, Any]:
         """One set with its elements (`list set` reads only that set's)."""
@@ -202,6 +253,7 @@ class NftablesBackend:
         # before apply, under fwsync's lock.
         self._seen = seen_of(objects)
         self._seen_fresh = True
+        self._proxy_held = text_rules(objects or [])
         if objects is None:
             return {}
         if desired is None:
@@ -284,7 +336,11 @@ class NftablesBackend:
                                    for r in own for e in r["expr"]),
                 rules_present=rules_present, dormant=dormant, holds_rules=bool(own))
 
-        return Enforcement(self.name, nftables_reach(base("forward"), base("input")))
+        catchall = any(e.get("jump", {}).get("target") == PROXY_CHAIN
+                       for r in rules if r["chain"] == "input" for e in r["expr"]) and any(
+            has_proxy_catchall(r["line"]) for r in text_rules(objects))
+        return Enforcement(self.name, nftables_reach(base("forward"), base("input")),
+                           proxy_catchall=catchall)
 
     def render(self, ruleset: Ruleset) -> Desired:
         # The lines are for the diff and for people; apply writes the JSON objects, which the
@@ -326,8 +382,10 @@ class NftablesBackend:
             or Seen([], {})
         both = [*staging_batch(objects, seen.sets),
                 *switch_batch(objects, seen.sets, self._drifted(plan, objects),
-                              seen.chains)[2:]]
+                              seen.chains, keep=self._kept(objects))[2:]]
         self._cmd(both, "dry run of the planned batch", dry_run=True)
+        if text := text_rules(objects):
+            self._write_text_rules(text, "dry run of the docker-proxy catch-all", dry_run=True)
 
     def apply(self, plan: Plan) -> None:
         objects = self._objects_for(plan)
@@ -336,6 +394,32 @@ class NftablesBackend:
         staging = staging_batch(objects, existing)
         staged = [o["add"]["set"]["name"] for o in staging if "set" in o.get("add", {})]
         nothing = "nothing was changed (the batch is all or nothing)"
+        text = text_rules(objects)
+        held_text = self._proxy_held
+        # The proxy chain first, and only when it changes: the switch below leaves it as it is
+        # (keep), so an apply that does not change it never has a moment without it.
+        rewrite = bool(text) and (PROXY_CHAIN not in seen.chains or any(
+            c.key == chain_key(PROXY_CHAIN) for c in plan.changes))
+        if rewrite:
+            try:
+                self._write_text_rules(text, f"writing {FAMILY} {TABLE} {PROXY_CHAIN}")
+            except BackendError as exc:
+                raise BackendError(f"{exc}; {nothing}") from exc
+        try:
+            self._apply_json(objects, table_existed, seen, staged, staging, plan, nothing)
+        except BackendError:
+            if rewrite and table_existed:
+                with contextlib.suppress(BackendError):  # the error below says what failed
+                    self._write_text_rules(held_text, "putting the proxy chain back")
+            raise
+        self._release()
+
+    def _kept(self, objects: Batch) -> tuple[str, ...]:
+        return (PROXY_CHAIN,) if text_rules(objects) else ()
+
+    def _apply_json(self, objects: Batch, table_existed: bool, seen: Seen, staged: list[str],
+                    staging: Batch, plan: Plan, nothing: str) -> None:
+        existing = seen.sets
         if staged or not table_existed:
             try:
                 self._cmd(staging, f"creating the new sets in {FAMILY} {TABLE}")
@@ -343,7 +427,7 @@ class NftablesBackend:
                 raise BackendError(f"{exc}; {nothing}") from exc
         try:
             self._cmd(switch_batch(objects, existing, self._drifted(plan, objects),
-                                   seen.chains),
+                                   seen.chains, keep=self._kept(objects)),
                       f"replacing the rules of {FAMILY} {TABLE}")
         except BackendError as exc:
             if table_existed and not staged:
@@ -354,7 +438,6 @@ class NftablesBackend:
                 raise BackendError(f"{exc}; the rules were not changed, but new unused sets "
                                    f"are left in the table ({undo})") from exc
             raise BackendError(f"{exc}; {nothing}") from exc
-        self._release()
 
     def remove(self) -> State:
         """The table goes in one transaction, without listing it first: libnftables fetches

@@ -11,6 +11,9 @@ One `table inet fwsync` holds everything, IPv4 and IPv6 together:
     chain inbound   the protections, the user's rules in order, the default
     chain direct    what was not DNATed: to the host (docker-proxy) and into routed networks
                     back to `inbound`, everything else dropped (protect direct-routing)
+    chain proxy     from `input`, after the listed bindings: a new connection to a socket of
+                    a process in dockerd's cgroup (docker-proxy's, published now or later) to
+                    `inbound`. Written in nft's text syntax (nft_table.PROXY_CHAIN says why).
 
 An nftables `accept` only ends this table's say: the packet still meets Docker's chains and
 anyone else's. That is all `allow` needs (fwsync narrows, Docker still decides), while `deny`
@@ -46,14 +49,17 @@ from fwsync.backends.nft_table import (
     FAMILY,
     FORWARD_PRIORITY,
     INPUT_PRIORITY,
+    PROXY_CHAIN,
     TABLE,
+    TEXT_RULE,
     Batch,
     Expr,
     in_table,
 )
 from fwsync.core.build import FAMILIES
-from fwsync.core.kernel_text import checked_iface, comment_text
+from fwsync.core.kernel_text import cgroup_path_problem, checked_iface, comment_text
 from fwsync.core.merge import MergedRules, internal_name, merge_runs
+from fwsync.core.observed import ProxyCgroup
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
 from fwsync.rules.addresses import kernel_text
 from fwsync.rules.model import PortRange
@@ -307,6 +313,45 @@ def _input_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
             yield _rule("input", [*match_exprs(port.match, family_specific=True),
                                   {"jump": {"target": "inbound"}}],
                         f"fwsync docker-proxy {port.binding}")
+    if ruleset.proxy_cgroup is not None and proxy_line(ruleset.proxy_cgroup) is not None:
+        yield _rule("input", [{"jump": {"target": PROXY_CHAIN}}],
+                    "fwsync docker-proxy: a port published later")
+
+
+PROXY_COMMENT = "fwsync docker-proxy: any port, published now or later"
+
+
+def proxy_line(cgroup: ProxyCgroup) -> str | None:
+    """The catch-all's rule, as nft lists it: a new connection (input's first rule returns
+    the rest) to a socket of a process in dockerd's cgroup is docker-proxy's, whatever its
+    port, and the rules decide."""
+    if cgroup_path_problem(cgroup.nft_path) or not 0 < cgroup.level < 256:
+        return None  # observe/proxy_cgroup refuses these: no catch-all rather than syntax
+    return (f'socket cgroupv2 level {cgroup.level} "{cgroup.nft_path}" jump inbound '
+            f'comment "{PROXY_COMMENT}"')
+
+
+def has_proxy_catchall(line: str) -> bool:
+    """Whether a listed rule of the proxy chain is the catch-all on a cgroup that exists (nft
+    lists one that is gone by its number, not its path)."""
+    return line.startswith("socket cgroupv2 level ") and ' "' in line \
+        and " jump inbound" in line
+
+
+OWN_COMMENT = "fwsync dockerd's own socket: the host's firewall decides"
+
+
+def _proxy_objects(ruleset: Ruleset) -> Batch:
+    cgroup = ruleset.proxy_cgroup
+    line = None if cgroup is None else proxy_line(cgroup)
+    if cgroup is None or line is None:
+        return []
+    # dockerd's own sockets share docker-proxy's cgroup: the host's, not a container's. One
+    # rule per port: nft 1.0.6 lists an anonymous set of `ct original proto-dst` as garbage.
+    own = [f"meta l4proto {proto} ct original proto-dst {port} return comment "
+           f'"{OWN_COMMENT}"' for proto, port in cgroup.exempt()]
+    return [{"chain": {**in_table(), "name": PROXY_CHAIN}},
+            *({TEXT_RULE: {"chain": PROXY_CHAIN, "line": text}} for text in (*own, line))]
 
 
 def _direct_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
@@ -372,10 +417,13 @@ def table_objects(ruleset: Ruleset) -> Batch:
                               "prio": INPUT_PRIORITY, "policy": "accept"}})
     objects.append({"chain": {**in_table(), "name": "inbound"}})
     objects.append({"chain": {**in_table(), "name": "direct"}})
+    proxy = _proxy_objects(ruleset)
+    objects.extend(o for o in proxy if "chain" in o)
     objects.extend(_forward_rules(ruleset))
     objects.extend(_input_rules(ruleset))
     objects.extend(_rename_refs(r, names) for r in inbound)
     objects.extend(_direct_rules(ruleset))
+    objects.extend(o for o in proxy if TEXT_RULE in o)
     return objects
 
 

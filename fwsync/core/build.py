@@ -232,8 +232,8 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                 used_sets.add((match.sset, match.family))
             rules.append(KernelRule(match=match, action=actions.get(index, rule.action),
                                     origin=rule.origin, index=index, comment=rule.comment))
-    if any(_ipv6_through_proxy(p) for p in docker.ports):
-        notes.append(PROXY_WINDOW)
+    if docker.proxy_cgroup is None and any(_ipv6_through_proxy(p) for p in docker.ports):
+        notes.append(proxy_window(docker.proxy_cgroup_note))
     subnets = _bridges(docker.extra_bridges, notes)
     trusted, refused = judge_bridges(docker.networks, docker.links)
     notes.extend(f"{r.note}." for r in refused)
@@ -253,6 +253,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                                                     notes),
         host_bridges=host_bridges(docker, refused),
         input_ports=inputs,
+        proxy_cgroup=docker.proxy_cgroup,
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
 
@@ -451,18 +452,32 @@ def _direct_ok(policy: Policy, docker: DockerState, trusted: set[str], notes: li
     return tuple(found.values())
 
 
-# The INPUT path has no catch-all: its lines name the bindings known at apply. What would match
-# "a new connection to a socket docker-proxy serves" without a name was measured on Docker
-# 20.10, 26.1 and 28.5 (tests/e2e/test_proxy_match.py): nftables' `socket cgroupv2` on dockerd's
-# cgroup does, but libnftables 1.0.6's JSON (the nftables backend's only way in) refuses it
-# ("Invalid socket key value"); iptables' `-m cgroup` never sees the SYN on INPUT (no socket is
-# attached to it yet), and `-m socket` matches the host's own listeners too.
-PROXY_WINDOW = ("IPv6 connections to ports published through docker-proxy are judged on the "
-                "INPUT path only for the bindings listed now: a port Docker publishes after "
-                "this apply is open over IPv6 to whatever the host's INPUT firewall admits "
-                "(e.g. `ufw allow PORT`) until the next apply (the daemon: its reconcile at "
-                "Docker's start event). No name-free match for docker-proxy's sockets is usable "
-                "here (docs/how-it-works.md, \"What fwsync does not govern\").")
+# The INPUT path's catch-all is "a new connection to a socket in dockerd's cgroup" (Ruleset.
+# proxy_cgroup): nftables' `socket cgroupv2`, measured on Docker 20.10, 26.1 and 28.5
+# (tests/e2e/test_proxy_match.py). iptables has no such match: `-m cgroup` never sees the SYN on
+# INPUT (no socket is attached to it yet), and `-m socket` matches the host's own listeners too.
+# Without it (no usable cgroup, or the iptables backend), the INPUT path's lines name the
+# bindings known at apply, and this is said.
+def proxy_window(why: str) -> str:
+    """The note for a host where ports published later are not judged on the INPUT path."""
+    return ("IPv6 connections to ports published through docker-proxy are judged on the INPUT "
+            "path only for the bindings listed now: a port Docker publishes after this apply is "
+            "open over IPv6 to whatever the host's INPUT firewall admits (e.g. `ufw allow PORT`) "
+            "until the next apply (the daemon: its reconcile at Docker's start event). "
+            f"No catch-all for docker-proxy's sockets here: {why or 'unknown'} "
+            "(docs/how-it-works.md, \"What fwsync does not govern\").")
+
+
+def later_proxy_ports(ruleset: Ruleset, ports: Iterable[PublishedPort],
+                      catches: bool) -> str | None:
+    """proxy_window's note for a backend that renders `ruleset`: None where it judges a later
+    port on the INPUT path (`catches`: it renders Ruleset.proxy_cgroup), or nothing goes there."""
+    if ruleset.proxy_cgroup is None or catches:
+        return None
+    if not any(_ipv6_through_proxy(p) for p in ports):
+        return None
+    return proxy_window("this backend has no match for it (iptables' `-m cgroup` never sees a "
+                        "new connection on INPUT); the nftables backend has")
 
 
 def _ipv6_through_proxy(port: PublishedPort) -> bool:

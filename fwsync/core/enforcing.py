@@ -61,6 +61,10 @@ class Enforcement:
     # (fwsync.verify: one line each, e.g. "203.0.113.7 → 0.0.0.0:5432/tcp db: policy deny,
     # kernel allow"). Reached rules that say something else are not the policy enforced.
     disagreements: tuple[str, ...] = ()
+    # Whether the kernel holds the INPUT path's catch-all, reached from fwsync's input chain:
+    # a rule on a cgroup that still exists (nftables' `socket cgroupv2`, listed by its path).
+    # Without it, a port docker-proxy serves from after the apply is not judged on that path.
+    proxy_catchall: bool = False
 
     @property
     def reached(self) -> bool:

@@ -4,7 +4,20 @@ them. Pure. Which names the rules language accepts, and why, is fwsync/rules/tex
 
 from __future__ import annotations
 
+import re
+
 from fwsync.rules.text import rule_iface_problem
+
+# A cgroup path written into nft's text syntax as it is (the INPUT path's catch-all): systemd's
+# unit and slice names, Docker's own. A quote, a space or a backslash (systemd's escapes) would
+# be syntax, so such a cgroup gets no catch-all.
+_CGROUP_PATH = re.compile(r"[A-Za-z0-9_.@:+-]+(/[A-Za-z0-9_.@:+-]+)*")
+
+
+def cgroup_path_problem(path: str) -> str | None:
+    if not _CGROUP_PATH.fullmatch(path) or len(path) > 1024:
+        return f"its path {shown(path)!r} holds characters fwsync does not write into a rule"
+    return None
 
 
 def checked_iface(name: str) -> str:

@@ -133,6 +133,31 @@ class SwarmNode:
 
 
 @dataclass(frozen=True)
+class ProxyCgroup:
+    """The cgroup dockerd runs in, with the docker-proxy processes it starts (systemd's
+    docker.service): a new connection to a socket of a process in it is one docker-proxy
+    serves, whatever its port. Found from the kernel (observe/proxy_cgroup.py), not from
+    anything a Docker user names."""
+
+    path: str  # below the cgroup2 root: "system.slice/docker.service"
+    level: int  # its depth there (nft's `socket cgroupv2 level`): 2 for the path above
+    nft_path: str  # as nft resolves it, below /sys/fs/cgroup ("unified/..." on a hybrid host)
+    # What dockerd itself listens on, (proto, port): its API over TCP, a Swarm node's ports.
+    # Its sockets are in the same cgroup as docker-proxy's, and they are the host's to govern.
+    own_ports: tuple[tuple[L4Proto, int], ...] = ()
+
+    def exempt(self) -> tuple[tuple[L4Proto, int], ...]:
+        """The ports the catch-all leaves to the host's firewall: dockerd's own, and the ones
+        it opens itself when the node joins a Swarm (perhaps after the apply)."""
+        return tuple(sorted({*self.own_ports, *SWARM_OWN_PORTS}))
+
+
+# dockerd's own listeners on a Swarm node: the managers' API (2377/tcp) and the nodes' gossip
+# (7946/tcp and udp). 4789/udp (VXLAN) is the kernel's, no process's socket.
+SWARM_OWN_PORTS: tuple[tuple[L4Proto, int], ...] = (("tcp", 2377), ("tcp", 7946), ("udp", 7946))
+
+
+@dataclass(frozen=True)
 class DockerState:
     """Docker as observed. `error`: Docker could not be asked and nothing is remembered of it
     (ports unknown). `stale`: Docker could not be asked (why), and this is what it reported
@@ -161,6 +186,10 @@ class DockerState:
     # The host's interfaces when Docker was asked (None: not read; never remembered: a bridge
     # is checked against what the host shows now).
     links: tuple[LinkFacts, ...] | None = field(default=None, compare=False)
+    # dockerd's own cgroup, read from the kernel with the links (never remembered either);
+    # None with `proxy_cgroup_note` saying why there is none.
+    proxy_cgroup: ProxyCgroup | None = None
+    proxy_cgroup_note: str = field(default="", compare=False)
 
 
 def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
@@ -170,4 +199,5 @@ def as_remembered(now: DockerState, memory: DockerState | None) -> DockerState:
     named were dropped by the next apply: what the rules deny became reachable."""
     if now.error is None or memory is None:
         return now
-    return replace(memory, error=None, stale=now.error, links=now.links)
+    return replace(memory, error=None, stale=now.error, links=now.links,
+                   proxy_cgroup=now.proxy_cgroup, proxy_cgroup_note=now.proxy_cgroup_note)

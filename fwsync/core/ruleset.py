@@ -23,7 +23,7 @@ from functools import cached_property
 from typing import Literal
 
 from fwsync.core.bridges import RefusedBridge, TrustedBridge
-from fwsync.core.observed import PublishedPort
+from fwsync.core.observed import ProxyCgroup, PublishedPort
 from fwsync.rules.model import Action, DefaultAction, Origin, PortRange
 
 Family = Literal[4, 6]
@@ -263,6 +263,10 @@ class Ruleset:
     # The host's own bridges (not Docker's, core/bridges.host_bridges): left out of the
     # catch-all that judges every new connection routed into a bridge without DNAT.
     host_bridges: tuple[str, ...] = ()
+    # dockerd's cgroup (observe/proxy_cgroup.py): a new connection to a socket in it is one
+    # docker-proxy serves, judged like a listed binding, whatever its port (the INPUT path's
+    # catch-all, where a backend can match it). None: only the listed bindings are judged.
+    proxy_cgroup: ProxyCgroup | None = None
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
         return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))

@@ -462,13 +462,15 @@ def check_enforcement(enforcement: Enforcement | None,
         {"problems": list(enforcement.problems)})]
 
 
-def check_later_proxy_publishes(containers: Iterable[ContainerFacts]) -> list[Finding]:
-    """docker-proxy serves IPv6 here: fwsync judges that INPUT path only for the bindings it
-    knew at apply, having no name-free match for docker-proxy's sockets (core/build.py,
-    PROXY_WINDOW). A port published later is open over IPv6 until the next apply."""
+def check_later_proxy_publishes(containers: Iterable[ContainerFacts],
+                                enforcement: Enforcement | None = None) -> list[Finding]:
+    """docker-proxy serves IPv6 here, and the kernel holds no catch-all for its sockets (the
+    nftables backend's `socket cgroupv2` on dockerd's cgroup, Enforcement.proxy_catchall):
+    fwsync judges that INPUT path only for the bindings it knew at apply (core/build.py,
+    proxy_window). A port published later is open over IPv6 until the next apply."""
     proxied = [p for p in _published(containers)
                if p.family == 6 and p.container_ipv6 is False and not p.routed]
-    if not proxied:
+    if not proxied or (enforcement is not None and enforcement.proxy_catchall):
         return []
     shown = ", ".join(dict.fromkeys(binding(p) for p in proxied))
     return [Finding(
@@ -477,8 +479,10 @@ def check_later_proxy_publishes(containers: Iterable[ContainerFacts]) -> list[Fi
         "ports Docker had published at the last apply: a port published after it is open over "
         "IPv6 to whatever the host's INPUT firewall admits (e.g. `ufw allow PORT`) until the "
         "next apply",
-        "run `fwsync daemon` (it judges a new port at Docker's start event, within a fraction "
-        "of a second), or give the containers IPv6 addresses with Docker's ip6tables on (then "
+        "use the nftables backend with dockerd in a cgroup of its own (systemd's "
+        "docker.service): it judges every port docker-proxy serves; or run `fwsync daemon` (it "
+        "judges a new port at Docker's start event, within a fraction of a second), or give "
+        "the containers IPv6 addresses with Docker's ip6tables on (then "
         "IPv6 is DNATed and every new port is judged), or turn the userland proxy off",
         {"bindings": [binding(p) for p in proxied]})]
 
@@ -536,7 +540,8 @@ def diagnose(facts: HostFacts, rules: Rules, ignore: Collection[str] = (),
     """Every check that is not ignored and whose facts could be gathered."""
     running: dict[str, Callable[[], list[Finding]]] = {
         "not-enforcing": lambda: check_enforcement(facts.enforcement, facts.containers, mesh),
-        "ipv6-proxy-later": lambda: check_later_proxy_publishes(facts.containers),
+        "ipv6-proxy-later": lambda: check_later_proxy_publishes(facts.containers,
+                                                                facts.enforcement),
         "untrusted-bridge": lambda: check_bridges(facts.networks, facts.links),
         "direct-routing-gap": lambda: check_direct_routing_gap(facts.enforcement),
         "ungoverned-port": lambda: check_ungoverned_ports(facts.containers, rules, mesh),

@@ -279,10 +279,14 @@ def _missing_socket() -> str | None:
 def observe_docker(timeout: int = 10, *, client: Any = None, info: bool = True,
                    swarm: SwarmNode | None = None) -> DockerState:
     """_ask_docker, with the host's interfaces as they are now (observe/host_links.py): what
-    decides whether a network's bridge is trusted (core/bridges.py), Docker reachable or not."""
+    decides whether a network's bridge is trusted (core/bridges.py), Docker reachable or not;
+    and dockerd's cgroup (observe/proxy_cgroup.py), for the INPUT path's catch-all."""
     from fwsync.observe.host_links import with_links
+    from fwsync.observe.proxy_cgroup import with_proxy_cgroup
 
-    return with_links(_ask_docker(timeout, client=client, info=info, swarm=swarm))
+    return with_proxy_cgroup(with_links(_ask_docker(timeout, client=client, info=info,
+                                                    swarm=swarm)),
+                             os.environ.get("DOCKER_HOST"))
 
 
 def _ask_docker(timeout: int = 10, *, client: Any = None, info: bool = True,

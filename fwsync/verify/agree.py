@@ -212,7 +212,15 @@ def binding_connection(ruleset: Ruleset, p: PublishedPort, path: Path, source: s
     dnat, oif = _after_routing(ruleset, p, path, daddr)
     return Connection(family=6 if p.family == 6 else 4, proto=p.proto, saddr=source,
                       daddr=daddr, dport=p.host_port, sport=sport, iif=iif, oif=oif, path=path,
-                      local=path == "input", dnat_daddr=dnat)
+                      local=path == "input", dnat_daddr=dnat,
+                      socket_cgroup=proxy_socket(ruleset, path))
+
+
+def proxy_socket(ruleset: Ruleset, path: Path) -> tuple[int, str] | None:
+    """The cgroup of the socket a connection on `path` reaches: docker-proxy's, in dockerd's
+    cgroup, on the input path (None: not known)."""
+    cgroup = ruleset.proxy_cgroup
+    return None if path != "input" or cgroup is None else (cgroup.level, cgroup.nft_path)
 
 
 def direct_policy(ruleset: Ruleset, family: Family, daddr: str) -> str | None:
@@ -260,7 +268,11 @@ def later_ports(ruleset: Ruleset) -> tuple[PublishedPort, ...]:
     each family and protocol: the DNAT catch-all must hold them to the policy (its default, or
     a rule with no port) before any apply names them."""
     named = [r.match.dport for r in ruleset.rules if r.match.dport is not None]
-    port = next((p for p in _LATER_PORTS if not any(d.low <= p <= d.high for d in named)), None)
+    # Nor one the input path's catch-all leaves to the host (dockerd's own sockets).
+    own = {port for _proto, port in ruleset.proxy_cgroup.exempt()} \
+        if ruleset.proxy_cgroup is not None else set()
+    port = next((p for p in _LATER_PORTS if not any(d.low <= p <= d.high for d in named)
+                 and p not in own), None)
     if port is None:
         return ()
     return tuple(PublishedPort(host, port, proto, LATER, 0)
@@ -304,13 +316,17 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
         if through_docker_proxy(p) and \
                 _input_key(family, p.proto, p.host_port, daddr_key) in on_input:
             paths.append("input")
+        elif p in later and family == 6 and ruleset.proxy_cgroup is not None \
+                and backend == "nftables":
+            # A port docker-proxy serves from after this: the input path's catch-all's alone.
+            paths.append("input")
         for path in paths:
             prog = reading.program(family, path)
             for daddr in destinations(ruleset, p):
                 to = ipaddress.ip_address(daddr)
                 direct = direct_policy(ruleset, family, daddr) if path == "direct" else None
                 dnat, oif = _after_routing(ruleset, p, path, daddr)
-                if p in later:
+                if p in later and path != "input":
                     oif = _LATER_OIF
                 asked = [(source, False, iif, "") for source in froms[family]]
                 for source, own, arriving, on in (*asked, *besides[family]):
@@ -318,7 +334,8 @@ def disagreements(ruleset: Ruleset, ports: Sequence[PublishedPort], backend: str
                         ipaddress.ip_address(source), p.host_port, p.proto, to), to).action
                     conn = Connection(family=family, proto=p.proto, saddr=source, daddr=daddr,
                                       dport=p.host_port, sport=sport, iif=arriving, oif=oif,
-                                      path=path, local=path == "input", dnat_daddr=dnat)
+                                      path=path, local=path == "input", dnat_daddr=dnat,
+                                      socket_cgroup=proxy_socket(ruleset, path))
                     kernel = run(prog, conn)
                     if not agrees(policy, kernel):
                         found.append(Disagreement(family, binding_text(p), path, source,

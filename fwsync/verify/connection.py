@@ -33,6 +33,10 @@ class Connection:
     # On the dnat path: the address Docker's DNAT sends the connection to (the container's own,
     # the binding's PublishedPort.container_addrs); None: not known.
     dnat_daddr: str | None = None
+    # On the input path: the cgroup of the process whose socket serves it, as nft's `socket
+    # cgroupv2` names it, (level, path below /sys/fs/cgroup): dockerd's for docker-proxy
+    # (Ruleset.proxy_cgroup). None: not known.
+    socket_cgroup: tuple[int, str] | None = None
 
     @property
     def packet_daddr(self) -> str | None:

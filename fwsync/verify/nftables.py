@@ -174,6 +174,14 @@ def _port_value(v: str, sets: _NftSets, get: Callable[[Connection], int | None])
     return port_test(lo, hi, get)
 
 
+def _socket_cgroup_test(cgroup: tuple[int, str]) -> Test:
+    def test(conn: Connection) -> Tri:
+        if conn.path != "input":
+            return False  # routed: no local socket
+        return None if conn.socket_cgroup is None else conn.socket_cgroup == cgroup
+    return test
+
+
 def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
     words = _Words(_nft_comment(line).split())
     tests: list[Test] = []
@@ -279,6 +287,16 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
             family_only(family)
             neg, values = words.value()
             add(neg, [_addr_value(v, family, sets, lambda c: c.packet_daddr) for v in values])
+        elif w == "socket":
+            # The input path's catch-all: a socket of a process in this cgroup (docker-proxy's,
+            # in dockerd's). nft lists a cgroup that is gone by its number: matches nothing
+            # fwsync can name, so unreadable.
+            if [words.next(), words.next()] != ["cgroupv2", "level"]:
+                raise Unreadable("socket other than cgroupv2 level")
+            level, where = int(words.next()), words.next()
+            if len(where) < 2 or not where.startswith('"') or not where.endswith('"'):
+                raise Unreadable(f"socket cgroupv2 {where}: a cgroup that no longer exists")
+            add(False, [_socket_cgroup_test((level, where[1:-1]))])
         elif w == "fib":
             if [words.next(), words.next()] != ["daddr", "type"]:
                 raise Unreadable("fib other than daddr type")

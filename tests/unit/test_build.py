@@ -1,7 +1,14 @@
 import pytest
 
 from fwsync.core.build import build_ruleset, expand
-from fwsync.core.observed import Bridge, DockerNetwork, DockerState, LinkFacts, PublishedPort
+from fwsync.core.observed import (
+    Bridge,
+    DockerNetwork,
+    DockerState,
+    LinkFacts,
+    ProxyCgroup,
+    PublishedPort,
+)
 from fwsync.core.ruleset import DirectOk, Match
 from fwsync.rules.model import Endpoint, NetworkScope, PortRange
 
@@ -230,16 +237,29 @@ def test_every_binding_with_a_host_port_is_judged_on_the_input_path():
 
 
 def test_ipv6_served_by_docker_proxy_is_said_to_be_open_to_later_publishes():
-    """The INPUT path lists the bindings known at apply (no name-free catch-all is usable there:
-    tests/e2e/test_proxy_match.py): plan, apply and status say so where docker-proxy serves
-    IPv6."""
-    from fwsync.core.build import PROXY_WINDOW
+    """Without dockerd's cgroup (observe/proxy_cgroup.py), the INPUT path lists the bindings
+    known at apply: plan, apply and status say so, and why, where docker-proxy serves IPv6.
+    With it, the nftables backend's catch-all judges later ports and nothing is said; the
+    iptables backend, which has no match for it, still says so (later_proxy_ports)."""
+    from fwsync.core.build import later_proxy_ports
 
     proxied = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=False)
     dnated = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=True)
     pol = policy(rule(2, dst=Endpoint(ports=ports(8080))))
-    assert PROXY_WINDOW in build_ruleset(pol, DockerState(ports=(proxied,))).notes
-    assert PROXY_WINDOW not in build_ruleset(pol, DockerState(ports=(dnated,))).notes
+    why = "dockerd runs in the root cgroup: its sockets are every process's"
+    [note] = [n for n in build_ruleset(pol, DockerState(ports=(proxied,), proxy_cgroup_note=why)
+                                       ).notes if "published through docker-proxy" in n]
+    assert "a port Docker publishes after this apply is open over IPv6" in note and why in note
+    assert not any("published through docker-proxy" in n
+                   for n in build_ruleset(pol, DockerState(ports=(dnated,))).notes)
+    cgroup = ProxyCgroup("system.slice/docker.service", 2, "system.slice/docker.service")
+    built = build_ruleset(pol, DockerState(ports=(proxied,), proxy_cgroup=cgroup))
+    assert built.ruleset.proxy_cgroup == cgroup
+    assert not any("published through docker-proxy" in n for n in built.notes)
+    assert later_proxy_ports(built.ruleset, (proxied,), catches=True) is None
+    iptables = later_proxy_ports(built.ruleset, (proxied,), catches=False)
+    assert iptables is not None and "this backend has no match for it" in iptables
+    assert later_proxy_ports(built.ruleset, (dnated,), catches=False) is None
 
 
 def test_an_allow_to_a_container_also_matches_its_address_after_dnat_and_a_deny_does_not():

@@ -38,6 +38,7 @@ class MemoryBackend:
     encoding, or with one of other objects, fails."""
 
     name = "iptables"  # what fwsync.verify reads its iptables objects as
+    proxy_catchall = False
 
     def __init__(self) -> None:
         self.kernel: dict[str, tuple[str, ...]] = {}

@@ -419,3 +419,11 @@ def test_ipv6_served_by_docker_proxy_is_said_to_leave_later_ports_open() -> None
     [found] = check_later_proxy_publishes([ContainerFacts("web", ports=(v4, proxied))])
     assert (found.check, found.severity, found.details) == (
         "ipv6-proxy-later", "warning", {"bindings": ["[::]:8080/tcp"]})
+    # The kernel holds the nftables backend's catch-all (read back): nothing is left open.
+    from fwsync.core.enforcing import Enforcement
+
+    held = Enforcement("nftables", (), proxy_catchall=True)
+    assert check_later_proxy_publishes([ContainerFacts("web", ports=(v4, proxied))], held) == []
+    [found] = check_later_proxy_publishes([ContainerFacts("web", ports=(v4, proxied))],
+                                          Enforcement("iptables", ()))
+    assert "use the nftables backend" in found.fix

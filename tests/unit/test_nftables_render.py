@@ -3,16 +3,18 @@
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fwsync.backends.nft_sets import set_names
 from fwsync.backends.nft_state import objects_state
+from fwsync.backends.nft_table import TEXT_RULE
 from fwsync.backends.nft_transactions import cleanup_batch, staging_batch, switch_batch
 from fwsync.backends.nftables_render import render, table_objects
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.observed import DockerState, ProxyCgroup, PublishedPort
 from fwsync.reconcile import choose_backend
 from fwsync.rules.model import Endpoint
 
@@ -236,3 +238,37 @@ def test_a_rule_without_an_address_is_for_both_families_only_when_it_is_in_both(
     both = [line for line in inbound if "rules:3" in line]
     assert both == ['meta l4proto tcp ct original proto-dst 22 accept '
                     'comment "10-test.rules:3 rule 3"'], "one rule serves both families"
+
+
+def test_the_proxy_chain_is_rendered_in_text_and_kept_out_of_the_json_switch():
+    """With dockerd's cgroup known, `input` ends with a jump to `proxy`, whose one rule is nft
+    text (libnftables' JSON refuses `socket cgroupv2`): it is in the state the diff compares,
+    never in a JSON batch, and a switch that keeps it flushes the other chains one by one."""
+    cgroup = ProxyCgroup("system.slice/docker.service", 2, "system.slice/docker.service")
+    objects = table_objects(build_ruleset(POLICY, replace(DOCKER, proxy_cgroup=cgroup)).ruleset)
+    state = objects_state(objects)
+    own = 'return comment "fwsync dockerd\'s own socket: the host\'s firewall decides"'
+    assert state["inet fwsync chain proxy"] == (
+        "regular chain", f"meta l4proto tcp ct original proto-dst 2377 {own}",
+        f"meta l4proto tcp ct original proto-dst 7946 {own}",
+        f"meta l4proto udp ct original proto-dst 7946 {own}",
+        'socket cgroupv2 level 2 "system.slice/docker.service" jump inbound '
+        'comment "fwsync docker-proxy: any port, published now or later"')
+    assert state["inet fwsync chain input"][-1] == \
+        'jump proxy comment "fwsync docker-proxy: a port published later"'
+    existing = {"forward": ("filter", "forward", -1), "input": ("filter", "input", -1),
+                "inbound": (None, None, None), "direct": (None, None, None),
+                "proxy": (None, None, None)}
+    batch = switch_batch(objects, set_names(objects), (), existing, keep=["proxy"])
+    flushed = [o["flush"] for o in batch if "flush" in o]
+    assert flushed == [{"chain": {"family": "inet", "table": "fwsync", "name": n}}
+                       for n in ("forward", "input", "inbound", "direct")]
+    assert not any("delete" in o for o in batch), "proxy is fwsync's own chain"
+    assert all(TEXT_RULE not in o.get("add", {}) for o in batch)
+    assert [o["add"]["chain"]["name"] for o in batch if "chain" in o.get("add", {})][-1] == \
+        "proxy"
+    without = table_objects(build_ruleset(POLICY, DOCKER).ruleset)
+    assert "inet fwsync chain proxy" not in objects_state(without)
+    gone = switch_batch(without, set_names(without), (), existing)
+    assert {"flush": {"table": {"family": "inet", "name": "fwsync"}}} in gone
+    assert {"delete": {"chain": {"family": "inet", "table": "fwsync", "name": "proxy"}}} in gone

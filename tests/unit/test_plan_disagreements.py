@@ -31,6 +31,7 @@ class FaultyRenderer:
     allow (a renderer that lost the default), and a kernel that holds exactly those."""
 
     name = "iptables"
+    proxy_catchall = False
 
     def __init__(self, fault: bool) -> None:
         self.fault = fault

@@ -10,7 +10,13 @@ import pytest
 
 from fwsync.backends import iptables_render, nft_state, nft_table
 from fwsync.core.build import build_ruleset
-from fwsync.core.observed import DockerNetwork, DockerState, LinkFacts, PublishedPort
+from fwsync.core.observed import (
+    DockerNetwork,
+    DockerState,
+    LinkFacts,
+    ProxyCgroup,
+    PublishedPort,
+)
 from fwsync.rules.syntax import parse_sources
 from fwsync.verify import iptables as verify_iptables
 from fwsync.verify import kernel
@@ -544,3 +550,26 @@ def test_a_routed_network_is_let_to_the_rules_only_out_of_its_trusted_bridge(
     assert kernel_verdict(backend, state, direct) == ("allow" if links else "deny")
     # Out of another interface than the network's bridge, the subnet alone lets nothing on.
     assert kernel_verdict(backend, state, replace(direct, oif="br-0123456789ab")) == "deny"
+
+
+def test_the_input_paths_catch_all_is_read_back_for_a_port_published_later() -> None:
+    """With dockerd's cgroup known, the nftables verifier asks a later IPv6 port on the input
+    path too (docker-proxy's socket, in that cgroup): the rendered proxy chain agrees; flushed,
+    or on a cgroup that is gone (nft lists it by number), the later port disagrees, while
+    every known binding still agrees."""
+    cgroup = ProxyCgroup("system.slice/docker.service", 2, "system.slice/docker.service")
+    ruleset = replace(_ruleset(), proxy_cgroup=cgroup)
+    state = dict(rendered("nftables", ruleset))
+    key = "inet fwsync chain proxy"
+    assert disagreements(ruleset, PORTS, "nftables", state) == ()
+    line = state[key][-1]
+    for broken in (state[key][:1], (*state[key][:-1], line.replace(
+            '"system.slice/docker.service"', "187080"))):
+        found = disagreements(ruleset, PORTS, "nftables", {**state, key: broken})
+        assert found and {(d.family, d.path, d.policy) for d in found} == {(6, "input", "deny")}
+        assert all("later" in d.binding for d in found), found
+    # Another cgroup's sockets are not docker-proxy's: the catch-all does not hold them.
+    other = line.replace("system.slice/docker.service", "system.slice/sshd.service")
+    assert disagreements(ruleset, PORTS, "nftables", {**state, key: (*state[key][:-1], other)})
+    # The iptables backend has no catch-all to ask about: the later port is not asked there.
+    assert disagreements(ruleset, PORTS, "iptables", rendered("iptables", ruleset)) == ()

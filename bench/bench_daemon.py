@@ -248,6 +248,7 @@ def measure_flush_repairs(lab: DockerLab, rules: Path, backend: str,
         detected: list[float] = []
         edit_to_log: list[float] = []
         by: dict[str, int] = {}
+        steps: dict[str, list[float]] = {}  # the reconcile's own phases (observe, plan, apply)
         for _ in range(count):
             before = len(d.reconciles())
             t0 = time.time()  # before: the tool's own start is in the figure (an upper bound)
@@ -257,12 +258,16 @@ def measure_flush_repairs(lab: DockerLab, rules: Path, backend: str,
             by[str(rec.get("detected_by"))] = by.get(str(rec.get("detected_by")), 0) + 1
             if rec.get("drift_latency_ms") is not None:
                 detected.append(float(rec["drift_latency_ms"]))
+            for step in ("observe_ms", "plan_ms", "apply_ms"):
+                if rec.get(step) is not None:
+                    steps.setdefault(step, []).append(float(rec[step]))
             edit_to_log.append((log_time(rec) - t0) * 1000)
             time.sleep(1.0)
         return {"backend": backend, "flushes": count, "detected_by": by,
                 "loadavg": Path("/proc/loadavg").read_text().split()[0],
                 "detection_to_repair_ms": summary(detected) if detected else None,
-                "edit_to_repair_logged_ms": summary(edit_to_log)}
+                "edit_to_repair_logged_ms": summary(edit_to_log),
+                "repair_steps_ms": {k: summary(v) for k, v in steps.items()}}
     finally:
         d.stop()
         run_fwsync(lab, "remove")

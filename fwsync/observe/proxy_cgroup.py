@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import struct
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,11 +78,31 @@ def find_proxy_cgroup(docker_host: str | None, proc: Path = PROC, pid_file: Path
     if (problem := cgroup_path_problem(str(nft_path))) is not None:
         return None, f"dockerd's cgroup: {problem}"
     try:
-        ports = own_ports(proc, pid)
+        ports = _own_ports_cached(proc, pid)
     except (OSError, ValueError) as exc:
         return None, f"cannot read what dockerd (pid {pid}) listens on: {exc}"
     return ProxyCgroup(path=rel, level=len(rel.split("/")), nft_path=str(nft_path),
                        own_ports=ports), ""
+
+
+# (proc, pid) → (when read, its ports): what dockerd listens on is set when it starts (its API)
+# or when the node joins a Swarm (whose usual ports are exempt anyway), and /proc/PID/net/tcp
+# lists every connection of the namespace (megabytes on a busy host), so the daemon reads it
+# once a minute per dockerd, not at every Docker event.
+_OWN_PORTS: dict[tuple[Path, int], tuple[float, tuple[tuple[L4Proto, int], ...]]] = {}
+OWN_PORTS_TTL = 60.0
+
+
+def _own_ports_cached(proc: Path, pid: int) -> tuple[tuple[L4Proto, int], ...]:
+    now = time.monotonic()
+    kept = _OWN_PORTS.get((proc, pid))
+    if kept is not None and now - kept[0] < OWN_PORTS_TTL:
+        return kept[1]
+    ports = own_ports(proc, pid)
+    if len(_OWN_PORTS) > 8:
+        _OWN_PORTS.clear()
+    _OWN_PORTS[(proc, pid)] = (now, ports)
+    return ports
 
 
 def own_ports(proc: Path, pid: int) -> tuple[tuple[L4Proto, int], ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 from collections.abc import Callable
 
 NETLINK_NETFILTER = 12
@@ -71,12 +72,37 @@ def walk(data: bytes, on_message: OnMessage, *, ack_ends: bool = False) -> bool:
     return False
 
 
+# One socket per thread, kept: closing a netfilter netlink socket waits for nf_tables to finish
+# destroying what the last transaction removed (an RCU grace period: ~5 ms each in the daemon's
+# drift repairs, cProfile of make_plan right after a foreign `nft flush chain`), and every read
+# asks one or two dumps.
+_local = threading.local()
+
+
+def _socket() -> socket.socket:
+    sock: socket.socket | None = getattr(_local, "sock", None)
+    if sock is None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:
+            sock.settimeout(5)
+            sock.bind((0, 0))
+        except OSError:
+            sock.close()
+            raise
+        _local.sock = sock
+    return sock
+
+
 def dump(request: bytes, on_message: OnMessage, *, ack_ends: bool = False) -> None:
     """Send one dump request in this network namespace and walk its whole answer. OSError (or
-    struct.error for a short message) when netlink cannot be asked or answers with an error."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-        sock.settimeout(5)
-        sock.bind((0, 0))
+    struct.error for a short message) when netlink cannot be asked or answers with an error.
+    A dump cut short leaves its socket closed: what it did not read is not the next one's."""
+    sock = _socket()
+    try:
         sock.send(request)
         while not walk(sock.recv(1 << 16), on_message, ack_ends=ack_ends):
             pass
+    except BaseException:
+        _local.sock = None
+        sock.close()
+        raise

@@ -1012,6 +1012,14 @@ class DockerLab(_Topology):
         if errors:
             raise LabError("DockerLab cleanup: " + "; ".join(errors))
 
+    def renew_cgroup(self) -> None:
+        """With dockerd stopped: its cgroup removed, so that the next start makes a new one
+        (a new id, the same path), as systemd does when docker.service restarts."""
+        errors: list[str] = []
+        self._remove_cgroup(errors)
+        if errors:
+            raise LabError("; ".join(errors))
+
     def _remove_cgroup(self, errors: list[str]) -> None:
         """dockerd's cgroup goes once it is empty: what dockerd left running in it (a
         containerd shim on its way out) is moved to the root cgroup first."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,33 @@ def test_dockerds_own_sockets_are_left_to_the_hosts_firewall(
     assert attacker_v6(lab, 2375, 9090) == ["open", "filtered"]
     listed = in_host(lab, "nft", "list", "chain", "inet", "fwsync", "proxy").stdout
     assert "meta l4proto tcp ct original proto-dst 2375 return" in listed, listed
+
+
+def test_the_daemon_follows_docker_service_to_its_new_cgroup(
+        make_docker_lab: Any, tmp_path: Path, engine: Engine) -> None:
+    """A restart of docker.service makes its cgroup anew (same path, new id): the rule in the
+    kernel names the old id, which nothing is in any more, so a later port would be open. The
+    daemon's reconcile at Docker's reconnect reads that as drift and writes the rule for the
+    new cgroup: a port published after the restart is filtered, with no apply by hand."""
+    from tests.daemon_helpers import DaemonProc
+
+    lab: DockerLab = make_docker_lab(own_cgroup=True)
+    rules = write_rules(tmp_path, OFFICE)
+    with DaemonProc(lab, rules, "--backend", "nftables") as daemon:
+        daemon.wait_ready()
+        wait_until_listed = time.monotonic() + 20
+        while f'"{own_cgroup(lab)}"' not in _proxy_rule(lab):
+            assert time.monotonic() < wait_until_listed, _proxy_rule(lab)
+            time.sleep(0.1)
+        before = _proxy_rule(lab)
+        lab.stop_dockerd()
+        lab.renew_cgroup()
+        lab.start_dockerd()
+        deadline = time.monotonic() + 20
+        while (now := _proxy_rule(lab)) == before or f'"{own_cgroup(lab)}"' not in now:
+            assert time.monotonic() < deadline, f"not rewritten:\n{now}\n{daemon.tail()}"
+            time.sleep(0.1)
+        lab.run_web("later", {"80/tcp": 9090})
+        wait_for(lab.trusted, lab.trusted.host_v6, 9090)
+        assert attacker_v6(lab, 9090) == ["filtered"]
+    run_fwsync(lab, "remove")

@@ -237,6 +237,7 @@ class IptablesBackend:
         self._view: KernelView | None = None
         self._view_fresh = False  # the last read's view, not yet used by an apply
         self._rendered_from: KernelView | None = None  # read by render(), not yet by read()
+        self._prefetched: dict[str, str] = {}  # set name → `ipset save` text (_read_view)
 
     # -- kernel I/O ---------------------------------------------------------------------------
 
@@ -316,14 +317,22 @@ class IptablesBackend:
         assert self._variant is not None
         return self._variant
 
-    def _read_view(self) -> KernelView:
+    def _read_view(self, prefetch: bool = False) -> KernelView:
+        """The tables and fwsync's ipsets' counts. `prefetch` (a read that will list sets):
+        the elements of every set below LIST_BELOW, which read() always lists, are saved by
+        processes started beside iptables-save's rather than after them (self._prefetched):
+        one round of processes less on the daemon's path (a flushed chain's repair)."""
         # The ipsets' names and counts over netlink (no process), else from `ipset list -terse`.
         headers = ipset_headers()
+        small = sorted(n for n, count in owned_counts(headers).items() if count < LIST_BELOW) \
+            if prefetch and headers is not None else []
         out = self._run_all([
             *(([_tool(f, self.variant, "-save"), "-t", "filter"], "") for f in FAMILIES),
-            *([(["ipset", "list", "-terse"], "ipset list -terse")] if headers is None else [])])
+            *([(["ipset", "list", "-terse"], "ipset list -terse")] if headers is None else []),
+            *((["ipset", "save", name], f"ipset save {name}") for name in small)])
         families: dict[Family, FamilyState] = {4: parse_save(out[0]), 6: parse_save(out[1])}
         sets = parse_ipset_terse(out[2]) if headers is None else owned_counts(headers)
+        self._prefetched = dict(zip(small, out[len(out) - len(small):], strict=True))
         self._view = KernelView(families=families, sets=sets)
         return self._view
 
@@ -331,7 +340,9 @@ class IptablesBackend:
 
     def read(self, desired: State | None = None) -> State:
         rendered, self._rendered_from = self._rendered_from, None
-        view = rendered if rendered is not None and desired is not None else self._read_view()
+        view = rendered if rendered is not None and desired is not None \
+            else self._read_view(prefetch=True)
+        prefetched, self._prefetched = self._prefetched, {}
         # What apply() starts from, as of this read: make_plan reads just before apply, under
         # fwsync's lock (one read less on the daemon's path from an event to the kernel).
         self._view_fresh = True
@@ -356,6 +367,9 @@ class IptablesBackend:
                 # once complete; a hand edit that keeps the count is what a full read,
                 # desired=None, is for).
                 state[key] = want
+        for name, text in prefetched.items():
+            if name in keys and keys[name] not in state:
+                state[keys[name]] = tuple(parse_ipset_save(text).get(name, ()))
         listed = [name for name, key in keys.items() if key not in state]
         if listed:
             texts = self._run_all([(["ipset", "save", name], f"ipset save {name}")
@@ -398,7 +412,7 @@ class IptablesBackend:
         if self._view is None:
             # A plan renders, then reads against what it rendered: both from this one look
             # at the kernel (a second would cost a few ms and could disagree with the first).
-            self._rendered_from = self._read_view()
+            self._rendered_from = self._read_view(prefetch=True)
         view = self._view
         assert view is not None
         state: dict[str, tuple[str, ...]] = {}

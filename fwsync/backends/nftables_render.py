@@ -303,7 +303,7 @@ def _own_traffic(chain: str, ruleset: Ruleset) -> Iterator[dict[str, Any]]:
                                     _match(_saddr(family), _addr(subnet)), {"return": None}])
 
 
-def _input_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+def _input_rules(ruleset: Ruleset, catchall: bool) -> Iterator[dict[str, Any]]:
     yield _rule("input", [_match({"ct": {"key": "state"}}, "new", "!="), {"return": None}])
     # The host itself and its containers: not governed, as on the forward path.
     yield _rule("input", [_match(_meta("iifname"), "lo"), {"return": None}])
@@ -313,7 +313,7 @@ def _input_rules(ruleset: Ruleset) -> Iterator[dict[str, Any]]:
             yield _rule("input", [*match_exprs(port.match, family_specific=True),
                                   {"jump": {"target": "inbound"}}],
                         f"fwsync docker-proxy {port.binding}")
-    if ruleset.proxy_cgroup is not None and proxy_line(ruleset.proxy_cgroup) is not None:
+    if catchall:
         yield _rule("input", [{"jump": {"target": PROXY_CHAIN}}],
                     "fwsync docker-proxy: a port published later")
 
@@ -349,7 +349,7 @@ def _proxy_objects(ruleset: Ruleset) -> Batch:
     # dockerd's own sockets share docker-proxy's cgroup: the host's, not a container's. One
     # rule per port: nft 1.0.6 lists an anonymous set of `ct original proto-dst` as garbage.
     own = [f"meta l4proto {proto} ct original proto-dst {port} return comment "
-           f'"{OWN_COMMENT}"' for proto, port in cgroup.exempt()]
+           f'"{OWN_COMMENT}"' for proto, port in cgroup.own_ports]
     return [{"chain": {**in_table(), "name": PROXY_CHAIN}},
             *({TEXT_RULE: {"chain": PROXY_CHAIN, "line": text}} for text in (*own, line))]
 
@@ -420,7 +420,7 @@ def table_objects(ruleset: Ruleset) -> Batch:
     proxy = _proxy_objects(ruleset)
     objects.extend(o for o in proxy if "chain" in o)
     objects.extend(_forward_rules(ruleset))
-    objects.extend(_input_rules(ruleset))
+    objects.extend(_input_rules(ruleset, catchall=bool(proxy)))
     objects.extend(_rename_refs(r, names) for r in inbound)
     objects.extend(_direct_rules(ruleset))
     objects.extend(o for o in proxy if TEXT_RULE in o)

@@ -143,18 +143,11 @@ class ProxyCgroup:
     level: int  # its depth there (nft's `socket cgroupv2 level`): 2 for the path above
     nft_path: str  # as nft resolves it, below /sys/fs/cgroup ("unified/..." on a hybrid host)
     # What dockerd itself listens on, (proto, port): its API over TCP, a Swarm node's ports.
-    # Its sockets are in the same cgroup as docker-proxy's, and they are the host's to govern.
+    # Its sockets are in the same cgroup as docker-proxy's, and they are the host's to govern:
+    # the catch-all leaves these, as the kernel showed them, to the host's firewall. Not a list
+    # of ports dockerd might open some day: a port a Docker user may publish later on would be
+    # left open by it.
     own_ports: tuple[tuple[L4Proto, int], ...] = ()
-
-    def exempt(self) -> tuple[tuple[L4Proto, int], ...]:
-        """The ports the catch-all leaves to the host's firewall: dockerd's own, and the ones
-        it opens itself when the node joins a Swarm (perhaps after the apply)."""
-        return tuple(sorted({*self.own_ports, *SWARM_OWN_PORTS}))
-
-
-# dockerd's own listeners on a Swarm node: the managers' API (2377/tcp) and the nodes' gossip
-# (7946/tcp and udp). 4789/udp (VXLAN) is the kernel's, no process's socket.
-SWARM_OWN_PORTS: tuple[tuple[L4Proto, int], ...] = (("tcp", 2377), ("tcp", 7946), ("udp", 7946))
 
 
 @dataclass(frozen=True)

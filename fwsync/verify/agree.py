@@ -269,7 +269,7 @@ def later_ports(ruleset: Ruleset) -> tuple[PublishedPort, ...]:
     a rule with no port) before any apply names them."""
     named = [r.match.dport for r in ruleset.rules if r.match.dport is not None]
     # Nor one the input path's catch-all leaves to the host (dockerd's own sockets).
-    own = {port for _proto, port in ruleset.proxy_cgroup.exempt()} \
+    own = {port for _proto, port in ruleset.proxy_cgroup.own_ports} \
         if ruleset.proxy_cgroup is not None else set()
     port = next((p for p in _LATER_PORTS if not any(d.low <= p <= d.high for d in named)
                  and p not in own), None)

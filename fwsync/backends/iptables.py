@@ -438,7 +438,7 @@ class IptablesBackend:
         # the same text would replace the same rules (a container publishing on IPv4 only, a
         # set refilled in place). One process less on the daemon's path from event to kernel.
         done, error = self._restore_families(
-            {f: _restore_text(plan.desired, f, view.families[f]) for f in FAMILIES
+            {f: _restore_text(plan.desired, f, view.families[f], changed) for f in FAMILIES
              if jump_key(f) in changed or any(chain_key(f, c) in changed for c in OWN_CHAINS)})
         if error is not None:
             self._rollback(view, done, created)
@@ -591,11 +591,21 @@ def _ipset_create(name: str, elements: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def _restore_text(desired: State, family: Family, current: FamilyState) -> str:
-    """One transaction: both own chains replaced, the entry jump made first in its chain."""
+def _restore_text(desired: State, family: Family, current: FamilyState,
+                  changed: set[str] | None = None) -> str:
+    """One transaction: the own chains replaced (with `changed`, the plan's keys, only those
+    that changed or are missing), the entry jumps made first in their chains.
+
+    An own chain the plan leaves as it is is not written again. Replacing a chain deletes its
+    rules, and the kernel frees deleted rules after an RCU grace period that the restore
+    process then waits for when it closes its netlink socket: 15-16 ms here, on every
+    iptables-nft-restore that deletes a rule, against ~1 ms for one that only adds (a flushed
+    chain put back)."""
+    chains = [c for c in OWN_CHAINS if changed is None or c not in current.chains
+              or chain_key(family, c) in changed]
     lines = ["*filter"]
-    lines.extend(f":{chain} - [0:0]" for chain in OWN_CHAINS)
-    for chain in OWN_CHAINS:
+    lines.extend(f":{chain} - [0:0]" for chain in chains)
+    for chain in chains:
         lines.extend(desired.get(chain_key(family, chain), ()))
     want_jumps = tuple(j for j in desired.get(jump_key(family), ())
                        if not j.startswith("not reached"))

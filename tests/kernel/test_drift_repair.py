@@ -169,6 +169,35 @@ def test_every_difference_plan_shows_apply_repairs(
     assert failures == {}, "\n".join(f"{k}: {v}" for k, v in failures.items())
 
 
+def test_a_flushed_chain_is_put_back_without_rewriting_the_others(
+        kernel_lab: KernelLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The iptables backend writes again only the chains the plan changed: the others keep
+    their rules (their counters show it), and the restore deletes nothing, so it does not wait
+    for the kernel to free deleted rules (~15 ms per iptables-nft-restore here)."""
+    monkeypatch.setenv("FWSYNC_BACKEND", "iptables")
+    lab = kernel_lab
+    lab.publish(5432, 80)
+    lab.publish(80, 80)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    assert lab.trusted.probe(80) == "open"  # its replies are counted by FWSYNC-FORWARD's rule 1
+
+    def counters(chain: str) -> list[str]:
+        return [line for line in lab.host.run([lab.tool("iptables-save"), "-c", "-t", "filter"]
+                                              ).stdout.splitlines()
+                if line.split("] ", 1)[-1].startswith(f"-A {chain} ")]
+
+    forward = counters("FWSYNC-FORWARD")
+    assert any(not line.startswith("[0:0]") for line in forward), forward
+    sh(lab, f"{ipt(lab)} -F FWSYNC-INBOUND")
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 2
+    fwsync_ok(lab, "apply", rules=rules)
+    assert counters("FWSYNC-FORWARD") == forward  # not written again: the counts are kept
+    assert counters("FWSYNC-INBOUND")  # put back
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
+    assert lab.attacker.probe(5432) != "open" and lab.trusted.probe(80) == "open"
+
+
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_a_deny_list_element_deleted_by_hand_is_put_back(
         kernel_lab: KernelLab, tmp_path: Path, backend: str,

@@ -131,6 +131,22 @@ def test_restore_text_moves_a_misplaced_jump_and_declares_own_chains():
                     "-I DOCKER-USER 1 -j FWSYNC-FORWARD", "COMMIT"]
 
 
+def test_restore_text_rewrites_only_the_chains_the_plan_changed_or_that_are_missing():
+    # A flushed chain put back deletes no other rule: the restore then does not wait for the
+    # kernel to free deleted rules (backends/iptables.py, _restore_text).
+    current = parse_save(
+        ":FWSYNC-FORWARD - [0:0]\n:FWSYNC-INBOUND - [0:0]\n:FWSYNC-INPUT - [0:0]\n"
+        "-A FWSYNC-FORWARD -j FWSYNC-INBOUND\n-A FWSYNC-INPUT -j RETURN\n")
+    desired = {"ipv4 chain FWSYNC-FORWARD": ("-A FWSYNC-FORWARD -j FWSYNC-INBOUND",),
+               "ipv4 chain FWSYNC-INBOUND": ("-A FWSYNC-INBOUND -j DROP",),
+               "ipv4 chain FWSYNC-DIRECT": ("-A FWSYNC-DIRECT -j DROP",),
+               "ipv4 chain FWSYNC-INPUT": ("-A FWSYNC-INPUT -j RETURN",)}
+    text = _restore_text(desired, 4, current, {"ipv4 chain FWSYNC-INBOUND"}).splitlines()
+    assert text == ["*filter", ":FWSYNC-INBOUND - [0:0]", ":FWSYNC-DIRECT - [0:0]",
+                    "-A FWSYNC-INBOUND -j DROP", "-A FWSYNC-DIRECT -j DROP", "COMMIT"]
+    assert len(_restore_text(desired, 4, current).splitlines()) == 10  # all, for a rollback
+
+
 def test_only_sets_named_and_typed_as_fwsync_makes_them_are_read_as_its_own() -> None:
     saved = (
         "create fwsblock hash:ip family inet hashsize 1024 maxelem 65536\n"

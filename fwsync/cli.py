@@ -261,12 +261,13 @@ def status(
     from fwsync.daemon.state import describe, read_state
 
     daemon_state = read_state()
-    from fwsync.core.build import build_ruleset
+    from fwsync.core.build import build_ruleset, proxy_gap
     from fwsync.core.networks import not_governed
 
     ruleset = planned.ruleset or build_ruleset(planned.policy, planned.docker).ruleset
     # Said first: bridges Docker names that are not trusted, what the backend cannot close.
-    gaps = not_governed(ruleset, chosen.name)
+    gaps = not_governed(ruleset, chosen.name,
+                        proxy_gap(ruleset, planned.docker, chosen.proxy_catchall))
     # What plan and apply would say too: a bridge fwsync cannot name, Docker unreachable, ...
     notes = [f"Note: {n}" for n in planned.plan.notes if n not in gaps]
     if planned.refusal is not None:

@@ -480,6 +480,15 @@ def later_proxy_ports(ruleset: Ruleset, ports: Iterable[PublishedPort],
                         "new connection on INPUT); the nftables backend has")
 
 
+def proxy_gap(ruleset: Ruleset, docker: DockerState, catches: bool) -> str | None:
+    """The INPUT path's window here, as plan says it (the build's note where dockerd's cgroup
+    was refused, later_proxy_ports' where the backend has no match): status says it first."""
+    if ruleset.proxy_cgroup is None:
+        return proxy_window(docker.proxy_cgroup_note) \
+            if any(_ipv6_through_proxy(p) for p in docker.ports) else None
+    return later_proxy_ports(ruleset, docker.ports, catches)
+
+
 def _ipv6_through_proxy(port: PublishedPort) -> bool:
     """IPv6 to a container without IPv6: docker-proxy serves it (core/report's
     through_docker_proxy, which imports this module)."""

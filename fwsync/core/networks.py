@@ -73,10 +73,13 @@ IPTABLES_GAP = ("direct routing into a Docker network created after this apply w
                 "kind (the nftables backend judges every bridge)")
 
 
-def not_governed(ruleset: Ruleset, backend: str) -> tuple[str, ...]:
+def not_governed(ruleset: Ruleset, backend: str, proxy: str | None = None) -> tuple[str, ...]:
     """What status and doctor say first: the bridges Docker names that fwsync does not trust
-    (their traffic is judged like outside traffic), and what the backend cannot close."""
+    (their traffic is judged like outside traffic), and what the backend cannot close (`proxy`:
+    core/build.proxy_gap's note, the INPUT path's window)."""
     lines = [f"{r.note}." for r in ruleset.refused_bridges]
     if backend == "iptables" and ruleset.protect_direct_routing:
         lines.append(IPTABLES_GAP[0].upper() + IPTABLES_GAP[1:] + ".")
+    if proxy is not None:
+        lines.append(proxy)
     return tuple(lines)

@@ -262,6 +262,35 @@ def test_ipv6_served_by_docker_proxy_is_said_to_be_open_to_later_publishes():
     assert later_proxy_ports(built.ruleset, (dnated,), catches=False) is None
 
 
+def test_status_says_the_input_paths_window_first_where_the_kernel_has_no_catch_all():
+    """status's first lines (core/networks.not_governed) carry the window plan notes: where
+    dockerd's cgroup was refused (any backend), and on the iptables backend (no match)."""
+    from fwsync.core.build import proxy_gap
+    from fwsync.core.networks import not_governed
+    from fwsync.present import status_text
+
+    proxied = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=False)
+    pol = policy(rule(2, dst=Endpoint(ports=ports(8080))))
+    why = "dockerd runs in the root cgroup: its sockets are every process's"
+    refused = DockerState(ports=(proxied,), proxy_cgroup_note=why)
+    built = build_ruleset(pol, refused)
+    gap = proxy_gap(built.ruleset, refused, catches=True)
+    assert gap is not None and why in gap and gap in built.notes  # plan's note, word for word
+    lines = status_text(pol, refused, "yes", True, gaps=not_governed(built.ruleset, "nftables",
+                                                                      gap)).splitlines()
+    assert lines[2].startswith("Not governed: IPv6 connections to ports published through "
+                               "docker-proxy"), lines
+    held = DockerState(ports=(proxied,), proxy_cgroup=ProxyCgroup(
+        "system.slice/docker.service", 2, "system.slice/docker.service"))
+    ruleset = build_ruleset(pol, held).ruleset
+    assert proxy_gap(ruleset, held, catches=True) is None  # nftables: the catch-all judges
+    iptables = proxy_gap(ruleset, held, catches=False)
+    assert iptables is not None and "this backend has no match for it" in iptables
+    dnated = PublishedPort("::", 8080, "tcp", "web", 80, container_ipv6=True)
+    assert proxy_gap(ruleset, DockerState(ports=(dnated,),
+                                          proxy_cgroup=held.proxy_cgroup), False) is None
+
+
 def test_an_allow_to_a_container_also_matches_its_address_after_dnat_and_a_deny_does_not():
     """The allow names web, not the host port: a port another container holds now fails closed
     until the next apply. A deny keeps matching the port (narrowing it would widen access)."""

@@ -237,8 +237,9 @@ def status(
 ) -> None:
     """What is enforced now: each published port, who may reach it, which rule decides."""
     from fwsync.backends.base import BackendError
-    from fwsync.present import status_json, status_text
-    from fwsync.reconcile import planned_enforcement
+    from fwsync.core.counts import RuleCount
+    from fwsync.present import counts_json, counts_lines, status_json, status_text
+    from fwsync.reconcile import planned_enforcement, rule_counts_now
 
     planned = _plan(rules, backend)
     chosen = planned.backend
@@ -273,8 +274,14 @@ def status(
     if planned.refusal is not None:
         in_sync = False
         notes.append(f"Note: apply would refuse: {planned.refusal}")
+    counts: tuple[RuleCount, ...] | str
+    try:
+        counts = rule_counts_now(chosen, planned.policy)
+    except BackendError as exc:
+        counts = str(exc)
     if fmt is Format.json:
         data = status_json(planned.policy, planned.docker, enforced, in_sync, ruleset)
+        counts_json(data, counts)
         data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
@@ -289,9 +296,13 @@ def status(
                      planned.docker, enforced, in_sync,
                      [*(f"Not governed: {g}" for g in gaps), "", *notes, *describe(daemon_state)],
                      planned.policy, ruleset)
+        if lines := counts_lines(counts):
+            typer.echo("\n" + "\n".join(lines))
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
                                ruleset, gaps))
+        if lines := counts_lines(counts):
+            typer.echo("\n" + "\n".join(lines))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fwsync import __version__
 from fwsync.core.build import build_ruleset
+from fwsync.core.counts import RuleCount, by_origin
 from fwsync.core.diff import Change, Plan
 from fwsync.core.exposure_report import PortReport, Surprise, exposure_report, through_docker_proxy
 from fwsync.core.kernel_text import shown
@@ -221,3 +222,34 @@ def _port_json(row: PortReport) -> dict[str, Any]:
         "docker_proxy": through_docker_proxy(p),
         "warnings": [surprise_json(w) for w in row.surprises],
     }
+
+
+COUNTS_HEAD = ("New connections decided, per rule (since fwsync first wrote it; a dropped "
+               "client's retried SYN counts again):")
+
+
+def counts_lines(counts: Sequence[RuleCount] | str) -> list[str]:
+    """status' per-rule counts (`counts`: reconcile.rule_counts_now's, or why they could not
+    be read)."""
+    if isinstance(counts, str):
+        return [f"Connections decided: could not be read: {counts}"]
+    if not counts:
+        return []
+    width = max(len(c.origin) for c in counts)
+    return [COUNTS_HEAD, *(f"  {c.origin:<{width}}  {c.verdict:<6} {c.connections:>8}  "
+                           f"{shown(c.text)}" for c in counts)]
+
+
+def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str) -> None:
+    """status' JSON with the counts: `rules` (per rule and verdict), and `connections` on each
+    port's decision (the rule's, all its ports and verdicts; null where it has none, e.g. a
+    merged run)."""
+    if isinstance(counts, str):
+        data["rules"], data["rules_error"] = None, counts
+        return
+    data["rules"] = [{"origin": c.origin, "rule": c.text, "verdict": c.verdict,
+                      "connections": c.connections} for c in counts]
+    per = by_origin(counts)
+    for port in data.get("ports", []):
+        for d in port["decisions"]:
+            d["connections"] = per.get(d["origin"])

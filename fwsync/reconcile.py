@@ -18,6 +18,7 @@ from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.build import build_ruleset, later_proxy_ports, unresolvable
+from fwsync.core.counts import RuleCount, rule_counts
 from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.enforcing import Enforcement, nothing_held
 from fwsync.core.observed import DockerState, as_remembered
@@ -263,6 +264,12 @@ def planned_enforcement(planned: Planned) -> Enforcement:
     if planned.plan.empty:
         return replace(backend.enforcement(), disagreements=planned.plan.disagreements)
     return check_enforced(backend, planned.ruleset, planned.docker, planned.current)
+
+
+def rule_counts_now(backend: Backend, policy: Policy) -> tuple[RuleCount, ...]:
+    """New connections each rule decided, from the kernel's counters (core/counts): what
+    `status` shows and the daemon's metrics export. Raises BackendError."""
+    return rule_counts(policy, backend.decided())
 
 
 def restore_plan(backend: Backend, held: Desired, *, full: bool = False) -> Plan:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from fwsync.core.counts import Decided
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement
 from fwsync.core.ruleset import Ruleset
@@ -39,6 +40,11 @@ class Backend(Protocol):
         with fewer than LIST_BELOW elements, and sets that match nothing in desired, are read
         in full. `desired=None` reads every element: the full check that also finds an
         element added or removed by hand in a big set."""
+        ...
+
+    def decided(self) -> tuple[Decided, ...]:
+        """The counters on fwsync's decisions as the kernel holds them (core/counts places
+        them): no set's elements are read."""
         ...
 
     def holds(self) -> bool:

@@ -20,6 +20,7 @@ from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.ipset_netlink import IpsetHeader, ipset_headers
 from fwsync.backends.iptables_render import (
     FORWARD_CHAIN,
+    INBOUND_CHAIN,
     INPUT_CHAIN,
     INPUT_ENTRY,
     OWN_CHAINS,
@@ -35,6 +36,7 @@ from fwsync.backends.iptables_render import (
     temp_set_name,
 )
 from fwsync.backends.nft_netlink import NFPROTO_IPV4, NFPROTO_IPV6, chain_names
+from fwsync.core.counts import Decided
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
@@ -60,6 +62,8 @@ _JUMP_TARGET = re.compile(r"(?:^| )-[jg] (\S+)")
 @dataclass
 class FamilyState:
     chains: dict[str, list[str]] = field(default_factory=dict)  # chain → its -A lines
+    # chain → each -A line's [packets, bytes], where the text was saved with -c
+    counters: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def jumps(self) -> list[tuple[str, int]]:
@@ -137,15 +141,49 @@ class KernelView:
     sets: dict[str, int]  # fwsync's sets (owned_set): kernel name → number of elements
 
 
+_COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
+
+
 def parse_save(text: str) -> FamilyState:
+    """iptables-save's text, with or without -c's `[packets:bytes]` before each rule."""
     state = FamilyState()
     for raw in text.splitlines():
         line = raw.strip()
+        counted = _COUNTERS.match(line)
+        if counted:
+            line = line[counted.end():]
         if line.startswith(":"):
             state.chains.setdefault(line[1:].split()[0], [])
         elif line.startswith("-A "):
-            state.chains.setdefault(line.split()[1], []).append(line)
+            chain = line.split()[1]
+            state.chains.setdefault(chain, []).append(line)
+            if counted:
+                state.counters.setdefault(chain, []).append(
+                    (int(counted.group(1)), int(counted.group(2))))
     return state
+
+
+_COMMENT = re.compile(r' --comment ("(?:[^"\\]|\\.)*"|\S+)')
+_VERDICT = {"RETURN": "allow", "ACCEPT": "allow", "DROP": "deny", "REJECT": "reject"}
+
+
+def decided_of(state: FamilyState) -> list[Decided]:
+    """The counted decisions of fwsync's inbound chain (a state saved with -c): a rule's
+    packets are the new connections it decided (the chain sees only a first packet)."""
+    out = []
+    lines = state.chains.get(INBOUND_CHAIN, [])
+    for line, (packets, _bytes) in zip(lines, state.counters.get(INBOUND_CHAIN, []),
+                                       strict=False):
+        target = _JUMP_TARGET.search(line)
+        verdict = _VERDICT.get(target.group(1)) if target else None
+        if verdict is None:
+            continue
+        comment = _COMMENT.search(line)
+        text = comment.group(1) if comment else ""
+        if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+            text = re.sub(r"\\(.)", r"\1", text[1:-1])
+        out.append(Decided(text, verdict, packets))
+    return out
 
 
 def owned_set(create: str) -> str | None:
@@ -327,7 +365,7 @@ class IptablesBackend:
         small = sorted(n for n, count in owned_counts(headers).items() if count < LIST_BELOW) \
             if prefetch and headers is not None else []
         out = self._run_all([
-            *(([_tool(f, self.variant, "-save"), "-t", "filter"], "") for f in FAMILIES),
+            *(([_tool(f, self.variant, "-save"), "-c", "-t", "filter"], "") for f in FAMILIES),
             *([(["ipset", "list", "-terse"], "ipset list -terse")] if headers is None else []),
             *((["ipset", "save", name], f"ipset save {name}") for name in small)])
         families: dict[Family, FamilyState] = {4: parse_save(out[0]), 6: parse_save(out[1])}
@@ -377,6 +415,13 @@ class IptablesBackend:
             for name, text in zip(listed, texts, strict=True):
                 state[keys[name]] = tuple(parse_ipset_save(text).get(name, ()))
         return state
+
+    def decided(self) -> tuple[Decided, ...]:
+        """The inbound chain's counted decisions, both families (iptables-save -c: no ipset
+        is listed)."""
+        out = self._run_all([([_tool(f, self.variant, "-save"), "-c", "-t", "filter"], "")
+                             for f in FAMILIES])
+        return tuple(d for text in out for d in decided_of(parse_save(text)))
 
     def holds(self) -> bool:
         cheap = self._holds_cheaply()
@@ -507,7 +552,8 @@ class IptablesBackend:
         for family, text in texts.items():
             tool = _tool(family, self.variant, "-restore")
             try:
-                proc = subprocess.Popen([tool, "-w", "--noflush"], stdin=subprocess.PIPE,
+                proc = subprocess.Popen([tool, "-w", "--noflush", "--counters"],
+                                        stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
             except FileNotFoundError as exc:
@@ -532,7 +578,7 @@ class IptablesBackend:
 
     def _restore(self, family: Family, text: str) -> None:
         tool = _tool(family, self.variant, "-restore")
-        self._run([tool, "--noflush"], stdin=text, what=f"{tool} --noflush")
+        self._run([tool, "--noflush", "--counters"], stdin=text, what=f"{tool} --noflush")
 
     def _restore_sets(self, lines: Iterable[str]) -> None:
         self._run(["ipset", "restore"], stdin="\n".join(lines) + "\n", what="ipset restore")
@@ -540,7 +586,8 @@ class IptablesBackend:
     def _rollback(self, view: KernelView, done: list[Family], created: list[str]) -> None:
         """Put back what a half-finished apply changed, from what was read just before it."""
         for family in done:
-            now = parse_save(self._run([_tool(family, self.variant, "-save"), "-t", "filter"]))
+            now = parse_save(self._run([_tool(family, self.variant, "-save"), "-c", "-t",
+                                        "filter"]))
             before = view.families[family]
             if any(c in before.chains for c in OWN_CHAINS):
                 self._restore(family, _restore_text(_view_state(before, family), family, now))
@@ -606,7 +653,8 @@ def _restore_text(desired: State, family: Family, current: FamilyState,
     lines = ["*filter"]
     lines.extend(f":{chain} - [0:0]" for chain in chains)
     for chain in chains:
-        lines.extend(desired.get(chain_key(family, chain), ()))
+        rules = desired.get(chain_key(family, chain), ())
+        lines.extend(_carried(rules, current, chain) if chain == INBOUND_CHAIN else rules)
     want_jumps = tuple(j for j in desired.get(jump_key(family), ())
                        if not j.startswith("not reached"))
     have_jumps = tuple(jump_line(c, p, t) for c, p, t in current.all_jumps)
@@ -618,6 +666,25 @@ def _restore_text(desired: State, family: Family, current: FamilyState,
             lines.append(f"-I {chain} {pos} -j {target}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def _carried(rules: Iterable[str], current: FamilyState, chain: str) -> list[str]:
+    """The inbound chain's rules, each starting from the counts of the rule the kernel holds
+    with the same text (the n-th such for the n-th): a decision written again keeps what it
+    counted (status, the metrics). Needs the restore's --counters."""
+    held: dict[str, list[tuple[int, int]]] = {}
+    for line, count in zip(current.chains.get(chain, []), current.counters.get(chain, []),
+                           strict=False):
+        held.setdefault(line, []).append(count)
+    out = []
+    for line in rules:
+        kept = held.get(line)
+        if kept:
+            packets, bytes_ = kept.pop(0)
+            out.append(f"[{packets}:{bytes_}] {line}" if packets or bytes_ else line)
+        else:
+            out.append(line)
+    return out
 
 
 def _remove_text(current: FamilyState) -> str:

@@ -69,6 +69,8 @@ def _fmt(e: Any) -> str:
         return " & ".join(_fmt(x) for x in v)
     if kind == "set" and isinstance(v, list):
         return _fmt(v)
+    if kind == "counter":
+        return "counter"  # its values are traffic's, not the rule's: never a difference
     if kind in ("accept", "drop", "return") and v is None:
         return str(kind)
     if kind == "jump":

@@ -20,6 +20,7 @@ from typing import Any
 from fwsync.backends.base import LIST_BELOW, BackendError
 from fwsync.backends.nft_counts import COUNT_BELOW, element_count, kernel_elements
 from fwsync.backends.nft_netlink import inet_table_flags
+from fwsync.backends.nft_rule_counts import Counters, carried, decided, held_counters
 from fwsync.backends.nft_sets import content_base, replaced_by
 from fwsync.backends.nft_state import (
     TABLE_KEY,
@@ -42,6 +43,7 @@ from fwsync.backends.nft_transactions import (
     writable_objects,
 )
 from fwsync.backends.nftables_render import has_proxy_catchall, table_objects
+from fwsync.core.counts import Decided
 from fwsync.core.diff import NOT_LISTED, Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, NftBaseChain, nftables_reach
 from fwsync.core.ruleset import Ruleset
@@ -73,12 +75,14 @@ class Seen:
 
     sets: list[str]
     chains: dict[str, ChainHead]
+    counters: Counters  # the inbound chain's, carried over by the apply (nft_rule_counts)
 
 
 def seen_of(objects: list[dict[str, Any]] | None) -> Seen | None:
     if objects is None:
         return None
-    return Seen([o["set"]["name"] for o in objects if "set" in o], chain_heads(objects))
+    return Seen([o["set"]["name"] for o in objects if "set" in o], chain_heads(objects),
+                held_counters(objects))
 
 
 class NftablesBackend:
@@ -323,6 +327,11 @@ class NftablesBackend:
         if elements >= RELEASE_ABOVE:
             self._nft = None
 
+    def decided(self) -> tuple[Decided, ...]:
+        """The inbound chain's counted decisions, from the terse listing: no set element is
+        read (a `list chain` would fetch every one: 0.24-0.63 s with 100k of them)."""
+        return decided(self._list_terse() or [])
+
     def holds(self) -> bool:
         return bool(self._list_terse())
 
@@ -377,7 +386,7 @@ class NftablesBackend:
         """(the table exists, its sets and chains): from the last read, else asked now."""
         seen = self._seen if self._seen_fresh else seen_of(self._list_terse())
         self._seen_fresh = False  # one apply per read: a later apply asks again
-        return (seen is not None, seen or Seen([], {}))
+        return (seen is not None, seen or Seen([], {}, {}))
 
     @staticmethod
     def _drifted(plan: Plan, objects: Batch) -> set[str]:
@@ -389,7 +398,7 @@ class NftablesBackend:
         objects = self._objects_for(plan)
         # The read that planned it, if any (check does not use it up: apply may follow).
         seen = (self._seen if self._seen_fresh else seen_of(self._list_terse())) \
-            or Seen([], {})
+            or Seen([], {}, {})
         both = [*staging_batch(objects, seen.sets),
                 *switch_batch(objects, seen.sets, self._drifted(plan, objects),
                               seen.chains, keep=self._kept(objects))[2:]]
@@ -398,8 +407,9 @@ class NftablesBackend:
             self._write_text_rules(text, "dry run of the docker-proxy catch-all", dry_run=True)
 
     def apply(self, plan: Plan) -> None:
-        objects = self._objects_for(plan)
         table_existed, seen = self._kernel_table()
+        # A rule written again keeps what it counted (status, the metrics).
+        objects = carried(self._objects_for(plan), seen.counters)
         existing = seen.sets
         staging = staging_batch(objects, existing)
         staged = [o["add"]["set"]["name"] for o in staging if "set" in o.get("add", {})]

@@ -142,7 +142,15 @@ def _reject(proto: str | None) -> Expr:
     return {"reject": {"type": "icmpx", "expr": "port-unreachable"}}
 
 
+_VERDICTS = ("accept", "drop", "reject", "return", "jump", "goto")
+
+
 def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> dict[str, Any]:
+    if chain == "inbound" and exprs and next(iter(exprs[-1])) in _VERDICTS:
+        # Each decision counts the connections it decides (the chain sees a connection's first
+        # packet only): `status` and the metrics read them (backends/rule_counts.py). Written
+        # from zero here; apply carries a kept rule's counts over (nftables.py, _carried).
+        exprs = [*exprs[:-1], {"counter": None}, exprs[-1]]
     rule: dict[str, Any] = {**in_table(), "chain": chain, "expr": exprs}
     if comment:
         rule["comment"] = comment_text(comment, _COMMENT_MAX)

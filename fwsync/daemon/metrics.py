@@ -8,11 +8,16 @@ against these names; tests/unit/test_alert_rules.py holds the two to each other.
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
 
+from fwsync.core.counts import RuleCount
 from fwsync.core.ruleset import Family
 from fwsync.daemon.loop import Outcome
 
@@ -29,6 +34,39 @@ def parse_address(text: str) -> tuple[str, int]:
     if host != "localhost":
         ipaddress.ip_address(host)  # ValueError for a typo, not a DNS lookup at start
     return host, int(port)
+
+
+log = logging.getLogger("fwsync.daemon")
+
+
+class RuleCounts(Collector):
+    """The kernel's counters on fwsync's decisions (core/counts), read when Prometheus scrapes:
+    no tick pays for them, and what is exported is what the kernel holds at that moment. The
+    rules' kernel counters survive applies (the backends carry them over), so these are
+    counters in Prometheus' sense too; a restart of the host, or `fwsync remove`, resets them,
+    which rate() takes for a counter reset."""
+
+    def __init__(self, source: Callable[[], tuple[RuleCount, ...]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        per_rule = CounterMetricFamily(
+            "fwsync_rule_connections", "New connections each rule decided, by verdict (the "
+            "kernel's counters on fwsync's rules; origin: FILE:LINE, or fwsync's own `protect "
+            "NAME`).", labels=["origin", "verdict"])
+        denied = CounterMetricFamily(
+            "fwsync_denied_connections", "New connections fwsync's rules dropped or rejected, "
+            "all rules together (a dropped client's retried SYN counts again).")
+        try:
+            counts = self._source()
+        except Exception as exc:  # a scrape must not fail for it; the series are left out
+            log.warning("rule counts", extra={"fields": {"error": str(exc)}})
+            return
+        for c in counts:
+            per_rule.add_metric([c.origin, c.verdict], c.connections)
+        denied.add_metric([], sum(c.connections for c in counts if c.verdict != "allow"))
+        yield per_rule
+        yield denied
 
 
 class Metrics:
@@ -75,6 +113,10 @@ class Metrics:
                                 ["digest", "commit"], registry=r)
         self._rules: tuple[str, str] | None = None
         self._server: Any = None
+
+    def counts_from(self, source: Callable[[], tuple[RuleCount, ...]]) -> None:
+        """Export the per-rule counts (fwsync_rule_connections_total) that `source` reads."""
+        self.registry.register(RuleCounts(source))
 
     def trigger(self, source: str) -> None:
         self.triggers.labels(source).inc()

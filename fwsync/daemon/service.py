@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fwsync.core.counts import RuleCount
 from fwsync.daemon.coalesce import Batch, Coalescer, Source, Trigger
 from fwsync.daemon.docker_events import DockerEventWatcher
 from fwsync.daemon.loop import Outcome, Reconciler
@@ -31,6 +32,7 @@ from fwsync.daemon.nft_watch import Change, NftWatcher
 from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
 from fwsync.daemon.state import write_state
+from fwsync.reconcile import rule_counts_now, select_backend
 
 log = logging.getLogger("fwsync.daemon")
 T = TypeVar("T")
@@ -50,11 +52,20 @@ class DaemonConfig:
 
 
 class Daemon:
+    def _rule_counts(self) -> tuple[RuleCount, ...]:
+        """The enforced policy's counts, as `status` reads them (reconcile.rule_counts_now),
+        through a backend of the scrape's own: the reconciler's is its worker's alone."""
+        enforced = self.reconciler.enforced
+        if enforced is None or enforced.policy is None:
+            return ()
+        return rule_counts_now(select_backend(enforced.backend.name), enforced.policy)
+
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.reconciler = Reconciler(config.rules, config.backend)
         self.coalescer = Coalescer()
         self.metrics = Metrics()
+        self.metrics.counts_from(self._rule_counts)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.watcher = DockerEventWatcher(self._from_thread, on_state=self._docker_state)
         self.nft_watcher = NftWatcher(self._nft_from_thread)

@@ -322,6 +322,8 @@ def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
                 raise Unreadable(f"meter statement {' '.join(spec)}")
             family_only(family)
             limit = True
+        elif w == "counter":
+            continue  # counts, decides nothing
         elif w in ("accept", "drop", "return"):
             target = (w, "")
         elif w in ("jump", "goto"):

@@ -13,6 +13,7 @@ import pytest
 
 from fwsync.backends.base import BackendError
 from fwsync.backends.iptables_render import render_family
+from fwsync.core.counts import Decided
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, FamilyReach, nothing_held
 from fwsync.core.observed import DockerState, PublishedPort, SwarmNode
@@ -49,6 +50,9 @@ class MemoryBackend:
 
     def detect(self) -> str:
         return "memory kernel"
+
+    def decided(self) -> tuple[Decided, ...]:
+        return ()  # a kernel in a dict counts nothing
 
     def holds(self) -> bool:
         return bool(self.kernel)

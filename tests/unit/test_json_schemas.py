@@ -13,11 +13,12 @@ from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render as render_nftables
 from fwsync.cli import app
 from fwsync.core.build import build_ruleset
+from fwsync.core.counts import RuleCount
 from fwsync.core.diff import NOT_LISTED, diff
 from fwsync.core.explain import explain, parse_connection
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.daemon.state import read_state, write_state
-from fwsync.present import plan_json, status_json
+from fwsync.present import counts_json, plan_json, status_json
 from fwsync.present_report import explain_json
 from fwsync.rules.load import load_rules
 from fwsync.rules.model import Policy
@@ -102,6 +103,12 @@ def test_status_output(tmp_path: Path) -> None:
                  "last_drift": None, "rules": "/etc/fwsync/rules", "backend": "auto",
                  "last_reconcile": {"at": 2.0, "trigger": "start", "result": "applied"}}, state)
     doc["daemon"] = read_state(state)
+    first = doc["ports"][0]["decisions"][0]["origin"]
+    counts_json(doc, (RuleCount(first, "allow 80", "allow", 3),
+                      RuleCount("protect localhost-publish", "-", "deny", 0)))
+    assert_valid("status", doc)
+    assert doc["ports"][0]["decisions"][0]["connections"] == 3
+    counts_json(doc, "iptables-save -c failed")
     assert_valid("status", doc)
     assert {w["kind"] for p in doc["ports"] for w in p["warnings"]} >= {
         "ipv6-docker-proxy", "wide-binding", "container-port-rule"}

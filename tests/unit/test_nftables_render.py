@@ -89,7 +89,7 @@ def test_a_hand_edited_set_is_refilled_in_the_switch():
 def test_rules_without_addresses_serve_both_families_once():
     state = render(build_ruleset(policy(), DockerState()).ruleset)
     inbound = state["inet fwsync chain inbound"]
-    assert inbound[-1] == 'drop comment "10-test.rules:1 default deny"'
+    assert inbound[-1] == 'counter drop comment "10-test.rules:1 default deny"'
     assert sum("default" in line for line in inbound) == 1
 
 
@@ -161,8 +161,8 @@ def test_neighbours_with_one_verdict_become_one_set_lookup():
     # networks: one rule for each, side by side.
     assert "saddr @src.0.0_v4_h_" in inbound[0] and "saddr @src.0.0_v4_" in inbound[1]
     assert all("10-test.rules:2 to 10-test.rules:4: 3 rules" in line for line in inbound[:2])
-    assert inbound[2].endswith('drop comment "10-test.rules:5 rule 5"')
-    assert "ip saddr 192.0.2.0/24 accept" in inbound[3]
+    assert inbound[2].endswith('counter drop comment "10-test.rules:5 rule 5"')
+    assert "ip saddr 192.0.2.0/24 counter accept" in inbound[3]
     hosts = next(v for k, v in state.items() if "set src.0.0_v4_h_" in k)
     nets = next(v for k, v in state.items() if "set src.0.0_v4_" in k and "_h_" not in k)
     assert (hosts, nets) == (("203.0.113.9",), ("198.51.100.0/25",)), "overlaps collapsed"
@@ -233,10 +233,10 @@ def test_a_rule_without_an_address_is_for_both_families_only_when_it_is_in_both(
                                                              dst=Endpoint(ports=ports(22))))
     inbound = render(build_ruleset(pol, docker).ruleset)["inet fwsync chain inbound"]
     web = [line for line in inbound if "rules:2" in line]
-    assert web == ['meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 accept '
+    assert web == ['meta nfproto ipv4 meta l4proto tcp ct original proto-dst 8080 counter accept '
                    'comment "10-test.rules:2 rule 2"']
     both = [line for line in inbound if "rules:3" in line]
-    assert both == ['meta l4proto tcp ct original proto-dst 22 accept '
+    assert both == ['meta l4proto tcp ct original proto-dst 22 counter accept '
                     'comment "10-test.rules:3 rule 3"'], "one rule serves both families"
 
 

@@ -1,0 +1,123 @@
+"""Each rule's kernel rules count the new connections they decide; status shows them per rule
+and per port's decision, an apply that writes the chain again keeps them, and they are never a
+difference plan shows. Real connections from the lab's peers, both backends. (A port's
+decisions carry their rule's count too: tests/unit/test_rule_counts.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_helpers import DaemonProc
+from tests.lab import ATTACKER_V4, TRUSTED_V4, KernelLab, run_fwsync
+from tests.steps import fwsync_ok, write_rules
+
+pytestmark = pytest.mark.kernel
+
+RULES = f"""\
+default deny
+allow from {TRUSTED_V4} to any port 80 proto tcp
+reject from {ATTACKER_V4} to any port 80 proto tcp
+"""
+# Shorter than the kernel's first SYN retransmission (1 s): a dropped probe sends one SYN, and
+# each SYN of a dropped connection is new to the kernel (nothing of it was kept).
+DROPPED_PROBE = 0.5
+
+
+def counts(lab: KernelLab, rules: Path) -> dict[str, object]:
+    res = run_fwsync(lab, "status", "--format", "json", rules=rules)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+def by_rule(data: dict[str, object]) -> dict[tuple[str, str], int]:
+    rows = data["rules"]
+    assert isinstance(rows, list), data.get("rules_error")
+    return {(r["origin"].rsplit("/", 1)[-1], r["verdict"]): r["connections"] for r in rows}
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_each_rule_counts_the_connections_it_decided_and_keeps_them_across_applies(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FWSYNC_BACKEND", backend)
+    lab = kernel_lab
+    lab.publish(80, 80)
+    lab.publish(5432, 81)
+    rules = write_rules(tmp_path, RULES)
+    fwsync_ok(lab, "apply", rules=rules)
+    name = "10-test.rules"
+    assert by_rule(counts(lab, rules)) == {
+        (f"{name}:2", "allow"): 0, (f"{name}:3", "reject"): 0, (f"{name}:1", "deny"): 0,
+        ("protect localhost-publish", "deny"): 0}
+
+    for _ in range(3):
+        assert lab.trusted.probe(80) == "open"
+    for _ in range(2):
+        assert lab.attacker.probe(80) == "closed"  # the reject's reset
+    for _ in range(4):
+        assert lab.attacker.probe(5432, timeout=DROPPED_PROBE) == "filtered"
+    assert lab.trusted.probe(80, v6=True, timeout=DROPPED_PROBE) == "filtered"  # the default
+    data = counts(lab, rules)
+    assert by_rule(data) == {
+        (f"{name}:2", "allow"): 3, (f"{name}:3", "reject"): 2, (f"{name}:1", "deny"): 5,
+        ("protect localhost-publish", "deny"): 0}
+
+    # A rule added at the end: the chain is written again, the kept rules keep their counts.
+    rules.joinpath(name).write_text(RULES + "allow from 192.0.2.9 to any port 5432 proto tcp\n")
+    fwsync_ok(lab, "apply", rules=rules)
+    after = by_rule(counts(lab, rules))
+    assert after[(f"{name}:2", "allow")] == 3 and after[(f"{name}:1", "deny")] == 5, after
+    assert after[(f"{name}:4", "allow")] == 0
+    # Traffic moving the counters is not drift.
+    assert lab.trusted.probe(80) == "open"
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
+    assert by_rule(counts(lab, rules))[(f"{name}:2", "allow")] == 4
+    text = run_fwsync(lab, "status", rules=rules).stdout
+    assert "New connections decided, per rule" in text
+    assert any(f"{name}:2" in line and "allow" in line and line.split()[2] == "4"
+               for line in text.splitlines()), text
+
+
+def _scrape(lab: KernelLab, url: str) -> str:
+    code = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5)" \
+           ".read().decode())"
+    return lab.host.run([sys.executable, "-I", "-c", code, url]).stdout
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_the_daemon_exports_what_status_counts(
+        make_kernel_lab: Callable[..., KernelLab], tmp_path: Path, backend: str) -> None:
+    lab = make_kernel_lab("nft")
+    lab.publish(80, 80)
+    lab.publish(5432, 81)
+    rules = write_rules(tmp_path, RULES)
+    port = 19818
+    with DaemonProc(lab, rules, "--backend", backend, "--metrics-address",
+                    f"127.0.0.1:{port}") as daemon:
+        daemon.wait_ready()
+        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+        for _ in range(2):
+            assert lab.trusted.probe(80) == "open"
+        assert lab.attacker.probe(5432, timeout=DROPPED_PROBE) == "filtered"
+        assert lab.attacker.probe(80) == "closed"
+        text = _scrape(lab, f"http://127.0.0.1:{port}/metrics")
+        status = by_rule(json.loads(run_fwsync(lab, "status", "--format", "json", rules=rules,
+                                               env=daemon.env).stdout))
+    samples = {}
+    for line in text.splitlines():
+        m = re.match(r'fwsync_rule_connections_total\{origin="([^"]*)",verdict="(\w+)"\} (\S+)',
+                     line)
+        if m:
+            samples[(m.group(1).rsplit("/", 1)[-1], m.group(2))] = int(float(m.group(3)))
+    name = "10-test.rules"
+    assert samples == status, text
+    assert samples[(f"{name}:2", "allow")] == 2 and samples[(f"{name}:1", "deny")] == 1
+    denied = re.search(r"^fwsync_denied_connections_total (\S+)$", text, re.M)
+    assert denied is not None and float(denied.group(1)) == 2, text  # the drop and the reject

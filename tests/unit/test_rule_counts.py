@@ -1,0 +1,103 @@
+"""Counts per rule (core/counts): the kernel's comments placed on the policy's own rules, and
+the backends' readers and carry-over (pure parts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fwsync.backends.iptables import _restore_text, decided_of, parse_save
+from fwsync.backends.nft_rule_counts import carried, decided, held_counters
+from fwsync.core.counts import Decided, RuleCount, by_origin, rule_counts
+from fwsync.present import counts_json, counts_lines
+from fwsync.rules.model import Origin
+
+from .helpers import policy, rule
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_comment_is_placed_on_the_rule_whose_origin_starts_it_not_on_a_longer_lines():
+    rules = [rule(4), *(rule(n, "deny") for n in range(5, 40)), rule(40, "deny")]
+    pol = policy(*rules)
+    decided_ = [Decided("10-test.rules:40 deny from x", "deny", 2),
+                Decided("10-test.rules:4 allow 80", "allow", 3),
+                Decided("10-test.rules:4 allow 80", "allow", 1),  # its IPv6 twin
+                Decided("10-test.rules:1 default deny", "deny", 7),
+                Decided("10-test.rules:5 to 10-test.rules:7: 3 rules with one verdict, merged",
+                        "deny", 4),
+                Decided("fwsync protect localhost-publish", "deny", 0),
+                Decided("written by something else", "allow", 9)]
+    got = rule_counts(pol, decided_)
+    assert [(c.origin, c.verdict, c.connections) for c in got] == [
+        ("rules/10-test.rules:4", "allow", 4),  # as status and explain name a rule
+        ("rules/10-test.rules:5 to 10-test.rules:7", "deny", 4),
+        ("rules/10-test.rules:40", "deny", 2),
+        ("rules/10-test.rules:1", "deny", 7),  # the default
+        ("protect localhost-publish", "deny", 0),
+        ("written by something else", "allow", 9)]
+    assert got[3].text == "default deny"
+    assert by_origin(got)["rules/10-test.rules:4"] == 4
+
+
+def test_a_file_name_that_looks_like_another_rules_origin_does_not_take_its_count():
+    hostile = rule(2)
+    hostile = type(hostile)(action="allow", src=hostile.src, dst=hostile.dst,
+                            origin=Origin("10-test.rules:4 x.rules", 2, "allow 22"))
+    pol = policy(rule(4), hostile)
+    got = rule_counts(pol, [Decided("10-test.rules:4 x.rules:2 allow 22", "allow", 5),
+                            Decided("10-test.rules:4 allow 80", "allow", 1)])
+    assert {c.origin: c.connections for c in got} == {"10-test.rules:4 x.rules:2": 5,
+                                                       "rules/10-test.rules:4": 1}
+
+
+def test_status_shows_counts_per_rule_and_on_each_ports_decision():
+    counts = (RuleCount("r:2", "allow 80", "allow", 3), RuleCount("r:1", "default deny",
+                                                                    "deny", 5))
+    data = {"ports": [{"decisions": [{"origin": "r:2"}, {"origin": "r:1"},
+                                     {"origin": "protect x"}]}]}
+    counts_json(data, counts)
+    assert [d["connections"] for d in data["ports"][0]["decisions"]] == [3, 5, None]
+    assert data["rules"][0] == {"origin": "r:2", "rule": "allow 80", "verdict": "allow",
+                                "connections": 3}
+    lines = counts_lines(counts)
+    assert lines[1].split()[:3] == ["r:2", "allow", "3"]
+    failed: dict[str, object] = {"ports": []}
+    counts_json(failed, "iptables-save failed")
+    assert failed["rules"] is None and failed["rules_error"] == "iptables-save failed"
+
+
+def test_iptables_counts_are_read_from_save_c_and_carried_into_the_restore():
+    saved = parse_save(
+        "*filter\n:FWSYNC-INBOUND - [0:0]\n"
+        '[0:0] -A FWSYNC-INBOUND -m conntrack ! --ctstate DNAT -m comment --comment '
+        '"fwsync protect direct-routing" -j FWSYNC-DIRECT\n'
+        '[3:180] -A FWSYNC-INBOUND -p tcp -m comment --comment "r:2 allow 80" -j RETURN\n'
+        '[2:120] -A FWSYNC-INBOUND -m comment --comment r:3 -j REJECT --reject-with tcp-reset\n'
+        '[5:300] -A FWSYNC-INBOUND -m comment --comment "r:1 default deny" -j DROP\nCOMMIT\n')
+    assert saved.chains["FWSYNC-INBOUND"][1] == \
+        '-A FWSYNC-INBOUND -p tcp -m comment --comment "r:2 allow 80" -j RETURN'
+    assert decided_of(saved) == [Decided("r:2 allow 80", "allow", 3), Decided("r:3", "reject", 2),
+                                 Decided("r:1 default deny", "deny", 5)]
+    kept = '-A FWSYNC-INBOUND -m comment --comment "r:1 default deny" -j DROP'
+    new = '-A FWSYNC-INBOUND -s 192.0.2.9/32 -j RETURN'
+    text = _restore_text({"ipv4 chain FWSYNC-INBOUND": (new, kept)}, 4, saved,
+                         {"ipv4 chain FWSYNC-INBOUND"})
+    assert f"[5:300] {kept}" in text.splitlines() and new in text.splitlines()
+
+
+def test_nftables_counts_are_read_from_the_listing_and_carried_into_the_rewrite():
+    def r(comment: str, verdict: str, packets: int | None) -> dict[str, object]:
+        counter = {"packets": packets, "bytes": packets * 60} if packets is not None else None
+        return {"rule": {"family": "inet", "table": "fwsync", "chain": "inbound",
+                         "comment": comment, "expr": [{"counter": counter}, {verdict: None}]}}
+
+    listed = [r("r:2 allow 80", "accept", 3), r("r:1 default deny", "drop", 5),
+              {"rule": {"family": "inet", "table": "fwsync", "chain": "forward",
+                        "expr": [{"jump": {"target": "inbound"}}]}}]
+    assert decided(listed) == (Decided("r:2 allow 80", "allow", 3),
+                               Decided("r:1 default deny", "deny", 5))
+    rendered = [r("r:9 new", "accept", None), r("r:1 default deny", "drop", None)]
+    out = carried(rendered, held_counters(listed))
+    assert out[0] == rendered[0]
+    assert out[1]["rule"]["expr"][0] == {"counter": {"packets": 5, "bytes": 300}}
+    assert rendered[1]["rule"]["expr"][0] == {"counter": None}  # the plan's own is untouched

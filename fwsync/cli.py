@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -238,6 +239,7 @@ def status(
     """What is enforced now: each published port, who may reach it, which rule decides."""
     from fwsync.backends.base import BackendError
     from fwsync.core.counts import RuleCount
+    from fwsync.observe.activity_file import read_activity
     from fwsync.present import counts_json, counts_lines, status_json, status_text
     from fwsync.reconcile import planned_enforcement, rule_counts_now
 
@@ -281,7 +283,7 @@ def status(
         counts = str(exc)
     if fmt is Format.json:
         data = status_json(planned.policy, planned.docker, enforced, in_sync, ruleset)
-        counts_json(data, counts)
+        counts_json(data, counts, read_activity(), time.time())
         data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
@@ -296,12 +298,12 @@ def status(
                      planned.docker, enforced, in_sync,
                      [*(f"Not governed: {g}" for g in gaps), "", *notes, *describe(daemon_state)],
                      planned.policy, ruleset)
-        if lines := counts_lines(counts):
+        if lines := counts_lines(counts, read_activity(), time.time()):
             typer.echo("\n" + "\n".join(lines))
     else:
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
                                ruleset, gaps))
-        if lines := counts_lines(counts):
+        if lines := counts_lines(counts, read_activity(), time.time()):
             typer.echo("\n" + "\n".join(lines))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))

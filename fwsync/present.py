@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from fwsync import __version__
+from fwsync.core.activity import Activity, Key, idle
 from fwsync.core.build import build_ruleset
 from fwsync.core.counts import RuleCount, by_origin
 from fwsync.core.diff import Change, Plan
@@ -228,27 +230,77 @@ COUNTS_HEAD = ("New connections decided, per rule (since fwsync first wrote it; 
                "client's retried SYN counts again):")
 
 
-def counts_lines(counts: Sequence[RuleCount] | str) -> list[str]:
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return "under a minute"
+
+
+def _ago(seconds: float) -> str:
+    return "just now" if seconds < 60 else f"{_span(seconds)} ago"
+
+
+def _last(activity: Mapping[Key, Activity], c: RuleCount, now: float) -> str:
+    """When the daemon's samples last saw this count grow (core/activity)."""
+    a = activity.get((c.origin, c.verdict))
+    if a is None:
+        return "-"
+    if a.last is not None:
+        return _ago(now - a.last)
+    return f"before {_ago(now - a.since)}" if a.connections else f"none in {_span(now - a.since)}"
+
+
+def counts_lines(counts: Sequence[RuleCount] | str, activity: Mapping[Key, Activity],
+                 now: float) -> list[str]:
     """status' per-rule counts (`counts`: reconcile.rule_counts_now's, or why they could not
-    be read)."""
+    be read), with when each last grew where the daemon sampled it (`activity`), and the
+    rules that decided nothing for IDLE_DAYS as hints."""
     if isinstance(counts, str):
         return [f"Connections decided: could not be read: {counts}"]
     if not counts:
         return []
     width = max(len(c.origin) for c in counts)
-    return [COUNTS_HEAD, *(f"  {c.origin:<{width}}  {c.verdict:<6} {c.connections:>8}  "
-                           f"{shown(c.text)}" for c in counts)]
+    lines = [COUNTS_HEAD]
+    for c in counts:
+        last = f"  last: {_last(activity, c, now)}" if activity else ""
+        lines.append(f"  {c.origin:<{width}}  {c.verdict:<6} {c.connections:>8}{last}  "
+                     f"{shown(c.text)}")
+    origins = {c.origin for c in counts}
+    for origin, since in idle(activity, now):
+        if origin in origins:
+            lines.append(f"Hint: {origin} has decided no connection in {_span(now - since)} "
+                         "(the daemon's samples): is it still needed?")
+    if not activity:
+        lines.append("(When each rule was last used: `fwsync daemon` samples it.)")
+    return lines
 
 
-def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str) -> None:
-    """status' JSON with the counts: `rules` (per rule and verdict), and `connections` on each
-    port's decision (the rule's, all its ports and verdicts; null where it has none, e.g. a
-    merged run)."""
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(
+        timespec="seconds").replace("+00:00", "Z")
+
+
+def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str,
+                activity: Mapping[Key, Activity], now: float) -> None:
+    """status' JSON with the counts: `rules` (per rule and verdict, with the daemon's samples
+    of when each last grew), `idle_rules` (nothing decided for IDLE_DAYS), and `connections` on
+    each port's decision (the rule's, all its ports and verdicts; null where it has none, e.g.
+    a merged run)."""
     if isinstance(counts, str):
         data["rules"], data["rules_error"] = None, counts
         return
-    data["rules"] = [{"origin": c.origin, "rule": c.text, "verdict": c.verdict,
-                      "connections": c.connections} for c in counts]
+    rows = []
+    for c in counts:
+        a = activity.get((c.origin, c.verdict))
+        rows.append({"origin": c.origin, "rule": c.text, "verdict": c.verdict,
+                     "connections": c.connections,
+                     "last_connection": _iso(a.last) if a else None,
+                     "sampled_since": _iso(a.since) if a else None})
+    data["rules"] = rows
+    origins = {c.origin for c in counts}
+    data["idle_rules"] = [{"origin": o, "since": _iso(s)} for o, s in idle(activity, now)
+                          if o in origins]
     per = by_origin(counts)
     for port in data.get("ports", []):
         for d in port["decisions"]:

@@ -95,9 +95,11 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 def _own_docker_memory(tmp_path_factory: pytest.TempPathFactory,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     """fwsync keeps what Docker last reported in /var/lib/fwsync/docker.json: no test reads or
-    writes the machine's (a lab's fwsync runs use the lab's own, see run_fwsync)."""
-    monkeypatch.setenv("FWSYNC_DOCKER_STATE",
-                       str(tmp_path_factory.mktemp("memory") / "docker.json"))
+    writes the machine's (nor its rule-activity.json) (a lab's fwsync runs use the lab's own, see run_fwsync)."""
+    memory = tmp_path_factory.mktemp("memory")
+    monkeypatch.setenv("FWSYNC_DOCKER_STATE", str(memory / "docker.json"))
+    # And the daemon's samples of each rule's use (/var/lib/fwsync/rule-activity.json).
+    monkeypatch.setenv("FWSYNC_RULE_ACTIVITY", str(memory / "rule-activity.json"))
 
 
 def _cleanup_checked(lab: KernelLab | DockerLab) -> None:

@@ -18,10 +18,11 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fwsync.core.activity import observe
 from fwsync.core.counts import RuleCount
 from fwsync.daemon.coalesce import Batch, Coalescer, Source, Trigger
 from fwsync.daemon.docker_events import DockerEventWatcher
@@ -32,6 +33,7 @@ from fwsync.daemon.nft_watch import Change, NftWatcher
 from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
 from fwsync.daemon.state import write_state
+from fwsync.observe.activity_file import read_activity, write_activity
 from fwsync.reconcile import rule_counts_now, select_backend
 
 log = logging.getLogger("fwsync.daemon")
@@ -40,6 +42,7 @@ T = TypeVar("T")
 RETRY_FIRST = 1.0
 RETRY_MAX = 30.0
 RESYNC_INTERVAL = 300.0  # re-list Docker now and then even if no event said so
+ACTIVITY_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,18 @@ class DaemonConfig:
     drift_interval: float = 1.0
     metrics_address: str | None = None
     resync_interval: float = RESYNC_INTERVAL
+    # How often each rule's count is sampled for `status`' "last used" (core/activity): the
+    # time it says is this coarse. FWSYNC_ACTIVITY_INTERVAL sets it (the tests' short one).
+    activity_interval: float = field(default_factory=lambda: _seconds(
+        os.environ.get("FWSYNC_ACTIVITY_INTERVAL"), ACTIVITY_INTERVAL))
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        value = float(text or default)
+    except ValueError:
+        return default
+    return value if 0.1 <= value < float("inf") else default
 
 
 class Daemon:
@@ -194,7 +209,8 @@ class Daemon:
         self.nft_watcher.start()
         tasks = [self._task(self._drift_loop(), "drift"),
                  self._task(watch_rules(cfg.rules, self._rules_event, self._stop), "rules"),
-                 self._task(self._resync_loop(), "resync")]
+                 self._task(self._resync_loop(), "resync"),
+                 self._task(self._activity_loop(), "activity")]
         interval = watchdog_interval()
         if interval:
             tasks.append(self._task(self._watchdog_loop(interval), "watchdog"))
@@ -346,6 +362,25 @@ class Daemon:
                                                        "detected_by": "tick"}})
                 self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
                                      wall=time.time(), full=full, seen_by="tick"))
+
+    async def _activity_loop(self) -> None:
+        """Each rule's count, sampled (core/activity) in a thread of its own with a backend of
+        its own (as the metrics' scrape): the reconcile worker never waits for it."""
+        loop = asyncio.get_running_loop()
+        activity = read_activity()
+        while True:
+            await asyncio.sleep(self.config.activity_interval)
+            try:
+                counts = await loop.run_in_executor(None, self._rule_counts)
+            except Exception as exc:  # the kernel could not be read: the next sample may
+                log.warning("rule counts", extra={"fields": {"error": str(exc)}})
+                continue
+            if not counts:
+                continue  # nothing enforced yet: keep what was sampled before
+            activity = observe(activity, counts, time.time())
+            error = write_activity(activity)
+            if error is not None:
+                log.warning("rule activity", extra={"fields": {"error": error}})
 
     async def _resync_loop(self) -> None:
         while True:

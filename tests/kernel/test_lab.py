@@ -217,7 +217,7 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
         "print(json.dumps({'netns': os.stat('/proc/self/ns/net').st_ino, 'argv': sys.argv[1:],"
         " 'env': {k: os.environ.get(k) for k in"
         " ('DOCKER_HOST', 'FWSYNC_RULES', 'FWSYNC_LOCK_FILE', 'FWSYNC_DAEMON_STATE',"
-        " 'FWSYNC_DOCKER_STATE', 'EXTRA')}}))\n")
+        " 'FWSYNC_DOCKER_STATE', 'FWSYNC_RULE_ACTIVITY', 'EXTRA')}}))\n")
     res = run_fwsync(kernel_lab, "apply", "--dry-run", rules=tmp_path / "rules", check=True,
                      env={"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tmp_path), "EXTRA": "x"})
     seen = json.loads(res.stdout)
@@ -229,7 +229,9 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
                 # not the machine's /run/fwsync/daemon.json: status must not see another lab's
                 "FWSYNC_DAEMON_STATE": str(kernel_lab.dir / "daemon.json"),
                 # nor the machine's memory of Docker (/var/lib/fwsync/docker.json)
-                "FWSYNC_DOCKER_STATE": str(kernel_lab.dir / "docker.json"), "EXTRA": "x"},
+                "FWSYNC_DOCKER_STATE": str(kernel_lab.dir / "docker.json"),
+                # nor its samples of rule use (/var/lib/fwsync/rule-activity.json)
+                "FWSYNC_RULE_ACTIVITY": str(kernel_lab.dir / "rule-activity.json"), "EXTRA": "x"},
     }
     assert not Path(kernel_lab.docker_host.removeprefix("unix://")).exists()
 

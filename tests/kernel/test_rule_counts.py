@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,16 +101,19 @@ def test_the_daemon_exports_what_status_counts(
     rules = write_rules(tmp_path, RULES)
     port = 19818
     with DaemonProc(lab, rules, "--backend", backend, "--metrics-address",
-                    f"127.0.0.1:{port}") as daemon:
+                    f"127.0.0.1:{port}", env={"FWSYNC_ACTIVITY_INTERVAL": "0.2"}) as daemon:
         daemon.wait_ready()
         daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+        time.sleep(0.6)  # sampled at zero first: then the connections below are "last used"
         for _ in range(2):
             assert lab.trusted.probe(80) == "open"
         assert lab.attacker.probe(5432, timeout=DROPPED_PROBE) == "filtered"
         assert lab.attacker.probe(80) == "closed"
         text = _scrape(lab, f"http://127.0.0.1:{port}/metrics")
-        status = by_rule(json.loads(run_fwsync(lab, "status", "--format", "json", rules=rules,
-                                               env=daemon.env).stdout))
+        time.sleep(0.6)  # a few of the daemon's samples
+        data = json.loads(run_fwsync(lab, "status", "--format", "json", rules=rules,
+                                     env=daemon.env).stdout)
+        status = by_rule(data)
     samples = {}
     for line in text.splitlines():
         m = re.match(r'fwsync_rule_connections_total\{origin="([^"]*)",verdict="(\w+)"\} (\S+)',
@@ -121,3 +125,10 @@ def test_the_daemon_exports_what_status_counts(
     assert samples[(f"{name}:2", "allow")] == 2 and samples[(f"{name}:1", "deny")] == 1
     denied = re.search(r"^fwsync_denied_connections_total (\S+)$", text, re.M)
     assert denied is not None and float(denied.group(1)) == 2, text  # the drop and the reject
+    # When each rule was last used, from the daemon's samples: the allow and the reject grew
+    # after sampling began, the IPv6 allow and localhost protection never did.
+    rows = {(r["origin"].rsplit("/", 1)[-1], r["verdict"]): r for r in data["rules"]}
+    assert rows[(f"{name}:2", "allow")]["last_connection"] is not None, data["rules"]
+    assert rows[("protect localhost-publish", "deny")]["last_connection"] is None
+    assert all(r["sampled_since"] is not None for r in data["rules"])
+    assert data["idle_rules"] == []

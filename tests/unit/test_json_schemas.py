@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render as render_nftables
 from fwsync.cli import app
+from fwsync.core.activity import Activity
 from fwsync.core.build import build_ruleset
 from fwsync.core.counts import RuleCount
 from fwsync.core.diff import NOT_LISTED, diff
@@ -105,10 +106,13 @@ def test_status_output(tmp_path: Path) -> None:
     doc["daemon"] = read_state(state)
     first = doc["ports"][0]["decisions"][0]["origin"]
     counts_json(doc, (RuleCount(first, "allow 80", "allow", 3),
-                      RuleCount("protect localhost-publish", "-", "deny", 0)))
+                      RuleCount("protect localhost-publish", "-", "deny", 0)),
+                {(first, "allow"): Activity(3, 1.7e9, 1.7e9 + 60)}, 1.8e9)
     assert_valid("status", doc)
     assert doc["ports"][0]["decisions"][0]["connections"] == 3
-    counts_json(doc, "iptables-save -c failed")
+    assert doc["rules"][0]["last_connection"] == "2023-11-14T22:14:20Z"
+    assert doc["idle_rules"] == [{"origin": first, "since": "2023-11-14T22:14:20Z"}]
+    counts_json(doc, "iptables-save -c failed", {}, 1.8e9)
     assert_valid("status", doc)
     assert {w["kind"] for p in doc["ports"] for w in p["warnings"]} >= {
         "ipv6-docker-proxy", "wide-binding", "container-port-rule"}

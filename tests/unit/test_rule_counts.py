@@ -55,14 +55,15 @@ def test_status_shows_counts_per_rule_and_on_each_ports_decision():
                                                                     "deny", 5))
     data = {"ports": [{"decisions": [{"origin": "r:2"}, {"origin": "r:1"},
                                      {"origin": "protect x"}]}]}
-    counts_json(data, counts)
+    counts_json(data, counts, {}, 0.0)
     assert [d["connections"] for d in data["ports"][0]["decisions"]] == [3, 5, None]
     assert data["rules"][0] == {"origin": "r:2", "rule": "allow 80", "verdict": "allow",
-                                "connections": 3}
-    lines = counts_lines(counts)
+                                "connections": 3, "last_connection": None,
+                                "sampled_since": None}
+    lines = counts_lines(counts, {}, 0.0)
     assert lines[1].split()[:3] == ["r:2", "allow", "3"]
     failed: dict[str, object] = {"ports": []}
-    counts_json(failed, "iptables-save failed")
+    counts_json(failed, "iptables-save failed", {}, 0.0)
     assert failed["rules"] is None and failed["rules_error"] == "iptables-save failed"
 
 
@@ -101,3 +102,40 @@ def test_nftables_counts_are_read_from_the_listing_and_carried_into_the_rewrite(
     assert out[0] == rendered[0]
     assert out[1]["rule"]["expr"][0] == {"counter": {"packets": 5, "bytes": 300}}
     assert rendered[1]["rule"]["expr"][0] == {"counter": None}  # the plan's own is untouched
+
+
+def test_activity_says_when_a_count_last_grew_and_which_rules_sat_idle():
+    from fwsync.core.activity import DAY, Activity, idle, last_used, observe
+
+    t0 = 1.7e9
+    first = observe({}, [RuleCount("a:2", "x", "allow", 0), RuleCount("a:3", "y", "deny", 4)],
+                     t0)
+    assert first[("a:2", "allow")] == Activity(0, t0, None)
+    later = observe(first, [RuleCount("a:2", "x", "allow", 2), RuleCount("a:3", "y", "deny", 4)],
+                    t0 + 60)
+    assert later[("a:2", "allow")] == Activity(2, t0, t0 + 60)
+    assert later[("a:3", "deny")] == first[("a:3", "deny")]  # unchanged: not used since
+    assert last_used(later, "a:2") == t0 + 60 and last_used(later, "a:3") is None
+    # Written anew (edited, host rebooted): the count went down, it starts over.
+    reset = observe(later, [RuleCount("a:2", "x", "allow", 1)], t0 + 120)
+    assert reset == {("a:2", "allow"): Activity(1, t0 + 120, None)}  # a:3 is gone: forgotten
+    # Nobody used a:2 for 31 days after its last use; a:3 was used before sampling began, so
+    # its quiet time starts with the first sample.
+    assert idle(later, t0 + 60 + 31 * DAY) == [("a:2", t0 + 60), ("a:3", t0)]
+    assert idle(later, t0 + 29 * DAY) == []
+    never = observe({}, [RuleCount("a:9", "z", "allow", 0)], t0)
+    assert idle(never, t0 + 30 * DAY) == [("a:9", t0)]
+
+
+def test_status_says_when_a_rule_was_last_used_and_hints_at_an_idle_one():
+    from fwsync.core.activity import DAY, Activity
+
+    now = 1.8e9
+    counts = (RuleCount("r:2", "allow 80", "allow", 3), RuleCount("r:5", "allow 22", "allow", 0))
+    activity = {("r:2", "allow"): Activity(3, now - 40 * DAY, now - 7200),
+                ("r:5", "allow"): Activity(0, now - 40 * DAY, None)}
+    lines = counts_lines(counts, activity, now)
+    assert "last: 2 h ago" in lines[1] and "last: none in 40 d " in lines[2]
+    assert lines[-1] == "Hint: r:5 has decided no connection in 40 d (the daemon's samples): " \
+                        "is it still needed?"
+    assert counts_lines(counts, {}, now)[-1].startswith("(When each rule was last used")

@@ -95,7 +95,8 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 def _own_docker_memory(tmp_path_factory: pytest.TempPathFactory,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     """fwsync keeps what Docker last reported in /var/lib/fwsync/docker.json: no test reads or
-    writes the machine's (nor its rule-activity.json) (a lab's fwsync runs use the lab's own, see run_fwsync)."""
+    writes the machine's, nor its rule-activity.json (a lab's fwsync runs use the lab's own,
+    see run_fwsync)."""
     memory = tmp_path_factory.mktemp("memory")
     monkeypatch.setenv("FWSYNC_DOCKER_STATE", str(memory / "docker.json"))
     # And the daemon's samples of each rule's use (/var/lib/fwsync/rule-activity.json).

@@ -141,7 +141,8 @@ def plan(
 ) -> None:
     """Show what `apply` would change in the kernel."""
     from fwsync.backends.base import BackendError
-    from fwsync.present import plan_json, plan_text
+    from fwsync.present import impact_json, impact_lines, plan_json, plan_text
+    from fwsync.reconcile import planned_impact
 
     planned = _plan(rules, backend, full)
     if not planned.plan.empty:
@@ -149,10 +150,16 @@ def plan(
             planned.backend.check(planned.plan)
         except BackendError as exc:
             _fail(f"this plan would fail to apply: {exc}")
+    # Which real clients (tracked by the kernel now) the change refuses or admits.
+    impact = planned_impact(planned)
     if fmt is Format.json:
-        _emit_json(plan_json(planned.plan, planned.backend_reason, planned.warnings))
+        data = plan_json(planned.plan, planned.backend_reason, planned.warnings)
+        data["impact"] = impact_json(impact)
+        _emit_json(data)
     else:
         typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+        if lines := impact_lines(impact, _style):
+            typer.echo("\n".join(lines))
     if planned.refusal is not None:
         _fail(f"apply would refuse this plan: {planned.refusal}")
     if detailed_exitcode and not planned.plan.in_sync:
@@ -172,14 +179,21 @@ def apply(
     from fwsync.backends.base import BackendError
     from fwsync.core.diff import diff
     from fwsync.core.enforcing import disagreement_problems
-    from fwsync.present import plan_text
-    from fwsync.reconcile import apply_planned, check_enforced, remember_enforced
+    from fwsync.present import impact_lines, plan_text
+    from fwsync.reconcile import (
+        apply_planned,
+        check_enforced,
+        planned_impact,
+        remember_enforced,
+    )
 
     try:
         with lock.exclusive():
             planned = _plan(rules, backend, full)
             chosen = planned.backend
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
+            if lines := impact_lines(planned_impact(planned), _style):
+                typer.echo("\n".join(lines))
             if planned.plan.empty:
                 _remember(remember_enforced(planned.docker))
                 if planned.plan.disagreements:

@@ -18,6 +18,7 @@ from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.port_decisions import Decision
 from fwsync.core.ruleset import Ruleset
 from fwsync.rules.model import Diagnostic, Policy
+from fwsync.verify.impact import Impact
 
 JSON_FORMAT_VERSION = 1
 Style = Callable[[str, str], str]  # (text, colour name) → styled text
@@ -305,3 +306,37 @@ def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str,
     for port in data.get("ports", []):
         for d in port["decisions"]:
             d["connections"] = per.get(d["origin"])
+
+
+def impact_lines(impact: Impact | None, style: Style = _plain) -> list[str]:
+    """`plan`'s section on real clients (verify/impact.py)."""
+    if impact is None:
+        return []
+    head = style("Impact on recent clients:", "bold")
+    if impact.unread is not None:
+        return ["", f"{head} not known: {impact.unread}"]
+    out = ["", f"{head} {impact.clients} client(s) with {impact.flows} tracked connection(s) "
+               f"to published ports ({impact.evidence})."]
+    if not impact.changes:
+        out.append("  This plan changes the verdict for none of them.")
+    for c in impact.changes:
+        sign, colour = ("-", "red") if c.change == "refuses" else ("+", "green")
+        port = _binding(c.binding)
+        out.append(style(f"  {sign} {c.change} {c.source} → {c.dest}:{c.binding.host_port}/"
+                         f"{c.binding.proto}", colour) +
+                   f" ({shown(c.binding.owner)}, {port}): {c.connections} connection(s) tracked "
+                   f"now; {c.before} now, {c.after} by {shown(c.origin)}")
+    return out
+
+
+def impact_json(impact: Impact | None) -> dict[str, Any] | None:
+    if impact is None:
+        return None
+    if impact.unread is not None:
+        return {"unread": impact.unread}
+    return {"evidence": impact.evidence, "clients": impact.clients, "flows": impact.flows,
+            "changes": [{"change": c.change, "source": str(c.source), "dest": str(c.dest),
+                         "host_ip": c.binding.host_ip, "host_port": c.binding.host_port,
+                         "proto": c.binding.proto, "container": c.binding.container,
+                         "connections": c.connections, "before": c.before, "after": c.after,
+                         "origin": c.origin} for c in impact.changes]}

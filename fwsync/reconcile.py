@@ -11,8 +11,10 @@ then the old ones come out.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
@@ -27,6 +29,9 @@ from fwsync.observe.docker import observe_docker
 from fwsync.observe.memory import memory_path, recall, remember
 from fwsync.rules.load import load_rules
 from fwsync.rules.model import Diagnostic, Policy
+
+if TYPE_CHECKING:
+    from fwsync.verify.impact import Impact
 
 BACKENDS = ("auto", "iptables", "nftables")
 
@@ -270,6 +275,22 @@ def rule_counts_now(backend: Backend, policy: Policy) -> tuple[RuleCount, ...]:
     """New connections each rule decided, from the kernel's counters (core/counts): what
     `status` shows and the daemon's metrics export. Raises BackendError."""
     return rule_counts(policy, backend.decided())
+
+
+def planned_impact(planned: Planned) -> Impact | None:
+    """Which clients the kernel tracks now would be treated otherwise by this plan (verify/
+    impact.py): `plan` and `apply` show it. None when the plan changes nothing."""
+    from fwsync.observe.conntrack import tracked_flows
+    from fwsync.verify.impact import Impact, plan_impact
+
+    if planned.plan.empty or planned.ruleset is None:
+        return None
+    try:
+        flows = tracked_flows()
+    except (OSError, struct.error) as exc:
+        return Impact((), 0, 0, unread=f"conntrack could not be read ({exc})")
+    return plan_impact(planned.ruleset, planned.docker, planned.backend.name, planned.current,
+                       flows)
 
 
 def restore_plan(backend: Backend, held: Desired, *, full: bool = False) -> Plan:

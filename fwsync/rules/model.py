@@ -18,6 +18,14 @@ Action = Literal["allow", "deny", "reject", "limit"]
 DefaultAction = Literal["allow", "deny", "reject"]
 Proto = Literal["tcp", "udp", "any"]
 Severity = Literal["error", "warning"]
+# ufw's logging levels: low logs what the default refuses (rate-limited), medium adds what rules
+# refuse, high adds what is let in. `off`: nothing but rules that say `log`.
+LogLevel = Literal["off", "low", "medium", "high"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("off", "low", "medium", "high")
+# A rule's own logging, as ufw writes it: `allow log ...` logs the new connections it decides;
+# `log-all` every packet it sees, which in fwsync's chains is the same (they see a connection's
+# first packet only).
+RuleLog = Literal["", "log", "log-all"]
 Network = IPv4Network | IPv6Network
 # One address-list entry as integers: (IP version, first address, prefix length).
 Span = tuple[int, int, int]
@@ -110,6 +118,7 @@ class Rule:
     src: Endpoint = Endpoint()
     dst: Endpoint = Endpoint()
     comment: str | None = None
+    log: RuleLog = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,8 @@ class Policy:
     sets: dict[str, AddressSet] = field(default_factory=dict)
     protect_direct_routing: bool = True
     protect_localhost_publish: bool = True
+    logging: LogLevel = "off"  # `logging LEVEL`
+    logging_origin: Origin | None = None
     # Networks whose direct routing is left to the rules while the protection is on elsewhere.
     direct_routing_off: tuple[NetworkScope, ...] = ()
     # The files `define NAME file PATH` read, so that whoever enforces the policy can notice

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fwsync.core.kernel_text import shown
+from fwsync.rules.model import LOG_LEVELS
 from fwsync.rules.text import rule_iface_problem
 
 Family = Literal[4, 6]
@@ -370,9 +371,9 @@ def fwsync_statement(entry: Entry, keep_family: bool = True
         return [f"# NOT IMPORTED ({entry.where}): {command}", *_wrapped(reason)], [skipped]
     lines: list[str] = []
     partial: list[str] = []
-    if r.log:
-        partial.append(f"`{r.log}`: ufw logs these connections; fwsync does not log (the rule "
-                       "itself is imported)")
+    if r.log and r.action == "limit":
+        partial.append(f"`{r.log}` on a `limit` rule: fwsync does not log `limit` rules yet "
+                       f"(the rule is imported with its `{r.log}`)")
     if not r.comment_ok:
         partial.append("its comment is not valid hex-encoded UTF-8 and was left out")
     src, dst = _address(r.src) or "any", _address(r.dst) or "any"
@@ -400,6 +401,8 @@ def _render(r: UfwRule, src: str, dst: str, comment: str) -> str:
     words = [r.action]
     if r.iface_in:
         words += ["in", "on", r.iface_in]
+    if r.log:
+        words.append(r.log)
     if src == "any" and dst == "any" and r.sport == "any" and r.dport != "any" and not r.iface_in:
         words.append(r.dport + ("" if r.proto == "any" else f"/{r.proto}"))
     else:
@@ -449,14 +452,17 @@ def import_ufw(files: UfwFiles) -> ImportResult:
     if files.ufw_conf is not None:
         sources.append(files.ufw_conf_name)
 
+    entries = merge_families(v4, v6)
     default = _default(files, defaults, out)
+    _logging(files, conf, out, logged=sum(1 for e in entries
+                                          if e.rule.log and _skip_reason(e.rule) is None))
     _settings(files, defaults, conf, out)
     out.lines.append("")
     if not ipv6:
         out.lines += [f"# IPV6=no in {files.defaults_name}: ufw accepts no incoming IPv6",
                       "deny from ::/0 comment 'ufw: IPV6=no'"]
         out.rules += 1
-    for entry in merge_families(v4, v6):
+    for entry in entries:
         lines, lost = fwsync_statement(entry, keep_family=ipv6)
         out.lines += lines
         out.lost += lost
@@ -501,6 +507,36 @@ def _default(files: UfwFiles, defaults: dict[str, str], out: _Out) -> str:
     return default
 
 
+def _logging(files: UfwFiles, conf: dict[str, str], out: _Out, logged: int) -> None:
+    """ufw's LOGLEVEL (ufw.conf, what `ufw logging LEVEL` writes) as a `logging` line. `off`, or
+    no ufw.conf, writes none: fwsync's default is off. `logged`: the imported rules with `log`."""
+    if files.ufw_conf is None:
+        return
+    written = conf.get("LOGLEVEL", "off")
+    level = written.lower() or "off"
+    if level == "off":
+        if logged:
+            # ufw puts a RETURN atop its user logging chains while its logging is off.
+            out.notes.append(f"LOGLEVEL=off in {files.ufw_conf_name}: ufw logs nothing, not "
+                             f"even its {logged} rule(s) with `log`/`log-all`; fwsync logs a "
+                             "rule's `log` whatever the level (remove it to keep those rules "
+                             "silent)")
+        return
+    said = [f"# LOGLEVEL={written} in {files.ufw_conf_name}"]
+    if level == "full":
+        said.append("# ufw's `full` is `high` here: fwsync has no `full` (its chains see only "
+                    "a connection's first packet)")
+        level = "high"
+    if level in LOG_LEVELS:
+        out.lines += [*said, f"logging {level}"]
+        return
+    item = Untranslated("setting", files.ufw_conf_name, f"ufw logging {written}",
+                        f"LOGLEVEL={written!r} is not a level ufw knows (off, low, medium, high, "
+                        "full): no `logging` line written, so fwsync logs at its default, off")
+    out.lines += [f"# NOT CARRIED OVER ({item.where}): {item.ufw}", *_wrapped(item.reason)]
+    out.lost.append(item)
+
+
 def _settings(files: UfwFiles, defaults: dict[str, str], conf: dict[str, str],
               out: _Out) -> None:
     """ufw settings that change what ufw does but have no fwsync equivalent."""
@@ -518,10 +554,6 @@ def _settings(files: UfwFiles, defaults: dict[str, str], conf: dict[str, str],
             f"ufw default {POLICIES.get(routed, routed.lower())} routed",
             "routed policy: Docker's own FORWARD rules decide routed traffic; fwsync's "
             "`default` covers connections to published ports"))
-    level = conf.get("LOGLEVEL", "off").lower()
-    if level not in ("off", ""):
-        found.append(Untranslated("setting", files.ufw_conf_name, f"ufw logging {level}",
-                                  "logging: fwsync does not log connections"))
     for item in found:
         out.lines += [f"# NOT CARRIED OVER ({item.where}): {item.ufw}", *_wrapped(item.reason)]
     out.lost += found

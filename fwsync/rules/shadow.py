@@ -144,6 +144,15 @@ def space(rule: Rule, sets: Mapping[str, dict[int, Blocks]]) -> Space | None:
     )
 
 
+def _log_lost(rule: Rule, earlier: Rule) -> str:
+    """A shadowed rule's `log` that the earlier rule does not say is lost with it: deleting the
+    rule as unreachable is right, but whoever wrote the `log` wanted these connections logged."""
+    if not rule.log or earlier.log:
+        return ""
+    return (f"; its '{rule.log}' never applies: the earlier rule, without '{rule.log}', "
+            f"decides these connections (add '{rule.log}' there to log them)")
+
+
 def shadowed(policy: Policy) -> list[Diagnostic]:
     """A warning for each rule that an earlier rule shadows, naming the first such rule.
 
@@ -175,7 +184,7 @@ def shadowed(policy: Policy) -> list[Diagnostic]:
             warnings.append(Diagnostic(
                 file=rule.origin.file, line=rule.origin.line, col=1, severity="warning",
                 message=f"rule is never reached: shadowed by {earlier.origin} "
-                        f"('{earlier.origin.text}')"))
+                        f"('{earlier.origin.text}'){_log_lost(rule, earlier)}"))
         if net is not None:
             key = (net.version, int(net.network_address), net.prefixlen)
             by_net.setdefault(key, []).append(len(seen))

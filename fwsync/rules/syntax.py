@@ -26,6 +26,7 @@ from fwsync.rules.model import (
     DefaultAction,
     Diagnostic,
     Endpoint,
+    LogLevel,
     Network,
     NetworkScope,
     Origin,
@@ -33,6 +34,7 @@ from fwsync.rules.model import (
     PortRange,
     Proto,
     Rule,
+    RuleLog,
     Span,
 )
 from fwsync.rules.text import forbidden_char, rule_iface_problem
@@ -41,7 +43,10 @@ ACTIONS = ("allow", "deny", "reject", "limit")
 DEFAULT_ACTIONS = ("allow", "deny", "reject")
 PROTOS = ("tcp", "udp", "any")
 PROTECTIONS = ("direct-routing", "localhost-publish")
-STATEMENTS = ("default", *ACTIONS, "define", "protect")
+# `logging LEVEL`: `on` is `low`, as in ufw. (ufw's `full` has no counterpart: `high` is the most.)
+LOGGING_WORDS = ("off", "on", "low", "medium", "high")
+RULE_LOGS = ("log", "log-all")  # a rule's own logging, right after its action (ufw's place)
+STATEMENTS = ("default", *ACTIONS, "define", "protect", "logging")
 RULE_KEYWORDS = ("in", "on", "proto", "from", "to", "port", "comment")
 END = "end of line"
 MAX_LIST_ERRORS = 20  # a wrong file given as an address list would otherwise flood the output
@@ -167,6 +172,7 @@ class _State:
     # Every define, good or bad: a broken one must not make each `$NAME` an "unknown set" too.
     set_origins: dict[str, Origin] = field(default_factory=dict)
     default: tuple[DefaultAction, Origin] | None = None
+    logging: tuple[LogLevel, Origin] | None = None
     protect: dict[str, tuple[bool, Origin]] = field(default_factory=dict)
     protect_off: dict[str, NetworkScope] = field(default_factory=dict)  # network → its line
     lists_read: list[str] = field(default_factory=list)  # `define NAME file PATH`'s paths
@@ -186,6 +192,8 @@ class _Statement:
         self.tokens = line.tokens
         self.origin = Origin(file=file, line=number, text=line.code)
         self.pos = 0
+        # Said after "unexpected 'log'" (a rule sets it: where its `log` may go).
+        self.log_hint = ""
 
     def peek(self) -> Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -222,6 +230,8 @@ class _Statement:
             at = Token("word", "", self.number, last.col + len(last.text))
             return self.fail(at, f"unexpected end of line after {quoted(last.text)}, "
                                  f"expected {one_of(expected)}{hint}")
+        if tok.text in RULE_LOGS and not hint:
+            hint = self.log_hint
         return self.fail(tok, f"unexpected {quoted(tok.text)}, expected {one_of(expected)}{hint}")
 
 
@@ -241,6 +251,23 @@ def _default(s: _Statement) -> None:
                          f"({quoted(first.text)})")
         return
     s.state.default = (cast(DefaultAction, action.text), s.origin)
+
+
+def _logging(s: _Statement) -> None:
+    """`logging off|on|low|medium|high`, as ufw's `ufw logging LEVEL` (`on` is `low`)."""
+    keyword = s.take()
+    level = s.take_word(keywords(*LOGGING_WORDS))
+    if level.text not in LOGGING_WORDS:
+        hint = ("; fwsync has no 'full': 'high' is the most it logs"
+                if level.text == "full" else "")
+        raise s.unexpected(level, keywords(*LOGGING_WORDS), hint)
+    s.end([END])
+    if s.state.logging is not None:
+        first = s.state.logging[1]
+        s.error(keyword, f"duplicate 'logging': the logging level is already set at {first} "
+                         f"({quoted(first.text)})")
+        return
+    s.state.logging = (cast(LogLevel, "low" if level.text == "on" else level.text), s.origin)
 
 
 def _protect(s: _Statement) -> None:
@@ -449,11 +476,17 @@ class _Clauses:
 
 def _rule(s: _Statement) -> None:
     action = cast(Action, s.take().text)
-    lead = [*keywords("on", "proto", "from", "to"), "PORTS"]
-    if s.accept("in") is None:
+    s.log_hint = ("; 'log' and 'log-all' go right after the action, or after 'in on IFACE' "
+                  "(e.g. 'allow log 22/tcp')")
+    lead = [*keywords("on", *RULE_LOGS, "proto", "from", "to"), "PORTS"]
+    direction = s.accept("in")
+    if direction is None:
         lead.insert(0, "'in'")
     on = s.accept("on")
     iface = _iface(s) if on is not None else None
+    log = _rule_log(s, action, interface_said=direction is not None or on is not None)
+    if log:
+        lead = [*keywords("proto", "from", "to"), "PORTS"]
     # `allow in on eth0` alone is a rule, as in ufw: all traffic arriving on eth0.
     clauses = _simple(s) if _is_port(s.peek()) else _full(s, lead, has_any=on is not None)
     _check_families(s, clauses)
@@ -466,7 +499,22 @@ def _rule(s: _Statement) -> None:
         return
     s.state.rules.append(Rule(
         action=action, iface=iface, proto=clauses.proto, src=clauses.src, dst=clauses.dst,
-        comment=clauses.comment, origin=s.origin))
+        comment=clauses.comment, origin=s.origin, log=log))
+
+
+def _rule_log(s: _Statement, action: Action, interface_said: bool) -> RuleLog:
+    """`log` or `log-all` where ufw takes it: after `ACTION [in] [on IFACE]`."""
+    tok = s.peek()
+    if tok is None or tok.kind != "word" or tok.text not in RULE_LOGS:
+        return ""
+    s.take()
+    s.log_hint = f"; {quoted(tok.text)} is already given at column {tok.col}"
+    after = s.peek()
+    if not interface_said and after is not None and after.text in ("in", "on"):
+        raise s.fail(after, f"unexpected {quoted(after.text)}: 'in on IFACE' goes before "
+                            f"{quoted(tok.text)}, as in ufw: '{action} in on IFACE {tok.text} "
+                            "...'")
+    return cast(RuleLog, tok.text)
 
 
 def _simple(s: _Statement) -> _Clauses:
@@ -632,6 +680,7 @@ def _iface(s: _Statement) -> str | None:
 def _comment(s: _Statement) -> str:
     tok = s.peek()
     if tok is None or tok.kind != "string":
+        s.log_hint = ""  # `comment log`: an unquoted text, not a misplaced option
         raise s.unexpected(tok, ["a quoted TEXT ('...' or \"...\")"])
     return s.take().value
 
@@ -708,7 +757,7 @@ def _port_number(s: _Statement, tok: Token) -> int | None:
 # ---------------------------------------------------------------- the whole rule set
 
 _PARSERS: dict[str, Callable[[_Statement], None]] = {
-    "default": _default, "define": _define, "protect": _protect,
+    "default": _default, "define": _define, "protect": _protect, "logging": _logging,
     **dict.fromkeys(ACTIONS, _rule),
 }
 
@@ -752,11 +801,13 @@ def parse_sources(sources: Sequence[tuple[str, str]],
     if any(d.severity == "error" for d in diagnostics):
         return ParseResult(policy=None, diagnostics=diagnostics)
     default, default_origin = state.default or ("deny", None)
+    logging, logging_origin = state.logging or ("off", None)
     policy = Policy(
         default=default, default_origin=default_origin, rules=tuple(state.rules),
         sets=state.sets,
         protect_direct_routing=state.protect.get("direct-routing", (True, None))[0],
         protect_localhost_publish=state.protect.get("localhost-publish", (True, None))[0],
+        logging=logging, logging_origin=logging_origin,
         direct_routing_off=tuple(state.protect_off.values()),
         list_files=tuple(dict.fromkeys(state.lists_read)),
     )

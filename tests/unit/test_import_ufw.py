@@ -215,14 +215,84 @@ def test_a_rule_in_both_files_is_listed_once_with_both_places() -> None:
     assert item.where == "user.rules:4, user6.rules:4" and item.ufw == "ufw allow out 25/tcp"
 
 
-def test_logging_options_are_dropped_but_said_and_the_rule_kept() -> None:
+LOGGED_SHAPES = [
+    ("allow_log tcp 8443 0.0.0.0/0 any 0.0.0.0/0 in", "allow log 8443/tcp"),
+    ("deny_log-all any any 0.0.0.0/0 any 203.0.113.0/24 in", "deny log-all from 203.0.113.0/24"),
+    ("reject_log tcp 25 0.0.0.0/0 any 203.0.113.0/24 in",
+     "reject log from 203.0.113.0/24 to any port 25 proto tcp"),
+    # ufw's own place for it: after `in on IFACE` (`ufw allow in on eth0 log ...`).
+    ("allow_log tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in_eth0",
+     "allow in on eth0 log to any port 8080 proto tcp"),
+    ("allow_log-all udp 99 198.51.100.1 1234 198.51.100.10 in",
+     "allow log-all from 198.51.100.10 port 1234 to 198.51.100.1 port 99 proto udp"),
+]
+
+
+@pytest.mark.parametrize(("tuple_line", "expected"), LOGGED_SHAPES,
+                         ids=[s[1] for s in LOGGED_SHAPES])
+def test_a_rules_log_option_is_carried_over(tuple_line: str, expected: str) -> None:
+    result = run((tuple_line,), conf="LOGLEVEL=low\n")
+    assert statements(result) == ["logging low", expected]
+    assert result.untranslated == () and result.notes == ()
+    check = parse_sources([("imported.rules", result.text)], read_list)
+    assert check.policy is not None
+    (rule,) = check.policy.rules
+    assert rule.log == tuple_line.split()[0].partition("_")[2]
+
+
+def test_log_on_a_limit_rule_is_kept_and_said_to_log_nothing_yet() -> None:
+    result = run(("limit_log tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in",), conf="LOGLEVEL=low\n")
+    assert statements(result) == ["logging low", "limit log 2222/tcp"]
+    (item,) = result.untranslated
+    assert (item.kind, item.ufw) == ("partial", "ufw limit log 2222/tcp")
+    assert "fwsync does not log `limit` rules yet" in item.reason
+
+
+def test_logged_rules_under_ufws_logging_off_are_kept_with_a_note() -> None:
+    # ufw logs nothing at all with logging off, its rules' `log` included; fwsync would.
     result = run(("allow_log tcp 8443 0.0.0.0/0 any 0.0.0.0/0 in",
-                  "deny_log-all any any 0.0.0.0/0 any 203.0.113.0/24 in"))
-    assert statements(result) == ["allow 8443/tcp", "deny from 203.0.113.0/24"]
-    assert [(u.kind, u.ufw) for u in result.untranslated] == [
-        ("partial", "ufw allow log 8443/tcp"), ("partial", "ufw deny log-all from 203.0.113.0/24")]
-    assert ("# PARTLY IMPORTED (user.rules:4, user6.rules:4): ufw allow log 8443/tcp\n"
-            "#   `log`: ufw logs these connections") in result.text
+                  "allow_log tcp 25 0.0.0.0/0 any 0.0.0.0/0 out"), conf="LOGLEVEL=off\n")
+    assert statements(result) == ["allow log 8443/tcp"]
+    (note,) = result.notes  # the outgoing rule is not imported, so not counted
+    assert note.startswith("LOGLEVEL=off in ufw.conf: ufw logs nothing, not even its 1 rule(s) "
+                           "with `log`/`log-all`; fwsync logs a rule's `log` whatever the level")
+
+
+@pytest.mark.parametrize(("conf", "lines"), [
+    ("LOGLEVEL=low\n", ["# LOGLEVEL=low in ufw.conf", "logging low"]),
+    ('LOGLEVEL="medium"\n', ["# LOGLEVEL=medium in ufw.conf", "logging medium"]),
+    ("LOGLEVEL=high\n", ["# LOGLEVEL=high in ufw.conf", "logging high"]),
+    ("LOGLEVEL=full\n", ["# LOGLEVEL=full in ufw.conf",
+                         "# ufw's `full` is `high` here: fwsync has no `full` (its chains see "
+                         "only a connection's first packet)", "logging high"]),
+])
+def test_ufws_logging_level_becomes_a_logging_line_after_the_default(
+        conf: str, lines: list[str]) -> None:
+    result = run(conf=conf)
+    text = result.text.splitlines()
+    at = text.index("default deny incoming")
+    assert text[at + 1:at + 1 + len(lines)] == lines
+    assert result.untranslated == () and result.notes == ()
+    check = parse_sources([("imported.rules", result.text)], read_list)
+    assert check.policy is not None and check.policy.logging == lines[-1].split()[1]
+    assert check.policy.logging_origin is not None
+    assert check.policy.logging_origin.text == lines[-1]
+
+
+@pytest.mark.parametrize("conf", ["LOGLEVEL=off\n", "ENABLED=yes\n", None])
+def test_logging_off_missing_or_no_ufw_conf_writes_no_logging_line(conf: str | None) -> None:
+    result = run(conf=conf)
+    assert "logging" not in result.text and result.untranslated == ()
+    check = parse_sources([("imported.rules", result.text)], read_list)
+    assert check.policy is not None and check.policy.logging == "off"
+
+
+def test_an_unknown_logging_level_is_listed_not_written() -> None:
+    result = run(conf="LOGLEVEL=verbose\n")
+    (item,) = result.untranslated
+    assert (item.kind, item.where, item.ufw) == ("setting", "ufw.conf", "ufw logging verbose")
+    assert "# NOT CARRIED OVER (ufw.conf): ufw logging verbose\n" in result.text
+    assert "\nlogging " not in result.text
 
 
 def test_a_comment_with_both_quotes_and_bad_hex_are_partial() -> None:
@@ -264,9 +334,9 @@ def test_settings_without_an_equivalent_are_listed() -> None:
                           'DEFAULT_FORWARD_POLICY="ACCEPT"\n',
                  conf="ENABLED=no\nLOGLEVEL=medium\n")
     assert [(u.kind, u.ufw) for u in result.untranslated] == [
-        ("setting", "ufw default deny outgoing"), ("setting", "ufw default allow routed"),
-        ("setting", "ufw logging medium")]
-    assert result.text.count("# NOT CARRIED OVER") == 3
+        ("setting", "ufw default deny outgoing"), ("setting", "ufw default allow routed")]
+    assert result.text.count("# NOT CARRIED OVER") == 2
+    assert "\nlogging medium\n" in result.text
     assert any("ENABLED=no" in n for n in result.notes)
 
 
@@ -296,8 +366,15 @@ def test_a_real_ufw_configuration_matches_the_reviewed_golden_file(tmp_path: Pat
     loaded = load_rules(out)
     assert loaded.ok and loaded.policy is not None
     assert len(loaded.policy.rules) == result.rules == 22
-    assert {u.kind for u in result.untranslated} == {"skipped", "partial", "setting"}
-    assert len(result.untranslated) == 7
+    # ufw.conf's LOGLEVEL=low and the two logged rules are carried over: only skipped rules
+    # are left.
+    assert {u.kind for u in result.untranslated} == {"skipped"}
+    assert len(result.untranslated) == 4
+    assert loaded.policy.logging == "low"
+    assert [(r.origin.text, r.log) for r in loaded.policy.rules if r.log] == [
+        ("allow log 8443/tcp", "log"),
+        ("allow log-all from 198.51.100.10 port 1234 to 198.51.100.1 port 99 proto udp",
+         "log-all")]
 
 
 # ---------------------------------------------------------------- order, as a property
@@ -392,7 +469,7 @@ def test_command_prints_rules_on_stdout_and_the_report_on_stderr(tmp_path: Path)
     assert res.exit_code == 0
     assert res.stdout.startswith("# fwsync rules imported from ufw")
     assert "default deny incoming" in res.stdout and "Imported" not in res.stdout
-    assert "7 item(s) could not be carried over in full" in res.stderr
+    assert "4 item(s) could not be carried over in full" in res.stderr
 
 
 def test_command_json_report(tmp_path: Path) -> None:
@@ -406,7 +483,7 @@ def test_command_json_report(tmp_path: Path) -> None:
     assert {"kind": "skipped", "where": f"{d}/user.rules:60", "ufw": "ufw deny out to 203.0.113.9",
             "reason": "outgoing rule: fwsync governs only incoming connections to the ports "
                       "Docker publishes"} in doc["untranslated"]
-    assert len(doc["untranslated"]) == 7 and doc["notes"]
+    assert len(doc["untranslated"]) == 4 and doc["notes"]
 
 
 def test_command_errors_are_one_line(tmp_path: Path) -> None:

@@ -361,11 +361,11 @@ def test_protect_twice_is_an_error_naming_the_first():
 
 FULL_ERRORS = [
     ("Allow 80", "1:1: error: unexpected 'Allow', expected one of 'default', 'allow', 'deny', "
-                 "'reject', 'limit', 'define', 'protect'"),
+                 "'reject', 'limit', 'define', 'protect', 'logging'"),
     ("allow", "1:6: error: unexpected end of line after 'allow', expected one of 'in', 'on', "
-              "'proto', 'from', 'to', PORTS"),
-    ("allow in http", "1:10: error: unexpected 'http', expected one of 'on', 'proto', 'from', "
-                      "'to', PORTS"),
+              "'log', 'log-all', 'proto', 'from', 'to', PORTS"),
+    ("allow in http", "1:10: error: unexpected 'http', expected one of 'on', 'log', 'log-all', "
+                      "'proto', 'from', 'to', PORTS"),
     ("allow 70000/tcp", "1:7: error: '70000' is not a port number (1-65535)"),
     ("allow 0", "1:7: error: '0' is not a port number (1-65535)"),
     ("allow 1:99999999999999999999999", "1:9: error: '99999999999999999999999' is not a port "
@@ -678,7 +678,7 @@ def test_host_bits_error_suggests_the_network(address, prefix):
 vocabulary = st.sampled_from([
     "allow", "deny", "reject", "limit", "default", "define", "protect", "in", "on", "from", "to",
     "port", "proto", "tcp", "udp", "any", "comment", "container", "network", "file",
-    "incoming", "$x",
+    "incoming", "$x", "logging", "log", "log-all", "low", "high", "full",
     "10.0.0.1", "10.0.0.0/8", "2001:db8::1", "80", "80,443", "1:2", "eth+", "'t'", '"', "'",
     ",", "#", "direct-routing", "off", "web-*", "/tcp", "x", "\t", " "])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -478,6 +479,84 @@ class FailOn(StrEnum):
 
 
 DOCTOR_FINDINGS_EXIT = 3  # 2 is click's usage error, 1 an error running doctor
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """`90s`, `10m`, `2h`, `7d` → seconds."""
+    unit = text[-1:]
+    if unit not in _DURATION or not text[:-1].isascii() or not text[:-1].isdigit():
+        raise typer.BadParameter(f"{text!r}: expected a number and s, m, h or d (e.g. 10m)")
+    return int(text[:-1]) * _DURATION[unit]
+
+
+def _decision_text(d: dict[str, Any]) -> str:
+    sport = f":{d['sport']}" if d.get("sport") is not None else ""
+    host = f"[{d['host_ip']}]" if ":" in str(d.get("host_ip")) else d.get("host_ip")
+    port = f":{d['port']}" if d.get("port") is not None else ""
+    who = f" ({d['container']})" if d.get("container") else ""
+    return (f"{d.get('time')} {str(d.get('verdict')).upper():<6} {d.get('src')}{sport} → "
+            f"{host}{port}/{d.get('proto')}{who} by {d.get('origin')}"
+            + (f" in {d['in']}" if d.get("in") else ""))
+
+
+@app.command("log")
+def log_(
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="DURATION", help="Only the last DURATION (e.g. 10m, 2h, 7d).")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing decisions as the daemon writes them.")] = False,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """The decisions fwsync logged (`logging` and `log` in the rules), as `fwsync daemon`
+    wrote them: who, to which published address and port, the container, the verdict and the
+    rule. --format json: one JSON object a line."""
+    import json
+    import time as time_
+
+    from fwsync.daemon.decisions import decisions_path, read_decisions
+
+    start = time_.time() - _duration(since) if since else None
+    path = decisions_path()
+
+    def show(d: dict[str, Any]) -> None:
+        typer.echo(json.dumps(d) if fmt is Format.json else _decision_text(d))
+
+    seen = 0
+    for d in read_decisions(path, start):
+        show(d)
+        seen += 1
+    if not follow:
+        if not seen and fmt is not Format.json:
+            typer.echo(f"No decisions logged{' in the last ' + since if since else ''} "
+                       f"({path}). fwsync logs what the rules' `logging` level and `log` "
+                       "options say, through `fwsync daemon`.", err=True)
+        return
+    offset = path.stat().st_size if path.exists() else 0
+    inode = path.stat().st_ino if path.exists() else None
+    try:
+        while True:
+            time_.sleep(0.5)
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_ino != inode or st.st_size < offset:  # rotated: read the new one whole
+                inode, offset = st.st_ino, 0
+            if st.st_size == offset:
+                continue
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    show(json.loads(line))
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

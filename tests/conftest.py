@@ -101,6 +101,7 @@ def _own_docker_memory(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("FWSYNC_DOCKER_STATE", str(memory / "docker.json"))
     # And the daemon's samples of each rule's use (/var/lib/fwsync/rule-activity.json).
     monkeypatch.setenv("FWSYNC_RULE_ACTIVITY", str(memory / "rule-activity.json"))
+    monkeypatch.setenv("FWSYNC_DECISIONS", str(memory / "decisions.jsonl"))  # /var/log/fwsync
 
 
 def _cleanup_checked(lab: KernelLab | DockerLab) -> None:

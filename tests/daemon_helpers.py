@@ -42,7 +42,8 @@ class DaemonProc:
                     FWSYNC_LOCK_FILE=str(self.lab.dir / "fwsync.lock"),
                     FWSYNC_DAEMON_STATE=str(self.state), FWSYNC_RULES=str(self.rules),
                     FWSYNC_DOCKER_STATE=str(self.lab.dir / "docker.json"),
-                    FWSYNC_RULE_ACTIVITY=str(self.lab.dir / "rule-activity.json"))
+                    FWSYNC_RULE_ACTIVITY=str(self.lab.dir / "rule-activity.json"),
+                    FWSYNC_DECISIONS=str(self.lab.dir / "decisions.jsonl"))
         full.update(self.extra_env)
         return full
 

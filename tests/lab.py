@@ -1068,6 +1068,7 @@ def run_fwsync(lab_or_ns: Lab | NsLike, *args: str, rules: Path | None = None,
         # And what Docker last reported (kept for when it cannot be asked): per lab too.
         full["FWSYNC_DOCKER_STATE"] = str(lab_or_ns.dir / "docker.json")
         full["FWSYNC_RULE_ACTIVITY"] = str(lab_or_ns.dir / "rule-activity.json")
+        full["FWSYNC_DECISIONS"] = str(lab_or_ns.dir / "decisions.jsonl")
     else:
         ns = _ns(lab_or_ns)
     if rules is not None:

@@ -27,6 +27,14 @@ from dataclasses import dataclass
 from fwsync.backends.base import BackendError
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
+from fwsync.core.logging_rules import (
+    IN_ALL_BURST,
+    IN_ALL_PER_SECOND,
+    LOG_GROUP,
+    PER_SOURCE_BURST,
+    PER_SOURCE_PER_MINUTE,
+)
+from fwsync.core.logging_rules import prefix as log_prefix
 from fwsync.core.merge import merge_runs
 from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
 from fwsync.rules.addresses import kernel_text
@@ -176,6 +184,7 @@ class RenderContext:
     family: Family
     set_names: dict[str, str]  # display name → kernel set name
     limit: RateLimit = LIMIT
+    log_tag: str = ""  # Ruleset.log_tag: every log line's prefix names the policy
 
 
 def _match_text(m: Match, ctx: RenderContext) -> str:
@@ -223,11 +232,29 @@ def _line(chain: str, match: str, comment: str | None, target: str) -> str:
     return " ".join(parts)
 
 
+def _log_line(match: str, comment: str | None, ctx: RenderContext, index: int | None,
+              action: str) -> str:
+    """A logged decision's line before it, with the same match: its new connections go to
+    fwsync's NFLOG group (core/logging_rules), rate-limited per source (a /64 for IPv6, in one
+    table for all of fwsync's log lines) and in all (per rule). As iptables-save lists it."""
+    per_source = (f"-m hashlimit --hashlimit-upto {PER_SOURCE_PER_MINUTE}/min --hashlimit-burst "
+                  f"{PER_SOURCE_BURST} --hashlimit-mode srcip --hashlimit-name fwsync-log")
+    if ctx.family == 6 and ctx.limit.ipv6_prefix != 128:
+        per_source += f" --hashlimit-srcmask {ctx.limit.ipv6_prefix}"
+    in_all = f"-m limit --limit {IN_ALL_PER_SECOND}/sec --limit-burst {IN_ALL_BURST}"
+    target = (f'-j NFLOG --nflog-prefix "{log_prefix(ctx.log_tag, index, action)}" '
+              f"--nflog-group {LOG_GROUP}")
+    return _line(INBOUND_CHAIN, " ".join(p for p in (match, per_source, in_all) if p), comment,
+                 target)
+
+
 def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
                 ) -> Iterator[str]:
     match = _match_text(rule.match, ctx)
     comment = comment or f"{rule.origin.short} {rule.origin.text}"
     chain = INBOUND_CHAIN
+    if rule.log and rule.action != "limit":
+        yield _log_line(match, comment, ctx, rule.index, rule.action)
     if rule.action == "allow":
         yield _line(chain, match, comment, "-j RETURN")
     elif rule.action == "deny":
@@ -302,6 +329,8 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[K
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
+    if ruleset.log_default:
+        yield _log_line("", comment, ctx, None, ruleset.default)
     if ruleset.default == "allow":
         yield _line(INBOUND_CHAIN, "", comment, "-j RETURN")
     elif ruleset.default == "deny":
@@ -367,7 +396,8 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
         elements = set_elements(aset)
         objects[set_key(family, display)] = elements
         set_names[display] = set_kernel_name(family, display, elements)
-    ctx = RenderContext(family=family, set_names=set_names, limit=ruleset.limit)
+    ctx = RenderContext(family=family, set_names=set_names, limit=ruleset.limit,
+                        log_tag=ruleset.log_tag)
     rules = [(rule, merged.comment(n)) for n, rule in enumerate(merged.ruleset.rules)]
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules))

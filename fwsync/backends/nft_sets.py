@@ -15,6 +15,7 @@ from typing import Any
 
 from fwsync.backends.base import LIST_BELOW
 from fwsync.backends.nft_table import FAMILY, TABLE, Batch, in_table
+from fwsync.core.logging_rules import LOG_SET_BASE, PER_SOURCE_FORGET
 from fwsync.core.merge import internal_name
 from fwsync.core.ruleset import Family, Ruleset
 from fwsync.rules.model import PortRange
@@ -80,6 +81,16 @@ def _set_type(family: Family) -> str:
     return "ipv4_addr" if family == 4 else "ipv6_addr"
 
 
+def log_set_name(family: Family) -> str:
+    """The log's per-source buckets (core/logging_rules): one set per family for all of
+    fwsync's log rules, as iptables' `fwsync-log` hashlimit table is one."""
+    return set_name(internal_name(LOG_SET_BASE.rstrip("."), 0), family)
+
+
+def logs(ruleset: Ruleset) -> bool:
+    return ruleset.log_default or any(r.log and r.action != "limit" for r in ruleset.rules)
+
+
 def ruleset_sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:
     """The address sets of a ruleset, each in its parts (recorded in `parts`), and the sets of
     its limits; the port sets are made with the rules that use them (port_set)."""
@@ -100,6 +111,11 @@ def ruleset_sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:
                            (limit_set_name(index, family), 2 * limit.capacity)):
             yield {"set": {**in_table(), "name": name, "type": _set_type(family), "size": size,
                            "flags": ["timeout"], "timeout": limit.forget_after}}
+    if logs(ruleset):
+        for family in (4, 6):
+            yield {"set": {**in_table(), "name": log_set_name(family), "type": _set_type(family),
+                           "size": limit.capacity, "flags": ["timeout"],
+                           "timeout": PER_SOURCE_FORGET}}
 
 
 def _pr(p: PortRange) -> tuple[int, int]:

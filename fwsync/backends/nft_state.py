@@ -69,6 +69,9 @@ def _fmt(e: Any) -> str:
         return " & ".join(_fmt(x) for x in v)
     if kind == "set" and isinstance(v, list):
         return _fmt(v)
+    if kind == "log":
+        group = f" group {v['group']}" if "group" in v else ""
+        return f'log prefix "{v.get("prefix", "")}"{group}'
     if kind == "counter":
         return "counter"  # its values are traffic's, not the rule's: never a difference
     if kind in ("accept", "drop", "return") and v is None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +40,7 @@ from fwsync.backends.nft_sets import (
     distinct_names,
     limit_seen_name,
     limit_set_name,
+    log_set_name,
     port_set,
     ruleset_sets,
     set_name,
@@ -58,6 +59,14 @@ from fwsync.backends.nft_table import (
 )
 from fwsync.core.build import FAMILIES
 from fwsync.core.kernel_text import cgroup_path_problem, checked_iface, comment_text
+from fwsync.core.logging_rules import (
+    IN_ALL_BURST,
+    IN_ALL_PER_SECOND,
+    LOG_GROUP,
+    PER_SOURCE_BURST,
+    PER_SOURCE_PER_MINUTE,
+)
+from fwsync.core.logging_rules import prefix as log_prefix
 from fwsync.core.merge import MergedRules, internal_name, merge_runs
 from fwsync.core.observed import ProxyCgroup
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
@@ -203,10 +212,38 @@ def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]]
     appended to `sets`. A rule on an address set held in two kernel sets is two rules, one per
     part, next to each other with the same verdict: a source is in one part or in neither."""
     for n, item in enumerate(_specs(merge)):
-        rules = _limit_rules(*item, ruleset.limit) if isinstance(item, tuple) \
-            else iter([_spec_rule(item, n, sets)])
+        if isinstance(item, tuple):
+            rules: Iterable[dict[str, Any]] = _limit_rules(*item, ruleset.limit)
+        else:
+            decision = _spec_rule(item, n, sets)
+            first = item.rules[0]
+            logged = _log_rules(decision["rule"]["expr"], [4, 6] if item.both_families
+                                else [item.match.family], ruleset, first.index,
+                                first.action, item.comment) if first.log else []
+            rules = [*logged, decision]
         for rule in rules:
             yield from _per_part(rule, parts)
+
+
+def _log_rules(exprs: list[Expr], families: list[Family], ruleset: Ruleset, index: int | None,
+               action: str, comment: str) -> list[dict[str, Any]]:
+    """A logged decision's rules before it, with its match: its new connections go to fwsync's
+    NFLOG group (core/logging_rules), rate-limited per source (one bucket set per family for
+    all of fwsync's log rules; an IPv6 source by its /64) and in all (per rule)."""
+    base = [e for e in exprs if not (isinstance(e, dict) and next(iter(e)) in
+                                     (*_VERDICTS, "counter"))]
+    out = []
+    for family in families:
+        per_source = {"set": {"op": "update", "elem": _limit_key(family, ruleset.limit),
+                              "set": "@" + log_set_name(family),
+                              "stmt": [{"limit": {"rate": PER_SOURCE_PER_MINUTE,
+                                                  "burst": PER_SOURCE_BURST,
+                                                  "per": "minute"}}]}}
+        in_all = {"limit": {"rate": IN_ALL_PER_SECOND, "burst": IN_ALL_BURST, "per": "second"}}
+        log = {"log": {"prefix": log_prefix(ruleset.log_tag, index, action),
+                       "group": LOG_GROUP}}
+        out.append(_rule("inbound", [*base, per_source, in_all, log], comment))
+    return out
 
 
 def _per_part(rule: dict[str, Any], parts: Parts) -> Iterator[dict[str, Any]]:
@@ -394,6 +431,8 @@ def _inbound_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, An
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
     comment = f"{where}default {ruleset.default}"
+    if ruleset.log_default:
+        yield from _log_rules([], [4, 6], ruleset, None, ruleset.default, comment)
     if ruleset.default == "allow":
         yield _rule("inbound", [{"accept": None}], comment)
     elif ruleset.default == "deny":

@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from fwsync.core.bindings import BindingRun, binding_runs, covered
 from fwsync.core.bridges import host_bridges, judge_bridges
 from fwsync.core.kernel_text import shown
+from fwsync.core.logging_rules import log_tag, logged_default, logged_rule
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
     L4,
@@ -230,8 +231,10 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         for match in chosen[index]:
             if match.sset is not None:
                 used_sets.add((match.sset, match.family))
-            rules.append(KernelRule(match=match, action=actions.get(index, rule.action),
-                                    origin=rule.origin, index=index, comment=rule.comment))
+            action = actions.get(index, rule.action)
+            rules.append(KernelRule(match=match, action=action, origin=rule.origin, index=index,
+                                    comment=rule.comment,
+                                    log=logged_rule(policy, rule, action)))
     if docker.proxy_cgroup is None and any(_ipv6_through_proxy(p) for p in docker.ports):
         notes.append(proxy_window(docker.proxy_cgroup_note))
     subnets = _bridges(docker.extra_bridges, notes)
@@ -254,6 +257,8 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
         host_bridges=host_bridges(docker, refused),
         input_ports=inputs,
         proxy_cgroup=docker.proxy_cgroup,
+        log_default=logged_default(policy),
+        log_tag=log_tag(policy),
     )
     return BuildResult(ruleset=ruleset, notes=tuple(notes), problems=tuple(problems))
 

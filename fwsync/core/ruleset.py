@@ -106,6 +106,7 @@ class KernelRule:
     origin: Origin
     index: int  # position of the source rule in the policy; stable id for per-rule state (limit)
     comment: str | None = None
+    log: bool = False  # its new connections are logged (core/logging.logged)
 
 
 LimitOutcome = Literal["ok", "over", "full"]
@@ -267,6 +268,10 @@ class Ruleset:
     # docker-proxy serves, judged like a listed binding, whatever its port (the INPUT path's
     # catch-all, where a backend can match it). None: only the listed bindings are judged.
     proxy_cgroup: ProxyCgroup | None = None
+    # What the default's decisions log (core/logging), and the tag every log line of this
+    # ruleset carries so that the daemon knows which rules wrote it.
+    log_default: bool = False
+    log_tag: str = ""
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:
         return tuple(n for n in self.bridge_subnets if (":" in n) == (family == 6))

@@ -23,7 +23,7 @@ from fwsync import lock
 from fwsync.backends.base import Backend, BackendError
 from fwsync.core.diff import Desired, Plan, diff
 from fwsync.core.enforcing import Enforcement
-from fwsync.core.observed import DockerState, L4Proto, as_remembered
+from fwsync.core.observed import DockerState, L4Proto, PublishedPort, as_remembered
 from fwsync.daemon.coalesce import Batch
 from fwsync.daemon.drift import FULL_CHECK_EVERY, Enforced, drifted
 from fwsync.daemon.memory import release_memory
@@ -140,6 +140,7 @@ class Reconciler:
         self._looked_at = 0.0  # time.monotonic() of that look
         self.docker_error: str | None = None
         self.enforced: Enforced | None = None
+        self.observed: DockerState | None = None  # what the last reconcile built from
         # The kernel's answer to "enforcing?" (core/enforcing), read back after the last
         # reconcile; None: not asked yet, or the kernel could not be read.
         self.enforcement: Enforcement | None = None
@@ -151,6 +152,12 @@ class Reconciler:
         self._drift_checks = 0
         self.checked_full = False  # whether the last check_drift listed every set element
         self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
+
+    @property
+    def ports(self) -> tuple[PublishedPort, ...]:
+        """The bindings the last reconcile built from (Docker's answer, or what fwsync
+        remembered of it): logged decisions name their container from these."""
+        return self.observed.ports if self.observed is not None else ()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -264,7 +271,7 @@ class Reconciler:
                                 "started": started}
         steps: dict[str, float] = {}
         try:
-            docker = self._observe(batch)
+            docker = self.observed = self._observe(batch)
             steps["observe_ms"] = time.monotonic()
             # Before reading: a later edit re-triggers. A list the policy starts to use shows up
             # in the next tick's fingerprint, which costs one more (empty) reconcile.

@@ -111,6 +111,9 @@ class Metrics:
                                 "The rules enforced: sha256 of their files as read, and the git "
                                 "commit of the repository they are in (empty outside one).",
                                 ["digest", "commit"], registry=r)
+        self.logged = Counter("fwsync_logged_decisions", "Decisions the kernel logged to "
+                              "fwsync's NFLOG group and the daemon wrote (after the kernel's "
+                              "rate limits), by verdict.", ["verdict"], registry=r)
         self._rules: tuple[str, str] | None = None
         self._server: Any = None
 

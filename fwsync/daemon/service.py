@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 from fwsync.core.activity import observe
 from fwsync.core.counts import RuleCount
+from fwsync.core.logging_rules import LOG_GROUP
 from fwsync.daemon.coalesce import Batch, Coalescer, Source, Trigger
+from fwsync.daemon.decisions import DecisionFile, decision_of, ufw_line
 from fwsync.daemon.docker_events import DockerEventWatcher
 from fwsync.daemon.loop import Outcome, Reconciler
 from fwsync.daemon.memory import release_memory
@@ -34,6 +36,7 @@ from fwsync.daemon.notify import sd_notify, status_line, watchdog_interval
 from fwsync.daemon.rules_watch import watch_rules
 from fwsync.daemon.state import write_state
 from fwsync.observe.activity_file import read_activity, write_activity
+from fwsync.observe.nflog import NflogReader
 from fwsync.reconcile import rule_counts_now, select_backend
 
 log = logging.getLogger("fwsync.daemon")
@@ -81,6 +84,8 @@ class Daemon:
         self.coalescer = Coalescer()
         self.metrics = Metrics()
         self.metrics.counts_from(self._rule_counts)
+        self._nflog: NflogReader | None = None
+        self._decisions = DecisionFile()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.watcher = DockerEventWatcher(self._from_thread, on_state=self._docker_state)
         self.nft_watcher = NftWatcher(self._nft_from_thread)
@@ -207,6 +212,7 @@ class Daemon:
         self._now("startup", "daemon started")
         self.watcher.start()
         self.nft_watcher.start()
+        self._open_log_reader()
         tasks = [self._task(self._drift_loop(), "drift"),
                  self._task(watch_rules(cfg.rules, self._rules_event, self._stop), "rules"),
                  self._task(self._resync_loop(), "resync"),
@@ -220,6 +226,9 @@ class Daemon:
             sd_notify("STOPPING=1")
             self.watcher.stop()
             self.nft_watcher.stop()
+            if self._nflog is not None:
+                loop.remove_reader(self._nflog.fileno())
+                self._nflog.close()
             if self._nft_task is not None:
                 self._nft_task.cancel()
                 await asyncio.gather(self._nft_task, return_exceptions=True)
@@ -362,6 +371,45 @@ class Daemon:
                                                        "detected_by": "tick"}})
                 self.trigger(Trigger(source="drift", reason=", ".join(keys), at=time.monotonic(),
                                      wall=time.time(), full=full, seen_by="tick"))
+
+    def _open_log_reader(self) -> None:
+        """fwsync's NFLOG group (core/logging_rules), read on the loop as packets come: the
+        kernel rate-limits what it sends, and each is a line and an append."""
+        try:
+            reader = NflogReader(LOG_GROUP).open()
+        except OSError as exc:
+            log.warning("logged decisions cannot be read", extra={"fields": {"error": str(exc)}})
+            return
+        self._nflog = reader
+        assert self._loop is not None
+        self._loop.add_reader(reader.fileno(), self._on_logged)
+        log.info("reading logged decisions", extra={"fields": {
+            "nflog_group": LOG_GROUP, "original_destination": reader.conntrack,
+            "file": str(self._decisions.path)}})
+
+    def _on_logged(self) -> None:
+        reader = self._nflog
+        if reader is None:
+            return
+        lost = reader.overruns + reader.lost
+        try:
+            packets = reader.read(0)
+        except OSError as exc:
+            log.warning("logged decisions", extra={"fields": {"error": str(exc)}})
+            return
+        enforced = self.reconciler.enforced
+        policy = enforced.policy if enforced is not None else None
+        ports = self.reconciler.ports
+        decisions = [d for p in packets if (d := decision_of(p, policy, ports)) is not None]
+        for d in decisions:
+            log.info(ufw_line(d))
+            self.metrics.logged.labels(d.verdict).inc()
+        error = self._decisions.append(decisions)
+        if error is not None:
+            log.warning("logged decisions", extra={"fields": {"error": error}})
+        if reader.overruns + reader.lost > lost:
+            log.warning("logged decisions lost", extra={"fields": {
+                "socket_overruns": reader.overruns, "missing": reader.lost}})
 
     async def _activity_loop(self) -> None:
         """Each rule's count, sampled (core/activity) in a thread of its own with a backend of

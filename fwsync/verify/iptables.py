@@ -76,6 +76,10 @@ def _ipt_parse(line: str, sets: _IptSets, chains: set[str]) -> Rule:
     words = shlex.split(line)
     if words[:1] != ["-A"] or len(words) < 2:
         raise Unreadable("not an -A line")
+    if words[-1:] and "-j" in words and words[words.index("-j") + 1] == "NFLOG":
+        # A copy of the packet for fwsync's log (core/logging_rules): NFLOG does not end the
+        # chain, whatever the rule matches; its hashlimit table is the log's alone.
+        return Rule(line)
     tests: list[Test] = []
     kinds: list[str] = []
     target: tuple[str, str] = ("none", "")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fwsync.core.diff import State
+from fwsync.core.logging_rules import LOG_SET_BASE
 from fwsync.verify.connection import Connection
 from fwsync.verify.walk import (
     CT_STATES,
@@ -182,8 +183,23 @@ def _socket_cgroup_test(cgroup: tuple[int, str]) -> Test:
     return test
 
 
+_VERDICT_WORDS = {"accept", "drop", "reject", "return", "jump", "goto", "queue"}
+
+
+def _log_only(words: list[str]) -> bool:
+    """A rule that only logs (core/logging_rules): no verdict, and the only sets it updates are
+    the log's own per-source buckets. It cannot change what happens to a connection."""
+    if "log" not in words or _VERDICT_WORDS & set(words):
+        return False
+    updated = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "update"]
+    return all(name.startswith("@" + LOG_SET_BASE) for name in updated)
+
+
 def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:
-    words = _Words(_nft_comment(line).split())
+    plain = _nft_comment(line).split()
+    if _log_only(plain):
+        return Rule(line)
+    words = _Words(plain)
     tests: list[Test] = []
     kinds: list[str] = []
     target: tuple[str, str] = ("none", "")

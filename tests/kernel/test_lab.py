@@ -217,7 +217,7 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
         "print(json.dumps({'netns': os.stat('/proc/self/ns/net').st_ino, 'argv': sys.argv[1:],"
         " 'env': {k: os.environ.get(k) for k in"
         " ('DOCKER_HOST', 'FWSYNC_RULES', 'FWSYNC_LOCK_FILE', 'FWSYNC_DAEMON_STATE',"
-        " 'FWSYNC_DOCKER_STATE', 'FWSYNC_RULE_ACTIVITY', 'EXTRA')}}))\n")
+        " 'FWSYNC_DOCKER_STATE', 'FWSYNC_RULE_ACTIVITY', 'FWSYNC_DECISIONS', 'EXTRA')}}))\n")
     res = run_fwsync(kernel_lab, "apply", "--dry-run", rules=tmp_path / "rules", check=True,
                      env={"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tmp_path), "EXTRA": "x"})
     seen = json.loads(res.stdout)
@@ -231,7 +231,9 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
                 # nor the machine's memory of Docker (/var/lib/fwsync/docker.json)
                 "FWSYNC_DOCKER_STATE": str(kernel_lab.dir / "docker.json"),
                 # nor its samples of rule use (/var/lib/fwsync/rule-activity.json)
-                "FWSYNC_RULE_ACTIVITY": str(kernel_lab.dir / "rule-activity.json"), "EXTRA": "x"},
+                "FWSYNC_RULE_ACTIVITY": str(kernel_lab.dir / "rule-activity.json"),
+                # nor its log of decisions (/var/log/fwsync/decisions.jsonl)
+                "FWSYNC_DECISIONS": str(kernel_lab.dir / "decisions.jsonl"), "EXTRA": "x"},
     }
     assert not Path(kernel_lab.docker_host.removeprefix("unix://")).exists()
 

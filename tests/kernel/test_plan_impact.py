@@ -14,6 +14,8 @@ from tests.lab import (
     ATTACKER_V4,
     CTR_NET_V4,
     CTR_NET_V6,
+    CTR_V4,
+    CTR_V6,
     HOST_ATTACKER_V4,
     TRUSTED_V4,
     KernelLab,
@@ -28,7 +30,8 @@ def remember_web(lab: KernelLab) -> None:
     """What Docker last reported (the lab has no dockerd): `web` publishing 80 on docker0."""
     port = {"host_port": 80, "proto": "tcp", "container": "web", "container_port": 80,
             "container_id": "0123456789ab", "image": "web", "networks": ["bridge"],
-            "container_ipv6": True, "service": "", "mode": "", "routed": ""}
+            "container_ipv6": True, "service": "", "mode": "", "routed": "",
+            "container_addrs": [CTR_V4, CTR_V6]}
     data = {"format_version": 1, "seen_at": time.time() - 60,
             "ports": [{**port, "host_ip": "0.0.0.0"}, {**port, "host_ip": "::"}],
             "extra_bridges": [], "containers": ["web"], "firewall_backend": None,

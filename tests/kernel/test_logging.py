@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProc
+from tests.fail2ban import parse_report, run_fail2ban_regex
 from tests.kernel.test_plan_impact import remember_web
 from tests.lab import (
     ATTACKER_V4,
@@ -27,6 +28,7 @@ from tests.lab import (
 from tests.steps import write_rules
 
 pytestmark = pytest.mark.kernel
+FILTER = Path(__file__).resolve().parents[2] / "monitoring/fail2ban/filter.d/fwsync.conf"
 DROPPED_PROBE = 0.5  # one SYN per dropped probe (the kernel retries after 1 s)
 
 
@@ -75,6 +77,12 @@ def test_a_refused_attempt_is_logged_with_the_port_dialled_the_container_and_the
         assert d["dest"] != d["host_ip"] and d["dport"] == 80  # the container's, after DNAT
         text = daemon.log.read_text()
         line = next(x for x in text.splitlines() if "[FWSYNC BLOCK]" in x)
+        # The lines this lab produced, through the shipped fail2ban filter (fail2ban-regex from
+        # Debian's package): the attacker's three attempts, and nothing else of the daemon's.
+        regex = run_fail2ban_regex(text, FILTER, tmp_path)
+        assert regex.returncode == 0, regex.stderr
+        report = parse_report(regex.stdout)
+        assert report.hosts == [ATTACKER_V4] * 3, regex.stdout
         assert f"SRC={ATTACKER_V4} DST={dialled[0]} PROTO=TCP" in line and "DPT=80" in line
         assert "CONTAINER=web" in line
         # `log` on a rule logs what it lets in too, whatever the level.

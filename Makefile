@@ -7,7 +7,7 @@ APT_PKGS := nftables iptables ipset iproute2 conntrack ufw busybox-static docker
             python3 python3-venv python3-nftables pipx git
 STAMP    := $(VENV)/.installed
 
-.PHONY: install engines promtool test test-unit demo lint bench clean
+.PHONY: install engines promtool fail2ban test test-unit demo lint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ engines:
 # no-op once it is there.
 promtool:
 	$(SYSPY) tools/fetch-promtool
+
+# fail2ban-regex, which checks monitoring/fail2ban/filter.d/fwsync.conf, taken out of Debian's
+# fail2ban package into /var/cache/fwsync-fail2ban (the package itself would start a fail2ban
+# server, which writes iptables rules); a no-op once it is there.
+fail2ban:
+	$(SYSPY) tools/fetch-fail2ban
 
 $(STAMP): pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -39,7 +45,7 @@ $(STAMP): pyproject.toml Makefile
 # dockerds run at a time; the other layers fill the gaps.
 ENGINES ?= all
 TEST_WORKERS ?= 2
-test: install engines promtool
+test: install engines promtool fail2ban
 	$(PY) -m pytest tests --engine $(ENGINES) -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
@@ -49,7 +55,8 @@ demo: install
 	$(PY) demo/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check fwsync tests demo bench tools/fetch-engines tools/fetch-promtool
+	$(VENV)/bin/ruff check fwsync tests demo bench tools/fetch-engines tools/fetch-promtool \
+	    tools/fetch-fail2ban
 	$(VENV)/bin/mypy
 
 bench: install
@@ -58,9 +65,12 @@ bench: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench-daemon
+.PHONY: bench-daemon bench-log-flood
 bench-daemon: install
 	$(PY) bench/bench_daemon.py
+
+bench-log-flood: install
+	$(PY) bench/bench_log_flood.py
 
 # The scenario suite on three Vagrant machines (vagrant/README.md). Its own packages: `make
 # install` and `make test` don't need them. Here: a box built offline with debootstrap, libvirtd

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_apply
 import bench_daemon
+import bench_log_flood
 import bench_packet
 import bench_startup
 from benchlib import REPO, Spread, dump_json, interruptible, loadavg, machine_info, md_table
@@ -187,6 +188,18 @@ def target_rows(data: dict[str, Any]) -> list[list[str]]:
                          f"{big['backend']}", "≤ 120 MiB", f"{i['vmrss_mib']} MiB (peak "
                          f"{i['vmhwm_mib']})", "", _verdict(i["vmrss_mib"], 120, " MiB"),
                          i["loadavg"][0]])
+    flood = data.get("logflood")
+    for f in flood["summary"] if flood else ():
+        rows.append([f"SYN flood ({flood['rate']:.0f}/s from {flood['sources']} sources, "
+                     f"{flood['duration']:.0f} s) on a port the default refuses, `logging low`, "
+                     f"{f['backend']}: log lines a second; the daemon's extra CPU",
+                     "≤ 20 lines/s; ≤ 5 % of a core", f"{f['lines_per_second']} lines/s; "
+                     f"{100 * f['daemon_extra_core_share']:.2f} % of a core (softirq, machine-"
+                     f"wide: {100 * f['softirq_extra_core_share']:+.2f} %); lost: "
+                     f"{'none' if not f['lost'] else f['lost']}", "`logging off`, the same flood",
+                     _both(_verdict(f["lines_per_second"], 20, " lines/s"),
+                           _verdict(100 * f["daemon_extra_core_share"], 5, " %")),
+                     flood["loadavg"]])
     return rows
 
 
@@ -233,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="also write the raw measurements here")
     p.add_argument("--no-docs", action="store_true", help="don't rewrite docs/benchmarks.md")
-    for part in ("startup", "apply", "packet", "daemon"):
+    for part in ("startup", "apply", "packet", "daemon", "logflood"):
         p.add_argument(f"--skip-{part}", action="store_true")
     args = p.parse_args(argv)
     problems = missing(*kernel_tools("nft"))
@@ -287,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                                      flushes=50, flush_backends="nftables,iptables",
                                      window_backends="iptables,nftables")
         part("daemon", lambda: bench_daemon.run(d_args), daemon_report)
+    if not args.skip_logflood:
+        part("logflood", bench_log_flood.run, lambda _d: "")
     total = time.monotonic() - t0
     data["seconds"] = total
     dump_json(args.json, data)

@@ -1,10 +1,13 @@
 """Reading a file that a user or the environment names, safely: only a regular file, never
 blocking, never more than a limit. (A named pipe given as a rules path hung every command
-forever; /dev/zero as an address list would have filled memory.)"""
+forever; /dev/zero as an address list would have filled memory.) And writing the state fwsync
+keeps (what Docker reported, when rules were last used) so that a reader never sees half."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -39,3 +42,18 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a plain file"
+
+
+def write_json(path: Path, data: object) -> OSError | None:
+    """`data` as JSON in `path`, written whole to a temporary file beside it and renamed over,
+    so a reader never sees half of it; the error when it cannot be written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return exc
+    return None

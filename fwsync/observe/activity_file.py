@@ -7,14 +7,13 @@ FWSYNC_RULE_ACTIVITY overrides it. Written whole to a temporary file and renamed
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from fwsync.core.activity import Activity, Key
-from fwsync.readfile import read_limited
+from fwsync.readfile import read_limited, write_json
 
 DEFAULT_ACTIVITY = Path("/var/lib/fwsync/rule-activity.json")
 FORMAT_VERSION = 1
@@ -48,13 +47,5 @@ def write_activity(activity: dict[Key, Activity], path: Path | None = None) -> s
             "rules": [{"origin": o, "verdict": v, "connections": a.connections,
                        "since": a.since, "last": a.last}
                       for (o, v), a in sorted(activity.items())]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return f"cannot write {path}: {exc}"
-    return None
+    exc = write_json(path, data)
+    return None if exc is None else f"cannot write {path}: {exc.strerror or exc}"

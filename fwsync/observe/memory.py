@@ -12,7 +12,6 @@ Docker, and the containers come back with the ports they had); FWSYNC_DOCKER_STA
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fwsync.core.observed import DockerState
-from fwsync.readfile import read_limited
+from fwsync.readfile import read_limited, write_json
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -53,16 +52,9 @@ def remember(state: DockerState, path: Path | None = None) -> str | None:
                       "trusted_host_interfaces": list(n.trusted_host_interfaces)}
                      for n in state.networks],
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        return f"cannot keep what Docker reported in {path}: {exc.strerror or exc}"
-    return None
+    exc = write_json(path, data)
+    return None if exc is None else \
+        f"cannot keep what Docker reported in {path}: {exc.strerror or exc}"
 
 
 def recall(path: Path | None = None) -> DockerState | None:

@@ -575,3 +575,27 @@ def test_boot_order_leaves_no_window(make_docker_lab: Callable[..., DockerLab],
     assert all(s["filtered"] > 0 for s in seen.values()), "the ports were published meanwhile"
     assert fwsync_jump(lab)
     assert d.reconciles()[0]["docker_error"].startswith("cannot reach Docker")
+
+
+def test_a_refused_attempt_on_a_real_dockers_published_port_is_logged(
+        dlab: DockerLab, tmp_path: Path, daemons: StartDaemon, backend: str) -> None:
+    """Issue 20 on each engine (the kernel lab has the rest, tests/kernel/test_logging.py): the
+    attacker's refused attempt on a port Docker published appears in `fwsync log` with the
+    published port, the container and the rule; the office's allowed one does not."""
+    rules = write_rules(tmp_path, OFFICE + "logging low\n")
+    d = daemons(dlab, rules, "--backend", backend)
+    dlab.run_web("web-log", {"80/tcp": 6100})
+    d.wait_for(lambda r: r.get("msg") == "reconcile" and "start web-log" in r["trigger"])
+    assert dlab.attacker.probe(6100, timeout=0.5) == "filtered"
+    assert dlab.trusted.probe(6100) == "open"
+
+    def logged() -> list[dict[str, object]]:
+        res = run_fwsync(dlab, "log", "--format", "json", env=d.env)
+        return [json.loads(line) for line in res.stdout.splitlines()]
+
+    seconds_until(lambda: len(logged()) >= 1, REQUIRED, "the refused attempt logged")
+    got = logged()
+    assert len(got) == 1, got
+    assert (got[0]["src"], got[0]["port"], got[0]["container"], got[0]["verdict"]) == \
+        (dlab.attacker.v4, 6100, "web-log", "deny"), got[0]
+    assert str(got[0]["origin"]).endswith("10-test.rules:1"), got[0]  # default deny incoming

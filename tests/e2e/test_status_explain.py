@@ -144,6 +144,7 @@ def status_on_a_terminal(lab: DockerLab, rules: Path) -> str:
            "FWSYNC_LOCK_FILE": str(lab.dir / "fwsync.lock"),
            "FWSYNC_DAEMON_STATE": str(lab.dir / "daemon.json"),
            "FWSYNC_DOCKER_STATE": str(lab.dir / "docker.json"),
+           "FWSYNC_RULE_ACTIVITY": str(lab.dir / "rule-activity.json"),
            "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
     res = subprocess.run(["script", "-qec", shlex.join(cmd), "/dev/null"], env=env,
                          capture_output=True, text=True, timeout=120, check=False)

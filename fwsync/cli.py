@@ -254,6 +254,7 @@ def status(
     """What is enforced now: each published port, who may reach it, which rule decides."""
     from fwsync.backends.base import BackendError
     from fwsync.core.counts import RuleCount
+    from fwsync.core.logging_rules import unread_logs
     from fwsync.observe.activity_file import read_activity
     from fwsync.present import counts_json, counts_lines, status_json, status_text
     from fwsync.reconcile import planned_enforcement, rule_counts_now
@@ -291,6 +292,8 @@ def status(
     if planned.refusal is not None:
         in_sync = False
         notes.append(f"Note: apply would refuse: {planned.refusal}")
+    if unread := unread_logs(planned.policy, bool(daemon_state and daemon_state.get("running"))):
+        notes.append(f"Note: {unread}")
     counts: tuple[RuleCount, ...] | str
     try:
         counts = rule_counts_now(chosen, planned.policy)

@@ -56,6 +56,21 @@ def logged_default(policy: Policy) -> bool:
     return policy.default in _REFUSES or policy.logging == "high"
 
 
+def logs_anything(policy: Policy) -> bool:
+    """Whether these rules log anything at all (a level, or a rule's own `log`)."""
+    return policy.logging != "off" or any(r.log for r in policy.rules)
+
+
+UNREAD = ("the rules log decisions (`logging` or a rule's `log`), but `fwsync daemon` is not "
+          f"running here: the kernel sends them to NFLOG group {LOG_GROUP} and nothing reads "
+          "or writes them (docs/logging.md)")
+
+
+def unread_logs(policy: Policy, daemon_running: bool) -> str | None:
+    """status' note where logged decisions go nowhere."""
+    return UNREAD if logs_anything(policy) and not daemon_running else None
+
+
 def log_tag(policy: Policy) -> str:
     """A short digest of the policy (its files' digest when read from disk)."""
     basis = policy.digest or repr((policy.default, [r.origin for r in policy.rules]))

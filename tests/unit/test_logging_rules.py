@@ -5,6 +5,7 @@ and port the client dialled). Pure; real packets: tests/kernel/test_logging.py."
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import replace
 
 import pytest
@@ -131,3 +132,36 @@ def test_fwsync_log_reads_what_the_daemon_wrote(tmp_path, monkeypatch) -> None: 
     assert "0.0.0.0:8080/tcp (web) by rules/10-test.rules:1 in eth0" in text[0]
     bad = CliRunner().invoke(fwsync.cli.app, ["log", "--since", "yesterday"])
     assert bad.exit_code != 0 and "expected a number and s, m, h or d" in bad.output
+
+
+def test_status_says_when_logged_decisions_go_nowhere(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With `logging` in the rules and no daemon, the kernel sends the decisions to NFLOG and
+    nothing reads them: status says so rather than leave the user expecting lines."""
+    from typer.testing import CliRunner
+
+    import fwsync.cli
+    from fwsync.core.logging_rules import unread_logs
+    from fwsync.reconcile import Planned, load_policy, plan_policy
+
+    from .test_daemon_reconciler import MemoryBackend
+
+    assert unread_logs(_pol("off"), daemon_running=False) is not None  # rule 3 says `log`
+    assert unread_logs(replace(_pol("off"), rules=_pol("off").rules[:1]), False) is None
+    assert unread_logs(_pol("low"), daemon_running=True) is None
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "10.rules").write_text("default deny incoming\nlogging low\n")
+    monkeypatch.setenv("FWSYNC_DAEMON_STATE", str(tmp_path / "daemon.json"))  # none: not running
+    backend = MemoryBackend()
+
+    def planned(rules, _backend, full=False) -> Planned:  # type: ignore[no-untyped-def]
+        policy, warnings = load_policy(rules)
+        return plan_policy(policy, DockerState(ports=(WEB,)), backend, warnings)
+
+    monkeypatch.setattr(fwsync.cli, "_plan", planned)
+    out = CliRunner().invoke(fwsync.cli.app, ["status", "--rules", str(tmp_path / "rules")])
+    assert out.exit_code == 0, out.output
+    assert "`fwsync daemon` is not running here: the kernel sends them to NFLOG group 7171" \
+        in out.output
+    data = CliRunner().invoke(fwsync.cli.app, ["status", "--rules", str(tmp_path / "rules"),
+                                               "--format", "json"])
+    assert any("NFLOG group 7171" in n for n in json.loads(data.output)["notes"])

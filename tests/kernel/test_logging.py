@@ -65,7 +65,7 @@ def test_a_refused_attempt_is_logged_with_the_port_dialled_the_container_and_the
         assert len(got) == 3, got  # the attacker's three, not the allowed client's
         d = got[0]
         # The address dialled: conntrack's original tuple where the kernel attaches it to
-        # NFLOG (CONFIG_NETFILTER_NETLINK_GLUE_CT: Debian's kernels); without it (this lab's
+        # NFLOG (CONFIG_NETFILTER_NETLINK_GLUE_CT); without it (this lab's
         # kernel) the binding that leads to the container, whose host address is 0.0.0.0.
         glue = next(r for r in daemon.records() if r.get("msg") == "reading logged decisions")
         dialled = (HOST_ATTACKER_V4, "conntrack") if glue["original_destination"] else \

@@ -179,6 +179,9 @@ def apply(
     from fwsync import lock
     from fwsync.backends.base import BackendError
     from fwsync.core.diff import diff
+    from dataclasses import replace
+
+    from fwsync.core.audit import audit_problem
     from fwsync.core.enforcing import disagreement_problems
     from fwsync.present import impact_lines, plan_text
     from fwsync.reconcile import (
@@ -221,15 +224,20 @@ def apply(
         _fail(f"{exc}; nothing was changed")
     except BackendError as exc:
         _fail(str(exc))
+    # Audit mode is what the rules asked for: said loudly, not a failure (core/audit).
+    audit_only = bool(reach.audited) and replace(reach, audited=()).enforcing
     if reach.enforcing:
         typer.echo(_style("\nApplied.", "green") + " fwsync's rules are enforced.")
+    elif audit_only:
+        typer.echo(_style("\nApplied, NOT ENFORCED", "yellow") + f": {audit_problem(reach.audited)}"
+                   "; `fwsync log --would-deny` shows what they would refuse.")
     else:
         typer.echo(_style("\nApplied.", "yellow") + " The kernel holds fwsync's rules.")
     _remember(kept)
     if not after.empty:
         typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
-    if not reach.enforcing:
+    if not reach.enforcing and not audit_only:
         # The write succeeded, but what the user asked for (the rules deciding) does not hold:
         # a failure to a script or CI gating on the exit status, as a failed postcondition is
         # to terraform apply. The changes stay: they are the rules, only not reached first.
@@ -252,7 +260,10 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """What is enforced now: each published port, who may reach it, which rule decides."""
+    from dataclasses import replace
+
     from fwsync.backends.base import BackendError
+    from fwsync.core.audit import audit_problem
     from fwsync.core.counts import RuleCount
     from fwsync.core.logging_rules import unread_logs
     from fwsync.observe.activity_file import read_activity
@@ -270,6 +281,9 @@ def status(
         _fail(str(exc))
     if reach.enforcing:
         enforced = f"yes, {chosen.name} backend ({planned.backend_reason})"
+    elif reach.audited and replace(reach, audited=()).enforcing:
+        enforced = (f"NO, AUDIT MODE: {audit_problem(reach.audited)}; `fwsync log --would-deny` "
+                    "shows what they would refuse")
     elif reach.held:
         why = ("fwsync's rules, as the kernel holds them, give other verdicts than the policy"
                if reach.reached else "packets bypass fwsync's rules")
@@ -305,6 +319,8 @@ def status(
         data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
+        # Audited rules the kernel holds (core/audit): the policy is not enforced where they are.
+        data["audited"] = list(reach.audited)
         _emit_json(data)
     elif sys.stdout.isatty():
         from rich.console import Console
@@ -512,23 +528,32 @@ def log_(
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Keep printing decisions as the daemon writes them.")] = False,
     fmt: FormatOpt = Format.text,
+    would_deny: Annotated[bool, typer.Option(
+        "--would-deny", help="Only what audited rules would have refused (`audit deny ...`, "
+                             "`mode audit`): verdicts would-deny, would-reject, would-limit."
+    )] = False,
 ) -> None:
-    """The decisions fwsync logged (`logging` and `log` in the rules), as `fwsync daemon`
-    wrote them: who, to which published address and port, the container, the verdict and the
-    rule. --format json: one JSON object a line."""
+    """The decisions fwsync logged (`logging` and `log` in the rules, and what audited rules
+    saw), as `fwsync daemon` wrote them: who, to which published address and port, the
+    container, the verdict and the rule. --format json: one JSON object a line."""
     import json
     import time as time_
 
+    from fwsync.core.audit import is_would
     from fwsync.daemon.decisions import decisions_path, read_decisions
 
     start = time_.time() - _duration(since) if since else None
     path = decisions_path()
 
     def show(d: dict[str, Any]) -> None:
+        if would_deny and not is_would(str(d.get("verdict", ""))):
+            return
         typer.echo(json.dumps(d) if fmt is Format.json else _decision_text(d))
 
     seen = 0
     for d in read_decisions(path, start):
+        if would_deny and not is_would(str(d.get("verdict", ""))):
+            continue
         show(d)
         seen += 1
     if not follow:

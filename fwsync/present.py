@@ -107,6 +107,10 @@ def _binding(port: PublishedPort) -> str:
 
 
 def _decision_text(d: Decision) -> str:
+    if d.action.startswith("audit "):
+        # core/audit: counted and logged as what it would do, deciding nothing
+        would = d.action.removeprefix("audit ")
+        return f"AUDIT: would {would} {d.who}, decides nothing ({d.origin})"
     verb = {"allow": "allow", "limit": "limit", "deny": "deny", "reject": "reject"}[d.action]
     return f"{verb} {d.who} ({d.origin})"
 
@@ -139,7 +143,8 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         out.append(f"  {_binding(port)} → {shown(port.owner)} ({port.image or '?'}), "
                    f"{port.target_word} {port.container_port}")
         for d in row.decisions:
-            colour = "green" if d.action in ("allow", "limit") else "red"
+            colour = "green" if d.action in ("allow", "limit") else (
+                "yellow" if d.action.startswith("audit ") else "red")
             out.append("      " + style(_decision_text(d), colour))
         out.extend("      " + style(f"warning: {w.message}", "yellow") for w in row.surprises)
     if report.surprises:

@@ -117,7 +117,9 @@ def _decided_text(d: Decided) -> str:
 
 
 def _unless_lines(d: Decided, indent: str) -> list[str]:
-    return [f"{indent}unless {u.when}: {u.action} by {u.origin}: {u.rule}" for u in d.unless]
+    return [f"{indent}unless {u.when}: {u.action} by {u.origin}: {u.rule}" for u in d.unless] + [
+        f"{indent}AUDIT{f' ({u.when})' if u.when else ''}: {u.origin} would {u.action} "
+        f"({u.rule}); audited, it decides nothing" for u in d.audited]
 
 
 def agrees(rules_say: str, kernel: str) -> bool:
@@ -162,7 +164,9 @@ def explain_text(e: Explanation, style: Style = _plain, kernel: Sequence[str] | 
 def _decided_json(d: Decided) -> dict[str, Any]:
     return {"action": d.action, "origin": d.origin, "rule": d.rule,
             "unless": [{"action": u.action, "origin": u.origin, "rule": u.rule, "when": u.when}
-                       for u in d.unless]}
+                       for u in d.unless],
+            "audited": [{"action": u.action, "origin": u.origin, "rule": u.rule, "when": u.when}
+                        for u in d.audited]}
 
 
 def explain_json(e: Explanation, kernel: Sequence[str] | None = None,

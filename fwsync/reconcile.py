@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from fwsync.backends.base import Backend, BackendError
 from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
+from fwsync.core.audit import audited_in_kernel, audited_names
 from fwsync.core.build import build_ruleset, later_proxy_ports, unresolvable
 from fwsync.core.counts import RuleCount, rule_counts
 from fwsync.core.diff import Desired, Plan, State, diff
@@ -256,7 +257,8 @@ def check_enforced(backend: Backend, ruleset: Ruleset, docker: DockerState,
     if not held:
         return nothing_held(backend.name)
     return replace(backend.enforcement(),
-                   disagreements=kernel_disagreements(ruleset, docker, backend.name, held))
+                   disagreements=kernel_disagreements(ruleset, docker, backend.name, held),
+                   audited=audited_names(ruleset, audited_in_kernel(held)))
 
 
 def planned_enforcement(planned: Planned) -> Enforcement:
@@ -267,7 +269,9 @@ def planned_enforcement(planned: Planned) -> Enforcement:
         return nothing_held(backend.name)
     assert planned.ruleset is not None
     if planned.plan.empty:
-        return replace(backend.enforcement(), disagreements=planned.plan.disagreements)
+        return replace(backend.enforcement(), disagreements=planned.plan.disagreements,
+                       audited=audited_names(planned.ruleset,
+                                             audited_in_kernel(planned.current)))
     return check_enforced(backend, planned.ruleset, planned.docker, planned.current)
 
 

@@ -23,6 +23,8 @@ from fwsync.backends.iptables_render import (
     INBOUND_CHAIN,
     INPUT_CHAIN,
     INPUT_ENTRY,
+    LIMITED_CHAIN,
+    OPTIONAL_CHAINS,
     OWN_CHAINS,
     SET_PREFIX,
     chain_key,
@@ -36,6 +38,7 @@ from fwsync.backends.iptables_render import (
     temp_set_name,
 )
 from fwsync.backends.nft_netlink import NFPROTO_IPV4, NFPROTO_IPV6, chain_names
+from fwsync.core.audit import AUDIT_VERDICT
 from fwsync.core.counts import Decided
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
@@ -164,7 +167,9 @@ def parse_save(text: str) -> FamilyState:
 
 
 _COMMENT = re.compile(r' --comment ("(?:[^"\\]|\\.)*"|\S+)')
-_VERDICT = {"RETURN": "allow", "ACCEPT": "allow", "DROP": "deny", "REJECT": "reject"}
+# A limit's over-the-rate line that logs goes to FWSYNC-LIMITED, which refuses (iptables_render).
+_VERDICT = {"RETURN": "allow", "ACCEPT": "allow", "DROP": "deny", "REJECT": "reject",
+            LIMITED_CHAIN: "reject"}
 
 
 def decided_of(state: FamilyState) -> list[Decided]:
@@ -175,7 +180,8 @@ def decided_of(state: FamilyState) -> list[Decided]:
     for line, (packets, _bytes) in zip(lines, state.counters.get(INBOUND_CHAIN, []),
                                        strict=False):
         target = _JUMP_TARGET.search(line)
-        verdict = _VERDICT.get(target.group(1)) if target else None
+        # No target: an audited rule's count line (core/audit), the only such line there.
+        verdict = _VERDICT.get(target.group(1)) if target else AUDIT_VERDICT
         if verdict is None:
             continue
         comment = _COMMENT.search(line)
@@ -648,8 +654,13 @@ def _restore_text(desired: State, family: Family, current: FamilyState,
     process then waits for when it closes its netlink socket: 15-16 ms here, on every
     iptables-nft-restore that deletes a rule, against ~1 ms for one that only adds (a flushed
     chain put back)."""
-    chains = [c for c in OWN_CHAINS if changed is None or c not in current.chains
+    wanted = [c for c in OWN_CHAINS if c not in OPTIONAL_CHAINS or chain_key(family, c) in desired]
+    chains = [c for c in wanted if changed is None or c not in current.chains
               or chain_key(family, c) in changed]
+    # A chain made only when used, no longer wanted: emptied and deleted once the chains that
+    # jumped to it are written without the jump (kept, emptied, where someone else's rule
+    # refers to it, as _remove_text does).
+    dropped = [c for c in OPTIONAL_CHAINS if c in current.chains and c not in wanted]
     lines = ["*filter"]
     lines.extend(f":{chain} - [0:0]" for chain in chains)
     for chain in chains:
@@ -664,6 +675,8 @@ def _restore_text(desired: State, family: Family, current: FamilyState,
         for jump in want_jumps:
             chain, _rule, pos, _j, target = jump.split()
             lines.append(f"-I {chain} {pos} -j {target}")
+    lines.extend(f"-F {chain}" for chain in dropped)
+    lines.extend(f"-X {chain}" for chain in dropped if chain not in current.foreign_jumps)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

@@ -25,11 +25,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from fwsync.backends.base import BackendError
+from fwsync.core.audit import would
 from fwsync.core.kernel_text import checked_iface
 from fwsync.core.kernel_text import comment_text as kernel_comment
 from fwsync.core.logging_rules import (
     IN_ALL_BURST,
     IN_ALL_PER_SECOND,
+    LIMIT_REFUSED,
     LOG_GROUP,
     PER_SOURCE_BURST,
     PER_SOURCE_PER_MINUTE,
@@ -43,10 +45,16 @@ FORWARD_CHAIN = "FWSYNC-FORWARD"
 INBOUND_CHAIN = "FWSYNC-INBOUND"
 DIRECT_CHAIN = "FWSYNC-DIRECT"
 INPUT_CHAIN = "FWSYNC-INPUT"
+# Where a `limit` rule whose refusals are logged sends what it refuses over its rate: the log
+# line, then the rule's reject. A chain, because the rate is asked once (asking hashlimit
+# again, for a log line, would take from the bucket a second time). Made only when a rule
+# needs it.
+LIMITED_CHAIN = "FWSYNC-LIMITED"
 # Where iptables has no `meta oifkind`: the names Docker gives its own bridges, to judge a new
 # non-DNATed connection routed into one made after `apply` (this judges, it never exempts).
 DOCKER_BRIDGE_PATTERNS = ("docker0", "br-+", "docker_gwbridge")
-OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN)
+OWN_CHAINS = (FORWARD_CHAIN, INBOUND_CHAIN, DIRECT_CHAIN, INPUT_CHAIN, LIMITED_CHAIN)
+OPTIONAL_CHAINS = (LIMITED_CHAIN,)  # rendered only when used: deleted when no longer wanted
 # Where fwsync's INPUT-path chain hangs: first in INPUT, before ufw's chains (ufw appends its
 # jumps and, on reload, deletes only its own), so that fwsync's deny is seen first. Its allow
 # is RETURN: the host's own INPUT rules (ufw) still decide after it, as Docker's chains do on
@@ -233,7 +241,7 @@ def _line(chain: str, match: str, comment: str | None, target: str) -> str:
 
 
 def _log_line(match: str, comment: str | None, ctx: RenderContext, index: int | None,
-              action: str) -> str:
+              action: str, chain: str = INBOUND_CHAIN) -> str:
     """A logged decision's line before it, with the same match: its new connections go to
     fwsync's NFLOG group (core/logging_rules), rate-limited per source (a /64 for IPv6, in one
     table for all of fwsync's log lines) and in all (per rule). As iptables-save lists it."""
@@ -244,8 +252,7 @@ def _log_line(match: str, comment: str | None, ctx: RenderContext, index: int | 
     in_all = f"-m limit --limit {IN_ALL_PER_SECOND}/sec --limit-burst {IN_ALL_BURST}"
     target = (f'-j NFLOG --nflog-prefix "{log_prefix(ctx.log_tag, index, action)}" '
               f"--nflog-group {LOG_GROUP}")
-    return _line(INBOUND_CHAIN, " ".join(p for p in (match, per_source, in_all) if p), comment,
-                 target)
+    return _line(chain, " ".join(p for p in (match, per_source, in_all) if p), comment, target)
 
 
 def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
@@ -253,6 +260,9 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
     match = _match_text(rule.match, ctx)
     comment = comment or f"{rule.origin.short} {rule.origin.text}"
     chain = INBOUND_CHAIN
+    if rule.audit:
+        yield from _audit_lines(rule, match, comment, ctx)
+        return
     if rule.log and rule.action != "limit":
         yield _log_line(match, comment, ctx, rule.index, rule.action)
     if rule.action == "allow":
@@ -262,22 +272,64 @@ def _rule_lines(rule: KernelRule, ctx: RenderContext, comment: str | None = None
     elif rule.action == "reject":
         yield _line(chain, match, comment, _reject(ctx.family, rule.match.proto))
     else:  # limit: the core's RateLimit, a token bucket per source (hashlimit)
-        lim = ctx.limit
-        # htable-max is the capacity (the kernel raises a max below the bucket count to it,
-        # so the buckets are at most as many); a full table hot-drops a new source's packet.
-        # The kernel finds a table by its name and keeps the size, max and expiry it was made
-        # with while a rule uses it: a changed capacity needs a new name (seen in the kernel
-        # test, which therefore applies its small capacity to a fresh lab only).
-        over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
-                f"{lim.burst} --hashlimit-mode srcip --hashlimit-name fwsync-{rule.index} "
-                f"--hashlimit-htable-size {min(lim.capacity, HASHLIMIT_BUCKETS)} "
-                f"--hashlimit-htable-max {lim.capacity} "
-                f"--hashlimit-htable-expire {lim.forget_after * 1000}")
-        if ctx.family == 6 and lim.ipv6_prefix != 128:
-            over += f" --hashlimit-srcmask {lim.ipv6_prefix}"  # one bucket per /64
-        yield _line(chain, f"{match} {over}".strip(), comment,
-                    _reject(ctx.family, rule.match.proto))
+        over = _over(ctx, f"fwsync-{rule.index}")
+        refuse = f"-j {LIMITED_CHAIN}" if rule.log_refused else _reject(ctx.family,
+                                                                           rule.match.proto)
+        yield _line(chain, f"{match} {over}".strip(), comment, refuse)
+        if rule.log:  # under the rate: what it lets in
+            yield _log_line(match, comment, ctx, rule.index, "allow")
         yield _line(chain, match, comment, "-j RETURN")
+
+
+def _over(ctx: RenderContext, name: str) -> str:
+    """The core's RateLimit as a hashlimit match: over the rate (a token bucket per source)."""
+    # htable-max is the capacity (the kernel raises a max below the bucket count to it,
+    # so the buckets are at most as many); a full table hot-drops a new source's packet.
+    # The kernel finds a table by its name and keeps the size, max and expiry it was made
+    # with while a rule uses it: a changed capacity needs a new name (seen in the kernel
+    # test, which therefore applies its small capacity to a fresh lab only).
+    lim = ctx.limit
+    over = (f"-m hashlimit --hashlimit-above {lim.per_minute}/min --hashlimit-burst "
+            f"{lim.burst} --hashlimit-mode srcip --hashlimit-name {name} "
+            f"--hashlimit-htable-size {min(lim.capacity, HASHLIMIT_BUCKETS)} "
+            f"--hashlimit-htable-max {lim.capacity} "
+            f"--hashlimit-htable-expire {lim.forget_after * 1000}")
+    if ctx.family == 6 and lim.ipv6_prefix != 128:
+        over += f" --hashlimit-srcmask {lim.ipv6_prefix}"  # one bucket per /64
+    return over
+
+
+def _audit_lines(rule: KernelRule, match: str, comment: str, ctx: RenderContext
+                 ) -> Iterator[str]:
+    """An audited rule (core/audit): a line with no target counts what it would refuse (its
+    packets, as a decision's), a log line logs it; neither decides, the next rule does. An
+    audited limit asks its rate on the count line, and on a twin table of the same bounds on
+    the log line (each line sees the same connections; asking one table twice would take two
+    tokens from each source's bucket)."""
+    if rule.action == "limit":
+        yield _line(INBOUND_CHAIN, f"{match} {_over(ctx, f'fwsync-{rule.index}')}".strip(),
+                    comment, "")
+        twin = f"{match} {_over(ctx, f'fwsync-{rule.index}a')}".strip()
+        yield _log_line(twin, comment, ctx, rule.index, would(rule.action))
+        return
+    yield _line(INBOUND_CHAIN, match, comment, "")
+    yield _log_line(match, comment, ctx, rule.index, would(rule.action))
+
+
+def _limited_lines(ctx: RenderContext, rules: Iterable[tuple[KernelRule, str]]
+                   ) -> Iterator[str]:
+    """FWSYNC-LIMITED: per `limit` rule whose refusals are logged, in the policy's order, its
+    log line and its reject, with the rule's own match. A connection comes here only from its
+    rule's over-the-rate line; it matches no earlier rule's match here, since an earlier limit
+    rule it matched would have decided it (refused here, or let in). The last line refuses
+    whatever else comes: fail closed, never back to be let in."""
+    for rule, comment in rules:
+        if rule.action == "limit" and rule.log_refused:
+            match = _match_text(rule.match, ctx)
+            comment = comment or f"{rule.origin.short} {rule.origin.text}"
+            yield _log_line(match, comment, ctx, rule.index, LIMIT_REFUSED, LIMITED_CHAIN)
+            yield _line(LIMITED_CHAIN, match, comment, _reject(ctx.family, rule.match.proto))
+    yield _line(LIMITED_CHAIN, "", "fwsync limit refused", _reject(ctx.family, None))
 
 
 def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
@@ -328,6 +380,12 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[K
         yield from _rule_lines(rule, ctx, comment)
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
+    if ruleset.audit_default is not None:
+        # Audited (core/audit): counted and logged as what it would do; then the enforced
+        # default below (allow) lets the connection on.
+        audited = f"{where}default {ruleset.audit_default}"
+        yield _line(INBOUND_CHAIN, "", audited, "")
+        yield _log_line("", audited, ctx, None, would(ruleset.audit_default))
     comment = f"{where}default {ruleset.default}"
     if ruleset.log_default:
         yield _log_line("", comment, ctx, None, ruleset.default)
@@ -403,6 +461,8 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
     objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules))
     objects[chain_key(family, DIRECT_CHAIN)] = tuple(_direct_lines(ruleset, family))
     objects[chain_key(family, INPUT_CHAIN)] = tuple(_input_lines(ruleset, family))
+    if any(rule.log_refused for rule, _ in rules):
+        objects[chain_key(family, LIMITED_CHAIN)] = tuple(_limited_lines(ctx, rules))
     objects[jump_key(family)] = (*(jump_line(c, 1) for c in entries), input_jump_line())
     return objects
 

@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from fwsync.backends.nft_state import rule_line
-from fwsync.backends.nft_table import Batch
+from fwsync.backends.nft_table import LIMITED_CHAIN, Batch
+from fwsync.core.audit import AUDIT_VERDICT
 from fwsync.core.counts import Decided
 
 COUNTED_CHAIN = "inbound"
 _VERDICT = {"accept": "allow", "return": "allow", "drop": "deny", "reject": "reject"}
+_DECIDES = ("accept", "return", "drop", "reject", "jump", "goto", "queue")
 
 Counters = dict[str, list[dict[str, int]]]  # a rule's line → its counters, in chain order
 
@@ -33,8 +35,13 @@ def decided(objects: Iterable[dict[str, Any]]) -> tuple[Decided, ...]:
         if rule is None or rule.get("chain") != COUNTED_CHAIN or not rule.get("expr"):
             continue
         counter = _counter(rule)
-        verdict = _VERDICT.get(next(iter(rule["expr"][-1])) if isinstance(
-            rule["expr"][-1], dict) else "")
+        last = rule["expr"][-1]
+        verdict = _VERDICT.get(next(iter(last)) if isinstance(last, dict) else "")
+        if isinstance(last, dict) and last.get("jump", {}).get("target") == LIMITED_CHAIN:
+            verdict = "reject"  # a limit's logged refusals: the chain logs and rejects
+        elif verdict is None and not any(isinstance(e, dict) and next(iter(e), "") in _DECIDES
+                                         for e in rule["expr"]):
+            verdict = AUDIT_VERDICT  # counted, deciding nothing: an audited rule (core/audit)
         if counter is not None and verdict is not None:
             out.append(Decided(str(rule.get("comment", "")), verdict,
                                int(counter.get("packets", 0))))

@@ -25,6 +25,9 @@ def set_name(name: str, family: Family) -> str:
     return f"{name}_v{family}"
 
 
+LIMIT_METER_BASE = internal_name("limit", 0)[:-1]  # `limit.`: every limit's meter is named so
+
+
 def limit_set_name(index: int, family: Family) -> str:
     """A limit's meter: in fwsync's own namespace of names (core/merge), which no define's
     name enters, as the merged rules' source sets and the port sets are."""
@@ -88,7 +91,8 @@ def log_set_name(family: Family) -> str:
 
 
 def logs(ruleset: Ruleset) -> bool:
-    return ruleset.log_default or any(r.log and r.action != "limit" for r in ruleset.rules)
+    return ruleset.log_default or ruleset.audit_default is not None or any(
+        r.log or r.log_refused or r.audit for r in ruleset.rules)
 
 
 def ruleset_sets(ruleset: Ruleset, parts: Parts) -> Iterator[dict[str, Any]]:

@@ -24,6 +24,9 @@ INPUT_PRIORITY = -1
 # and lists it without its level. Its rules are objects of their own kind in a Batch,
 # {TEXT_RULE: {"chain": ..., "line": ...}}, never sent as JSON (nftables.py writes them).
 PROXY_CHAIN = "proxy"
+# Where a `limit` rule whose refusals are logged sends what it refuses over its rate
+# (nftables_render): made only when a rule needs it.
+LIMITED_CHAIN = "limited"
 TEXT_RULE = "text_rule"
 
 Expr = dict[str, Any]

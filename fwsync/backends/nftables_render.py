@@ -50,6 +50,7 @@ from fwsync.backends.nft_table import (
     FAMILY,
     FORWARD_PRIORITY,
     INPUT_PRIORITY,
+    LIMITED_CHAIN,
     PROXY_CHAIN,
     TABLE,
     TEXT_RULE,
@@ -57,11 +58,13 @@ from fwsync.backends.nft_table import (
     Expr,
     in_table,
 )
+from fwsync.core.audit import would
 from fwsync.core.build import FAMILIES
 from fwsync.core.kernel_text import cgroup_path_problem, checked_iface, comment_text
 from fwsync.core.logging_rules import (
     IN_ALL_BURST,
     IN_ALL_PER_SECOND,
+    LIMIT_REFUSED,
     LOG_GROUP,
     PER_SOURCE_BURST,
     PER_SOURCE_PER_MINUTE,
@@ -154,6 +157,7 @@ def _reject(proto: str | None) -> Expr:
 _VERDICTS = ("accept", "drop", "reject", "return", "jump", "goto")
 
 
+
 def _rule(chain: str, exprs: list[Expr], comment: str | None = None) -> dict[str, Any]:
     if chain == "inbound" and exprs and next(iter(exprs[-1])) in _VERDICTS:
         # Each decision counts the connections it decides (the chain sees a connection's first
@@ -213,7 +217,9 @@ def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]]
     part, next to each other with the same verdict: a source is in one part or in neither."""
     for n, item in enumerate(_specs(merge)):
         if isinstance(item, tuple):
-            rules: Iterable[dict[str, Any]] = _limit_rules(*item, ruleset.limit)
+            rules: Iterable[dict[str, Any]] = _limit_rules(*item, ruleset)
+        elif item.rules[0].audit:
+            rules = _audit_rules(_spec_rule(item, n, sets), item, ruleset)
         else:
             decision = _spec_rule(item, n, sets)
             first = item.rules[0]
@@ -225,8 +231,22 @@ def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]]
             yield from _per_part(rule, parts)
 
 
+def _audit_rules(decision: dict[str, Any], spec: _Spec, ruleset: Ruleset
+                 ) -> list[dict[str, Any]]:
+    """An audited rule (core/audit): its match with a counter and no verdict counts what it
+    would refuse (one rule for both families: a counter before a family's `ip saddr` would
+    count the other family's connections too), then its log rules; none decides."""
+    first = spec.rules[0]
+    exprs = [e for e in decision["rule"]["expr"]
+             if not (isinstance(e, dict) and next(iter(e)) in (*_VERDICTS, "counter"))]
+    counted = {"rule": {**decision["rule"], "expr": [*exprs, {"counter": None}]}}
+    families: list[Family] = [4, 6] if spec.both_families else [spec.match.family]
+    return [counted, *_log_rules(exprs, families, ruleset, first.index, would(first.action),
+                                 spec.comment)]
+
+
 def _log_rules(exprs: list[Expr], families: list[Family], ruleset: Ruleset, index: int | None,
-               action: str, comment: str) -> list[dict[str, Any]]:
+               action: str, comment: str, chain: str = "inbound") -> list[dict[str, Any]]:
     """A logged decision's rules before it, with its match: its new connections go to fwsync's
     NFLOG group (core/logging_rules), rate-limited per source (one bucket set per family for
     all of fwsync's log rules; an IPv6 source by its /64) and in all (per rule)."""
@@ -242,7 +262,7 @@ def _log_rules(exprs: list[Expr], families: list[Family], ruleset: Ruleset, inde
         in_all = {"limit": {"rate": IN_ALL_PER_SECOND, "burst": IN_ALL_BURST, "per": "second"}}
         log = {"log": {"prefix": log_prefix(ruleset.log_tag, index, action),
                        "group": LOG_GROUP}}
-        out.append(_rule("inbound", [*base, per_source, in_all, log], comment))
+        out.append(_rule(chain, [*base, per_source, in_all, log], comment))
     return out
 
 
@@ -273,7 +293,7 @@ def _spec_rule(spec: _Spec, n: int, sets: list[dict[str, Any]]) -> dict[str, Any
     return _rule("inbound", [*exprs, verdict], spec.comment)
 
 
-def _limit_rules(rule: KernelRule, comment: str, limit: RateLimit
+def _limit_rules(rule: KernelRule, comment: str, ruleset: Ruleset
                  ) -> Iterator[dict[str, Any]]:
     """The core's RateLimit: a token bucket per source, kept in a dynamic set. `update`, not
     `add`: every connection, refused ones too, keeps its source's entry from timing out (as
@@ -283,7 +303,12 @@ def _limit_rules(rule: KernelRule, comment: str, limit: RateLimit
     the source set (`seen`, `capacity` sources, no state) is updated first and a source it
     could not take is dropped, as hashlimit hot-drops it. Only then is the bucket's set asked,
     which has room to spare. Not one set for both: a lookup in the bucket's set would evaluate
-    (and take from) the source's bucket a second time."""
+    (and take from) the source's bucket a second time.
+
+    Logged refusals: over the rate, a jump to the `limited` chain, which logs and refuses (the
+    rate is asked once; a log rule asking it again would take from the bucket twice). A
+    connection comes there only from its own rule (see iptables_render._limited_lines)."""
+    limit = ruleset.limit
     m = rule.match
     key = _limit_key(m.family, limit)
     # The set statements' and lookup's `ip saddr` already confine a rule to one family
@@ -294,12 +319,30 @@ def _limit_rules(rule: KernelRule, comment: str, limit: RateLimit
     over = {"set": {"op": "update", "elem": key, "set": meter,
                     "stmt": [{"limit": {"rate": limit.per_minute, "burst": limit.burst,
                                         "per": "minute", "inv": True}}]}}
+    if rule.audit:
+        # Audited (core/audit): over the rate, counted, then logged (the log's own limits
+        # after the counter); no verdict. A source the full meter cannot take is not counted.
+        log = _log_rules([*exprs, over], [m.family], ruleset, rule.index, would(rule.action),
+                         comment)[0]
+        body = log["rule"]["expr"]
+        at = len(exprs) + 1
+        yield {"rule": {**log["rule"], "expr": [*body[:at], {"counter": None}, *body[at:]]}}
+        return
     yield _rule("inbound", [*exprs, {"set": {"op": "update", "elem": key, "set": seen}}],
                 comment)
     yield _rule("inbound", [*exprs, _match(key, seen, "!="), {"drop": None}], comment)
-    yield _rule("inbound", [*exprs, over, _reject(m.proto)], comment)
-    yield _rule("inbound", [*match_exprs(m, family_specific=True), {"accept": None}],
-                comment)
+    refuse = {"jump": {"target": LIMITED_CHAIN}} if rule.log_refused else _reject(m.proto)
+    yield _rule("inbound", [*exprs, over, refuse], comment)
+    own = match_exprs(m, family_specific=True)
+    if rule.log:  # under the rate: what it lets in
+        yield from _log_rules(own, [m.family], ruleset, rule.index, "allow", comment)
+    yield _rule("inbound", [*own, {"accept": None}], comment)
+    if rule.log_refused:
+        # As nft lists them: the log's `ip saddr` carries the family; a reject right after
+        # the match would be listed without its `meta nfproto` (the counter keeps it listed).
+        yield from _log_rules(exprs, [m.family], ruleset, rule.index, LIMIT_REFUSED, comment,
+                              LIMITED_CHAIN)
+        yield _rule(LIMITED_CHAIN, [*own, {"counter": None}, _reject(m.proto)], comment)
 
 
 def _limit_key(family: Family, limit: RateLimit) -> Expr:
@@ -428,8 +471,17 @@ def _inbound_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, An
         yield _rule("inbound", [_match(_ct_orig("ip6 daddr"), "::1"), {"drop": None}],
                     "fwsync protect localhost-publish")
     yield from _user_rules(ruleset, merge, sets, parts)
+    if any(r.log_refused for r in ruleset.rules):
+        # Fail closed: whatever else comes to `limited` is refused, never let in.
+        yield _rule(LIMITED_CHAIN, [{"counter": None}, _reject(None)], "fwsync limit refused")
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
+    if ruleset.audit_default is not None:
+        # Audited (core/audit): counted and logged as what it would do; the enforced default
+        # below (allow) lets the connection on.
+        audited = f"{where}default {ruleset.audit_default}"
+        yield _rule("inbound", [{"counter": None}], audited)
+        yield from _log_rules([], [4, 6], ruleset, None, would(ruleset.audit_default), audited)
     comment = f"{where}default {ruleset.default}"
     if ruleset.log_default:
         yield from _log_rules([], [4, 6], ruleset, None, ruleset.default, comment)
@@ -464,6 +516,8 @@ def table_objects(ruleset: Ruleset) -> Batch:
                               "prio": INPUT_PRIORITY, "policy": "accept"}})
     objects.append({"chain": {**in_table(), "name": "inbound"}})
     objects.append({"chain": {**in_table(), "name": "direct"}})
+    if any(r["rule"]["chain"] == LIMITED_CHAIN for r in inbound):
+        objects.append({"chain": {**in_table(), "name": LIMITED_CHAIN}})
     proxy = _proxy_objects(ruleset)
     objects.extend(o for o in proxy if "chain" in o)
     objects.extend(_forward_rules(ruleset))

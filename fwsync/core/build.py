@@ -9,10 +9,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
+from fwsync.core.audit import audited, default_audited, enforced_default
 from fwsync.core.bindings import BindingRun, binding_runs, covered
 from fwsync.core.bridges import host_bridges, judge_bridges
 from fwsync.core.kernel_text import shown
-from fwsync.core.logging_rules import log_tag, logged_default, logged_rule
+from fwsync.core.logging_rules import (
+    limit_refusals_logged,
+    log_tag,
+    logged_default,
+    logged_rule,
+)
 from fwsync.core.observed import Bridge, DockerNetwork, DockerState, PublishedPort
 from fwsync.core.ruleset import (
     L4,
@@ -234,7 +240,10 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
             action = actions.get(index, rule.action)
             rules.append(KernelRule(match=match, action=action, origin=rule.origin, index=index,
                                     comment=rule.comment,
-                                    log=logged_rule(policy, rule, action)))
+                                    log=logged_rule(policy, rule, action),
+                                    log_refused=action == "limit" and limit_refusals_logged(
+                                        policy.logging, rule.log),
+                                    audit=audited(policy, rule)))
     if docker.proxy_cgroup is None and any(_ipv6_through_proxy(p) for p in docker.ports):
         notes.append(proxy_window(docker.proxy_cgroup_note))
     subnets = _bridges(docker.extra_bridges, notes)
@@ -243,8 +252,9 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     ruleset = Ruleset(
         rules=tuple(rules),
         sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
-        default=policy.default,
+        default=enforced_default(policy),
         default_origin=policy.default_origin,
+        audit_default=policy.default if default_audited(policy) else None,
         protect_direct_routing=policy.protect_direct_routing,
         protect_localhost_publish=policy.protect_localhost_publish,
         bridges=trusted,

@@ -20,7 +20,7 @@ from fwsync.core.kernel_text import comment_text
 from fwsync.rules.model import Origin, Policy
 
 # What a kernel rule's last statement does, as status and the metrics say it.
-VERDICTS = ("allow", "deny", "reject")
+VERDICTS = ("allow", "deny", "reject", "audit")  # audit: what an audited rule would refuse
 _OWN = "fwsync "  # fwsync's own rules' comments (protect ...)
 
 

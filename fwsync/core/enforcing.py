@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from fwsync.core.audit import audit_problem
 from fwsync.core.ruleset import Family
 
 FWSYNC_ENTRY = "FWSYNC-FORWARD"
@@ -65,6 +66,9 @@ class Enforcement:
     # a rule on a cgroup that still exists (nftables' `socket cgroupv2`, listed by its path).
     # Without it, a port docker-proxy serves from after the apply is not judged on that path.
     proxy_catchall: bool = False
+    # Audited rules the kernel holds (core/audit: "FILE:LINE would deny"): they refuse nothing,
+    # so the policy is not enforced where they stand.
+    audited: tuple[str, ...] = ()
 
     @property
     def reached(self) -> bool:
@@ -79,14 +83,16 @@ class Enforcement:
         """`enforcing`, for one family (the daemon's fwsync_enforcing{family}). A disagreement
         counts against both: the verifier's lines are kept as text, without their family."""
         mine = [f for f in self.families if f.family == family]
-        return self.held and not self.disagreements and bool(mine) and all(f.reached for f in mine)
+        return self.held and not self.disagreements and not self.audited and bool(mine) \
+            and all(f.reached for f in mine)
 
     @property
     def problems(self) -> tuple[str, ...]:
         if not self.held:
             return (NOTHING_HELD,)
         reach = tuple(f"IPv{f.family}: {f.why}" for f in self.families if not f.reached)
-        return reach + disagreement_problems(self.disagreements)
+        audit = (audit_problem(self.audited),) if self.audited else ()
+        return reach + audit + disagreement_problems(self.disagreements)
 
     def summary(self) -> str:
         if self.enforcing:

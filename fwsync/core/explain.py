@@ -16,11 +16,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from fwsync.core.exposure_report import governed, through_docker_proxy
 from fwsync.core.kernel_text import shown
-from fwsync.core.matching import IPAddress, Question, candidates, localhost_protected
+from fwsync.core.matching import IPAddress, Question, audits, candidates, localhost_protected
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.ruleset import L4, KernelRule, Ruleset
 
@@ -107,6 +107,9 @@ class Decided:
     origin: str  # file:line, "protect localhost-publish", or "built-in default"
     rule: str  # the statement as the user wrote it (or the default's words)
     unless: tuple[Unless, ...] = ()
+    # Audited rules passed on the way (core/audit): counted and logged as what they would do
+    # (`when`: "" when the connection meets them whole), deciding nothing.
+    audited: tuple[Unless, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,24 @@ def _default(ruleset: Ruleset) -> Decided:
     origin = ruleset.default_origin
     if origin is None:
         return Decided(ruleset.default, "built-in default", f"default {ruleset.default}")
+    if ruleset.audit_default is not None:
+        return Decided(ruleset.default, str(origin),
+                       f"{origin.text} (audited: decides nothing, lets the connection on)")
     return Decided(ruleset.default, str(origin), origin.text)
+
+
+def _audited(ruleset: Ruleset, q: Question, to_default: bool) -> tuple[Unless, ...]:
+    found: dict[tuple[str, str], Unless] = {}
+    for rule, needs in audits(ruleset, q):
+        when = " and ".join(needs)
+        found.setdefault((str(rule.origin), when),
+                         Unless(rule.action, str(rule.origin), rule.origin.text, when))
+    if to_default and ruleset.audit_default is not None:
+        origin = ruleset.default_origin
+        action = cast(Verdict, ruleset.audit_default)
+        found[("default", "")] = Unless(action, str(origin) if origin else "built-in default",
+                                        origin.text if origin else f"default {action}", "")
+    return tuple(found.values())
 
 
 def decide(ruleset: Ruleset, conn: Connection, daddr: IPAddress | None) -> Decided:
@@ -157,10 +177,11 @@ def decide(ruleset: Ruleset, conn: Connection, daddr: IPAddress | None) -> Decid
     for rule, needs in candidates(ruleset, q):
         if not needs:
             return Decided(rule.action, str(rule.origin), rule.origin.text,
-                           tuple(unless.values()))
+                           tuple(unless.values()), _audited(ruleset, q, False))
         _add_exception(unless, rule, " and ".join(needs))
     default = _default(ruleset)
-    return Decided(default.action, default.origin, default.rule, tuple(unless.values()))
+    return Decided(default.action, default.origin, default.rule, tuple(unless.values()),
+                   _audited(ruleset, q, True))
 
 
 def _add_exception(unless: dict[tuple[str, str], Unless], rule: KernelRule, when: str) -> None:

@@ -80,7 +80,7 @@ def _allowing(policy: Policy, ruleset: Ruleset, port: PublishedPort
     found = rules_for(policy, ruleset, port)
     allowing = [rule for rule, _ in found if rule.action in ("allow", "limit")]
     caught_all = bool(found) and found[-1][1]
-    return allowing, policy.default == "allow" and not caught_all
+    return allowing, ruleset.default == "allow" and not caught_all
 
 
 def _source_networks(policy: Policy, rule: Rule, family: int) -> list[Network] | None:

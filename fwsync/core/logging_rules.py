@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 
+from fwsync.core.audit import audits_anything, enforced_default
 from fwsync.rules.model import Action, LogLevel, Policy, Rule
 
 LOG_GROUP = 7171  # the NFLOG group fwsync's rules send to and `fwsync daemon` reads
@@ -35,9 +36,8 @@ _REFUSES = ("deny", "reject")
 
 def logged(level: LogLevel, action: Action | str, rule_log: str = "") -> bool:
     """Whether a decision with this action logs its new connections (a rule's own `log`
-    whatever the level). `limit` rules are not logged yet (their verdict depends on the rate)."""
-    if action == "limit":
-        return False
+    whatever the level). For a `limit` rule: the connections it lets in, as an allow's (what
+    it refuses over its rate: limit_refusals_logged)."""
     if rule_log:
         return True
     if level == "high":
@@ -49,16 +49,28 @@ def logged_rule(policy: Policy, rule: Rule, action: Action) -> bool:
     return logged(policy.logging, action, rule.log)
 
 
+def limit_refusals_logged(level: LogLevel, rule_log: str = "") -> bool:
+    """What a `limit` rule refuses over its rate is logged at every level but off, as ufw's
+    `ufw-user-limit` chain logs `[UFW LIMIT BLOCK]`, and always with the rule's own `log`."""
+    return bool(rule_log) or level != "off"
+
+
+# The prefix's action for a connection a `limit` rule refused over its rate (its admissions
+# are logged as `allow`).
+LIMIT_REFUSED = "limit"
+
+
 def logged_default(policy: Policy) -> bool:
     """low and up log what the default refuses; high also what it lets in."""
     if policy.logging == "off":
         return False
-    return policy.default in _REFUSES or policy.logging == "high"
+    return enforced_default(policy) in _REFUSES or policy.logging == "high"
 
 
 def logs_anything(policy: Policy) -> bool:
-    """Whether these rules log anything at all (a level, or a rule's own `log`)."""
-    return policy.logging != "off" or any(r.log for r in policy.rules)
+    """Whether these rules log anything at all (a level, a rule's own `log`, or what an
+    audited rule would refuse)."""
+    return policy.logging != "off" or any(r.log for r in policy.rules) or audits_anything(policy)
 
 
 UNREAD = ("the rules log decisions (`logging` or a rule's `log`), but `fwsync daemon` is not "

@@ -86,9 +86,24 @@ def candidates(ruleset: Ruleset, q: Question) -> Iterator[tuple[KernelRule, tupl
     needs; the walk ends with the first that needs nothing (after it, only the default could
     have decided, and it does not). The protections are the caller's first question."""
     for rule in ruleset.rules:
+        if rule.audit:
+            continue  # decides nothing (core/audit): audits() names it
         needs = conditions(rule.match, ruleset, q)
         if needs is None:
             continue
         yield rule, needs
         if not needs:
+            return
+
+
+def audits(ruleset: Ruleset, q: Question) -> Iterator[tuple[KernelRule, tuple[str, ...]]]:
+    """The audited rules (core/audit) the connection passes before what decides it, in kernel
+    order, each with what else it needs: what they would refuse is counted and logged."""
+    for rule in ruleset.rules:
+        needs = conditions(rule.match, ruleset, q)
+        if needs is None:
+            continue
+        if rule.audit:
+            yield rule, needs
+        elif not needs:
             return

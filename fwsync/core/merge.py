@@ -70,7 +70,7 @@ class MergedRules:
 
 def _verdict(rule: KernelRule) -> tuple[str, str | None] | None:
     """What a rule does, as far as a run cares; None for a limit (a run of its own)."""
-    if rule.action == "limit" or rule.log:
+    if rule.action == "limit" or rule.log or rule.audit:
         return None  # a logged rule's lines name it alone (core/logging_rules.prefix)
     return rule.action, (rule.match.proto if rule.action == "reject" else None)  # reset or icmp
 

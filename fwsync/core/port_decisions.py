@@ -9,17 +9,19 @@ same walk explain makes for one client, so status and explain cannot disagree.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fwsync.core.matching import Question, candidates, localhost_protected
+from fwsync.core.audit import AUDIT_VERDICT
+from fwsync.core.matching import Question, audits, candidates, localhost_protected
 from fwsync.core.observed import PublishedPort
-from fwsync.core.ruleset import Ruleset
+from fwsync.core.ruleset import KernelRule, Ruleset
 from fwsync.rules.model import Endpoint, Policy, Rule
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # allow | deny | reject | limit
+    action: str  # allow | deny | reject | limit, or `audit ACTION` (decides nothing)
     who: str  # the sources this decision is for, in the user's words
     origin: str  # file:line, or the built-in default / protection that decides
 
@@ -56,13 +58,32 @@ def decisions_for(policy: Policy, ruleset: Ruleset, port: PublishedPort) -> list
     if localhost_protected(ruleset, question(port)):
         return [Decision("deny", "other hosts", "protect localhost-publish")]
     decisions: list[Decision] = []
-    for rule, unconditional in rules_for(policy, ruleset, port):
+    q = question(port)
+    deciding = _whole(candidates(ruleset, q))
+    audited = _whole(audits(ruleset, q))  # decide nothing (core/audit): shown as such
+    for index in sorted(deciding.keys() | audited.keys()):
+        rule = policy.rules[index]
         who = _describe_source(rule)
         if rule.dst.net is not None and port.all_addresses:
             who += f" (to {rule.dst.net})"
+        if index in audited:
+            decisions.append(Decision(f"{AUDIT_VERDICT} {rule.action}", who, str(rule.origin)))
+            continue
         decisions.append(Decision(rule.action, who, str(rule.origin)))
-        if unconditional:
+        if deciding[index]:
             return decisions
     origin = str(policy.default_origin) if policy.default_origin else "built-in default"
-    decisions.append(Decision(policy.default, "anyone else" if decisions else "anyone", origin))
+    who = "anyone else" if any(not d.action.startswith(AUDIT_VERDICT) for d in decisions) \
+        else "anyone"
+    if ruleset.audit_default is not None:
+        decisions.append(Decision(f"{AUDIT_VERDICT} {ruleset.audit_default}", who, origin))
+    decisions.append(Decision(ruleset.default, who, origin))
     return decisions
+
+
+def _whole(found: Iterable[tuple[KernelRule, tuple[str, ...]]]) -> dict[int, bool]:
+    """Policy rule index → whether it matches every connection to the binding."""
+    out: dict[int, bool] = {}
+    for kernel_rule, needs in found:
+        out[kernel_rule.index] = out.get(kernel_rule.index, False) or not needs
+    return out

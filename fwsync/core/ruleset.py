@@ -106,7 +106,11 @@ class KernelRule:
     origin: Origin
     index: int  # position of the source rule in the policy; stable id for per-rule state (limit)
     comment: str | None = None
-    log: bool = False  # its new connections are logged (core/logging.logged)
+    log: bool = False  # its new connections are logged (core/logging.logged); a limit's admitted
+    # A limit's refusals over its rate are logged (core/logging_rules.limit_refusals_logged)
+    log_refused: bool = False
+    # Decides nothing: counted and logged as what it would do, then the next rule (core/audit)
+    audit: bool = False
 
 
 LimitOutcome = Literal["ok", "over", "full"]
@@ -271,6 +275,9 @@ class Ruleset:
     # What the default's decisions log (core/logging), and the tag every log line of this
     # ruleset carries so that the daemon knows which rules wrote it.
     log_default: bool = False
+    # The default's refusal when audited (`mode audit`; core/audit): `default` is then allow,
+    # what the kernel does, and this is what it would do.
+    audit_default: str | None = None
     log_tag: str = ""
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fwsync.core.logging_rules import log_tag, parse_prefix
+from fwsync.core.audit import would
+from fwsync.core.logging_rules import LIMIT_REFUSED, log_tag, parse_prefix
 from fwsync.core.observed import PublishedPort
 from fwsync.observe.nflog import Logged
 from fwsync.readfile import read_limited
@@ -35,7 +36,11 @@ from fwsync.rules.model import Policy
 
 DEFAULT_DECISIONS = Path("/var/log/fwsync/decisions.jsonl")
 ROTATE_AT = 16 << 20  # bytes: then the file becomes `.1` (the one before is dropped)
-_WORDS = {"deny": "BLOCK", "reject": "BLOCK", "allow": "ALLOW", "limit": "LIMIT"}
+# ufw's words; a `limit` rule's refusal over its rate is ufw's `[UFW LIMIT BLOCK]`.
+_WORDS = {"deny": "BLOCK", "reject": "BLOCK", "allow": "ALLOW", LIMIT_REFUSED: "LIMIT BLOCK",
+          # What an audited rule would refuse (core/audit), as ufw's `[UFW AUDIT]` lines: no
+          # fail2ban filter counts them, since nothing was refused.
+          **{would(a): "AUDIT" for a in ("deny", "reject", "limit")}}
 
 
 def decisions_path() -> Path:
@@ -51,7 +56,9 @@ class LogDecision:
     port: int | None
     proto: str
     container: str | None  # who publishes that port, as status names it
-    verdict: str  # deny | reject | allow
+    # deny | reject | allow | limit (refused over a limit rule's rate); would-deny,
+    # would-reject, would-limit: what an audited rule saw, deciding nothing (core/audit)
+    verdict: str
     origin: str  # FILE:LINE, the default's FILE:LINE, or why it cannot be named
     indev: str | None
     dest: str  # the packet's own destination (after DNAT: the container's address)

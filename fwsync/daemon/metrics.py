@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from fwsync.core.audit import AUDIT_VERDICT
 from fwsync.core.counts import RuleCount
 from fwsync.core.ruleset import Family
 from fwsync.daemon.loop import Outcome
@@ -64,7 +65,9 @@ class RuleCounts(Collector):
             return
         for c in counts:
             per_rule.add_metric([c.origin, c.verdict], c.connections)
-        denied.add_metric([], sum(c.connections for c in counts if c.verdict != "allow"))
+        # An audited rule's count is what it would have refused: nothing was (core/audit).
+        denied.add_metric([], sum(c.connections for c in counts
+                                  if c.verdict not in ("allow", AUDIT_VERDICT)))
         yield per_rule
         yield denied
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
+from fwsync.core.audit import AUDIT_VERDICT, audit_problem, default_audited, enforced_default
 from fwsync.core.bridges import judge_bridges
 from fwsync.core.build import build_ruleset
 from fwsync.core.enforcing import Enforcement
@@ -146,13 +147,17 @@ def check_ungoverned_ports(containers: Iterable[ContainerFacts], rules: Rules,
                 _port_details(port))))
             continue
         assert decide is not None
-        decisions = decide(port)
+        # An audited rule or default decides nothing (core/audit): not part of the question.
+        decisions = [d for d in decide(port) if not d.action.startswith(AUDIT_VERDICT)]
         default_origin = str(rules.policy.default_origin or "built-in default")
         if len(decisions) != 1 or decisions[0].origin != default_origin:
             continue  # a rule or a protection decides
-        default = rules.policy.default
+        default = enforced_default(rules.policy)
         severity: Severity
-        if default == "allow":
+        if default_audited(rules.policy):
+            severity, what = "warning", (f"the default `{rules.policy.default}` is audited "
+                                         "(`mode audit`): it lets anyone connect")
+        elif default == "allow":
             severity, what = "warning", "the default `allow` lets anyone connect"
         else:
             severity, what = "info", f"the default `{default}` refuses everyone"
@@ -451,6 +456,13 @@ def check_enforcement(enforcement: Enforcement | None,
             + (f", and {len(exposed)} published port binding(s) are open to anyone who can "
                "route to this host, whatever the rules say" if exposed else ""),
             "run `fwsync apply` (or start `fwsync daemon`)",
+            {"problems": list(enforcement.problems)})]
+    if enforcement.audited and replace(enforcement, audited=()).enforcing:
+        return [Finding(
+            "audit-mode", "warning", f"fwsync ({enforcement.backend})",
+            f"fwsync is not enforcing: {audit_problem(enforcement.audited)}",
+            "when `fwsync log --would-deny` shows nothing it should not, take `audit` (or "
+            "`mode audit`) out of the rules and `fwsync apply`",
             {"problems": list(enforcement.problems)})]
     return [Finding(
         "not-enforcing", "serious", f"fwsync ({enforcement.backend})",

@@ -371,9 +371,6 @@ def fwsync_statement(entry: Entry, keep_family: bool = True
         return [f"# NOT IMPORTED ({entry.where}): {command}", *_wrapped(reason)], [skipped]
     lines: list[str] = []
     partial: list[str] = []
-    if r.log and r.action == "limit":
-        partial.append(f"`{r.log}` on a `limit` rule: fwsync does not log `limit` rules yet "
-                       f"(the rule is imported with its `{r.log}`)")
     if not r.comment_ok:
         partial.append("its comment is not valid hex-encoded UTF-8 and was left out")
     src, dst = _address(r.src) or "any", _address(r.dst) or "any"

@@ -26,6 +26,8 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("off", "low", "medium", "high")
 # `log-all` every packet it sees, which in fwsync's chains is the same (they see a connection's
 # first packet only).
 RuleLog = Literal["", "log", "log-all"]
+# `mode audit`: every refusal (the default's too) is audited, not enforced (issue 21).
+Mode = Literal["enforce", "audit"]
 Network = IPv4Network | IPv6Network
 # One address-list entry as integers: (IP version, first address, prefix length).
 Span = tuple[int, int, int]
@@ -119,6 +121,9 @@ class Rule:
     dst: Endpoint = Endpoint()
     comment: str | None = None
     log: RuleLog = ""
+    # `audit deny|reject|limit ...`: decides nothing; what it would refuse is logged and counted
+    # as `audit`, and the connection goes on to the next rule (core/audit.py).
+    audit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,8 @@ class Policy:
     protect_localhost_publish: bool = True
     logging: LogLevel = "off"  # `logging LEVEL`
     logging_origin: Origin | None = None
+    mode: Mode = "enforce"  # `mode audit|enforce`
+    mode_origin: Origin | None = None
     # Networks whose direct routing is left to the rules while the protection is on elsewhere.
     direct_routing_off: tuple[NetworkScope, ...] = ()
     # The files `define NAME file PATH` read, so that whoever enforces the policy can notice
@@ -174,3 +181,9 @@ class Policy:
     # host enforces, comparable across hosts (the daemon's fwsync_rules_info). "" when built
     # in memory. Not part of equality: the same rules from another place are the same policy.
     digest: str = field(default="", compare=False)
+
+
+def audited(policy: Policy, rule: Rule) -> bool:
+    """The rule decides nothing (core/audit): written `audit ...`, or a refusal under `mode
+    audit`."""
+    return rule.audit or (policy.mode == "audit" and rule.action != "allow")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
-from fwsync.rules.model import Diagnostic, Network, Policy, PortRange, Rule, Span
+from fwsync.rules.model import Diagnostic, Network, Policy, PortRange, Rule, Span, audited
 
 _BITS = {4: 32, 6: 128}
 WHOLE: tuple[Network, ...] = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
@@ -185,6 +185,8 @@ def shadowed(policy: Policy) -> list[Diagnostic]:
                 file=rule.origin.file, line=rule.origin.line, col=1, severity="warning",
                 message=f"rule is never reached: shadowed by {earlier.origin} "
                         f"('{earlier.origin.text}'){_log_lost(rule, earlier)}"))
+        if audited(policy, rule):
+            continue  # decides nothing (core/audit): what follows it is still reached
         if net is not None:
             key = (net.version, int(net.network_address), net.prefixlen)
             by_net.setdefault(key, []).append(len(seen))

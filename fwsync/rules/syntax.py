@@ -27,6 +27,7 @@ from fwsync.rules.model import (
     Diagnostic,
     Endpoint,
     LogLevel,
+    Mode,
     Network,
     NetworkScope,
     Origin,
@@ -46,7 +47,9 @@ PROTECTIONS = ("direct-routing", "localhost-publish")
 # `logging LEVEL`: `on` is `low`, as in ufw. (ufw's `full` has no counterpart: `high` is the most.)
 LOGGING_WORDS = ("off", "on", "low", "medium", "high")
 RULE_LOGS = ("log", "log-all")  # a rule's own logging, right after its action (ufw's place)
-STATEMENTS = ("default", *ACTIONS, "define", "protect", "logging")
+AUDITED = ("deny", "reject", "limit")  # what `audit ACTION` takes: refusals
+MODES = ("enforce", "audit")
+STATEMENTS = ("default", *ACTIONS, "audit", "define", "protect", "logging", "mode")
 RULE_KEYWORDS = ("in", "on", "proto", "from", "to", "port", "comment")
 END = "end of line"
 MAX_LIST_ERRORS = 20  # a wrong file given as an address list would otherwise flood the output
@@ -173,6 +176,7 @@ class _State:
     set_origins: dict[str, Origin] = field(default_factory=dict)
     default: tuple[DefaultAction, Origin] | None = None
     logging: tuple[LogLevel, Origin] | None = None
+    mode: tuple[Mode, Origin] | None = None
     protect: dict[str, tuple[bool, Origin]] = field(default_factory=dict)
     protect_off: dict[str, NetworkScope] = field(default_factory=dict)  # network → its line
     lists_read: list[str] = field(default_factory=list)  # `define NAME file PATH`'s paths
@@ -474,7 +478,34 @@ class _Clauses:
     comment: str | None = None
 
 
-def _rule(s: _Statement) -> None:
+def _audit(s: _Statement) -> None:
+    """`audit deny|reject|limit ...`: the rule as written after `audit`, audited."""
+    s.take()
+    tok = s.peek()
+    if tok is None or tok.kind != "word" or tok.text not in AUDITED:
+        hint = ("; an allow refuses nothing: only a refusal is audited" if tok is not None
+                and tok.text == "allow" else "")
+        raise s.unexpected(tok, keywords(*AUDITED), hint)
+    _rule(s, audit=True)
+
+
+def _mode(s: _Statement) -> None:
+    """`mode audit`: the whole policy, the default included, is audited (decides nothing);
+    `mode enforce` is the default."""
+    keyword = s.take()
+    mode = s.take_word(keywords(*MODES))
+    if mode.text not in MODES:
+        raise s.unexpected(mode, keywords(*MODES))
+    s.end([END])
+    if s.state.mode is not None:
+        first = s.state.mode[1]
+        s.error(keyword, f"duplicate 'mode': the mode is already set at {first} "
+                         f"({quoted(first.text)})")
+        return
+    s.state.mode = (cast(Mode, mode.text), s.origin)
+
+
+def _rule(s: _Statement, audit: bool = False) -> None:
     action = cast(Action, s.take().text)
     s.log_hint = ("; 'log' and 'log-all' go right after the action, or after 'in on IFACE' "
                   "(e.g. 'allow log 22/tcp')")
@@ -499,7 +530,7 @@ def _rule(s: _Statement) -> None:
         return
     s.state.rules.append(Rule(
         action=action, iface=iface, proto=clauses.proto, src=clauses.src, dst=clauses.dst,
-        comment=clauses.comment, origin=s.origin, log=log))
+        comment=clauses.comment, origin=s.origin, log=log, audit=audit))
 
 
 def _rule_log(s: _Statement, action: Action, interface_said: bool) -> RuleLog:
@@ -758,6 +789,7 @@ def _port_number(s: _Statement, tok: Token) -> int | None:
 
 _PARSERS: dict[str, Callable[[_Statement], None]] = {
     "default": _default, "define": _define, "protect": _protect, "logging": _logging,
+    "audit": _audit, "mode": _mode,
     **dict.fromkeys(ACTIONS, _rule),
 }
 
@@ -802,12 +834,13 @@ def parse_sources(sources: Sequence[tuple[str, str]],
         return ParseResult(policy=None, diagnostics=diagnostics)
     default, default_origin = state.default or ("deny", None)
     logging, logging_origin = state.logging or ("off", None)
+    mode, mode_origin = state.mode or ("enforce", None)
     policy = Policy(
         default=default, default_origin=default_origin, rules=tuple(state.rules),
         sets=state.sets,
         protect_direct_routing=state.protect.get("direct-routing", (True, None))[0],
         protect_localhost_publish=state.protect.get("localhost-publish", (True, None))[0],
-        logging=logging, logging_origin=logging_origin,
+        logging=logging, logging_origin=logging_origin, mode=mode, mode_origin=mode_origin,
         direct_routing_off=tuple(state.protect_off.values()),
         list_files=tuple(dict.fromkeys(state.lists_read)),
     )

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fwsync.backends.nft_sets import LIMIT_METER_BASE
 from fwsync.core.diff import State
 from fwsync.core.logging_rules import LOG_SET_BASE
 from fwsync.verify.connection import Connection
@@ -188,11 +189,12 @@ _VERDICT_WORDS = {"accept", "drop", "reject", "return", "jump", "goto", "queue"}
 
 def _log_only(words: list[str]) -> bool:
     """A rule that only logs (core/logging_rules): no verdict, and the only sets it updates are
-    the log's own per-source buckets. It cannot change what happens to a connection."""
+    the log's own per-source buckets, or a limit's meters (an audited limit, core/audit, asks
+    its rate): sets nothing looks up. It cannot change what happens to a connection."""
     if "log" not in words or _VERDICT_WORDS & set(words):
         return False
     updated = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "update"]
-    return all(name.startswith("@" + LOG_SET_BASE) for name in updated)
+    return all(name.startswith(("@" + LOG_SET_BASE, "@" + LIMIT_METER_BASE)) for name in updated)
 
 
 def _nft_parse(line: str, sets: _NftSets, chains: set[str]) -> Rule:

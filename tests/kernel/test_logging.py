@@ -99,3 +99,51 @@ def test_a_refused_attempt_is_logged_with_the_port_dialled_the_container_and_the
                                          else "0.0.0.0")
         assert str(allowed[0]["origin"]).endswith("10-test.rules:3")
         assert len(logged(lab, daemon, "--since", "1m")) == 4
+
+
+def test_a_limit_rules_refusals_over_its_rate_are_logged_as_ufws_limit_block(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
+    """What a `limit` rule refuses over its rate is logged (ufw's `[UFW LIMIT BLOCK]`), at the
+    rate being asked once: the 6th and 7th of a burst are refused and logged, the 5 before are
+    let in and not logged (`logging low`), another source keeps its own bucket, the refusals
+    are counted for the rule, and the kernel reads back as the rules say."""
+    lab = kernel_lab
+    lab.publish(80, 80)
+    remember_web(lab)
+    rules = write_rules(tmp_path, "default deny\nlogging low\nlimit 80/tcp\n")
+    with DaemonProc(lab, rules, "--backend", backend) as daemon:
+        daemon.wait_ready()
+        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+        seen = [lab.attacker.probe(80) for _ in range(7)]
+        assert seen == ["open"] * 5 + ["closed"] * 2, seen  # LIMIT: a burst of 5
+        assert lab.trusted.probe(80) == "open"
+        until(lambda: len(logged(lab, daemon)) >= 2, "two logged refusals")
+        time.sleep(0.3)
+        got = logged(lab, daemon)
+        assert [(d["src"], d["verdict"], d["port"], d["container"]) for d in got] == \
+            [(ATTACKER_V4, "limit", 80, "web")] * 2, got
+        assert all(str(d["origin"]).endswith("10-test.rules:3") for d in got), got
+        text = daemon.log.read_text()
+        assert text.count("[FWSYNC LIMIT BLOCK]") == 2, text
+        regex = run_fail2ban_regex(text, FILTER, tmp_path)
+        assert regex.returncode == 0, regex.stderr
+        assert parse_report(regex.stdout).hosts == [ATTACKER_V4] * 2, regex.stdout
+        plan = run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules, env=daemon.env)
+        assert plan.returncode == 0, plan.stdout
+        data = json.loads(run_fwsync(lab, "status", "--format", "json", rules=rules,
+                                     env=daemon.env).stdout)
+        counts = {(r["origin"].rsplit("/", 1)[-1], r["verdict"]): r["connections"]
+                  for r in data["rules"]}
+        assert counts[("10-test.rules:3", "reject")] == 2, counts
+        assert counts[("10-test.rules:3", "allow")] == 6, counts  # 5 + the trusted client's
+        # Logging off: the chain of logged refusals is made only when used, and goes.
+        rules.joinpath("10-test.rules").write_text("default deny\nlogging off\nlimit 80/tcp\n")
+        # Whichever reconcile puts them in (one a drift event started may read them first).
+        until(lambda: run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules,
+                                 env=daemon.env).returncode == 0, "the rules applied", 15)
+        if backend == "iptables":
+            held = lab.save() + lab.save(v6=True)
+            assert "FWSYNC-LIMITED" not in held and ":FWSYNC-INBOUND" in held, held
+        else:
+            held = lab.host.run(["nft", "list", "table", "inet", "fwsync"]).stdout
+            assert "chain limited" not in held and "chain inbound" in held, held

@@ -89,7 +89,6 @@ def test_allowed_connections_and_other_lines_are_no_failures(fmt: str, tmp_path:
     lines = [
         logged(fmt, ufw_line(decision("203.0.113.8", verdict="allow"))),
         logged(fmt, ufw_line(decision("2001:db8:2::8", verdict="allow"))),
-        logged(fmt, ufw_line(decision("203.0.113.8", verdict="limit"))),
         logged(fmt, "reconcile", trigger="docker", sources=["docker"], applied=3),
         # A name chosen by whoever reaches Docker's socket, quoted in another line.
         logged(fmt, "container published", level=logging.WARNING,
@@ -100,6 +99,16 @@ def test_allowed_connections_and_other_lines_are_no_failures(fmt: str, tmp_path:
     report = check(lines, tmp_path)
     assert (report.matched, report.missed) == (0, len(lines)), report
     assert report.hosts == []
+
+
+@pytest.mark.parametrize("fmt", FORMATTERS)
+def test_a_limit_rules_refusal_is_a_failure(fmt: str, tmp_path: Path) -> None:
+    """A client over a `limit` rule's rate, `[FWSYNC LIMIT BLOCK]` as ufw's `[UFW LIMIT
+    BLOCK]`: what fail2ban is for."""
+    line = logged(fmt, ufw_line(decision("203.0.113.8", verdict="limit")))
+    assert "[FWSYNC LIMIT BLOCK] " in line
+    report = check([line], tmp_path)
+    assert (report.matched, report.hosts) == (1, ["203.0.113.8"]), report
 
 
 @pytest.mark.parametrize("fmt", FORMATTERS)

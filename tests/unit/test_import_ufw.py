@@ -240,12 +240,10 @@ def test_a_rules_log_option_is_carried_over(tuple_line: str, expected: str) -> N
     assert rule.log == tuple_line.split()[0].partition("_")[2]
 
 
-def test_log_on_a_limit_rule_is_kept_and_said_to_log_nothing_yet() -> None:
+def test_log_on_a_limit_rule_is_carried_over() -> None:
     result = run(("limit_log tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in",), conf="LOGLEVEL=low\n")
     assert statements(result) == ["logging low", "limit log 2222/tcp"]
-    (item,) = result.untranslated
-    assert (item.kind, item.ufw) == ("partial", "ufw limit log 2222/tcp")
-    assert "fwsync does not log `limit` rules yet" in item.reason
+    assert result.untranslated == ()
 
 
 def test_logged_rules_under_ufws_logging_off_are_kept_with_a_note() -> None:

@@ -13,11 +13,18 @@ import pytest
 from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nftables_render import render as render_nftables
 from fwsync.core.build import build_ruleset
-from fwsync.core.logging_rules import log_tag, logged, parse_prefix, prefix
+from fwsync.core.logging_rules import (
+    limit_refusals_logged,
+    log_tag,
+    logged,
+    parse_prefix,
+    prefix,
+)
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.daemon.decisions import decision_of, ufw_line
 from fwsync.observe.nflog import Logged
 from fwsync.rules.model import Endpoint
+from fwsync.verify.agree import disagreements
 
 from .helpers import net, policy, ports, rule
 
@@ -31,7 +38,53 @@ def test_each_level_logs_what_ufws_does() -> None:
     assert not logged("low", "deny")  # low: the default only (logged_default)
     assert logged("medium", "deny") and logged("medium", "reject")
     assert not logged("medium", "allow") and logged("high", "allow")
-    assert not logged("high", "limit") and not logged("off", "limit", "log")  # not yet
+    # a limit's admissions log as an allow's; its refusals over the rate at any level but off
+    assert logged("high", "limit") and logged("off", "limit", "log")
+    assert not logged("medium", "limit")
+    assert limit_refusals_logged("low") and limit_refusals_logged("off", "log")
+    assert not limit_refusals_logged("off")
+
+
+def _limit_pol(level: str, log: str = ""):  # type: ignore[no-untyped-def]
+    ssh = replace(rule(2, "limit", proto="tcp", dst=Endpoint(ports=ports(8080))), log=log)
+    web = rule(3, "limit", proto="tcp", dst=Endpoint(ports=ports(9090)))
+    return replace(policy(ssh, web), logging=level)
+
+
+@pytest.mark.parametrize("level", ["low", "off"])
+def test_a_limit_rules_refusals_go_through_a_chain_that_logs_and_rejects(level: str) -> None:
+    """The rate is asked once: over it, a jump to the chain of logged refusals, which logs (with
+    the log's own rate limits) and rejects; what the rules decide is unchanged (the verifier's
+    walk of both backends' objects agrees with the policy)."""
+    pol = _limit_pol(level)
+    ruleset = build_ruleset(pol, DockerState(ports=(WEB,))).ruleset
+    tag = log_tag(pol)
+    v4 = render_family(ruleset, 4, "DOCKER-USER")
+    nft = render_nftables(ruleset)
+    if level == "off":
+        assert "ipv4 chain FWSYNC-LIMITED" not in v4 and "inet fwsync chain limited" not in nft
+        assert not any("NFLOG" in line for line in v4["ipv4 chain FWSYNC-INBOUND"])
+        return
+    over = [line for line in v4["ipv4 chain FWSYNC-INBOUND"] if "--hashlimit-above" in line]
+    assert len(over) == 2 and all(line.endswith("-j FWSYNC-LIMITED") for line in over)
+    limited = v4["ipv4 chain FWSYNC-LIMITED"]
+    assert f'--nflog-prefix "{prefix(tag, 0, "limit")}"' in limited[0]
+    assert "--ctorigdstport 8080" in limited[0] and "tcp-reset" in limited[1]
+    assert limited[-1].endswith("icmp-port-unreachable")  # anything else: refused
+    chain = nft["inet fwsync chain limited"]
+    assert sum(f'log prefix "{prefix(tag, i, "limit")}" group 7171' in line
+               for line in chain for i in (0, 1)) == 4  # a limit is per family
+    assert any("jump limited" in line for line in nft["inet fwsync chain inbound"])
+    for backend, state in (("iptables", {**v4, **render_family(ruleset, 6, "DOCKER-USER")}),
+                           ("nftables", nft)):
+        assert disagreements(ruleset, (WEB,), backend, state) == ()
+
+
+def test_a_limit_rules_own_log_logs_what_it_lets_in() -> None:
+    ruleset = build_ruleset(_limit_pol("off", "log"), DockerState(ports=(WEB,))).ruleset
+    v4 = render_family(ruleset, 4, "DOCKER-USER")["ipv4 chain FWSYNC-INBOUND"]
+    admitted = [i for i, line in enumerate(v4) if " allow\"" in line or ' allow"' in line]
+    assert admitted and v4[admitted[0] + 1].endswith("-j RETURN")
 
 
 def _pol(level: str):  # type: ignore[no-untyped-def]

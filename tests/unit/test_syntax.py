@@ -361,7 +361,8 @@ def test_protect_twice_is_an_error_naming_the_first():
 
 FULL_ERRORS = [
     ("Allow 80", "1:1: error: unexpected 'Allow', expected one of 'default', 'allow', 'deny', "
-                 "'reject', 'limit', 'define', 'protect', 'logging'"),
+                 "'reject', 'limit', 'audit', 'define', 'protect', 'logging', "
+                 "'mode'"),
     ("allow", "1:6: error: unexpected end of line after 'allow', expected one of 'in', 'on', "
               "'log', 'log-all', 'proto', 'from', 'to', PORTS"),
     ("allow in http", "1:10: error: unexpected 'http', expected one of 'on', 'log', 'log-all', "

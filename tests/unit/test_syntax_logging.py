@@ -88,7 +88,8 @@ LOGGING_ERRORS = [
                       "'medium', 'high'"),
     ("logging low incoming", "1:13: error: unexpected 'incoming', expected end of line"),
     ("Logging low", "1:1: error: unexpected 'Logging', expected one of 'default', 'allow', "
-                    "'deny', 'reject', 'limit', 'define', 'protect', 'logging'"),
+                    "'deny', 'reject', 'limit', 'audit', 'define', 'protect', 'logging', "
+                    "'mode'"),
 ]
 
 

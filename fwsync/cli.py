@@ -174,25 +174,36 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask (never asked when stdin "
                                                           "is not a terminal).")] = False,
     full: FullOpt = False,
+    confirm_within: Annotated[int | None, typer.Option(
+        "--confirm-within", metavar="SECONDS", min=1, max=86400,
+        help="Put back what the kernel held before unless `fwsync confirm` is run within "
+             "SECONDS (a timer that outlives this shell; docs/rolling-out.md).")] = None,
 ) -> None:
     """Make the kernel match the rules, in one transaction per address family."""
-    from fwsync import lock
-    from fwsync.backends.base import BackendError
-    from fwsync.core.diff import diff
     from dataclasses import replace
 
+    from fwsync import lock
+    from fwsync.backends.base import BackendError
     from fwsync.core.audit import audit_problem
+    from fwsync.core.diff import diff
     from fwsync.core.enforcing import disagreement_problems
     from fwsync.present import impact_lines, plan_text
     from fwsync.reconcile import (
+        all_backends,
         apply_planned,
         check_enforced,
         planned_impact,
         remember_enforced,
     )
+    from fwsync.rollout.pending import Pending, release_hold
+    from fwsync.rollout.revert import arm, disarm, pending_refusal
+    from fwsync.rollout.timer import TimerError
 
+    armed: Pending | None = None
     try:
         with lock.exclusive():
+            if (refusal := pending_refusal()) is not None:
+                _fail(f"{refusal}; nothing was changed")
             planned = _plan(rules, backend, full)
             chosen = planned.backend
             typer.echo(plan_text(planned.plan, planned.backend_reason, planned.warnings, _style))
@@ -208,11 +219,26 @@ def apply(
                           f"{'; '.join(disagreement_problems(planned.plan.disagreements))}): "
                           "a fault in fwsync's rendering, please report it; nothing was "
                           "changed")
+                if confirm_within is not None:
+                    typer.echo("Nothing to change, so nothing to confirm.")
                 return
             if planned.refusal is None and sys.stdin.isatty() and not yes \
                     and not typer.confirm("\nApply these changes?"):
                 _fail("cancelled; nothing was changed")
-            apply_planned(planned)
+            if confirm_within is not None and planned.refusal is None:
+                try:  # the timer runs before anything is written (rollout/revert.py)
+                    armed = arm(all_backends(), chosen.name, planned.plan.desired, rules,
+                                planned.policy.digest, confirm_within)
+                except (OSError, TimerError) as exc:
+                    _fail(f"cannot arm the revert: {exc}; nothing was changed")
+            try:
+                apply_planned(planned)
+            except BackendError:
+                if armed is not None:  # a failed apply changed nothing: nothing to revert
+                    disarm(armed)
+                raise
+            if armed is None:
+                release_hold()  # the daemon may apply rules it held off after a revert
             kept = remember_enforced(planned.docker)
             held = chosen.read(planned.plan.desired)
             after = diff(chosen.name, planned.plan.desired, held)
@@ -234,6 +260,11 @@ def apply(
     else:
         typer.echo(_style("\nApplied.", "yellow") + " The kernel holds fwsync's rules.")
     _remember(kept)
+    if armed is not None:
+        typer.echo(_style(f"Unconfirmed: run `fwsync confirm` within {confirm_within} s", "bold")
+                   + f" (by {time.strftime('%H:%M:%S', time.localtime(armed.deadline))}), or "
+                   "fwsync's objects are put back as they were before this apply "
+                   f"({armed.timer.get('kind')} timer; `fwsync status` shows it).")
     if not after.empty:
         typer.echo(_style("warning: the kernel reads back differently from what was written; "
                           "`fwsync plan` will show the difference", "yellow"), err=True)
@@ -308,6 +339,10 @@ def status(
         notes.append(f"Note: apply would refuse: {planned.refusal}")
     if unread := unread_logs(planned.policy, bool(daemon_state and daemon_state.get("running"))):
         notes.append(f"Note: {unread}")
+    from fwsync.present_pending import rollout_status
+
+    rollout_lines, rollout = rollout_status()  # `apply --confirm-within`: pending, reverted
+    notes += [f"Note: {line}" for line in rollout_lines]
     counts: tuple[RuleCount, ...] | str
     try:
         counts = rule_counts_now(chosen, planned.policy)
@@ -319,6 +354,7 @@ def status(
         data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
+        data["rollout"] = rollout
         # Audited rules the kernel holds (core/audit): the policy is not enforced where they are.
         data["audited"] = list(reach.audited)
         _emit_json(data)
@@ -435,6 +471,65 @@ def remove(backend: BackendOpt = BackendName.auto) -> None:
         lines = len(removed[key])  # nftables' remove lists no rule or element (slow): none
         typer.echo(_style(f"  - {key}", "red") + (f"  ({lines} lines)" if lines else ""))
     typer.echo(_style("Removed.", "green") + " Docker's and everyone else's rules are untouched.")
+
+
+@app.command()
+def confirm() -> None:
+    """Keep the change `apply --confirm-within` made: its revert is called off."""
+    from fwsync import lock
+    from fwsync.rollout.pending import PendingUnreadable
+    from fwsync.rollout.revert import confirm as confirm_pending
+
+    try:
+        done = confirm_pending()
+    except (lock.LockError, PendingUnreadable) as exc:
+        _fail(str(exc))
+    if done.pending is None:
+        last = done.last_revert
+        why = ""
+        if last is not None and last.get("reverted_at"):
+            at = time.strftime("%H:%M:%S", time.localtime(float(last["reverted_at"])))
+            why = f"; the last unconfirmed apply, by {last.get('by')}, was reverted at {at}"
+        _fail(f"nothing to confirm: no apply is waiting for confirmation{why}")
+    p = done.pending
+    typer.echo(_style("Confirmed.", "green") + f" The apply of {p.rules} ({p.backend}) by {p.by}"
+               f" at {time.strftime('%H:%M:%S', time.localtime(p.applied_at))} stays; its "
+               "revert is called off.")
+    if done.warning:
+        typer.echo(_style(f"warning: {done.warning} (it finds nothing to revert)", "yellow"),
+                   err=True)
+
+
+@app.command("revert-pending")
+def revert_pending(
+    token: Annotated[str | None, typer.Option(
+        "--token", help="Only the pending change with this token (the timer's own).")] = None,
+    wait_until: Annotated[float | None, typer.Option(
+        "--wait-until", hidden=True, help="Sleep until this wall-clock time first.")] = None,
+) -> None:
+    """Revert an unconfirmed apply now: put back fwsync's objects as they were before it.
+    Its timer runs this at the deadline."""
+    import logging
+
+    from fwsync import lock
+    from fwsync.rollout.pending import PendingUnreadable, who
+    from fwsync.rollout.revert import revert_pending as revert
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fwsync[%(process)d]: "
+                                                   "%(message)s")
+    while wait_until is not None and (left := wait_until - time.time()) > 0:
+        time.sleep(min(left, 1.0))  # wall clock, re-read: a suspended machine wakes late
+    try:
+        record = revert(token, "timer" if token else f"fwsync revert-pending ({who()})")
+    except (lock.LockError, PendingUnreadable) as exc:
+        _fail(f"cannot revert: {exc}")
+    if record is None:
+        typer.echo("Nothing to revert: no apply is waiting for confirmation.")
+        return
+    if record["result"] != "reverted":
+        _fail(f"the revert failed: {record['error']}")
+    typer.echo(_style("Reverted.", "yellow") + f" fwsync's objects are as they were before "
+               f"the apply by {record['by']} ({len(record['changed'])} objects put back).")
 
 
 class LogFormat(StrEnum):

@@ -102,6 +102,8 @@ def _own_docker_memory(tmp_path_factory: pytest.TempPathFactory,
     # And the daemon's samples of each rule's use (/var/lib/fwsync/rule-activity.json).
     monkeypatch.setenv("FWSYNC_RULE_ACTIVITY", str(memory / "rule-activity.json"))
     monkeypatch.setenv("FWSYNC_DECISIONS", str(memory / "decisions.jsonl"))  # /var/log/fwsync
+    # And `apply --confirm-within`'s records (/var/lib/fwsync/pending-apply.json, ...).
+    monkeypatch.setenv("FWSYNC_PENDING", str(memory / "pending-apply.json"))
 
 
 def _cleanup_checked(lab: KernelLab | DockerLab) -> None:

@@ -43,7 +43,8 @@ class DaemonProc:
                     FWSYNC_DAEMON_STATE=str(self.state), FWSYNC_RULES=str(self.rules),
                     FWSYNC_DOCKER_STATE=str(self.lab.dir / "docker.json"),
                     FWSYNC_RULE_ACTIVITY=str(self.lab.dir / "rule-activity.json"),
-                    FWSYNC_DECISIONS=str(self.lab.dir / "decisions.jsonl"))
+                    FWSYNC_DECISIONS=str(self.lab.dir / "decisions.jsonl"),
+                    FWSYNC_PENDING=str(self.lab.dir / "pending-apply.json"))
         full.update(self.extra_env)
         return full
 

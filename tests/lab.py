@@ -1069,6 +1069,7 @@ def run_fwsync(lab_or_ns: Lab | NsLike, *args: str, rules: Path | None = None,
         full["FWSYNC_DOCKER_STATE"] = str(lab_or_ns.dir / "docker.json")
         full["FWSYNC_RULE_ACTIVITY"] = str(lab_or_ns.dir / "rule-activity.json")
         full["FWSYNC_DECISIONS"] = str(lab_or_ns.dir / "decisions.jsonl")
+        full["FWSYNC_PENDING"] = str(lab_or_ns.dir / "pending-apply.json")
     else:
         ns = _ns(lab_or_ns)
     if rules is not None:

@@ -44,10 +44,13 @@ from fwsync.reconcile import (
     restore_plan,
     select_backend,
 )
+from fwsync.rollout.pending import pending_exists
+from fwsync.rollout.revert import reverted_hold, window_hold
 
 log = logging.getLogger("fwsync.daemon")
 
-Result = Literal["applied", "unchanged", "invalid-rules", "error"]
+# "held": nothing written, the rules on disk wait (an unconfirmed apply, rollout/revert.py).
+Result = Literal["applied", "unchanged", "invalid-rules", "held", "error"]
 STARTUP_TIMEOUT = 2
 MESH_RELOOK = 10.0  # seconds between looks while a worker's mesh has a port no service claims
 
@@ -152,6 +155,9 @@ class Reconciler:
         self._drift_checks = 0
         self.checked_full = False  # whether the last check_drift listed every set element
         self._kept: DockerState | None = None  # what _remember last wrote (seen_at aside)
+        # Why the last reconcile held off (`apply --confirm-within`, _held): "window" or
+        # "reverted" (with the reverted rules' digest); None when it did not.
+        self.held: tuple[str, str] | None = None
 
     @property
     def ports(self) -> tuple[PublishedPort, ...]:
@@ -277,11 +283,19 @@ class Reconciler:
             # in the next tick's fingerprint, which costs one more (empty) reconcile.
             self.rules_print = fingerprint(self.rules, self.list_files)
             with lock.exclusive(self.lock_path):
+                # An apply waiting for `fwsync confirm` is neither made the truth nor fought:
+                # its timer reverts it or the operator confirms it. Checked first, so invalid
+                # rules on disk do not make the last good ones be written over it either.
+                if (waiting := window_hold()) is not None:
+                    return self._held(("window", ""), waiting, t0, base)
                 try:
                     planned = make_plan(self.rules, self._backend_for(batch), docker,
                                         watching=True, full=batch.full)
                 except RulesInvalid as exc:
                     return self._keep_last_good(batch, exc, docker, t0, base)
+                if (reverted := reverted_hold(planned.policy.digest)) is not None:
+                    return self._held(("reverted", planned.policy.digest), reverted, t0, base)
+                self.held = None
                 steps["plan_ms"] = time.monotonic()
                 self.rules_valid = True
                 self.list_files = tuple(Path(f) for f in planned.policy.list_files)
@@ -313,6 +327,29 @@ class Reconciler:
                        enforcement=reach,
                        in_sync=not unheld and reach is not None and not reach.disagreements,
                        rules_digest=planned.policy.digest, rules_commit=head_commit(self.rules))
+
+    def _held(self, why: tuple[str, str], note: str, t0: float, base: dict[str, Any]
+              ) -> Outcome:
+        """Nothing written: the kernel is left as the apply or its revert made it. While held,
+        drift is not repaired either (check_drift): what the kernel holds is the operator's
+        trial or what the revert put back, not the daemon's to change."""
+        if self.held != why:
+            log.warning("holding off: %s", note)
+        self.held = why
+        if self.enforced is not None:
+            self.enforcement = self._ask_kernel(self.enforced.backend)
+        return Outcome(result="held", duration=time.monotonic() - t0, notes=(note,),
+                       docker_error=self.docker_error, enforcement=self.enforcement, **base)
+
+    def holding(self) -> bool:
+        """The last reconcile held off and its reason still stands (cheap: the drift tick
+        asks it every second). The reverted rules stop being held when `fwsync apply` runs
+        (rollout/pending.release_hold) or they change (the rules watch reconciles then)."""
+        if self.held is None:
+            return False
+        if self.held[0] == "window":
+            return pending_exists()
+        return reverted_hold(self.held[1]) is not None
 
     def _keep_last_good(self, batch: Batch, exc: RulesInvalid, docker: DockerState,
                         t0: float, base: dict[str, Any]) -> Outcome:
@@ -458,7 +495,7 @@ class Reconciler:
         """The cheap periodic read-back; empty when the kernel holds what was enforced. Every
         FULL_CHECK_EVERY-th tick reads every set element; `full` (a check a netlink event
         asked for, daemon/nft_watch.py) decides it instead, outside the tick's count."""
-        if self.enforced is None:
+        if self.enforced is None or self.holding():
             return ()
         if full is None:
             self._drift_checks += 1

@@ -291,7 +291,8 @@ class Daemon:
         if outcome.drift:
             self.drift_repairs += 1
             self.last_drift = time.time()
-        level = logging.INFO if outcome.result in ("applied", "unchanged") else logging.WARNING
+        level = logging.INFO if outcome.result in ("applied", "unchanged", "held") \
+            else logging.WARNING
         log.log(level, "reconcile", extra={"fields": outcome.fields()})
         self.metrics.record(outcome)
         self.metrics.docker_connected.set(int(self.watcher.connected))

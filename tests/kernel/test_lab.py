@@ -217,7 +217,8 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
         "print(json.dumps({'netns': os.stat('/proc/self/ns/net').st_ino, 'argv': sys.argv[1:],"
         " 'env': {k: os.environ.get(k) for k in"
         " ('DOCKER_HOST', 'FWSYNC_RULES', 'FWSYNC_LOCK_FILE', 'FWSYNC_DAEMON_STATE',"
-        " 'FWSYNC_DOCKER_STATE', 'FWSYNC_RULE_ACTIVITY', 'FWSYNC_DECISIONS', 'EXTRA')}}))\n")
+        " 'FWSYNC_DOCKER_STATE', 'FWSYNC_RULE_ACTIVITY', 'FWSYNC_DECISIONS', 'FWSYNC_PENDING',"
+        " 'EXTRA')}}))\n")
     res = run_fwsync(kernel_lab, "apply", "--dry-run", rules=tmp_path / "rules", check=True,
                      env={"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tmp_path), "EXTRA": "x"})
     seen = json.loads(res.stdout)
@@ -233,7 +234,9 @@ def test_run_fwsync_runs_in_host_with_lab_env(kernel_lab: KernelLab, tmp_path: P
                 # nor its samples of rule use (/var/lib/fwsync/rule-activity.json)
                 "FWSYNC_RULE_ACTIVITY": str(kernel_lab.dir / "rule-activity.json"),
                 # nor its log of decisions (/var/log/fwsync/decisions.jsonl)
-                "FWSYNC_DECISIONS": str(kernel_lab.dir / "decisions.jsonl"), "EXTRA": "x"},
+                "FWSYNC_DECISIONS": str(kernel_lab.dir / "decisions.jsonl"),
+                # nor its pending `apply --confirm-within` (/var/lib/fwsync/pending-apply.json)
+                "FWSYNC_PENDING": str(kernel_lab.dir / "pending-apply.json"), "EXTRA": "x"},
     }
     assert not Path(kernel_lab.docker_host.removeprefix("unix://")).exists()
 

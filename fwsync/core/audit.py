@@ -71,6 +71,5 @@ def audited_names(ruleset: Ruleset, held: Iterable[tuple[int | None, str]]) -> t
 
 def audit_problem(held: Iterable[str]) -> str:
     """The enforcing predicate's problem line for audited rules the kernel holds."""
-    names = list(held)
-    return ("audit mode: the kernel's rules only count and log what "
-            f"{', '.join(names)} would refuse; they refuse nothing (audited, not enforced)")
+    return (f"audited, not enforced: {', '.join(held)} (counted and logged, nothing refused "
+            "by them)")

@@ -89,7 +89,7 @@ def test_mode_audit_audits_the_default_too(
                                   f"allow from {TRUSTED_V4} to any port 80 proto tcp\n")
     res = run_fwsync(lab, "apply", "--yes", "--backend", backend, rules=rules)
     assert res.returncode == 0, res.stdout + res.stderr  # audit mode is what was asked
-    assert "Applied, NOT ENFORCED: audit mode" in res.stdout, res.stdout
+    assert "Applied, NOT ENFORCED: audited, not enforced: " in res.stdout, res.stdout
     with DaemonProc(lab, rules, "--backend", backend) as daemon:
         daemon.wait_ready()
         held(lab, rules, daemon)

@@ -136,7 +136,8 @@ def test_the_enforcing_predicate_says_no_for_audited_rules_the_kernel_holds() ->
     reach = (FamilyReach(4, True, "x"), FamilyReach(6, True, "y"))
     audited = Enforcement("nftables", reach, audited=names)
     assert Enforcement("nftables", reach).enforcing and not audited.enforcing
-    assert "audit mode" in audited.problems[0] and "t.rules:1 would deny" in audited.problems[0]
+    assert audited.problems == ("audited, not enforced: t.rules:1 would deny (counted and "
+                                "logged, nothing refused by them)",)
     (finding,) = check_enforcement(audited)
     assert (finding.check, finding.severity) == ("audit-mode", "warning")
 

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 
 def read_limited(path: Path, limit: int, what: str) -> bytes:
@@ -42,6 +43,16 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a plain file"
+
+
+def read_json_object(path: Path, limit: int, what: str) -> dict[str, Any] | None:
+    """A JSON object from a small file fwsync writes (its state, its records); None when the
+    file is missing, unreadable, too big or not one object."""
+    try:
+        data = json.loads(read_limited(path, limit, what))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_json(path: Path, data: object) -> OSError | None:

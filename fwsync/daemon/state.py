@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fwsync.readfile import read_limited
+from fwsync.readfile import read_json_object
 
 DEFAULT_STATE = Path("/run/fwsync/daemon.json")
 FORMAT_VERSION = 1
@@ -33,11 +33,8 @@ def write_state(data: dict[str, Any], path: Path | None = None) -> None:
 
 def read_state(path: Path | None = None) -> dict[str, Any] | None:
     path = path or state_path()
-    try:
-        data = json.loads(read_limited(path, 1 << 20, "the daemon's state file"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
+    data = read_json_object(path, 1 << 20, "the daemon's state file")
+    if data is None:
         return None
     data["running"] = _running(data.get("pid"))
     data["path"] = str(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fwsync.core.diff import Desired, State
-from fwsync.readfile import read_limited, write_json
+from fwsync.readfile import read_json_object, read_limited, write_json
 
 DEFAULT_PENDING = Path("/var/lib/fwsync/pending-apply.json")
 FORMAT_VERSION = 1
@@ -157,12 +157,7 @@ def write_revert_record(data: dict[str, Any], path: Path | None = None) -> OSErr
 
 
 def read_revert_record(path: Path | None = None) -> dict[str, Any] | None:
-    path = path or revert_record_path()
-    try:
-        data = json.loads(read_limited(path, 1 << 20, "the last revert record"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path or revert_record_path(), 1 << 20, "the last revert record")
 
 
 def release_hold(path: Path | None = None) -> None:

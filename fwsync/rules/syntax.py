@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Literal, cast
@@ -259,19 +259,33 @@ def _default(s: _Statement) -> None:
 
 def _logging(s: _Statement) -> None:
     """`logging off|on|low|medium|high`, as ufw's `ufw logging LEVEL` (`on` is `low`)."""
+    keyword, level = _setting(s, LOGGING_WORDS, {
+        "full": "; fwsync has no 'full': 'high' is the most it logs"})
+    if _first(s, keyword, s.state.logging, "the logging level"):
+        s.state.logging = (cast(LogLevel, "low" if level.text == "on" else level.text),
+                           s.origin)
+
+
+def _setting(s: _Statement, words: Sequence[str], hints: Mapping[str, str] | None = None
+             ) -> tuple[Token, Token]:
+    """`KEYWORD WORD` and nothing after it: (the keyword, the word), one of `words`."""
     keyword = s.take()
-    level = s.take_word(keywords(*LOGGING_WORDS))
-    if level.text not in LOGGING_WORDS:
-        hint = ("; fwsync has no 'full': 'high' is the most it logs"
-                if level.text == "full" else "")
-        raise s.unexpected(level, keywords(*LOGGING_WORDS), hint)
+    value = s.take_word(keywords(*words))
+    if value.text not in words:
+        raise s.unexpected(value, keywords(*words), (hints or {}).get(value.text, ""))
     s.end([END])
-    if s.state.logging is not None:
-        first = s.state.logging[1]
-        s.error(keyword, f"duplicate 'logging': the logging level is already set at {first} "
-                         f"({quoted(first.text)})")
-        return
-    s.state.logging = (cast(LogLevel, "low" if level.text == "on" else level.text), s.origin)
+    return keyword, value
+
+
+def _first(s: _Statement, keyword: Token, earlier: tuple[object, Origin] | None, what: str
+           ) -> bool:
+    """Whether this is the setting's first line in all the files (else an error, at it)."""
+    if earlier is None:
+        return True
+    first = earlier[1]
+    s.error(keyword, f"duplicate {quoted(keyword.text)}: {what} is already set at {first} "
+                     f"({quoted(first.text)})")
+    return False
 
 
 def _protect(s: _Statement) -> None:
@@ -492,17 +506,9 @@ def _audit(s: _Statement) -> None:
 def _mode(s: _Statement) -> None:
     """`mode audit`: the whole policy, the default included, is audited (decides nothing);
     `mode enforce` is the default."""
-    keyword = s.take()
-    mode = s.take_word(keywords(*MODES))
-    if mode.text not in MODES:
-        raise s.unexpected(mode, keywords(*MODES))
-    s.end([END])
-    if s.state.mode is not None:
-        first = s.state.mode[1]
-        s.error(keyword, f"duplicate 'mode': the mode is already set at {first} "
-                         f"({quoted(first.text)})")
-        return
-    s.state.mode = (cast(Mode, mode.text), s.origin)
+    keyword, mode = _setting(s, MODES)
+    if _first(s, keyword, s.state.mode, "the mode"):
+        s.state.mode = (cast(Mode, mode.text), s.origin)
 
 
 def _rule(s: _Statement, audit: bool = False) -> None:

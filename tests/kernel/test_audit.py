@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProc
-from tests.kernel.test_logging import logged, until
+from tests.kernel.test_logging import logged, until, web_daemon
 from tests.kernel.test_plan_impact import remember_web
 from tests.lab import ATTACKER_V4, TRUSTED_V4, KernelLab, run_fwsync
 from tests.steps import write_rules
@@ -38,12 +38,8 @@ def _status(lab: KernelLab, rules: Path, daemon: DaemonProc) -> dict[str, object
 def test_an_audited_deny_lets_the_client_in_and_logs_what_it_would_refuse(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
-    lab.publish(80, 80)
-    remember_web(lab)
     rules = write_rules(tmp_path, "default allow\n")
-    with DaemonProc(lab, rules, "--backend", backend) as daemon:
-        daemon.wait_ready()
-        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+    with web_daemon(lab, rules, backend) as daemon:
         # The change to try: the attacker's network cut off, audited first.
         rules.joinpath("10-test.rules").write_text(
             f"default allow\naudit deny from {ATTACKER_V4}/32 to any port 80 proto tcp\n")

@@ -7,9 +7,10 @@ remembers Docker, tests/kernel/test_plan_impact.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,18 @@ def logged(lab: KernelLab, daemon: DaemonProc, *args: str) -> list[dict[str, obj
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
+@contextlib.contextmanager
+def web_daemon(lab: KernelLab, rules: Path, backend: str) -> Iterator[DaemonProc]:
+    """A container `web` publishing 80 (remembered, as fwsync remembers Docker), and `fwsync
+    daemon` on `rules`, ready and applied."""
+    lab.publish(80, 80)
+    remember_web(lab)
+    with DaemonProc(lab, rules, "--backend", backend) as daemon:
+        daemon.wait_ready()
+        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+        yield daemon
+
+
 def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -49,13 +62,9 @@ def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
 def test_a_refused_attempt_is_logged_with_the_port_dialled_the_container_and_the_rule(
         kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
     lab = kernel_lab
-    lab.publish(80, 80)
-    remember_web(lab)
     rules = write_rules(tmp_path, f"default deny\nlogging low\n"
                                   f"allow from {TRUSTED_V4} to any port 80 proto tcp\n")
-    with DaemonProc(lab, rules, "--backend", backend) as daemon:
-        daemon.wait_ready()
-        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+    with web_daemon(lab, rules, backend) as daemon:
         for _ in range(3):  # the per-source burst: all three get through the rate limit
             assert lab.attacker.probe(80, timeout=DROPPED_PROBE) == "filtered"
         assert lab.trusted.probe(80) == "open"
@@ -108,12 +117,8 @@ def test_a_limit_rules_refusals_over_its_rate_are_logged_as_ufws_limit_block(
     let in and not logged (`logging low`), another source keeps its own bucket, the refusals
     are counted for the rule, and the kernel reads back as the rules say."""
     lab = kernel_lab
-    lab.publish(80, 80)
-    remember_web(lab)
     rules = write_rules(tmp_path, "default deny\nlogging low\nlimit 80/tcp\n")
-    with DaemonProc(lab, rules, "--backend", backend) as daemon:
-        daemon.wait_ready()
-        daemon.wait_for(lambda r: r.get("msg") == "reconcile" and r.get("result") == "applied")
+    with web_daemon(lab, rules, backend) as daemon:
         seen = [lab.attacker.probe(80) for _ in range(7)]
         assert seen == ["open"] * 5 + ["closed"] * 2, seen  # LIMIT: a burst of 5
         assert lab.trusted.probe(80) == "open"

@@ -298,8 +298,14 @@ def status(
     from fwsync.core.counts import RuleCount
     from fwsync.core.logging_rules import unread_logs
     from fwsync.observe.activity_file import read_activity
-    from fwsync.present import counts_json, counts_lines, status_json, status_text
-    from fwsync.reconcile import planned_enforcement, rule_counts_now
+    from fwsync.present import (
+        counts_json,
+        counts_lines,
+        port_counts_lines,
+        status_json,
+        status_text,
+    )
+    from fwsync.reconcile import counts_now, planned_enforcement
 
     planned = _plan(rules, backend)
     chosen = planned.backend
@@ -344,13 +350,14 @@ def status(
     rollout_lines, rollout = rollout_status()  # `apply --confirm-within`: pending, reverted
     notes += [f"Note: {line}" for line in rollout_lines]
     counts: tuple[RuleCount, ...] | str
+    per_port: dict[tuple[str, str], int] = {}
     try:
-        counts = rule_counts_now(chosen, planned.policy)
+        counts, per_port = counts_now(chosen, planned.policy)
     except BackendError as exc:
         counts = str(exc)
     if fmt is Format.json:
         data = status_json(planned.policy, planned.docker, enforced, in_sync, ruleset)
-        counts_json(data, counts, read_activity(), time.time())
+        counts_json(data, counts, read_activity(), time.time(), per_port)
         data["not_governed"] = list(gaps)
         data["notes"] = [n.removeprefix("Note: ") for n in notes]
         data["daemon"] = daemon_state
@@ -370,10 +377,18 @@ def status(
                      planned.policy, ruleset)
         if lines := counts_lines(counts, read_activity(), time.time()):
             typer.echo("\n" + "\n".join(lines))
+        if lines := port_counts_lines(exposure_report(planned.policy, planned.docker, ruleset),
+                                      per_port):
+            typer.echo("\n" + "\n".join(lines))
     else:
+        from fwsync.core.exposure_report import exposure_report
+
         typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
                                ruleset, gaps))
         if lines := counts_lines(counts, read_activity(), time.time()):
+            typer.echo("\n" + "\n".join(lines))
+        if lines := port_counts_lines(exposure_report(planned.policy, planned.docker, ruleset),
+                                      per_port):
             typer.echo("\n" + "\n".join(lines))
         typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
                                       *describe(daemon_state)]))

@@ -11,12 +11,19 @@ from fwsync.core.activity import Activity, Key, idle
 from fwsync.core.build import build_ruleset
 from fwsync.core.counts import RuleCount, by_origin
 from fwsync.core.diff import Change, Plan
-from fwsync.core.exposure_report import PortReport, Surprise, exposure_report, through_docker_proxy
+from fwsync.core.exposure_report import (
+    ExposureReport,
+    PortReport,
+    Surprise,
+    exposure_report,
+    through_docker_proxy,
+)
 from fwsync.core.kernel_text import shown
 from fwsync.core.networks import DirectRouting, direct_routing
 from fwsync.core.observed import DockerState, PublishedPort
 from fwsync.core.port_decisions import Decision
 from fwsync.core.ruleset import Ruleset
+from fwsync.core.tallies import port_key
 from fwsync.rules.model import Diagnostic, Policy
 from fwsync.verify.impact import Impact
 
@@ -287,12 +294,36 @@ def _iso(t: float | None) -> str | None:
         timespec="seconds").replace("+00:00", "Z")
 
 
+PORT_COUNTS_HEAD = "New connections decided, per published port (the rule or default, its count):"
+
+
+def port_counts_lines(report: ExposureReport, ports: Mapping[tuple[str, str], int]
+                      ) -> list[str]:
+    """status' per-port counts (core/tallies, read by reconcile.counts_now): for each published
+    binding, each of its decisions' count for that port."""
+    lines = []
+    for row in report.ports:
+        key = _port_key(row.port)
+        said = [f"{d.origin} {ports[(d.origin, key)]}" for d in row.decisions
+                if (d.origin, key) in ports]
+        if said:
+            lines.append(f"  {_binding(row.port)} ({shown(row.port.owner)}): "
+                         f"{', '.join(dict.fromkeys(said))}")
+    return [PORT_COUNTS_HEAD, *lines] if lines else []
+
+
+def _port_key(p: PublishedPort) -> str:
+    return port_key(6 if p.family == 6 else 4, p.proto, p.host_port)
+
+
 def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str,
-                activity: Mapping[Key, Activity], now: float) -> None:
+                activity: Mapping[Key, Activity], now: float,
+                ports: Mapping[tuple[str, str], int] | None = None) -> None:
     """status' JSON with the counts: `rules` (per rule and verdict, with the daemon's samples
     of when each last grew), `idle_rules` (nothing decided for IDLE_DAYS), and `connections` on
-    each port's decision (the rule's, all its ports and verdicts; null where it has none, e.g.
-    a merged run)."""
+    each port's decision: that port's (`connections_of` "port": core/tallies), else the rule's
+    over all its ports and verdicts (`connections_of` "rule"; null where it has none, e.g. a
+    merged run)."""
     if isinstance(counts, str):
         data["rules"], data["rules_error"] = None, counts
         return
@@ -309,8 +340,12 @@ def counts_json(data: dict[str, Any], counts: Sequence[RuleCount] | str,
                           if o in origins]
     per = by_origin(counts)
     for port in data.get("ports", []):
+        key = port_key(6 if ":" in port.get("host_ip", "") else 4, port.get("proto", ""),
+                       port.get("host_port", 0))
         for d in port["decisions"]:
-            d["connections"] = per.get(d["origin"])
+            counted = (ports or {}).get((d["origin"], key))
+            d["connections"] = counted if counted is not None else per.get(d["origin"])
+            d["connections_of"] = "port" if counted is not None else "rule"
 
 
 def impact_lines(impact: Impact | None, style: Style = _plain) -> list[str]:

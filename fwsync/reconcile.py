@@ -21,7 +21,7 @@ from fwsync.backends.iptables import IptablesBackend
 from fwsync.backends.nftables import NftablesBackend
 from fwsync.core.audit import audited_in_kernel, audited_names
 from fwsync.core.build import build_ruleset, later_proxy_ports, unresolvable
-from fwsync.core.counts import RuleCount, rule_counts
+from fwsync.core.counts import RuleCount, port_counts, rule_counts
 from fwsync.core.diff import Desired, Plan, State, diff
 from fwsync.core.enforcing import Enforcement, nothing_held
 from fwsync.core.observed import DockerState, as_remembered
@@ -278,7 +278,15 @@ def planned_enforcement(planned: Planned) -> Enforcement:
 def rule_counts_now(backend: Backend, policy: Policy) -> tuple[RuleCount, ...]:
     """New connections each rule decided, from the kernel's counters (core/counts): what
     `status` shows and the daemon's metrics export. Raises BackendError."""
-    return rule_counts(policy, backend.decided())
+    return counts_now(backend, policy)[0]
+
+
+def counts_now(backend: Backend, policy: Policy
+               ) -> tuple[tuple[RuleCount, ...], dict[tuple[str, str], int]]:
+    """rule_counts_now, and from the same read each rule's count per published port
+    (core/tallies; (origin, port key) → count): what status shows beside a port's decision."""
+    decided = backend.decided()
+    return rule_counts(policy, decided), port_counts(policy, decided)
 
 
 def planned_impact(planned: Planned) -> Impact | None:

@@ -43,6 +43,7 @@ from fwsync.core.counts import Decided
 from fwsync.core.diff import Desired, Plan, State
 from fwsync.core.enforcing import Enforcement, iptables_reach
 from fwsync.core.ruleset import Family, Ruleset
+from fwsync.core.tallies import TALLY_VERDICT, parse_tally
 
 FAMILIES: tuple[Family, ...] = (4, 6)
 DOCKER_USER = "DOCKER-USER"
@@ -180,7 +181,7 @@ def decided_of(state: FamilyState) -> list[Decided]:
     for line, (packets, _bytes) in zip(lines, state.counters.get(INBOUND_CHAIN, []),
                                        strict=False):
         target = _JUMP_TARGET.search(line)
-        # No target: an audited rule's count line (core/audit), the only such line there.
+        # No target: a per-port count (core/tallies) or an audited rule's count (core/audit).
         verdict = _VERDICT.get(target.group(1)) if target else AUDIT_VERDICT
         if verdict is None:
             continue
@@ -188,7 +189,11 @@ def decided_of(state: FamilyState) -> list[Decided]:
         text = comment.group(1) if comment else ""
         if text.startswith('"') and text.endswith('"') and len(text) >= 2:
             text = re.sub(r"\\(.)", r"\1", text[1:-1])
-        out.append(Decided(text, verdict, packets))
+        tally = parse_tally(text) if target is None else None
+        if tally is not None:
+            out.append(Decided(tally[1], TALLY_VERDICT, packets, port=tally[0]))
+        else:
+            out.append(Decided(text, verdict, packets))
     return out
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from fwsync.backends.base import BackendError
@@ -39,6 +39,7 @@ from fwsync.core.logging_rules import (
 from fwsync.core.logging_rules import prefix as log_prefix
 from fwsync.core.merge import merge_runs
 from fwsync.core.ruleset import LIMIT, AddrSet, Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.core.tallies import Published, tallies
 from fwsync.rules.addresses import kernel_text
 
 FORWARD_CHAIN = "FWSYNC-FORWARD"
@@ -365,8 +366,17 @@ def _forward_lines(ruleset: Ruleset, family: Family) -> Iterator[str]:
                     f"-g {INBOUND_CHAIN}")
 
 
-def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[KernelRule, str]]
-                   ) -> Iterator[str]:
+def _tally_lines(match: Match, comment: str, ctx: RenderContext, published: Iterable[Published]
+                 ) -> Iterator[str]:
+    """The decision's per-port counts (core/tallies): its match on one published port, no
+    target, before it."""
+    for narrowed, name in tallies(match, published):
+        yield _line(INBOUND_CHAIN, _match_text(narrowed, ctx), f"{name} {comment}", "")
+
+
+def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[KernelRule, str]],
+                   merged: Collection[int] = ()) -> Iterator[str]:
+    """`merged`: the positions in `rules` of merged runs (no per-port counts)."""
     if ruleset.protect_direct_routing:
         # Not DNATed means not through a published port: straight to a container's own address
         # (dropped in FWSYNC-DIRECT), or to this host's docker-proxy (the INPUT path).
@@ -376,10 +386,15 @@ def _inbound_lines(ruleset: Ruleset, ctx: RenderContext, rules: Iterable[tuple[K
         loopback = "127.0.0.0/8" if ctx.family == 4 else "::1"
         yield _line(INBOUND_CHAIN, f"-m conntrack --ctorigdst {loopback}",
                     "fwsync protect localhost-publish", "-j DROP")
-    for rule, comment in rules:
+    for n, (rule, comment) in enumerate(rules):
+        if n not in merged:
+            yield from _tally_lines(rule.match, comment or f"{rule.origin.short} "
+                                    f"{rule.origin.text}", ctx, ruleset.published)
         yield from _rule_lines(rule, ctx, comment)
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
+    yield from _tally_lines(Match(family=ctx.family), f"{where}default "
+                            f"{ruleset.audit_default or ruleset.default}", ctx, ruleset.published)
     if ruleset.audit_default is not None:
         # Audited (core/audit): counted and logged as what it would do; then the enforced
         # default below (allow) lets the connection on.
@@ -458,7 +473,8 @@ def render_family(ruleset: Ruleset, family: Family, entries: str | tuple[str, ..
                         log_tag=ruleset.log_tag)
     rules = [(rule, merged.comment(n)) for n, rule in enumerate(merged.ruleset.rules)]
     objects[chain_key(family, FORWARD_CHAIN)] = tuple(_forward_lines(ruleset, family))
-    objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules))
+    objects[chain_key(family, INBOUND_CHAIN)] = tuple(_inbound_lines(ruleset, ctx, rules,
+                                                                     merged.merged))
     objects[chain_key(family, DIRECT_CHAIN)] = tuple(_direct_lines(ruleset, family))
     objects[chain_key(family, INPUT_CHAIN)] = tuple(_input_lines(ruleset, family))
     if any(rule.log_refused for rule, _ in rules):

@@ -11,6 +11,7 @@ from fwsync.backends.nft_state import rule_line
 from fwsync.backends.nft_table import LIMITED_CHAIN, Batch
 from fwsync.core.audit import AUDIT_VERDICT
 from fwsync.core.counts import Decided
+from fwsync.core.tallies import TALLY_VERDICT, parse_tally
 
 COUNTED_CHAIN = "inbound"
 _VERDICT = {"accept": "allow", "return": "allow", "drop": "deny", "reject": "reject"}
@@ -41,7 +42,14 @@ def decided(objects: Iterable[dict[str, Any]]) -> tuple[Decided, ...]:
             verdict = "reject"  # a limit's logged refusals: the chain logs and rejects
         elif verdict is None and not any(isinstance(e, dict) and next(iter(e), "") in _DECIDES
                                          for e in rule["expr"]):
-            verdict = AUDIT_VERDICT  # counted, deciding nothing: an audited rule (core/audit)
+            # Counted, deciding nothing: a per-port count (core/tallies) or an audited rule
+            # (core/audit).
+            tally = parse_tally(str(rule.get("comment", "")))
+            if tally is not None and counter is not None:
+                out.append(Decided(tally[1], TALLY_VERDICT, int(counter.get("packets", 0)),
+                                   port=tally[0]))
+                continue
+            verdict = AUDIT_VERDICT
         if counter is not None and verdict is not None:
             out.append(Decided(str(rule.get("comment", "")), verdict,
                                int(counter.get("packets", 0))))

@@ -73,6 +73,7 @@ from fwsync.core.logging_rules import prefix as log_prefix
 from fwsync.core.merge import MergedRules, internal_name, merge_runs
 from fwsync.core.observed import ProxyCgroup
 from fwsync.core.ruleset import Family, KernelRule, Match, RateLimit, Ruleset
+from fwsync.core.tallies import tallies
 from fwsync.rules.addresses import kernel_text
 from fwsync.rules.model import PortRange
 
@@ -215,7 +216,15 @@ def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]]
     """The user's rules, in order, merged by the core; the port sets their rules use are
     appended to `sets`. A rule on an address set held in two kernel sets is two rules, one per
     part, next to each other with the same verdict: a source is in one part or in neither."""
+    by_index: dict[int, list[tuple[KernelRule, str]]] = {}
+    for pos, kernel_rule in enumerate(merge.ruleset.rules):
+        if pos not in merge.merged:  # a merged run stands for several rules: no tallies
+            by_index.setdefault(kernel_rule.index, []).append((kernel_rule, merge.comment(pos)))
     for n, item in enumerate(_specs(merge)):
+        index = item[0].index if isinstance(item, tuple) else item.rules[0].index
+        for kernel_rule, comment in by_index.pop(index, []):
+            for tally in _tally_rules(kernel_rule.match, comment, ruleset):
+                yield from _per_part(tally, parts)
         if isinstance(item, tuple):
             rules: Iterable[dict[str, Any]] = _limit_rules(*item, ruleset)
         elif item.rules[0].audit:
@@ -229,6 +238,14 @@ def _user_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, Any]]
             rules = [*logged, decision]
         for rule in rules:
             yield from _per_part(rule, parts)
+
+
+def _tally_rules(match: Match, comment: str, ruleset: Ruleset) -> Iterator[dict[str, Any]]:
+    """The decision's per-port counts (core/tallies): its match on one published port with a
+    counter, no verdict, before it."""
+    for narrowed, name in tallies(match, ruleset.published):
+        yield _rule("inbound", [*match_exprs(narrowed, family_specific=True), {"counter": None}],
+                    f"{name} {comment}")
 
 
 def _audit_rules(decision: dict[str, Any], spec: _Spec, ruleset: Ruleset
@@ -476,6 +493,9 @@ def _inbound_rules(ruleset: Ruleset, merge: MergedRules, sets: list[dict[str, An
         yield _rule(LIMITED_CHAIN, [{"counter": None}, _reject(None)], "fwsync limit refused")
     origin = ruleset.default_origin
     where = f"{origin.short} " if origin else ""
+    for family in FAMILIES:
+        yield from _tally_rules(Match(family=family), f"{where}default "
+                                f"{ruleset.audit_default or ruleset.default}", ruleset)
     if ruleset.audit_default is not None:
         # Audited (core/audit): counted and logged as what it would do; the enforced default
         # below (allow) lets the connection on.

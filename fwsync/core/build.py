@@ -30,6 +30,7 @@ from fwsync.core.ruleset import (
     Match,
     Ruleset,
 )
+from fwsync.core.tallies import MAX_TALLIES, counted_ports, published
 from fwsync.rules.addresses import (
     disjoint_entries,
     entry_of,
@@ -249,6 +250,13 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
     subnets = _bridges(docker.extra_bridges, notes)
     trusted, refused = judge_bridges(docker.networks, docker.links)
     notes.extend(f"{r.note}." for r in refused)
+    counted, needed = counted_ports(
+        [*(r.match for r in rules), *(Match(family=f) for f in FAMILIES)],
+        published(docker.ports))
+    if needed and not counted:
+        notes.append(f"{needed} per-port counters would be needed (the decisions times the "
+                     f"published ports each decides for), more than fwsync's {MAX_TALLIES}: "
+                     "status counts per rule only")
     ruleset = Ruleset(
         rules=tuple(rules),
         sets=tuple(s for s in sets if (s.name, s.family) in used_sets),
@@ -266,6 +274,7 @@ def build_ruleset(policy: Policy, docker: DockerState) -> BuildResult:
                                                     notes),
         host_bridges=host_bridges(docker, refused),
         input_ports=inputs,
+        published=counted,
         proxy_cgroup=docker.proxy_cgroup,
         log_default=logged_default(policy),
         log_tag=log_tag(policy),

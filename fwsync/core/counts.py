@@ -29,8 +29,9 @@ class Decided:
     """One kernel rule that decides, as the kernel holds it."""
 
     comment: str
-    verdict: str  # one of VERDICTS
+    verdict: str  # one of VERDICTS, or core/tallies' TALLY_VERDICT
     connections: int
+    port: str | None = None  # a tally's port (core/tallies.port_key): `comment` is its decision's
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ def rule_counts(policy: Policy, decided: Iterable[Decided]) -> tuple[RuleCount, 
     texts: dict[str, str] = {}
     order: dict[str, tuple[int, int]] = {}
     for d in decided:
+        if d.port is not None:
+            continue  # a per-port count: port_counts
         origin, text, rank = _place(d.comment, shorts, policy)
         key = (origin, d.verdict)
         totals[key] = totals.get(key, 0) + d.connections
@@ -75,6 +78,19 @@ def rule_counts(policy: Policy, decided: Iterable[Decided]) -> tuple[RuleCount, 
     keys = sorted(totals, key=lambda k: (order[k[0]], k[0], VERDICTS.index(k[1])
                                          if k[1] in VERDICTS else len(VERDICTS)))
     return tuple(RuleCount(o, texts[o], v, totals[(o, v)]) for o, v in keys)
+
+
+def port_counts(policy: Policy, decided: Iterable[Decided]) -> dict[tuple[str, str], int]:
+    """(origin, port key) → new connections that rule (or the default) decided for that
+    published port (core/tallies), placed as rule_counts places a decision."""
+    shorts = _shorts(policy)
+    out: dict[tuple[str, str], int] = {}
+    for d in decided:
+        if d.port is None:
+            continue
+        origin = _place(d.comment, shorts, policy)[0]
+        out[(origin, d.port)] = out.get((origin, d.port), 0) + d.connections
+    return out
 
 
 def _place(comment: str, shorts: list[tuple[str, Origin | None, bool]], policy: Policy

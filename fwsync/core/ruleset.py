@@ -278,6 +278,9 @@ class Ruleset:
     # The default's refusal when audited (`mode audit`; core/audit): `default` is then allow,
     # what the kernel does, and this is what it would do.
     audit_default: str | None = None
+    # What Docker publishes, (family, protocol, host port): each decision counts per port
+    # (core/tallies).
+    published: tuple[tuple[Family, L4, int], ...] = ()
     log_tag: str = ""
 
     def bridge_subnets_for(self, family: Family) -> tuple[str, ...]:

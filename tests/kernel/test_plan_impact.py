@@ -26,14 +26,16 @@ from tests.steps import fwsync_ok, write_rules
 pytestmark = pytest.mark.kernel
 
 
-def remember_web(lab: KernelLab) -> None:
-    """What Docker last reported (the lab has no dockerd): `web` publishing 80 on docker0."""
-    port = {"host_port": 80, "proto": "tcp", "container": "web", "container_port": 80,
+def remember_web(lab: KernelLab, host_ports: tuple[int, ...] = (80,)) -> None:
+    """What Docker last reported (the lab has no dockerd): `web` publishing its port 80 on
+    docker0 as `host_ports` (the lab's publish() adds the kernel's side)."""
+    port = {"proto": "tcp", "container": "web", "container_port": 80,
             "container_id": "0123456789ab", "image": "web", "networks": ["bridge"],
             "container_ipv6": True, "service": "", "mode": "", "routed": "",
             "container_addrs": [CTR_V4, CTR_V6]}
     data = {"format_version": 1, "seen_at": time.time() - 60,
-            "ports": [{**port, "host_ip": "0.0.0.0"}, {**port, "host_ip": "::"}],
+            "ports": [{**port, "host_port": hp, "host_ip": ip} for hp in host_ports
+                      for ip in ("0.0.0.0", "::")],
             "extra_bridges": [], "containers": ["web"], "firewall_backend": None,
             "version": "20.10.24", "services": [], "swarm": None,
             "networks": [{"name": "bridge", "bridge": "docker0", "gateway_modes": [],

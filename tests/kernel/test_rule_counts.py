@@ -1,7 +1,7 @@
 """Each rule's kernel rules count the new connections they decide; status shows them per rule
 and per port's decision, an apply that writes the chain again keeps them, and they are never a
-difference plan shows. Real connections from the lab's peers, both backends. (A port's
-decisions carry their rule's count too: tests/unit/test_rule_counts.py.)"""
+difference plan shows; each port's decisions count that port's connections (core/tallies).
+Real connections from the lab's peers, both backends."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProc
+from tests.kernel.test_plan_impact import remember_web
 from tests.lab import ATTACKER_V4, TRUSTED_V4, KernelLab, run_fwsync
 from tests.steps import fwsync_ok, write_rules
 
@@ -84,6 +85,41 @@ def test_each_rule_counts_the_connections_it_decided_and_keeps_them_across_appli
     assert "New connections decided, per rule" in text
     assert any(f"{name}:2" in line and "allow" in line and line.split()[2] == "4"
                for line in text.splitlines()), text
+
+
+def test_each_decision_counts_the_connections_of_each_published_port(
+        kernel_lab: KernelLab, tmp_path: Path, backend: str) -> None:
+    """A rule without a port (and the default) decides for every published port: status counts
+    its connections per port (a counter per published port before each decision), in JSON on
+    each port's decisions and in the text."""
+    lab = kernel_lab
+    lab.publish(80, 80)
+    lab.publish(8080, 80)
+    remember_web(lab, (80, 8080))
+    rules = write_rules(tmp_path, f"default deny\nallow from {TRUSTED_V4}\n")
+    fwsync_ok(lab, "apply", rules=rules)
+    assert lab.trusted.probe(80) == "open"
+    for _ in range(2):
+        assert lab.trusted.probe(8080) == "open"
+    for _ in range(3):
+        assert lab.attacker.probe(80, timeout=DROPPED_PROBE) == "filtered"
+    assert lab.attacker.probe(8080, timeout=DROPPED_PROBE) == "filtered"
+    data = counts(lab, rules)
+    name = "10-test.rules"
+    got = {(p["host_ip"], p["host_port"], d["origin"].rsplit("/", 1)[-1]):
+           (d["connections"], d["connections_of"])
+           for p in data["ports"] for d in p["decisions"]}  # type: ignore[attr-defined]
+    assert got == {
+        ("0.0.0.0", 80, f"{name}:2"): (1, "port"), ("0.0.0.0", 80, f"{name}:1"): (3, "port"),
+        ("0.0.0.0", 8080, f"{name}:2"): (2, "port"), ("0.0.0.0", 8080, f"{name}:1"): (1, "port"),
+        # IPv6: the office's IPv4 rule is not among its decisions
+        ("::", 80, f"{name}:1"): (0, "port"), ("::", 8080, f"{name}:1"): (0, "port")}, got
+    assert by_rule(data)[(f"{name}:2", "allow")] == 3 and by_rule(data)[(f"{name}:1", "deny")] == 4
+    assert run_fwsync(lab, "plan", "--detailed-exitcode", rules=rules).returncode == 0
+    text = run_fwsync(lab, "status", rules=rules).stdout
+    line = next(x for x in text.splitlines() if x.strip().startswith("0.0.0.0:8080/tcp (web):"))
+    assert line.endswith(f"{name}:2 2, {rules}/{name}:1 1") or \
+        (f"{name}:2 2" in line and f"{name}:1 1" in line), text
 
 
 def _scrape(lab: KernelLab, url: str) -> str:

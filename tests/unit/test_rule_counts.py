@@ -6,12 +6,19 @@ from __future__ import annotations
 import pytest
 
 from fwsync.backends.iptables import _restore_text, decided_of, parse_save
+from fwsync.backends.iptables_render import render_family
 from fwsync.backends.nft_rule_counts import carried, decided, held_counters
-from fwsync.core.counts import Decided, RuleCount, by_origin, rule_counts
+from fwsync.backends.nftables_render import render as render_nftables
+from fwsync.backends.nftables_render import table_objects
+from fwsync.core.build import build_ruleset
+from fwsync.core.counts import Decided, RuleCount, by_origin, port_counts, rule_counts
+from fwsync.core.observed import DockerState, PublishedPort
+from fwsync.core.tallies import MAX_TALLIES, TALLY_VERDICT, parse_tally
 from fwsync.present import counts_json, counts_lines
-from fwsync.rules.model import Origin
+from fwsync.rules.model import Endpoint, Origin
+from fwsync.verify.agree import disagreements
 
-from .helpers import policy, rule
+from .helpers import net, policy, ports, rule
 
 pytestmark = pytest.mark.unit
 
@@ -139,3 +146,69 @@ def test_status_says_when_a_rule_was_last_used_and_hints_at_an_idle_one():
     assert lines[-1] == "Hint: r:5 has decided no connection in 40 d (the daemon's samples): " \
                         "is it still needed?"
     assert counts_lines(counts, {}, now)[-1].startswith("(When each rule was last used")
+
+
+def test_each_decision_gets_a_counter_per_published_port_it_can_decide_for():
+    """core/tallies: the decision's match narrowed to each published port of its family and
+    protocol (and its port range), before it, with no verdict; both backends' objects still
+    give the policy's verdicts (the verifier walks them), and the counts read back are placed
+    on the rule and the port."""
+    web = PublishedPort("0.0.0.0", 80, "tcp", "web", 80, container_addrs=("172.17.0.2",))
+    dns = PublishedPort("0.0.0.0", 53, "udp", "dns", 53, container_addrs=("172.17.0.3",))
+    alt = PublishedPort("0.0.0.0", 8080, "tcp", "web", 80, container_addrs=("172.17.0.2",))
+    bindings = (web, dns, alt)
+    pol = policy(rule(2, src=Endpoint(net=net("198.51.100.0/24"))),
+                 rule(3, proto="tcp", dst=Endpoint(ports=ports(8000, (8080, 8090)))))
+    ruleset = build_ruleset(pol, DockerState(ports=bindings)).ruleset
+    assert ruleset.published == ((4, "tcp", 80), (4, "tcp", 8080), (4, "udp", 53))
+    v4 = render_family(ruleset, 4, "DOCKER-USER")
+    inbound = v4["ipv4 chain FWSYNC-INBOUND"]
+    tallied = [line.split('--comment "')[1].split(" 10-test")[0] for line in inbound
+               if "fwsync port" in line]
+    # rule 2 (any port): all three; rule 3 (tcp 8000, 8080-8090): 8080 only; the default: all
+    assert tallied == ["fwsync port ipv4 80/tcp", "fwsync port ipv4 8080/tcp",
+                       "fwsync port ipv4 53/udp", "fwsync port ipv4 8080/tcp",
+                       "fwsync port ipv4 80/tcp", "fwsync port ipv4 8080/tcp",
+                       "fwsync port ipv4 53/udp"]
+    state = {**v4, **render_family(ruleset, 6, "DOCKER-USER")}
+    assert disagreements(ruleset, bindings, "iptables", state) == ()
+    assert disagreements(ruleset, bindings, "nftables", render_nftables(ruleset)) == ()
+    saved = "*filter\n:FWSYNC-INBOUND - [0:0]\n" + "".join(
+        f"[{4 if 'port ipv4 8080/tcp 10-test.rules:1' in line else 0}:0] {line}\n"
+        for line in inbound) + "COMMIT\n"
+    decided_ = decided_of(parse_save(saved))
+    assert {(o.rsplit("/", 1)[-1], p): n for (o, p), n in port_counts(pol, decided_).items()} \
+        == {("10-test.rules:2", "ipv4 80/tcp"): 0, ("10-test.rules:2", "ipv4 8080/tcp"): 0,
+            ("10-test.rules:2", "ipv4 53/udp"): 0, ("10-test.rules:3", "ipv4 8080/tcp"): 0,
+            ("10-test.rules:1", "ipv4 80/tcp"): 0, ("10-test.rules:1", "ipv4 8080/tcp"): 4,
+            ("10-test.rules:1", "ipv4 53/udp"): 0}
+    assert all(c.verdict != TALLY_VERDICT for c in rule_counts(pol, decided_))
+    nft_objects = [o for o in table_objects(ruleset) if "rule" in o]
+    assert {d.port for d in decided(o for o in nft_objects) if d.port} == {
+        "ipv4 80/tcp", "ipv4 8080/tcp", "ipv4 53/udp"}
+
+
+def test_a_ports_decision_shows_that_ports_count_where_the_kernel_has_one():
+    counts = (RuleCount("r:2", "allow from x", "allow", 7), RuleCount("r:1", "default deny",
+                                                                      "deny", 5))
+    data = {"ports": [{"host_ip": "0.0.0.0", "host_port": 80, "proto": "tcp",
+                       "decisions": [{"origin": "r:2"}, {"origin": "r:1"}]}]}
+    counts_json(data, counts, {}, 0.0, {("r:2", "ipv4 80/tcp"): 3})
+    assert [(d["connections"], d["connections_of"]) for d in data["ports"][0]["decisions"]] \
+        == [(3, "port"), (5, "rule")]
+    assert parse_tally("fwsync port ipv6 443/tcp a.rules:3 allow 443") == \
+        ("ipv6 443/tcp", "a.rules:3 allow 443")
+    assert parse_tally("fwsync protect localhost-publish") is None
+
+
+def test_per_port_counters_are_capped_whatever_docker_publishes():
+    """Their number is the decisions times the ports: whoever reaches Docker's socket picks the
+    ports. Past MAX_TALLIES there are none, and plan says so."""
+    many = tuple(PublishedPort("0.0.0.0", 10000 + i, "tcp", f"c{i}", 80,
+                               container_addrs=("172.17.0.2",)) for i in range(MAX_TALLIES))
+    built = build_ruleset(policy(rule(2, src=Endpoint(net=net("198.51.100.0/24")))),
+                          DockerState(ports=many))
+    assert built.ruleset.published == ()
+    assert any("per-port counters would be needed" in n for n in built.notes)
+    inbound = render_family(built.ruleset, 4, "DOCKER-USER")["ipv4 chain FWSYNC-INBOUND"]
+    assert not any("fwsync port" in line for line in inbound)

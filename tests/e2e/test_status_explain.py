@@ -100,9 +100,12 @@ def test_status_reports_rows_rules_and_surprises(dlab: DockerLab, tmp_path: Path
     assert kinds(db6) == ["ipv6-docker-proxy", "wide-binding"]
 
     web = ports["0.0.0.0:8080/tcp"]
-    # Each decision carries its rule's count of new connections (the kernel's counters).
+    # Each decision carries its count of new connections (the kernel's counters): the port's
+    # own where the kernel counts it per port (core/tallies), else its rule's.
     assert all(isinstance(d.pop("connections"), int) for p in ports.values()
                for d in p["decisions"]), ports
+    assert {d.pop("connections_of") for p in ports.values() for d in p["decisions"]} == \
+        {"port", "rule"}, ports  # the localhost protection: its rule's
     assert web["decisions"][0] == {"action": "allow", "who": "anyone (to 198.51.100.1/32)",
                                    "origin": line[4]}
     assert kinds(web) == ["wide-binding"] and "-p 198.51.100.1:8080:80" in \

@@ -655,17 +655,14 @@ def log_(
     start = time_.time() - _duration(since) if since else None
     path = decisions_path()
 
-    def show(d: dict[str, Any]) -> None:
+    def show(d: dict[str, Any]) -> bool:
+        """Print the decision unless --would-deny leaves it out; whether it was printed."""
         if would_deny and not is_would(str(d.get("verdict", ""))):
-            return
+            return False
         typer.echo(json.dumps(d) if fmt is Format.json else _decision_text(d))
+        return True
 
-    seen = 0
-    for d in read_decisions(path, start):
-        if would_deny and not is_would(str(d.get("verdict", ""))):
-            continue
-        show(d)
-        seen += 1
+    seen = sum(show(d) for d in read_decisions(path, start))
     if not follow:
         if not seen and fmt is not Format.json:
             typer.echo(f"No decisions logged{' in the last ' + since if since else ''} "

@@ -147,3 +147,20 @@ def test_what_an_audited_rule_saw_is_an_audit_line_not_a_block() -> None:
                     "t.rules:2", "eth0", "172.17.0.2", 80)
     line = ufw_line(d)
     assert line.startswith("[FWSYNC AUDIT] ") and "BLOCK" not in line
+
+
+def test_the_metrics_count_what_an_audited_rule_saw_but_not_as_denied() -> None:
+    """docs/rolling-out.md: `fwsync_rule_connections_total{verdict="audit"}`, and nothing of it
+    in fwsync_denied_connections_total (nothing was refused)."""
+    from fwsync.core.counts import RuleCount
+    from fwsync.daemon.metrics import RuleCounts
+
+    counts = (RuleCount("t.rules:2", "audit deny 80", "audit", 7),
+              RuleCount("t.rules:1", "default deny", "deny", 3))
+    families = {f.name: f for f in RuleCounts(lambda: counts).collect()}
+    per_rule = {tuple(s.labels.values()): s.value
+                for s in families["fwsync_rule_connections"].samples if s.name.endswith("_total")}
+    assert per_rule[("t.rules:2", "audit")] == 7
+    (denied,) = [s.value for s in families["fwsync_denied_connections"].samples
+                 if s.name.endswith("_total")]
+    assert denied == 3

@@ -227,7 +227,7 @@ def apply(
                 _fail("cancelled; nothing was changed")
             if confirm_within is not None and planned.refusal is None:
                 try:  # the timer runs before anything is written (rollout/revert.py)
-                    armed = arm(all_backends(), chosen.name, planned.plan.desired, rules,
+                    armed = arm(all_backends(), chosen.name, rules,
                                 planned.policy.digest, confirm_within)
                 except (OSError, TimerError) as exc:
                     _fail(f"cannot arm the revert: {exc}; nothing was changed")

@@ -15,7 +15,6 @@ Both files are written whole and renamed over (readfile.write_json)."""
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -60,24 +59,10 @@ class Pending:
     by: str  # who applied (user, sudo user, ssh client)
     rules: str  # the rules path the apply read
     rules_digest: str  # Policy.digest of those rules: the daemon holds off them once reverted
-    desired_digest: str  # sha256 of the objects the apply wrote (desired_digest())
     snapshots: tuple[Snapshot, ...]
     # How the revert is timed: {"kind": "systemd", "unit": ...} or {"kind": "process",
     # "pid": ..., "start": ...} (timer.py); empty until the timer runs.
     timer: dict[str, Any] = field(default_factory=dict)
-
-    def seconds_left(self, now: float) -> float:
-        return self.deadline - now
-
-
-def desired_digest(state: State) -> str:
-    """sha256 over a state's keys and lines, length-prefixed (as rules_digest)."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        for part in (key, *state[key]):
-            data = part.encode()
-            digest.update(len(data).to_bytes(8, "big") + data)
-    return digest.hexdigest()
 
 
 def who() -> str:
@@ -114,7 +99,7 @@ def pending_from(data: Any) -> Pending:
                    applied_at=float(data["applied_at"]), deadline=float(data["deadline"]),
                    by=str(data["by"]), rules=str(data["rules"]),
                    rules_digest=str(data["rules_digest"]),
-                   desired_digest=str(data["desired_digest"]), snapshots=snapshots,
+                   snapshots=snapshots,
                    timer=dict(data.get("timer") or {}))
 
 

@@ -21,7 +21,6 @@ from fwsync.rollout.pending import (
     Pending,
     PendingUnreadable,
     Snapshot,
-    desired_digest,
     pending_path,
     read_pending,
     read_revert_record,
@@ -61,15 +60,14 @@ def snapshot_all(backends: tuple[Backend, ...]) -> tuple[Snapshot, ...]:
     return tuple(out)
 
 
-def arm(backends: tuple[Backend, ...], chosen: str, desired_state: Any, rules: Path,
-        rules_digest: str, seconds: float) -> Pending:
+def arm(backends: tuple[Backend, ...], chosen: str, rules: Path, rules_digest: str,
+        seconds: float) -> Pending:
     """Before the apply writes anything (the caller holds the lock): snapshot, record, start
     the timer. Raises OSError or TimerError, with nothing written to the kernel."""
     token = secrets.token_hex(8)
     now = time.time()
     pending = Pending(token=token, backend=chosen, applied_at=now, deadline=now + seconds,
                       by=who(), rules=str(rules), rules_digest=rules_digest,
-                      desired_digest=desired_digest(desired_state),
                       snapshots=snapshot_all(backends))
     if (exc := write_pending(pending)) is not None:
         raise exc

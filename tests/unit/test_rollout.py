@@ -19,7 +19,6 @@ from fwsync.rollout.pending import (
     Pending,
     PendingUnreadable,
     Snapshot,
-    desired_digest,
     pending_path,
     read_pending,
     read_revert_record,
@@ -51,7 +50,6 @@ def pending(deadline: float = 2e9, **kw: object) -> Pending:
     fields: dict[str, object] = dict(
         token="0123456789abcdef", backend="nftables", applied_at=1.7e9, deadline=deadline,
         by="root ssh from 198.51.100.7", rules="/etc/fwsync/rules", rules_digest="ab" * 32,
-        desired_digest="cd" * 32,
         snapshots=(Snapshot("nftables", {"inet fwsync chain inbound": ("tcp dport 80 accept",
                                                                         "drop")}, NFT_PAYLOAD),
                    Snapshot("iptables", {}, None)),
@@ -76,12 +74,6 @@ def test_no_record_is_none_and_a_broken_one_still_means_pending() -> None:
         read_pending()
     assert "may be pending" in (pending_refusal() or "")
     assert "unreadable" in (window_hold() or "")
-
-
-def test_desired_digest_is_the_content() -> None:
-    a = {"k": ("x", "y")}
-    assert desired_digest(a) == desired_digest({"k": ("x", "y")})
-    assert desired_digest(a) != desired_digest({"k": ("xy",)})
 
 
 def test_systemd_run_command_line() -> None:

@@ -365,33 +365,30 @@ def status(
         # Audited rules the kernel holds (core/audit): the policy is not enforced where they are.
         data["audited"] = list(reach.audited)
         _emit_json(data)
-    elif sys.stdout.isatty():
-        from rich.console import Console
-
-        from fwsync.core.exposure_report import exposure_report
-        from fwsync.present_report import print_status
-
-        print_status(Console(), exposure_report(planned.policy, planned.docker, ruleset),
-                     planned.docker, enforced, in_sync,
-                     [*(f"Not governed: {g}" for g in gaps), "", *notes, *describe(daemon_state)],
-                     planned.policy, ruleset)
-        if lines := counts_lines(counts, read_activity(), time.time()):
-            typer.echo("\n" + "\n".join(lines))
-        if lines := port_counts_lines(exposure_report(planned.policy, planned.docker, ruleset),
-                                      per_port):
-            typer.echo("\n" + "\n".join(lines))
     else:
         from fwsync.core.exposure_report import exposure_report
 
-        typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
-                               ruleset, gaps))
+        # One report for the ports' table and their counts.
+        report = exposure_report(planned.policy, planned.docker, ruleset)
+        tty = sys.stdout.isatty()
+        if tty:
+            from rich.console import Console
+
+            from fwsync.present_report import print_status
+
+            print_status(Console(), report, planned.docker, enforced, in_sync,
+                         [*(f"Not governed: {g}" for g in gaps), "", *notes,
+                          *describe(daemon_state)], planned.policy, ruleset)
+        else:
+            typer.echo(status_text(planned.policy, planned.docker, enforced, in_sync, _style,
+                                   ruleset, gaps, report))
         if lines := counts_lines(counts, read_activity(), time.time()):
             typer.echo("\n" + "\n".join(lines))
-        if lines := port_counts_lines(exposure_report(planned.policy, planned.docker, ruleset),
-                                      per_port):
+        if lines := port_counts_lines(report, per_port):
             typer.echo("\n" + "\n".join(lines))
-        typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
-                                      *describe(daemon_state)]))
+        if not tty:  # the terminal's table has them above
+            typer.echo("\n" + "\n".join([*(_style(n, "yellow") for n in notes),
+                                          *describe(daemon_state)]))
 
 
 @app.command()

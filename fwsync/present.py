@@ -124,10 +124,10 @@ def _decision_text(d: Decision) -> str:
 
 def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: bool | None,
                 style: Style = _plain, ruleset: Ruleset | None = None,
-                gaps: Sequence[str] = ()) -> str:
+                gaps: Sequence[str] = (), report: ExposureReport | None = None) -> str:
     """`ruleset`: build_ruleset(policy, docker)'s when the caller has it (the plan's): one build
-    per `status`, not one per section. `gaps`: what fwsync does not govern here
-    (core/networks.not_governed)."""
+    per `status`, not one per section; `report`: exposure_report's for it, likewise. `gaps`:
+    what fwsync does not govern here (core/networks.not_governed)."""
     out = [f"Enforcing: {enforced}"]
     if in_sync is not None:
         out.append("In sync with the rules: " + (
@@ -139,7 +139,7 @@ def status_text(policy: Policy, docker: DockerState, enforced: str, in_sync: boo
         return "\n".join(out)
     if ruleset is None:
         ruleset = build_ruleset(policy, docker).ruleset
-    report = exposure_report(policy, docker, ruleset)
+    report = report or exposure_report(policy, docker, ruleset)
     if not docker.ports:
         out.append("Docker publishes no ports.")
     else:
